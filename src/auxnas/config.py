@@ -1,0 +1,339 @@
+"""Typed experiment configuration, loaded from YAML with ``key=value`` overrides.
+
+Every YAML key maps onto a dataclass field. Unknown keys and values of the wrong
+type are rejected with a :class:`ConfigError` that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Dataset, splits and loading."""
+
+    name: Literal["synthetic"] = "synthetic"
+    image_size: int = 64
+    num_train: int = 2000
+    num_test: int = 500
+    #: fraction of the training images held out for model selection
+    val_fraction: float = 0.1
+    #: seed of the dataset itself (scene generation), independent of the training seed
+    seed: int = 0
+    #: where generated datasets are cached; None -> $AUXNAS_CACHE or ~/.cache/auxnas
+    cache_dir: str | None = None
+    batch_size: int = 32
+    num_workers: int = 0
+    augment: bool = True
+
+
+@dataclass
+class TasksConfig:
+    """Which task is primary, which are auxiliary, and their loss weights."""
+
+    primary: str = "normal"
+    aux: list[str] = field(default_factory=list)
+    #: task name -> loss weight; tasks not listed weigh 1
+    loss_weights: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def all(self) -> list[str]:
+        return [self.primary, *self.aux]
+
+
+@dataclass
+class ModelConfig:
+    """Backbone of every branch."""
+
+    backbone: str = "tiny_resnet"
+    #: local weights file for the backbone, or "hub" for timm hub weights (needs network)
+    pretrained: str | None = None
+    dilated: bool = False
+
+
+@dataclass
+class MethodConfig:
+    """How primary and auxiliary tasks are combined (see docs/methods.md)."""
+
+    name: Literal["single", "aux_head", "aux_g", "aux_nas"] = "single"
+    #: where links may go: "layer" (every cell, within ``window``) or "stage" (last cell of each stage)
+    granularity: Literal["layer", "stage"] = "layer"
+    #: a link j -> i needs j <= i, i - j < window and both cells in one stage (authors: 3)
+    window: int = 3
+    #: aux_nas: search links in both directions, or p2a only (the paper's "gradient + NAS" ablation)
+    search: Literal["both", "p2a_only"] = "both"
+    #: fusion op after the residual sum: nothing (authors' ViT code) or BatchNorm + ReLU (paper's CNN form)
+    fusion_norm: Literal["none", "bn_relu"] = "none"
+    #: initial strengths sigmoid(logit) of searched links (authors' code: p2a 0.5, a2p 0.001)
+    p2a_init: float = 0.5
+    a2p_init: float = 0.001
+    #: "bilevel": alternating architecture / network steps on two disjoint halves of the training set,
+    #: re-split each epoch (authors); "single_level": both updated on the same batch
+    optimization: Literal["bilevel", "single_level"] = "bilevel"
+    arch_optimizer: Literal["adam", "sgd"] = "adam"
+    arch_lr: float = 0.01
+    arch_weight_decay: float = 0.0
+    #: L1 penalty on a2p strengths: weight 0 until penalty_start, linear to penalty_max at penalty_end
+    #: (fractions of training), then constant; reduced by mean over links (authors' code) or sum (paper)
+    penalty_max: float = 1000.0
+    penalty_start: float = 0.5
+    penalty_end: float = 0.8
+    penalty_reduction: Literal["mean", "sum"] = "mean"
+
+
+@dataclass
+class WeightingConfig:
+    """Loss weighting / gradient method applied in the network step (see docs/weighting.md)."""
+
+    name: str = "equal"
+    #: the method's hyper-parameters, e.g. {temperature: 2.0} for dwa
+    options: dict[str, float | bool | str] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of the network weights."""
+
+    epochs: int = 10
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    #: SGD momentum (ignored by Adam)
+    momentum: float = 0.9
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    poly_power: float = 0.9
+    #: "auto" picks CUDA when available
+    device: str = "auto"
+    #: bfloat16 autocast on CUDA (never on CPU)
+    amp: bool = True
+    #: stop each epoch after this many steps (smoke runs); None = full epochs
+    max_steps_per_epoch: int | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    """One training run."""
+
+    name: str = "experiment"
+    seed: int = 0
+    #: run directory: checkpoints, metrics.json, the resolved config
+    out_dir: str = "runs/experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping to {_type_name(typing.get_args(tp)[1])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (ints accepted as floats)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, where)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is list:
+        if isinstance(value, list):
+            (item,) = typing.get_args(tp)
+            return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            key_tp, val_tp = typing.get_args(tp)
+            return {_convert(k, key_tp, where): _convert(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s}; valid keys{' of ' + where if where else ''}: {', '.join(names)}"
+        )
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _check(cfg: ExperimentConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    from .backbones import BACKBONE_NAMES
+    from .tasks import TASK_NAMES
+
+    positive = {
+        "data.image_size": cfg.data.image_size,
+        "data.num_train": cfg.data.num_train,
+        "data.num_test": cfg.data.num_test,
+        "data.batch_size": cfg.data.batch_size,
+        "train.epochs": cfg.train.epochs,
+        "train.lr": cfg.train.lr,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+    if cfg.train.max_steps_per_epoch is not None and cfg.train.max_steps_per_epoch <= 0:
+        raise ConfigError(f"train.max_steps_per_epoch: must be positive or null, got {cfg.train.max_steps_per_epoch}")
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction: must be between 0 and 1 (exclusive), got {cfg.data.val_fraction}")
+    named = [("tasks.primary", cfg.tasks.primary)] + [(f"tasks.aux[{i}]", a) for i, a in enumerate(cfg.tasks.aux)]
+    for key, name in named:
+        if name not in TASK_NAMES:
+            raise ConfigError(f"{key}: unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
+    if cfg.tasks.primary in cfg.tasks.aux:
+        raise ConfigError(f"tasks.aux: the primary task {cfg.tasks.primary!r} cannot also be auxiliary")
+    if len(set(cfg.tasks.aux)) != len(cfg.tasks.aux):
+        raise ConfigError(f"tasks.aux: repeated task in {cfg.tasks.aux}")
+    for name, weight in cfg.tasks.loss_weights.items():
+        if name not in cfg.tasks.all:
+            raise ConfigError(f"tasks.loss_weights.{name}: not one of this run's tasks {cfg.tasks.all}")
+        if weight < 0:
+            raise ConfigError(f"tasks.loss_weights.{name}: must be non-negative, got {weight}")
+    if cfg.model.backbone not in BACKBONE_NAMES:
+        raise ConfigError(
+            f"model.backbone: unknown backbone {cfg.model.backbone!r}; valid: {', '.join(BACKBONE_NAMES)}"
+        )
+    m = cfg.method
+    if m.name in ("aux_head", "aux_g", "aux_nas") and not cfg.tasks.aux:
+        raise ConfigError(f"tasks.aux: method {m.name} needs at least one auxiliary task")
+    if m.window < 1:
+        raise ConfigError(f"method.window: must be >= 1, got {m.window}")
+    for key in ("p2a_init", "a2p_init"):
+        if not 0.0 < getattr(m, key) < 1.0:
+            raise ConfigError(f"method.{key}: a strength strictly between 0 and 1, got {getattr(m, key)}")
+    if m.arch_lr <= 0 or m.penalty_max < 0:
+        raise ConfigError("method.arch_lr must be positive and method.penalty_max non-negative")
+    if not 0.0 <= m.penalty_start <= m.penalty_end <= 1.0:
+        raise ConfigError(f"method.penalty_start/penalty_end: need 0 <= start <= end <= 1, got "
+                          f"{m.penalty_start}, {m.penalty_end}")
+    if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
+        raise ConfigError(f"train.device: expected auto, cpu or cuda[:N], got {cfg.train.device!r}")
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a nested dict into an :class:`ExperimentConfig`; errors name ``source`` and the key."""
+    try:
+        cfg = _build(ExperimentConfig, data, "")
+        _check(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads 1e-3 as a string; numbers written that way are meant as floats
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``key.sub=value`` override set."""
+    out = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for k in keys[:-1]:
+            child = node.setdefault(k, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a packaged config such as ``quickstart``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_CONFIGS / f"{path.stem}.yaml"
+    if path.suffix in ("", ".yaml", ".yml") and path.parent == Path(".") and packaged.is_file():
+        return packaged
+    available = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise ConfigError(f"{name_or_path}: no such file, and not a packaged config (packaged: {available})")
+
+
+def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a YAML experiment file (or packaged config name), apply overrides, validate."""
+    path = resolve_config_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return config_from_dict(apply_overrides(data or {}, overrides), source=str(path))
