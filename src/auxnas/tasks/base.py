@@ -1,0 +1,80 @@
+"""The task interface: what a head must output, its loss and its metrics.
+
+A task reads its target from a batch dict under ``task.name`` and is either
+``dense`` (one prediction per pixel, head output ``B x C x H x W``) or ``image``
+(one prediction per image, head output ``B x C``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+
+class Metric(ABC):
+    """Accumulates over a whole evaluation set; ``compute`` pools every sample.
+
+    Never a mean of per-batch means: confusion matrices and pooled pixel errors.
+    """
+
+    @abstractmethod
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add one batch (raw head outputs and targets, any device)."""
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """Metric name -> value over everything seen since construction."""
+
+
+class Task(ABC):
+    """One prediction task: target key, output size, loss, metrics."""
+
+    name: str
+    kind: Literal["dense", "image"]
+    out_channels: int
+    #: metric used for model selection and as "the" primary number
+    main_metric: str
+    #: metric name -> True when larger is better (every metric ``compute`` returns)
+    higher_is_better: dict[str, bool]
+
+    @abstractmethod
+    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Scalar training loss of raw head output ``pred`` against ``target``."""
+
+    @abstractmethod
+    def new_metric(self) -> Metric:
+        """A fresh accumulator for this task's metrics."""
+
+    def postprocess(self, pred: Tensor) -> Tensor:
+        """Raw head output -> the prediction a user consumes (e.g. unit normals)."""
+        return pred
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, out_channels={self.out_channels})"
+
+
+def as_float(t: Tensor) -> Tensor:
+    """Detach and move to CPU float64 for exact accumulation."""
+    return t.detach().to("cpu", torch.float64)
+
+
+def dense_pred(pred: Tensor, target: Tensor, out_channels: int, target_channels: int | None) -> Tensor:
+    """Check a dense prediction against its target and resize it bilinearly to the target's ``H x W``.
+
+    ``pred`` must be ``B x out_channels x H' x W'``; ``target`` is ``B x H x W`` when ``target_channels`` is None,
+    else ``B x target_channels x H x W``. Heads may predict at a lower resolution than the labels; loss and
+    metrics are always taken at label resolution.
+    """
+    target_shape = "B x H x W" if target_channels is None else f"B x {target_channels} x H x W"
+    if (pred.dim() != 4 or pred.shape[1] != out_channels or target.shape[0] != pred.shape[0]
+            or target.dim() != (3 if target_channels is None else 4)
+            or (target_channels is not None and target.shape[1] != target_channels)):
+        raise ValueError(f"expected a B x {out_channels} x H x W prediction and a {target_shape} target, "
+                         f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+    size = tuple(target.shape[-2:])
+    if tuple(pred.shape[-2:]) != size:
+        pred = torch.nn.functional.interpolate(pred, size=size, mode="bilinear", align_corners=False)
+    return pred

@@ -1,0 +1,96 @@
+"""Surface normal estimation: cosine loss and angular-error statistics pooled over every valid pixel.
+
+A pixel whose target is the all-zero vector is invalid. The angle between prediction and target is
+``degrees(arccos(clamp(dot(p / |p|, g / |g|), -1, 1)))``; targets are unit vectors, so dividing by ``|g|``
+only guards against labels that were resampled. Predictions at a lower resolution than the target are
+resized bilinearly to the target size (before normalisation) in both loss and metric.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Metric, Task, as_float, dense_pred
+
+#: ``within_T``: percentage of valid pixels whose angular error is strictly below T degrees
+THRESHOLDS = (11.25, 22.5, 30.0)
+THRESHOLD_NAMES = tuple(f"within_{t:g}" for t in THRESHOLDS)
+
+
+def _valid(target: Tensor) -> Tensor:
+    """``B x H x W`` mask of pixels with a non-zero target normal."""
+    return target.abs().sum(dim=1) > 0
+
+
+class AngleMetric(Metric):
+    """Mean, median and RMS angular error (degrees) and within-threshold percentages over all valid pixels.
+
+    Sums are kept in float64; every angle is kept (float32) so the median is exact over the set
+    (the mean of the two middle values for an even count). NaN before any valid pixel is seen.
+    """
+
+    def __init__(self) -> None:
+        self.angles: list[Tensor] = []
+        self.count = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.within = [0] * len(THRESHOLDS)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add the valid pixels of ``pred`` (``B x 3 x H x W``, any scale) against unit ``target`` normals."""
+        pred = as_float(dense_pred(pred.detach(), target, 3, 3))
+        target = as_float(target)
+        valid = _valid(target)
+        cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(dim=1)[valid]
+        angles = torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+        self.angles.append(angles.float())
+        self.count += angles.numel()
+        self.total += float(angles.sum())
+        self.total_sq += float((angles**2).sum())
+        for i, t in enumerate(THRESHOLDS):
+            self.within[i] += int((angles < t).sum())
+
+    def compute(self) -> dict[str, float]:
+        """Angular statistics of every valid pixel seen."""
+        names = ("mean_angle", "median_angle", "rmse_angle", *THRESHOLD_NAMES)
+        if self.count == 0:
+            return dict.fromkeys(names, math.nan)
+        ordered = torch.cat(self.angles).double().sort().values
+        mid = self.count // 2
+        median = float(ordered[mid]) if self.count % 2 else float(ordered[mid - 1] + ordered[mid]) / 2
+        values = [self.total / self.count, median, math.sqrt(self.total_sq / self.count),
+                  *(w / self.count * 100 for w in self.within)]
+        return dict(zip(names, values, strict=True))
+
+
+class SurfaceNormals(Task):
+    """Per-pixel unit surface normal (3 channels); ``postprocess`` L2-normalises the raw output."""
+
+    kind = "dense"
+    out_channels = 3
+    main_metric = "mean_angle"
+    delta_metrics = ("mean_angle", "median_angle", *THRESHOLD_NAMES)
+
+    def __init__(self, name: str = "normal") -> None:
+        self.name = name
+        self.higher_is_better = {"mean_angle": False, "median_angle": False, "rmse_angle": False,
+                                 **dict.fromkeys(THRESHOLD_NAMES, True)}
+
+    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Mean over valid pixels of ``1 - cos(pred, target)`` (0 when no pixel is valid)."""
+        pred = dense_pred(pred, target, 3, 3)
+        valid = _valid(target)
+        cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(dim=1)
+        return (1 - cos)[valid].sum() / valid.sum().clamp(min=1)
+
+    def new_metric(self) -> AngleMetric:
+        """A fresh angular-error accumulator."""
+        return AngleMetric()
+
+    def postprocess(self, pred: Tensor) -> Tensor:
+        """Unit normals: the raw output L2-normalised over channels."""
+        return F.normalize(pred, dim=1)
