@@ -70,7 +70,7 @@ class ModelConfig:
 class MethodConfig:
     """How primary and auxiliary tasks are combined (see docs/methods.md)."""
 
-    name: Literal["single", "aux_head", "aux_g", "aux_nas"] = "single"
+    name: Literal["single", "aux_head", "aux_module", "adashare", "adashare_aux", "aux_g", "aux_nas"] = "single"
     #: where links may go: "layer" (every cell, within ``window``) or "stage" (last cell of each stage)
     granularity: Literal["layer", "stage"] = "layer"
     #: a link j -> i needs j <= i, i - j < window and both cells in one stage (authors: 3)
@@ -94,6 +94,19 @@ class MethodConfig:
     penalty_start: float = 0.5
     penalty_end: float = 0.8
     penalty_reduction: Literal["mean", "sum"] = "mean"
+    #: aux_module: factor on the auxiliary module's (task-weighted) loss
+    module_weight: float = 1.0
+    #: adashare, adashare_aux: weights of the sparsity (sum log p_exec) and sharing (|p_exec(a) - p_exec(b)|) terms
+    sparsity_weight: float = 0.05
+    sharing_weight: float = 0.05
+    #: adashare, adashare_aux: Gumbel-softmax temperature, geometric from start to end over training
+    temperature_start: float = 5.0
+    temperature_end: float = 0.5
+    #: adashare, adashare_aux: learn the last cells' policies first; every policy from curriculum_end of training on
+    curriculum: bool = True
+    curriculum_end: float = 0.5
+    #: adashare, adashare_aux: initial probability of executing a skippable cell
+    policy_init: float = 0.5
 
 
 @dataclass
@@ -254,8 +267,16 @@ def _check(cfg: ExperimentConfig) -> None:
             f"model.backbone: unknown backbone {cfg.model.backbone!r}; valid: {', '.join(BACKBONE_NAMES)}"
         )
     m = cfg.method
-    if m.name in ("aux_head", "aux_g", "aux_nas") and not cfg.tasks.aux:
+    if m.name in ("aux_head", "aux_module", "adashare_aux", "aux_g", "aux_nas") and not cfg.tasks.aux:
         raise ConfigError(f"tasks.aux: method {m.name} needs at least one auxiliary task")
+    if m.module_weight < 0 or m.sparsity_weight < 0 or m.sharing_weight < 0:
+        raise ConfigError("method.module_weight, method.sparsity_weight and method.sharing_weight must be non-negative")
+    if m.temperature_start <= 0 or m.temperature_end <= 0:
+        raise ConfigError("method.temperature_start and method.temperature_end must be positive")
+    if not 0.0 < m.curriculum_end <= 1.0:
+        raise ConfigError(f"method.curriculum_end: must be in (0, 1], got {m.curriculum_end}")
+    if not 0.0 < m.policy_init < 1.0:
+        raise ConfigError(f"method.policy_init: a probability strictly between 0 and 1, got {m.policy_init}")
     if m.window < 1:
         raise ConfigError(f"method.window: must be >= 1, got {m.window}")
     for key in ("p2a_init", "a2p_init"):

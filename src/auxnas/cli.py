@@ -1,0 +1,150 @@
+"""The ``auxnas`` command line; every command is one call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError
+from .export import ExportError
+from .io import CheckpointError
+
+
+def _format_metrics(metrics: dict[str, dict[str, float]]) -> str:
+    lines = []
+    for task, values in metrics.items():
+        lines.append(f"  {task}: " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    return "\n".join(lines)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import fit
+
+    cfg = load_config(args.config, args.overrides)
+    result = fit(cfg, progress=not args.quiet)
+    print(f"run directory: {result.out_dir}  (best epoch {result.best_epoch}, selected on the validation split, "
+          f"{result.wall_time_s:.0f} s)")
+    print("test metrics of the selected checkpoint:")
+    print(_format_metrics(result.test_best))
+    print("test metrics of the last checkpoint:")
+    print(_format_metrics(result.test_last))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .train import evaluate
+
+    metrics = evaluate(args.path, split=args.split, device=args.device, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{args.split} metrics of {args.path}:")
+        print(_format_metrics(metrics))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_primary
+
+    report = export_primary(args.path, args.out, threshold=args.threshold, force=args.force)
+    checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in report["checks"].items())
+    print(f"exported the primary network ({report['primary']}, {report['method']}) to {args.out}")
+    print(f"  checks: {checks}")
+    print(f"  max |exported - trained| on {report['num_inputs']} test images: {report['max_abs_diff']:.2e}")
+    print(f"  parameters {report['params']['exported']:,} (single-task {report['params']['single_task']:,}), "
+          f"FLOPs/image {report['flops_per_image']['exported']:,} (single-task "
+          f"{report['flops_per_image']['single_task']:,})")
+    if report["forced"]:
+        print("  WARNING: exported with --force although a2p links are above the threshold; see export_report.json")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, overrides=args.overrides, progress=not args.quiet)
+    return 0
+
+
+def _cmd_data_preview(args: argparse.Namespace) -> int:
+    from .data.preview import save_preview
+    from .data.synthetic import SyntheticScenes
+
+    dataset = SyntheticScenes(args.split, args.num, args.image_size, args.seed, args.cache_dir)
+    path = save_preview(dataset, args.out, num_images=args.num)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="auxnas", description="Auxiliary-label learning with single-task inference cost (Aux-NAS and baselines)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one experiment from a YAML config",
+                           description="Train one experiment. CONFIG is a YAML file or a packaged config name "
+                                       "(e.g. quickstart); key=value pairs override its fields, e.g. train.epochs=2.")
+    train.add_argument("config")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a run directory or checkpoint",
+                        description="Evaluate the selected (best) checkpoint of a run directory, or a checkpoint file.")
+    ev.add_argument("path", help="run directory or .pt checkpoint")
+    ev.add_argument("--split", choices=["test", "val"], default="test")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    ev.add_argument("--json", action="store_true", help="print metrics as JSON")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    ex = sub.add_parser("export", help="write the deployable primary-only network of a run, verified",
+                        description="Export the primary network of a run directory (its selected checkpoint) or a "
+                                    "checkpoint: no auxiliary branch, link or fusion op. Verifies a2p strengths, "
+                                    "output equality and single-task parameters/FLOPs; writes export_report.json.")
+    ex.add_argument("path", help="run directory or .pt checkpoint")
+    ex.add_argument("--out", required=True, help="output directory")
+    ex.add_argument("--threshold", type=float, default=0.01, help="largest a2p strength that may be cut")
+    ex.add_argument("--force", action="store_true", help="export even when a2p strengths exceed the threshold")
+    ex.set_defaults(func=_cmd_export)
+
+    demo = sub.add_parser("demo", help="compare Single, Aux-Head, Aux-G and Aux-NAS on the synthetic scenes",
+                          description="Train every method with the same budget, export each, and write a table, "
+                                      "report.md and link-strength plots into --out.")
+    demo.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo config")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--quick", action="store_true", help="a smoke version in seconds (tiny data, 2 steps)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_cmd_demo)
+
+    data = sub.add_parser("data", help="dataset utilities").add_subparsers(dest="data_command", required=True)
+    preview = data.add_parser("preview", help="write a PNG grid of synthetic images and their labels")
+    preview.add_argument("--out", required=True, help="output .png file")
+    preview.add_argument("--num", type=int, default=8, help="number of images")
+    preview.add_argument("--image-size", type=int, default=64)
+    preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument("--split", choices=["train", "test"], default="train")
+    preview.add_argument("--cache-dir", default=None)
+    preview.set_defaults(func=_cmd_data_preview)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``auxnas`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, ExportError, FileNotFoundError, ValueError) as err:
+        print(f"auxnas: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("auxnas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Train-time model -> deployable primary-only network, with the equivalence checks.
+
+``export_primary`` writes ``model.safetensors`` (the primary network's weights),
+``exported.yaml`` (what ``load_exported`` needs to rebuild it) and
+``export_report.json``, after verifying that
+
+1. every auxiliary-to-primary link strength is below ``threshold`` (else it
+   refuses, naming the links, unless ``force``);
+2. the exported network's outputs equal the trained model's primary outputs
+   with a2p links cut, on real test images;
+3. its parameter count and FLOPs equal those of the single-task network of the
+   same configuration (with ``fusion_norm: bn_relu`` the kept norm/ReLU ops are
+   reported as exact extras instead).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .backbones import Branch, build_branch
+from .cost import count_flops, count_parameters
+from .data import build_splits
+from .fusion import FusionPost
+from .io import atomic_write, write_json
+from .methods import AdaShare, LinkedBranches, MultiTaskModel
+from .tasks import build_task
+from .train import load_trained, make_loader
+
+#: max |exported - trained| allowed on real inputs (float32 round-off only)
+OUTPUT_TOLERANCE = 1e-5
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported as a single-task network (a check failed)."""
+
+
+def a2p_strengths(model: MultiTaskModel) -> list[dict[str, Any]]:
+    """Every auxiliary-to-primary link: auxiliary task, target and source cell, strength."""
+    if not isinstance(model, LinkedBranches):
+        return []
+    out = []
+    for aux, links in model.a2p.items():
+        for (target, source), value in zip(links.links, links.strengths().tolist()):
+            out.append({"aux": aux, "primary_cell": target, "aux_cell": source, "strength": value})
+    return out
+
+
+def _fused_cells(model: MultiTaskModel) -> list[int]:
+    """Primary cells whose fusion norm + ReLU the exported network keeps."""
+    if isinstance(model, LinkedBranches) and model.norm == "bn_relu":
+        return model.fused_primary_cells()
+    return []
+
+
+@torch.no_grad()
+def _post_elementwise_ops(network: Branch, cells: list[int], example: torch.Tensor) -> int:
+    """Element-wise ops of the kept norm + ReLU (scale, shift, max per element), which FLOP counters skip."""
+    counts = []
+    hooks = [network.cells[i][1].register_forward_hook(lambda m, i, o: counts.append(o.numel())) for i in cells]
+    network.eval()
+    network(example)
+    for hook in hooks:
+        hook.remove()
+    return 3 * sum(counts)
+
+
+def export_primary(
+    path: str | os.PathLike, out_dir: str | os.PathLike, threshold: float = 0.01, force: bool = False,
+    num_inputs: int = 8,
+) -> dict[str, Any]:
+    """Export the primary network of a run directory or checkpoint to ``out_dir``; return the report."""
+    cfg, model, payload = load_trained(path)
+    model.eval()
+    links = a2p_strengths(model)
+    above = [link for link in links if link["strength"] >= threshold]
+    if above and not force:
+        listed = ", ".join(
+            f"{a['aux']}[{a['aux_cell']}]->primary[{a['primary_cell']}]={a['strength']:.4g}" for a in above[:10]
+        )
+        raise ExportError(
+            f"{len(above)} auxiliary-to-primary link(s) have strength >= {threshold}: {listed}. Cutting them would "
+            "change the primary network; train longer or with a larger method.penalty_max, or pass --force."
+        )
+    network = model.primary_network().eval()
+
+    splits = build_splits(cfg.data, progress=False)
+    images = next(iter(make_loader(splits.test, num_inputs, False, cfg.seed)))["image"]
+    with torch.no_grad():
+        trained = model(images, cut_a2p=True) if isinstance(model, LinkedBranches) else model(images)
+        diff = float((network(images) - trained[cfg.tasks.primary]).abs().max())
+
+    task = model.tasks[cfg.tasks.primary]
+    single = build_branch(cfg.model.backbone, task, image_size=cfg.data.image_size, dilated=cfg.model.dilated)
+    example = images[:1]
+    fused = _fused_cells(model)
+    params = {"exported": count_parameters(network), "single_task": count_parameters(single),
+              "train_time_model": count_parameters(model)}
+    flops = {"exported": count_flops(network, example), "single_task": count_flops(single, example)}
+    params["extra"] = params["exported"] - params["single_task"]
+    flops["extra"] = flops["exported"] - flops["single_task"]
+    expected_extra_params = sum(2 * network.cell_channels[i] for i in fused)
+    checks = {
+        "a2p_below_threshold": not above,
+        "outputs_equal": diff <= OUTPUT_TOLERANCE,
+        "params_equal_single_task": params["extra"] == 0,
+        "flops_equal_single_task": flops["extra"] == 0,
+    }
+    report: dict[str, Any] = {
+        "source": str(path), "method": cfg.method.name, "primary": task.name, "backbone": cfg.model.backbone,
+        "epoch": payload["epoch"], "threshold": threshold, "forced": bool(above) and force,
+        "a2p_links": links, "a2p_max": max((a["strength"] for a in links), default=None),
+        "max_abs_diff": diff, "num_inputs": int(images.shape[0]), "tolerance": OUTPUT_TOLERANCE,
+        "params": params, "flops_per_image": flops, "checks": checks, "kept_fusion_post_cells": fused,
+    }
+    if fused:
+        report["kept_fusion_post"] = {
+            "what": "BatchNorm + ReLU after each fused primary cell (method.fusion_norm = bn_relu)",
+            "extra_params": params["extra"], "expected_extra_params": expected_extra_params,
+            "extra_elementwise_ops_per_image": _post_elementwise_ops(network, fused, example),
+        }
+    failures = [name for name, ok in checks.items() if not ok and name != "a2p_below_threshold"]
+    if fused:  # the extras are expected; they must be exactly the kept norms and nothing else
+        failures = [f for f in failures if f != "params_equal_single_task"]
+        if params["extra"] != expected_extra_params:
+            failures.append("params_extra_is_kept_norms")
+    skipped = model.skipped_cells() if isinstance(model, AdaShare) else []
+    report["skipped_cells"] = skipped
+    if skipped:  # plain AdaShare: the primary skips these cells; the export is cheaper by exactly them
+        failures = [f for f in failures if f not in ("params_equal_single_task", "flops_equal_single_task")]
+        if params["extra"] != -sum(count_parameters(single.cells[i]) for i in skipped):
+            failures.append("params_saved_are_skipped_cells")
+        if flops["extra"] > 0:
+            failures.append("flops_at_most_single_task")
+    if failures:
+        raise ExportError(f"export verification failed ({', '.join(failures)}): max |diff| {diff:.3g}, "
+                          f"params {params}, FLOPs {flops}")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in network.state_dict().items()}
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+    spec = {
+        "backbone": cfg.model.backbone, "task": task.name, "num_classes": payload["num_classes"],
+        "image_size": cfg.data.image_size, "dilated": cfg.model.dilated, "fusion_post_cells": fused,
+        "skipped_cells": skipped,
+    }
+    atomic_write(out / "exported.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(spec, sort_keys=False)))
+    write_json(out / "export_report.json", report)
+    return report
+
+
+def _export_file(directory: Path, name: str) -> Path:
+    path = directory / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; is {directory} a directory written by `auxnas export`?")
+    return path
+
+
+def read_export_spec(directory: str | os.PathLike) -> dict[str, Any]:
+    """What an export directory's network is: backbone, task, class counts, image size, kept fusion norms."""
+    return yaml.safe_load(_export_file(Path(directory), "exported.yaml").read_text())
+
+
+def load_exported(directory: str | os.PathLike) -> nn.Module:
+    """The exported primary network of ``directory`` (a plain ``Branch`` in eval mode)."""
+    directory = Path(directory)
+    spec, weights_path = read_export_spec(directory), _export_file(directory, "model.safetensors")
+    task = build_task(spec["task"], spec["num_classes"])
+    network = build_branch(spec["backbone"], task, image_size=spec["image_size"], dilated=spec["dilated"])
+    for i in spec.get("skipped_cells", []):
+        network.cells[i] = nn.Identity()
+    for i in spec["fusion_post_cells"]:
+        network.cells[i] = nn.Sequential(network.cells[i], FusionPost(network.cell_channels[i], network.feature_format))
+    try:
+        network.load_state_dict(load_file(str(weights_path)))
+    except RuntimeError as err:
+        raise ExportError(f"{weights_path}: weights do not match exported.yaml: {err}") from None
+    return network.eval()

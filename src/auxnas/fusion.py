@@ -1,0 +1,106 @@
+"""Cross-task links: connectivity matrices and the residual fusion op.
+
+A link carries the output of cell ``j`` of a source branch into cell ``i`` of a
+target branch. ``C[i, j] = True`` marks a link (rows: target cells, columns:
+source cells). The fusion op at a target cell computes
+
+    out = post(x + W · concat_j(s_j · y_j))
+
+with ``x`` the target's own cell output, ``y_j`` the source cell outputs (taken
+before the source's own fusion, resized bilinearly to ``x``'s size), ``s_j`` the
+link strengths and ``W`` a zero-initialised 1x1 convolution (a linear map on
+ViT tokens), so a fused network starts exactly as its single-task branches.
+``post`` is the identity (default, as in the authors' ViT code) or BatchNorm +
+ReLU (the paper's CNN form).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+FusionNorm = Literal["none", "bn_relu"]
+
+
+def connectivity_matrix(
+    stage_depths: Sequence[int], granularity: Literal["layer", "stage"] = "layer", window: int = 3
+) -> Tensor:
+    """Boolean ``n x n`` link matrix over ``n = sum(stage_depths)`` cells.
+
+    ``layer``: ``C[i, j]`` iff ``j <= i``, ``i - j < window`` and both cells are in
+    the same stage (the authors' search space: 24 links per direction on ViT-B).
+    ``stage``: one link per stage, last cell to last cell.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    stage_of = [s for s, depth in enumerate(stage_depths) for _ in range(depth)]
+    n = len(stage_of)
+    matrix = torch.zeros(n, n, dtype=torch.bool)
+    if granularity == "stage":
+        end = -1
+        for depth in stage_depths:
+            end += depth
+            matrix[end, end] = True
+        return matrix
+    if granularity != "layer":
+        raise ValueError(f"granularity must be 'layer' or 'stage', got {granularity!r}")
+    for i in range(n):
+        for j in range(max(0, i - window + 1), i + 1):
+            matrix[i, j] = stage_of[i] == stage_of[j]
+    return matrix
+
+
+def links_of(matrix: Tensor) -> list[tuple[int, int]]:
+    """The ``(target, source)`` cell pairs of a link matrix, in row-major order."""
+    return [(int(i), int(j)) for i, j in matrix.nonzero().tolist()]
+
+
+class FusionPost(nn.Module):
+    """BatchNorm + ReLU after the residual sum, for feature maps or tokens."""
+
+    def __init__(self, channels: int, feature_format: Literal["map", "tokens"]) -> None:
+        super().__init__()
+        self.feature_format = feature_format
+        self.norm = nn.BatchNorm2d(channels) if feature_format == "map" else nn.BatchNorm1d(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.feature_format == "tokens":
+            return F.relu(self.norm(x.transpose(1, 2)).transpose(1, 2))
+        return F.relu(self.norm(x))
+
+
+class Fusion(nn.Module):
+    """Residual fusion of one target cell with any number of weighted source features."""
+
+    def __init__(
+        self,
+        channels: int,
+        source_channels: Sequence[int],
+        feature_format: Literal["map", "tokens"],
+        norm: FusionNorm = "none",
+    ) -> None:
+        super().__init__()
+        if not source_channels:
+            raise ValueError("a fusion op needs at least one source")
+        self.feature_format = feature_format
+        total = sum(source_channels)
+        if feature_format == "map":
+            self.proj: nn.Module = nn.Conv2d(total, channels, kernel_size=1, bias=False)
+        else:
+            self.proj = nn.Linear(total, channels, bias=False)
+        nn.init.zeros_(self.proj.weight)
+        self.post: nn.Module = FusionPost(channels, feature_format) if norm == "bn_relu" else nn.Identity()
+
+    def forward(self, x: Tensor, sources: Sequence[Tensor], strengths: Tensor) -> Tensor:
+        """``x`` plus the projected concatenation of ``strengths[k] * sources[k]``, then ``post``."""
+        weighted = []
+        for k, y in enumerate(sources):
+            if self.feature_format == "map" and y.shape[-2:] != x.shape[-2:]:
+                y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            weighted.append(strengths[k].to(y.dtype) * y)
+        cat_dim = 1 if self.feature_format == "map" else -1
+        return self.post(x + self.proj(torch.cat(weighted, dim=cat_dim)))

@@ -1,0 +1,49 @@
+"""Aux-Head: hard parameter sharing, one backbone and one head per task."""
+
+from __future__ import annotations
+
+import copy
+
+from torch import Tensor, nn
+
+from ..backbones import Branch
+from ..tasks import Task
+from .base import MultiTaskModel
+
+
+class SharedBackbone(MultiTaskModel):
+    """The primary branch's stem and cells feed the primary head and one extra head per auxiliary task.
+
+    The export is the primary branch (backbone + primary head): single-task cost.
+    """
+
+    def __init__(self, tasks: dict[str, Task], primary: str, branch: Branch, aux_heads: dict[str, nn.Module]) -> None:
+        super().__init__(tasks, primary)
+        if set(aux_heads) != set(tasks) - {primary}:
+            expected = sorted(set(tasks) - {primary})
+            raise ValueError(f"need one head per auxiliary task {expected}, got {sorted(aux_heads)}")
+        self.branch = branch
+        self.aux_heads = nn.ModuleDict(aux_heads)
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """Outputs of every shared cell."""
+        h = self.branch.stem(x)
+        outputs = []
+        for cell in self.branch.cells:
+            h = cell(h)
+            outputs.append(h)
+        return outputs
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        outputs = self.features(x)
+        size = (x.shape[-2], x.shape[-1])
+        preds = {self.primary: self.branch.decode(outputs, size)}
+        taps = [outputs[i] for i in self.branch.stage_ends]
+        preds.update({name: head(taps, size) for name, head in self.aux_heads.items()})
+        return preds
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [*self.branch.stem.parameters(), *self.branch.cells.parameters()]
+
+    def primary_network(self) -> Branch:
+        return copy.deepcopy(self.branch)

@@ -1,0 +1,56 @@
+"""What every train-time model offers the training loop and the exporter."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..tasks import Task
+
+
+class MultiTaskModel(nn.Module):
+    """A train-time model: image -> {task name: raw prediction} for the primary and every auxiliary task.
+
+    Methods with architecture weights (Aux-NAS) return them from
+    ``architecture_parameters`` and may add a penalty to the architecture step;
+    the training loop then alternates architecture and network steps.
+    """
+
+    def __init__(self, tasks: dict[str, Task], primary: str) -> None:
+        super().__init__()
+        if primary not in tasks:
+            raise ValueError(f"primary task {primary!r} is not among {list(tasks)}")
+        self.tasks = tasks
+        self.primary = primary
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def architecture_parameters(self) -> list[nn.Parameter]:
+        """Parameters optimised by the architecture step (none for most methods)."""
+        return []
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Parameters optimised by the network step: everything that is not an architecture parameter."""
+        arch = {id(p) for p in self.architecture_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters reached by the gradients of more than one task (what gradient-surgery methods act on)."""
+        return []
+
+    def set_progress(self, progress: float) -> None:
+        """Called by the training loop before every step with the fraction of training done, in [0, 1]."""
+
+    def auxiliary_loss(
+        self, preds: dict[str, Tensor], batch: dict[str, Tensor], weights: dict[str, float]
+    ) -> Tensor | None:
+        """Extra training loss from this forward's outputs, added to the weighted task losses (None: none)."""
+        return None
+
+    def architecture_penalty(self, progress: float) -> Tensor | None:
+        """Regulariser added to the architecture step's loss at ``progress`` in [0, 1] of training."""
+        return None
+
+    def primary_network(self) -> nn.Module:
+        """The deployable primary-only network (a plain module, no auxiliary part)."""
+        raise NotImplementedError

@@ -1,0 +1,25 @@
+"""Single-task baseline: the primary branch alone."""
+
+from __future__ import annotations
+
+import copy
+
+from torch import Tensor
+
+from ..backbones import Branch
+from ..tasks import Task
+from .base import MultiTaskModel
+
+
+class SingleTask(MultiTaskModel):
+    """One branch trained on the primary task only; auxiliary labels are unused."""
+
+    def __init__(self, branch: Branch, task: Task) -> None:
+        super().__init__({task.name: task}, task.name)
+        self.branch = branch
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return {self.primary: self.branch(x)}
+
+    def primary_network(self) -> Branch:
+        return copy.deepcopy(self.branch)

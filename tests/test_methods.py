@@ -1,0 +1,203 @@
+"""Aux-Head, Aux-G and Aux-NAS: structure, the architecture step, the regulariser, and export."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from auxnas.backbones import build_branch
+from auxnas.config import config_from_dict
+from auxnas.cost import count_flops, count_parameters
+from auxnas.data import build_splits
+from auxnas.export import ExportError, export_primary, load_exported
+from auxnas.methods import LinkedBranches, SharedBackbone, build_model
+from auxnas.train import architecture_step, build_tasks, fit, load_trained, make_loader, resolve_device
+
+NUM_CLASSES = {"seg": 10, "object": 8, "scene": 5}
+
+
+def make_config(tmp_path, method: dict, aux=("seg",), backbone="tiny_resnet", epochs=2, **train):
+    return config_from_dict({
+        "name": "t", "out_dir": str(tmp_path / "run"),
+        "data": {"image_size": 32, "num_train": 64, "num_test": 16, "val_fraction": 0.25, "batch_size": 8},
+        "tasks": {"primary": "normal", "aux": list(aux)},
+        "model": {"backbone": backbone},
+        "method": method,
+        "train": {"epochs": epochs, "lr": 0.003, **train},
+    })
+
+
+def model_for(cfg):
+    return build_model(cfg, build_tasks(cfg, NUM_CLASSES))
+
+
+def test_aux_head_shares_one_backbone(tmp_path):
+    model = model_for(make_config(tmp_path, {"name": "aux_head"}, aux=("seg", "object")))
+    assert isinstance(model, SharedBackbone)
+    preds = model(torch.randn(2, 3, 32, 32))
+    assert preds["normal"].shape == (2, 3, 32, 32)
+    assert preds["seg"].shape == (2, 10, 32, 32)
+    assert preds["object"].shape == (2, 8)
+    assert count_parameters(model.primary_network()) < count_parameters(model)
+
+
+@pytest.mark.parametrize(("granularity", "links"), [("stage", 4), ("layer", 4)])
+def test_aux_g_has_fixed_p2a_links_only(tmp_path, granularity, links):
+    model = model_for(make_config(tmp_path, {"name": "aux_g", "granularity": granularity}))
+    assert isinstance(model, LinkedBranches)
+    assert model.architecture_parameters() == []
+    assert len(model.a2p) == 0 and len(model.primary_fusions) == 0
+    assert len(model.p2a["seg"].links) == links  # tiny_resnet: 4 stages of 1 block
+    assert model.p2a["seg"].strengths().tolist() == [1.0] * links
+
+
+def test_aux_g_layer_on_deeper_stages_links_every_cell_in_the_window(tmp_path):
+    model = model_for(make_config(tmp_path, {"name": "aux_g", "granularity": "layer"}, backbone="resnet18"))
+    assert len(model.p2a["seg"].links) == 12  # stages [2,2,2,2]: 3 links each
+    stage = model_for(make_config(tmp_path, {"name": "aux_g", "granularity": "stage"}, backbone="resnet18"))
+    assert stage.p2a["seg"].links == [(1, 1), (3, 3), (5, 5), (7, 7)]
+
+
+def test_aux_g_primary_receives_auxiliary_gradients(tmp_path):
+    model = model_for(make_config(tmp_path, {"name": "aux_g"}))
+    for fusion in model.p2a["seg"].fusions.values():  # open the links (they start at zero)
+        torch.nn.init.normal_(fusion.proj.weight, std=0.1)
+    preds = model(torch.randn(2, 3, 32, 32))
+    preds["seg"].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.primary_branch.cells.parameters())
+
+
+@pytest.mark.parametrize("backbone", ["tiny_resnet", "tiny_vit"])
+def test_search_network_starts_as_single_task_networks(tmp_path, backbone):
+    cfg = make_config(tmp_path, {"name": "aux_nas", "a2p_init": 0.5}, backbone=backbone)
+    model = model_for(cfg).eval()
+    task = model.tasks["normal"]
+    single = build_branch(backbone, task, image_size=32).eval()
+    single.load_state_dict(model.primary_branch.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fused = model(x, cut_a2p=False)["normal"]  # a2p links open at strength 0.5
+    assert torch.allclose(fused, single(x), atol=1e-6)
+
+
+def test_architecture_step_leaves_network_grads_empty(tmp_path):
+    cfg = make_config(tmp_path, {"name": "aux_nas"})
+    model = model_for(cfg)
+    arch = model.architecture_parameters()
+    assert len(arch) == 2  # p2a and a2p logits for one auxiliary task
+    optimizer = torch.optim.Adam(arch, lr=0.01)
+    batch = next(iter(make_loader(build_splits(cfg.data, progress=False).train, 4, False, 0)))
+    before = [p.detach().clone() for p in arch]
+    architecture_step(model, batch, {"normal": 1.0, "seg": 1.0}, optimizer, 0.9, resolve_device("cpu"))
+    assert all(p.grad is None for p in model.network_parameters())
+    assert all(p.grad is not None for p in arch)
+    assert any(not torch.equal(b, p) for b, p in zip(before, arch))
+
+
+def test_p2a_only_search_has_no_a2p_links(tmp_path):
+    model = model_for(make_config(tmp_path, {"name": "aux_nas", "search": "p2a_only"}))
+    assert len(model.a2p) == 0 and len(model.architecture_parameters()) == 1
+    assert model.architecture_penalty(1.0) is None
+
+
+def test_penalty_ramp_and_reduction(tmp_path):
+    cfg = make_config(tmp_path, {"name": "aux_nas", "a2p_init": 0.5, "penalty_max": 100.0,
+                                 "penalty_start": 0.5, "penalty_end": 0.8})
+    model = model_for(cfg)
+    assert float(model.architecture_penalty(0.3).detach()) == 0.0
+    assert float(model.architecture_penalty(0.65)) == pytest.approx(50 * 0.5)
+    assert float(model.architecture_penalty(0.9)) == pytest.approx(100 * 0.5)
+    summed = model_for(dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, penalty_reduction="sum")))
+    assert float(summed.architecture_penalty(0.9)) == pytest.approx(100 * 0.5 * 4)
+
+
+def trained_task(run_dir):
+    return load_trained(run_dir)[1].tasks["normal"]
+
+
+def search_config(tmp_path, penalty_max: float):
+    return make_config(
+        tmp_path, {"name": "aux_nas", "a2p_init": 0.5, "arch_lr": 0.3, "penalty_max": penalty_max,
+                   "penalty_start": 0.0, "penalty_end": 0.1},
+        epochs=10, schedule="constant",
+    )
+
+
+def test_regulariser_prunes_a2p_and_keeps_p2a_then_exports(tmp_path):
+    cfg = search_config(tmp_path, penalty_max=1000.0)
+    result = fit(cfg, progress=False)
+    final = result.history[-1]["link_strengths"]
+    assert max(final["a2p/seg"]) < 0.01
+    assert min(final["p2a/seg"]) > 0.05
+    recorded = json.loads((result.out_dir / "metrics.json").read_text())["link_strengths"]
+    assert len(recorded["steps"]) == len(recorded["values"]) > 10
+
+    report = export_primary(result.out_dir, tmp_path / "export", threshold=0.01)
+    assert all(report["checks"].values())
+    assert report["max_abs_diff"] <= 1e-5
+    assert report["params"]["extra"] == 0 and report["flops_per_image"]["extra"] == 0
+    network = load_exported(tmp_path / "export")
+    single = build_branch("tiny_resnet", trained_task(result.out_dir), image_size=32)
+    assert set(network.state_dict()) == set(single.state_dict())  # no link, fusion op or auxiliary part
+    x = torch.randn(2, 3, 32, 32)
+    _, trained, _ = load_trained(result.out_dir)
+    with torch.no_grad():
+        assert torch.allclose(network(x), trained.eval()(x)["normal"], atol=1e-5)
+
+
+def test_without_penalty_a2p_stays_and_export_refuses(tmp_path):
+    result = fit(search_config(tmp_path, penalty_max=0.0), progress=False)
+    assert max(result.history[-1]["link_strengths"]["a2p/seg"]) > 0.05
+    with pytest.raises(ExportError, match=r"seg\[\d+\]->primary\[\d+\]"):
+        export_primary(result.out_dir, tmp_path / "export", threshold=0.01)
+    report = export_primary(result.out_dir, tmp_path / "forced", threshold=0.01, force=True)
+    assert report["forced"] and not report["checks"]["a2p_below_threshold"]
+    assert (tmp_path / "forced" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("backbone", "method"), [
+    ("tiny_vit", {"name": "aux_nas"}),
+    ("tiny_resnet", {"name": "aux_g", "granularity": "stage"}),
+    ("tiny_vgg", {"name": "aux_head"}),
+    ("tiny_resnet", {"name": "single"}),
+    ("tiny_resnet", {"name": "aux_module"}),
+    ("tiny_vgg", {"name": "adashare_aux"}),
+])
+def test_export_matches_single_task_cost(tmp_path, backbone, method):
+    cfg = make_config(tmp_path, method, backbone=backbone, epochs=1, max_steps_per_epoch=2)
+    fit(cfg, progress=False)
+    report = export_primary(cfg.out_dir, tmp_path / "export")
+    assert all(report["checks"].values())
+    assert report["params"]["exported"] == report["params"]["single_task"]
+    assert report["flops_per_image"]["exported"] == report["flops_per_image"]["single_task"] > 0
+    assert report["params"]["train_time_model"] >= report["params"]["exported"]
+
+
+def test_two_auxiliary_tasks_train_and_export(tmp_path):
+    cfg = make_config(tmp_path, {"name": "aux_nas"}, aux=("seg", "depth"), epochs=1, max_steps_per_epoch=2)
+    model = model_for(cfg)
+    assert set(model.p2a) == set(model.a2p) == {"seg", "depth"}
+    result = fit(cfg, progress=False)
+    assert set(result.test_best) == {"normal", "seg", "depth"}
+    report = export_primary(cfg.out_dir, tmp_path / "export")
+    assert {link["aux"] for link in report["a2p_links"]} == {"seg", "depth"}
+    assert all(report["checks"].values())
+
+
+def test_bn_relu_fusion_export_reports_exact_extras(tmp_path):
+    cfg = make_config(tmp_path, {"name": "aux_nas", "fusion_norm": "bn_relu"}, epochs=1, max_steps_per_epoch=2)
+    fit(cfg, progress=False)
+    report = export_primary(cfg.out_dir, tmp_path / "export")
+    kept = report["kept_fusion_post"]
+    assert report["params"]["extra"] == kept["expected_extra_params"] > 0
+    assert kept["extra_elementwise_ops_per_image"] > 0
+    assert report["checks"]["outputs_equal"]
+    network = load_exported(tmp_path / "export")
+    x = torch.randn(1, 3, 32, 32)
+    assert count_flops(network, x) == report["flops_per_image"]["exported"]
+
+
+def test_load_exported_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="exported.yaml"):
+        load_exported(tmp_path)
