@@ -22,8 +22,8 @@ from torch import Tensor, nn
 class TokenReassemble(nn.Module):
     """ViT tokens -> a feature map at ``scale`` times the patch grid (prefix tokens dropped).
 
-    ``scale`` is a power of two: > 1 upsamples with a transposed conv, < 1 downsamples
-    with a strided conv.
+    ``scale`` is a power of two: > 1 upsamples with a transposed conv (kernel = stride), < 1
+    downsamples with a strided conv (kernel = stride + 1: DPT's 3x3 stride 2 when halving).
     """
 
     def __init__(self, in_channels: int, width: int, scale: float, num_prefix_tokens: int, patch_size: int) -> None:
@@ -35,7 +35,8 @@ class TokenReassemble(nn.Module):
         if scale > 1:
             self.resample: nn.Module = nn.ConvTranspose2d(width, width, kernel_size=int(scale), stride=int(scale))
         elif scale < 1:
-            self.resample = nn.Conv2d(width, width, kernel_size=3, stride=round(1 / scale), padding=1)
+            factor = round(1 / scale)
+            self.resample = nn.Conv2d(width, width, kernel_size=factor + 1, stride=factor, padding=factor // 2)
         else:
             self.resample = nn.Identity()
 
@@ -73,7 +74,9 @@ class MapFusion(nn.Module):
 class DenseHead(nn.Module):
     """Per-pixel prediction (``B x out_channels x H x W`` at the image size) from the stage taps.
 
-    Token taps are reassembled at scales 4, 2, 1, 1/2, ... of the patch grid (DPT), finest first.
+    Token taps are reassembled DPT-style into maps at strides 4, 8, 16, 32, ... of the image, finest first
+    (patch grid scales 4, 2, 1, 1/2 for 16-pixel patches).
+    The common ``width`` defaults to the narrowest tap, at most 64, so decoders stay small next to tiny backbones.
     """
 
     def __init__(
@@ -83,14 +86,15 @@ class DenseHead(nn.Module):
         feature_format: Literal["map", "tokens"] = "map",
         num_prefix_tokens: int = 0,
         patch_size: int | None = None,
-        width: int = 64,
+        width: int | None = None,
     ) -> None:
         super().__init__()
+        width = width or min(64, *in_channels)
         self.reassemble: nn.ModuleList | None = None
         if feature_format == "tokens":
             if patch_size is None:
                 raise ValueError("a token decoder needs the patch size")
-            scales = [2.0 ** (2 - i) for i in range(len(in_channels))]
+            scales = [patch_size / 2 ** (2 + i) for i in range(len(in_channels))]
             self.reassemble = nn.ModuleList(
                 TokenReassemble(c, width, s, num_prefix_tokens, patch_size) for c, s in zip(in_channels, scales)
             )
@@ -119,7 +123,6 @@ class GlobalHead(nn.Module):
         num_prefix_tokens: int = 0,
     ) -> None:
         super().__init__()
-        self.feature_format = feature_format
         self.num_prefix_tokens = num_prefix_tokens
         self.norm = nn.LayerNorm(in_channels) if feature_format == "tokens" else None
         self.fc = nn.Linear(in_channels, num_classes)

@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
-from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from typing import Any
+
+import timm
+from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from ..tasks import Task
 from .branch import Branch
 from .heads import make_head
-from .weights import apply_pretrained
+from .weights import load_pretrained
 
-#: name -> (timm name or None for tiny, block, blocks per stage, stage widths)
-RESNETS = {
-    "resnet18": ("resnet18", BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512)),
-    "resnet50": ("resnet50", Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512)),
-    "tiny_resnet": (None, BasicBlock, (1, 1, 1, 1), (16, 32, 64, 128)),
+#: name -> timm model name (with hub weights), or the ``ResNet`` arguments of a tiny configuration
+RESNETS: dict[str, str | dict[str, Any]] = {
+    "resnet18": "resnet18",
+    "resnet50": "resnet50",
+    "tiny_resnet": {"block": BasicBlock, "layers": (1, 1, 1, 1), "channels": (16, 32, 64, 128), "stem_width": 16},
 }
 
 
 def resnet_branch(name: str, task: Task, pretrained: str | None = None, dilated: bool = False) -> Branch:
-    """A ResNet branch; ``dilated`` gives output stride 8 (dilated last two stages)."""
-    timm_name, block, layers, widths = RESNETS[name]
-    output_stride = 8 if dilated else 32
-    kwargs = {"output_stride": output_stride, "num_classes": 0}
-    if timm_name is None:
-        model = ResNet(block, layers, channels=widths, stem_width=widths[0], **kwargs)
+    """A ResNet branch; ``dilated`` gives output stride 8 (dilated convolutions in layer3 and layer4)."""
+    spec = RESNETS[name]
+    kwargs = {"num_classes": 0, "output_stride": 8 if dilated else 32}
+    if isinstance(spec, str):
+        model = timm.create_model(spec, pretrained=False, **kwargs)
     else:
-        model = ResNet(block, layers, **kwargs)
-    apply_pretrained(model, pretrained, timm_name, **kwargs)
+        model = ResNet(**spec, **kwargs)
+    load_pretrained(model, pretrained, spec if isinstance(spec, str) else None)
     stages = [model.layer1, model.layer2, model.layer3, model.layer4]
-    out_widths = [w * block.expansion for w in widths]
-    cell_channels = [w for w, stage in zip(out_widths, stages) for _ in stage]
-    head = make_head(task.kind, task.out_channels, out_widths, "map")
+    widths = {info["module"]: info["num_chs"] for info in model.feature_info}
+    stage_widths = [widths[f"layer{s + 1}"] for s in range(len(stages))]
+    cell_channels = [w for w, stage in zip(stage_widths, stages) for _ in stage]
     stem = nn.Sequential(model.conv1, model.bn1, model.act1, model.maxpool)
-    return Branch(stem, [cell for stage in stages for cell in stage], layers, cell_channels, "map", head)
+    head = make_head(task.kind, task.out_channels, stage_widths, "map")
+    return Branch(stem, [cell for stage in stages for cell in stage], [len(s) for s in stages], cell_channels, "map",
+                  head)

@@ -1,53 +1,57 @@
-"""VGG branches with BatchNorm: one cell per conv-BN-ReLU (a preceding max-pool belongs to its cell).
+"""VGG branches with BatchNorm: one cell per conv-BN-ReLU; a max-pool belongs to the cell of the conv after it.
 
 A max-pool starts a new stage: VGG-16 has 13 cells in stages [2, 2, 3, 3, 3]. The
-trailing pool after the last conv is dropped (the decoders work at stride 16).
+stem is the identity and the trailing pool after the last conv is dropped (the
+decoders read the last stage at stride 16).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import timm
 from timm.models.vgg import VGG
 from torch import nn
 
 from ..tasks import Task
 from .branch import Branch
 from .heads import make_head
-from .weights import apply_pretrained
+from .weights import load_pretrained
 
-VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 TINY_VGG = [16, "M", 24, "M", 32, 32, "M", 48, 48, "M", 64, 64, "M"]
 
-#: name -> (timm name or None for tiny, layer configuration)
-VGGS: dict[str, tuple[str | None, list[Any]]] = {"vgg16_bn": ("vgg16_bn", VGG16), "tiny_vgg": (None, TINY_VGG)}
+#: name -> timm model name (with hub weights), or the layer configuration of a tiny VGG
+VGGS: dict[str, str | list[Any]] = {"vgg16_bn": "vgg16_bn", "tiny_vgg": TINY_VGG}
+
+# timm's VGG always builds a 7x7 conv MLP (4096 wide) before its classifier; a branch drops it, so it is built
+# 1 channel wide instead of 4096 (saves ~120M parameters of construction time; its weights are never loaded).
+_NO_MLP = {"num_classes": 0, "mlp_ratio": 1 / 4096}
 
 
 def vgg_branch(name: str, task: Task, pretrained: str | None = None) -> Branch:
     """A VGG-BN branch split into conv cells grouped by pooling stage."""
-    timm_name, layout = VGGS[name]
-    model = VGG(layout, norm_layer=nn.BatchNorm2d, num_classes=0)
-    apply_pretrained(model, pretrained, timm_name, num_classes=0)
-    cells: list[nn.Module] = []
+    spec = VGGS[name]
+    if isinstance(spec, str):
+        model = timm.create_model(spec, pretrained=False, **_NO_MLP)
+    else:
+        model = VGG(spec, norm_layer=nn.BatchNorm2d, **_NO_MLP)
+    load_pretrained(model, pretrained, spec if isinstance(spec, str) else None)
+    cells: list[list[nn.Module]] = []
     channels: list[int] = []
     depths: list[int] = []
-    pending: list[nn.Module] = []
-    layers = list(model.features)
-    i = 0
-    while i < len(layers):
-        layer = layers[i]
+    pools: list[nn.Module] = []  # max-pools waiting for the next conv
+    for layer in model.features:
         if isinstance(layer, nn.MaxPool2d):
-            pending.append(layer)
-            i += 1
-            continue
-        conv, norm, act = layers[i : i + 3]
-        if pending or not depths:
-            depths.append(0)
-        cells.append(nn.Sequential(*pending, conv, norm, act))
-        channels.append(conv.out_channels)
-        depths[-1] += 1
-        pending = []
-        i += 3
-    ends = [sum(depths[: s + 1]) - 1 for s in range(len(depths))]
-    head = make_head(task.kind, task.out_channels, [channels[e] for e in ends], "map")
-    return Branch(nn.Identity(), cells, depths, channels, "map", head)
+            pools.append(layer)
+        elif isinstance(layer, nn.Conv2d):
+            if pools or not depths:
+                depths.append(0)
+            depths[-1] += 1
+            cells.append([*pools, layer])
+            channels.append(layer.out_channels)
+            pools = []
+        else:  # BN and ReLU of the current conv
+            cells[-1].append(layer)
+    stage_ends = [sum(depths[: s + 1]) - 1 for s in range(len(depths))]
+    head = make_head(task.kind, task.out_channels, [channels[e] for e in stage_ends], "map")
+    return Branch(nn.Identity(), [nn.Sequential(*c) for c in cells], depths, channels, "map", head)
