@@ -14,7 +14,7 @@ from auxnas.export import ExportError, export_primary, load_exported
 from auxnas.methods import LinkedBranches, SharedBackbone, build_model
 from auxnas.train import architecture_step, build_tasks, fit, load_trained, make_loader, resolve_device
 
-NUM_CLASSES = {"seg": 10, "object": 8, "scene": 5}
+NUM_CLASSES = {"seg": 9, "object": 6, "scene": 5}
 
 
 def make_config(tmp_path, method: dict, aux=("seg",), backbone="tiny_resnet", epochs=2, **train):
@@ -37,8 +37,8 @@ def test_aux_head_shares_one_backbone(tmp_path):
     assert isinstance(model, SharedBackbone)
     preds = model(torch.randn(2, 3, 32, 32))
     assert preds["normal"].shape == (2, 3, 32, 32)
-    assert preds["seg"].shape == (2, 10, 32, 32)
-    assert preds["object"].shape == (2, 8)
+    assert preds["seg"].shape == (2, 9, 32, 32)
+    assert preds["object"].shape == (2, 6)
     assert count_parameters(model.primary_network()) < count_parameters(model)
 
 
@@ -201,3 +201,21 @@ def test_bn_relu_fusion_export_reports_exact_extras(tmp_path):
 def test_load_exported_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="exported.yaml"):
         load_exported(tmp_path)
+
+
+def test_branches_start_from_single_task_runs(tmp_path):
+    runs = {}
+    for task in ("normal", "seg"):
+        cfg = make_config(tmp_path / task, {"name": "single"}, aux=(), epochs=1, max_steps_per_epoch=1)
+        cfg.tasks = dataclasses.replace(cfg.tasks, primary=task)
+        runs[task] = fit(cfg, progress=False).out_dir
+    cfg = make_config(tmp_path, {"name": "aux_nas"})
+    cfg.init = dataclasses.replace(cfg.init, primary=str(runs["normal"]), aux={"seg": str(runs["seg"])})
+    model = model_for(cfg)
+    for task in ("normal", "seg"):
+        trained = load_trained(runs[task])[1].branch.state_dict()
+        for key, value in model.branches[task].state_dict().items():
+            assert torch.equal(value, trained[key]), key
+    cfg.init = dataclasses.replace(cfg.init, primary=str(runs["seg"]), aux={})
+    with pytest.raises(ValueError, match="expected a single-task run on 'normal'"):
+        model_for(cfg)

@@ -67,6 +67,16 @@ class ModelConfig:
 
 
 @dataclass
+class InitConfig:
+    """Start branches from trained single-task runs (as the authors do), instead of backbone weights only."""
+
+    #: run directory or checkpoint of a ``single`` run on the primary task
+    primary: str | None = None
+    #: auxiliary task -> run directory or checkpoint of a ``single`` run on that task
+    aux: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class MethodConfig:
     """How primary and auxiliary tasks are combined (see docs/methods.md)."""
 
@@ -149,6 +159,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -266,6 +277,9 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"model.backbone: unknown backbone {cfg.model.backbone!r}; valid: {', '.join(BACKBONE_NAMES)}"
         )
+    for name in cfg.init.aux:
+        if name not in cfg.tasks.aux:
+            raise ConfigError(f"init.aux.{name}: not an auxiliary task of this run {cfg.tasks.aux}")
     m = cfg.method
     if m.name in ("aux_head", "aux_module", "adashare_aux", "aux_g", "aux_nas") and not cfg.tasks.aux:
         raise ConfigError(f"tasks.aux: method {m.name} needs at least one auxiliary task")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..backbones import Branch, build_branch, build_head
 from ..config import ExperimentConfig
 from ..fusion import connectivity_matrix
+from ..io import load_checkpoint
 from ..tasks import Task
 from .adashare import AdaShare
 from .aux_head import SharedBackbone
@@ -21,16 +24,36 @@ __all__ = [
 METHOD_NAMES = ("single", "aux_head", "aux_module", "adashare", "adashare_aux", "aux_g", "aux_nas")
 
 
+def load_single_task_weights(branch: Branch, path: str, task: Task) -> None:
+    """Initialise ``branch`` from a ``single`` run (directory or checkpoint) trained on ``task``."""
+    file = Path(path) / "best.pt" if Path(path).is_dir() else Path(path)
+    payload = load_checkpoint(file)
+    trained = payload["config"].get("tasks", {}).get("primary")
+    if payload["config"].get("method", {}).get("name") != "single" or trained != task.name:
+        raise ValueError(f"{file}: expected a single-task run on {task.name!r}, got method "
+                         f"{payload['config'].get('method', {}).get('name')!r} on {trained!r}")
+    state = {k.removeprefix("branch."): v for k, v in payload["model"].items()}
+    try:
+        branch.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{file}: does not fit this branch (backbone or image size differ?): {err}") from None
+
+
 def build_model(cfg: ExperimentConfig, tasks: dict[str, Task]) -> MultiTaskModel:
     """The train-time model of ``cfg.method`` over ``tasks``."""
     primary = cfg.tasks.primary
     m = cfg.method
 
+    init = {primary: cfg.init.primary, **cfg.init.aux}
+
     def branch(task: Task) -> Branch:
-        return build_branch(
+        built = build_branch(
             cfg.model.backbone, task, image_size=cfg.data.image_size, pretrained=cfg.model.pretrained,
             dilated=cfg.model.dilated,
         )
+        if init.get(task.name):
+            load_single_task_weights(built, init[task.name], task)
+        return built
 
     if m.name == "single":
         return SingleTask(branch(tasks[primary]), tasks[primary])
