@@ -280,6 +280,12 @@ def _check(cfg: ExperimentConfig) -> None:
     for name in cfg.init.aux:
         if name not in cfg.tasks.aux:
             raise ConfigError(f"init.aux.{name}: not an auxiliary task of this run {cfg.tasks.aux}")
+    from .weighting import build_weighting
+
+    try:
+        build_weighting(cfg.weighting.name, cfg.tasks.all, cfg.tasks.primary, **cfg.weighting.options)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from None
     m = cfg.method
     if m.name in ("aux_head", "aux_module", "adashare_aux", "aux_g", "aux_nas") and not cfg.tasks.aux:
         raise ConfigError(f"tasks.aux: method {m.name} needs at least one auxiliary task")

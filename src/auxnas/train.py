@@ -25,6 +25,7 @@ from .data import build_splits
 from .io import load_checkpoint, save_checkpoint, write_json
 from .methods import MultiTaskModel, build_model
 from .tasks import Task, build_task
+from .weighting import build_weighting
 
 
 def seed_everything(seed: int) -> None:
@@ -137,18 +138,26 @@ class RunResult:
     wall_time_s: float
 
 
+def checked_losses(
+    model: MultiTaskModel, batch: dict[str, Tensor], weights: dict[str, float], device: torch.device, amp: bool
+) -> tuple[dict[str, Tensor], Tensor | None]:
+    """Task losses and the model's extra loss of one batch; fails clearly on a non-finite value."""
+    with autocast(device, amp):
+        losses, extra = task_losses(model, batch, weights)
+    values = [*losses.values(), *([extra] if extra is not None else [])]
+    if not all(torch.isfinite(v.detach()) for v in values):
+        shown = {k: float(v.detach()) for k, v in losses.items()}
+        raise FloatingPointError(f"non-finite training loss: {shown}, model's extra loss {extra}")
+    return losses, extra
+
+
 def combined_loss(
     model: MultiTaskModel, batch: dict[str, Tensor], weights: dict[str, float], device: torch.device, amp: bool
 ) -> Tensor:
-    """Weighted sum of the task losses of one batch; fails clearly on a non-finite loss."""
-    with autocast(device, amp):
-        losses, extra = task_losses(model, batch, weights)
+    """The static weighted sum of the task losses of one batch, plus the model's extra loss."""
+    losses, extra = checked_losses(model, batch, weights, device, amp)
     loss = sum(weights[name] * value for name, value in losses.items())
-    if extra is not None:
-        loss = loss + extra
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite training loss: { {k: float(v) for k, v in losses.items()} }")
-    return loss
+    return loss if extra is None else loss + extra
 
 
 def architecture_step(
@@ -156,6 +165,9 @@ def architecture_step(
     progress: float, device: torch.device, amp: bool = True,
 ) -> float:
     """One update of the architecture weights on ``batch`` with the penalty at ``progress`` of training.
+
+    The objective is the static weighted sum of the task losses (the weighting method acts
+    on the network step only).
 
     ``backward(inputs=...)`` accumulates gradients into the architecture weights only:
     autograd skips the network weights' gradient computations entirely.
@@ -231,7 +243,9 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
     val_loader = make_loader(splits.val, cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
     test_loader = make_loader(splits.test, cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
     total_steps = steps_per_epoch(len(splits.train), cfg, bilevel) * cfg.train.epochs
-    optimizer = build_optimizer(model.network_parameters(), cfg.train)
+    weighting = build_weighting(cfg.weighting.name, list(model.tasks), primary.name, **cfg.weighting.options)
+    weighting.to(device)
+    optimizer = build_optimizer([*model.network_parameters(), *weighting.parameters()], cfg.train)
     schedule = build_schedule(optimizer, total_steps, cfg.train)
     if arch_params:
         arch_cfg = dataclasses.replace(
@@ -241,18 +255,24 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
         arch_optimizer = build_optimizer(arch_params, arch_cfg)
         arch_schedule = build_schedule(arch_optimizer, total_steps, arch_cfg)
 
-    def network_step(batch: dict[str, Tensor]) -> float:
-        loss = combined_loss(model, batch, weights, device, cfg.train.amp)
+    single_level = bool(arch_params) and not bilevel
+
+    def network_step(batch: dict[str, Tensor]) -> dict[str, float]:
+        """One network update through the weighting method; single level also updates the architecture."""
+        losses, extra = checked_losses(model, batch, weights, device, cfg.train.amp)
         optimizer.zero_grad(set_to_none=True)
-        if arch_params and not bilevel:  # single level: the same batch updates both
-            penalty = model.architecture_penalty(step / max(total_steps, 1))
+        if single_level:
             arch_optimizer.zero_grad(set_to_none=True)
-            (loss if penalty is None else loss + penalty).backward()
-            arch_optimizer.step()
-        else:
-            loss.backward()
+            penalty = model.architecture_penalty(step / max(total_steps, 1))
+            if penalty is not None:
+                penalty.backward()
+        if extra is not None:
+            extra.backward(retain_graph=True)
+        weighting.backward(losses, model.shared_parameters(), weights)
         optimizer.step()
-        return float(loss.detach())
+        if single_level:
+            arch_optimizer.step()
+        return {name: float(value.detach()) for name, value in losses.items()}
 
     def checkpoint(epoch: int, val: dict[str, dict[str, float]]) -> dict[str, Any]:
         return {
@@ -278,6 +298,7 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
     for epoch in range(1, cfg.train.epochs + 1):
         model.train()
         running, seen = 0.0, 0
+        task_sums = dict.fromkeys(model.tasks, 0.0)
         num_steps, pairs = epoch_batches(splits.train, cfg, epoch, bilevel)
         bar = tqdm(pairs, total=num_steps, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
                    disable=not progress)
@@ -287,7 +308,10 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
                 architecture_step(model, to_device(arch_batch, device), weights, arch_optimizer,
                                   step / max(total_steps, 1), device, cfg.train.amp)
             batch = to_device(net_batch, device)
-            loss = network_step(batch)
+            task_values = network_step(batch)
+            loss = sum(weights[name] * value for name, value in task_values.items())
+            for name, value in task_values.items():
+                task_sums[name] += value * batch["image"].shape[0]
             schedule.step()
             if arch_params:
                 arch_schedule.step()
@@ -297,9 +321,11 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
             running += loss * batch["image"].shape[0]
             seen += batch["image"].shape[0]
             bar.set_postfix(loss=f"{running / seen:.4f}")
+        task_means = {name: total / max(seen, 1) for name, total in task_sums.items()}
+        weighting.end_epoch(task_means)
         val = evaluate_model(model, val_loader, device, cfg.train.amp, progress, desc="val")
         value = val[primary.name][select_metric]
-        record = {"epoch": epoch, "train_loss": running / max(seen, 1), "val": val}
+        record = {"epoch": epoch, "train_loss": running / max(seen, 1), "train_task_losses": task_means, "val": val}
         if "names" in links:
             record["link_strengths"] = model.link_strengths()
         history.append(record)
