@@ -33,19 +33,29 @@ def count_flops(module: nn.Module, example: Tensor) -> int:
 
 
 @torch.no_grad()
-def measure_latency(module: nn.Module, example: Tensor, repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall time of one eval-mode forward on ``example``, in milliseconds."""
-    was_training = module.training
-    module.eval()
+def measure_latency(
+    modules: dict[str, nn.Module], example: Tensor, rounds: int = 10, repeats: int = 10, warmup: int = 3
+) -> dict[str, float]:
+    """Median wall time (ms) of one eval-mode forward on ``example`` for each module.
+
+    The modules are timed interleaved, round by round, so that machine noise (other
+    processes, frequency changes) hits all of them alike and their ratios are fair.
+    """
     sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
-    for _ in range(warmup):
-        module(example)
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        module(example)
-        sync()
-        times.append((time.perf_counter() - start) * 1000.0)
-    module.train(was_training)
-    return statistics.median(times)
+    states = {name: m.training for name, m in modules.items()}
+    samples: dict[str, list[float]] = {name: [] for name in modules}
+    for module in modules.values():
+        module.eval()
+        for _ in range(warmup):
+            module(example)
+    for _ in range(rounds):
+        for name, module in modules.items():
+            for _ in range(repeats):
+                sync()
+                start = time.perf_counter()
+                module(example)
+                sync()
+                samples[name].append((time.perf_counter() - start) * 1000.0)
+    for name, module in modules.items():
+        module.train(states[name])
+    return {name: statistics.median(times) for name, times in samples.items()}

@@ -14,7 +14,10 @@ import numpy as np  # noqa: E402
 
 
 def plot_link_history(record: dict[str, Any], path: str | os.PathLike, title: str = "") -> Path:
-    """One panel per link set (p2a/a2p per auxiliary task): every link's strength over training steps."""
+    """One panel per link set (p2a/a2p per auxiliary task): every link's strength over training steps.
+
+    a2p panels use a log scale: their strengths live near zero, where the pruning happens.
+    """
     keys = list(record["names"])
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
     steps = record["steps"]
@@ -25,7 +28,11 @@ def plot_link_history(record: dict[str, Any], path: str | os.PathLike, title: st
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.set_ylabel("sigmoid(alpha)")
-        ax.set_ylim(-0.02, 1.02)
+        if key.startswith("a2p"):
+            ax.set_yscale("log")
+            ax.set_ylim(max(1e-6, float(values.min()) / 2), 1.0)
+        else:
+            ax.set_ylim(-0.02, 1.02)
         if len(record["names"][key]) <= 12:
             ax.legend(fontsize=6, ncol=2)
     if title:
@@ -47,6 +54,8 @@ def plot_link_heatmap(record: dict[str, Any], path: str | os.PathLike, num_cells
             grid[target, source] = value
         image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis")
         ax.set_title(key)
+        ax.set_xticks(range(num_cells))
+        ax.set_yticks(range(num_cells))
         ax.set_xlabel("source cell")
         ax.set_ylabel("target cell")
         fig.colorbar(image, ax=ax, fraction=0.046)
