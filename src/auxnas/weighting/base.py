@@ -11,8 +11,8 @@ from torch import Tensor, nn
 class Weighting(nn.Module):
     """Turns per-task losses into gradients (LibMTL's split: orthogonal to the architecture).
 
-    ``backward`` accumulates into ``.grad`` like ``loss.backward()``. Parameters of the
-    method itself (``parameters()``) are stepped by the network optimiser.
+    ``backward`` accumulates into ``.grad`` like ``loss.backward()``. The method's own
+    ``parameters()`` are meant for the network optimiser; state with its own update rule is a buffer.
     """
 
     def __init__(self, tasks: Sequence[str], primary: str) -> None:
@@ -31,6 +31,41 @@ class Weighting(nn.Module):
 
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
         """Called once per epoch with the epoch's mean (unweighted) training loss of every task."""
+
+
+def gradients(loss: Tensor, params: Sequence[Tensor], retain_graph: bool = True) -> list[Tensor | None]:
+    """``d loss / d p`` for each of ``params``; None where the loss does not reach ``p``."""
+    if not params or not loss.requires_grad:
+        return [None] * len(params)
+    return list(torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True))
+
+
+def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+    """Add ``grads`` into ``.grad`` as ``backward()`` would (None: left alone)."""
+    for p, g in zip(params, grads):
+        if g is None:
+            continue
+        if p.grad is None:
+            p.grad = g.to(p.dtype)
+        else:
+            p.grad.add_(g)
+
+
+def reached_leaves(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """The leaf tensors requiring grad that ``backward()`` of ``tensors`` would fill, found by walking the graph."""
+    leaves = {id(t): t for t in tensors if t.requires_grad and t.grad_fn is None}
+    stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node holds its leaf
+        if variable is not None:
+            leaves[id(variable)] = variable
+        stack.extend(child for child, _ in node.next_functions)
+    return list(leaves.values())
 
 
 class LossWeighting(Weighting):
@@ -57,9 +92,11 @@ class LossWeighting(Weighting):
 class GradientWeighting(Weighting):
     """Methods that combine per-task gradients of the shared parameters.
 
-    The shared parameters get ``combine`` of the per-task gradients (of the base-weighted
-    losses); every other parameter gets its ordinary gradient of the base-weighted sum.
-    Without shared parameters this is the plain weighted sum.
+    Each task's base-weighted loss is differentiated once (``autograd.grad``) w.r.t. the shared
+    parameters and every other parameter its graph reaches: the shared parts, flattened, go to
+    ``combine``; the other parts are summed into ``.grad`` (their ordinary gradient of the
+    base-weighted sum). Shared parameters no loss reaches keep their ``.grad``. Without shared
+    parameters this is exactly the plain weighted sum.
     """
 
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
@@ -69,22 +106,19 @@ class GradientWeighting(Weighting):
     def backward(
         self, losses: Mapping[str, Tensor], shared: Sequence[nn.Parameter], base_weights: Mapping[str, float]
     ) -> dict[str, float]:
-        weighted = {t: base_weights[t] * losses[t] for t in self.tasks}
+        weighted = [base_weights[t] * losses[t] for t in self.tasks]
         shared = [p for p in shared if p.requires_grad]
-        grads = {}
-        for t in self.tasks:
-            parts = torch.autograd.grad(weighted[t], shared, retain_graph=True, allow_unused=True) if shared else ()
-            grads[t] = torch.cat([
-                (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(parts, shared)
-            ]) if shared else torch.zeros(0)
-        before = [p.grad.clone() if p.grad is not None else None for p in shared]
-        sum(weighted.values()).backward()  # every parameter's plain gradient; shared ones are replaced below
-        if shared:
-            combined = self.combine(grads, [p.shape for p in shared])
-            offset = 0
-            for p, prior in zip(shared, before):
-                n = p.numel()
-                value = combined[offset : offset + n].view_as(p).to(p.dtype)
-                p.grad = value if prior is None else prior + value
-                offset += n
+        shared_ids = {id(p) for p in shared}
+        others = [p for p in reached_leaves(weighted) if id(p) not in shared_ids]
+        flat, reached = {}, [False] * len(shared)
+        for i, (t, loss) in enumerate(zip(self.tasks, weighted)):
+            grads = gradients(loss, [*shared, *others], retain_graph=i < len(weighted) - 1)
+            accumulate(others, grads[len(shared) :])
+            own = grads[: len(shared)]
+            reached = [r or g is not None for r, g in zip(reached, own)]
+            if shared:
+                flat[t] = torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(own, shared)])
+        if any(reached):
+            combined = self.combine(flat, [p.shape for p in shared]).split([p.numel() for p in shared])
+            accumulate(shared, [g.view_as(p) if r else None for g, p, r in zip(combined, shared, reached)])
         return {t: 1.0 for t in self.tasks}

@@ -1,14 +1,16 @@
 """Gradient-surgery methods on the shared parameters: PCGrad, PCGrad-Aux, CAGrad, GCS.
 
-Each receives the per-task gradients of the base-weighted losses, flattened over all
-shared parameters, and returns one flat gradient on the scale of their sum.
+Each receives the per-task gradients of the base-weighted losses, flattened over all shared
+parameters, and returns one flat gradient on the scale of their sum (what ``equal`` would give
+when nothing conflicts).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -17,24 +19,24 @@ from .base import GradientWeighting
 
 def project_conflict(g: Tensor, onto: Tensor) -> Tensor:
     """``g`` minus its component along ``onto`` when they conflict (negative dot product); else ``g``."""
-    dot = torch.dot(g, onto)
+    dot = g @ onto
     if dot < 0:
-        return g - dot / onto.dot(onto).clamp_min(1e-20) * onto
+        return g - dot / (onto @ onto).clamp_min(1e-20) * onto
     return g
 
 
 class PCGrad(GradientWeighting):
-    """Yu et al. 2020: each task gradient is projected onto the normal plane of every other task gradient
-    it conflicts with, in random order (torch generator seeded by ``seed``); the projections are summed."""
+    """Yu et al. 2020: each task gradient is projected onto the normal plane of every other (original) task
+    gradient it conflicts with, in a random order per task (torch generator seeded by ``seed``); summed."""
 
     def __init__(self, tasks: Sequence[str], primary: str, seed: int = 0) -> None:
         super().__init__(tasks, primary)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(int(seed))
 
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
         out = torch.zeros_like(grads[self.primary])
         for t in self.tasks:
-            g = grads[t].clone()
+            g = grads[t]
             others = [o for o in self.tasks if o != t]
             for k in torch.randperm(len(others), generator=self.generator).tolist():
                 g = project_conflict(g, grads[others[k]])
@@ -51,74 +53,86 @@ class PCGradAux(GradientWeighting):
         return primary + sum((project_conflict(grads[a], primary) for a in self.aux), torch.zeros_like(primary))
 
 
-class CAGrad(GradientWeighting):
-    """Liu et al. 2021: ``d = g0 + (c |g0| / |g_w|) g_w`` with ``g0`` the mean gradient and ``w`` on the simplex
-    minimising ``g_w . g0 + c |g0| |g_w|``, divided by ``1 + c^2`` (as the authors do) and multiplied by the
-    number of tasks, so that with ``c = 0`` it is the plain sum. The inner problem is solved on the tasks'
-    Gram matrix by gradient descent over a softmax parametrisation (``iterations`` steps)."""
+def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
+    """The ``w`` on the simplex minimising ``g_w . g0 + c |g0| |g_w|`` (``g_w = sum_i w_i g_i``, ``g0`` the mean).
 
-    def __init__(self, tasks: Sequence[str], primary: str, c: float = 0.4, iterations: int = 200) -> None:
+    Exact: the objective is convex, so its minimum is the best of the stationary points on the
+    affine hulls of all subsets of the gradients that fall inside the simplex. On the hull of
+    ``g_s + span(g_j - g_s)`` the stationary point has a closed form; ``2^K - 1`` small solves.
+    """
+    gram = gram / gram.diagonal().max()  # scale-free: w does not change
+    k = len(gram)
+    b = gram.mean(1)  # g_i . g0
+    r = c * np.sqrt(max(b.mean(), 0.0))
+    best, best_value = np.full(k, 1.0 / k), np.inf
+    for size in range(1, k + 1):
+        for s, *rest in itertools.combinations(range(k), size):
+            diff = gram[rest] - gram[s]  # rows: (g_j - g_s) . g_i
+            inv = np.linalg.pinv(diff[:, rest] - diff[:, [s]], hermitian=True)
+            v, e = diff[:, s], diff.mean(1)  # (g_j - g_s) . g_s and . g0
+            slope = e @ inv @ e  # squared norm of g0 projected on the hull's directions
+            if slope >= r * r:  # unbounded along the hull: the minimum lies on a smaller face
+                continue
+            norm = np.sqrt(max(gram[s, s] - v @ inv @ v, 0.0) / (1 - slope / r**2))  # |g_w| at the stationary point
+            t = -inv @ (v + norm * e / r)
+            w = np.zeros(k)
+            w[s], w[rest] = 1 - t.sum(), t
+            if w.min() < -1e-9:
+                continue
+            w = w.clip(0) / w.clip(0).sum()
+            value = w @ b + r * np.sqrt(max(w @ gram @ w, 0.0))
+            if value < best_value:
+                best, best_value = w, value
+    return best
+
+
+class CAGrad(GradientWeighting):
+    """Liu et al. 2021: ``d = g0 + (c |g0| / |g_w|) g_w``, ``g0`` the mean gradient and ``w`` the solution of
+    the dual on the simplex (``cagrad_weights``), divided by ``1 + c^2`` as the authors do and multiplied by
+    the number of tasks, so that ``c = 0`` is the plain sum."""
+
+    def __init__(self, tasks: Sequence[str], primary: str, c: float = 0.4) -> None:
         super().__init__(tasks, primary)
         if c < 0:
-            raise ValueError(f"c must be non-negative, got {c}")
-        self.c = c
-        self.iterations = iterations
-
-    def simplex_weights(self, gram: Tensor) -> Tensor:
-        """The inner problem's solution ``w`` for the Gram matrix of the task gradients."""
-        k = gram.shape[0]
-        g0_norm = (gram.sum() / k**2).clamp_min(0).sqrt()
-        logits = torch.zeros(k, dtype=gram.dtype, requires_grad=True)
-        optimizer = torch.optim.Adam([logits], lr=0.1)
-        for _ in range(self.iterations):
-            w = torch.softmax(logits, 0)
-            objective = w @ gram.sum(1) / k + self.c * g0_norm * (w @ gram @ w).clamp_min(1e-20).sqrt()
-            optimizer.zero_grad()
-            objective.backward()
-            optimizer.step()
-        return torch.softmax(logits.detach(), 0)
+            raise ValueError(f"cagrad: c must be non-negative, got {c}")
+        self.c = float(c)
 
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
-        g = torch.stack([grads[t] for t in self.tasks]).double()
-        k = g.shape[0]
-        g0 = g.mean(0)
-        if self.c == 0 or g0.norm() == 0:
-            return (k * g0).to(grads[self.primary].dtype)
-        with torch.enable_grad():
-            w = self.simplex_weights(g @ g.T)
-        gw = w @ g
-        d = g0 + self.c * g0.norm() / gw.norm().clamp_min(1e-20) * gw
-        return (k * d / (1 + self.c**2)).to(grads[self.primary].dtype)
+        g = torch.stack([grads[t] for t in self.tasks])
+        d = g.mean(0)
+        if self.c > 0 and d.norm() > 0:
+            gw = torch.from_numpy(cagrad_weights((g @ g.T).double().cpu().numpy(), self.c)).to(g) @ g
+            d = (d + self.c * d.norm() / gw.norm().clamp_min(1e-20) * gw) / (1 + self.c**2)
+        return len(g) * d
 
 
 class GCS(GradientWeighting):
-    """Du et al. 2018, gradient cosine similarity: an auxiliary gradient is used only where it agrees with
-    the primary gradient (cosine > 0), per shared parameter tensor (``granularity="tensor"``) or over all
-    shared parameters at once (``"global"``); ``mode="weighted"`` scales it by the cosine instead."""
+    """Du et al. 2018, gradient cosine similarity: an auxiliary gradient is added only where its cosine with
+    the primary gradient is positive, per shared parameter tensor (``granularity="tensor"``) or over all
+    shared parameters at once (``"global"``); ``mode="weighted"`` scales it by that cosine instead of 1."""
 
     def __init__(
-        self, tasks: Sequence[str], primary: str, granularity: Literal["tensor", "global"] = "tensor",
-        mode: Literal["unweighted", "weighted"] = "unweighted",
+        self, tasks: Sequence[str], primary: str, granularity: str = "tensor", mode: str = "unweighted"
     ) -> None:
         super().__init__(tasks, primary)
         if granularity not in ("tensor", "global"):
-            raise ValueError(f"granularity must be 'tensor' or 'global', got {granularity!r}")
+            raise ValueError(f"gcs: granularity must be 'tensor' or 'global', got {granularity!r}")
         if mode not in ("unweighted", "weighted"):
-            raise ValueError(f"mode must be 'unweighted' or 'weighted', got {mode!r}")
+            raise ValueError(f"gcs: mode must be 'unweighted' or 'weighted', got {mode!r}")
         self.granularity = granularity
         self.mode = mode
 
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
         primary = grads[self.primary]
         sizes = [s.numel() for s in shapes] if self.granularity == "tensor" else [primary.numel()]
+        repeats = torch.tensor(sizes, device=primary.device)
+        pieces = primary.split(sizes)
         out = primary.clone()
         for a in self.aux:
-            pieces = []
-            for p, g in zip(primary.split(sizes), grads[a].split(sizes)):
-                cos = torch.nn.functional.cosine_similarity(p, g, dim=0, eps=1e-20)
-                if cos <= 0:
-                    pieces.append(torch.zeros_like(g))
-                else:
-                    pieces.append(g * cos if self.mode == "weighted" else g)
-            out += torch.cat(pieces)
+            aux_pieces = grads[a].split(sizes)
+            dots = torch.stack([p @ q for p, q in zip(pieces, aux_pieces)])
+            norms = torch.stack([p.norm() * q.norm() for p, q in zip(pieces, aux_pieces)])
+            cos = dots / norms.clamp_min(1e-20)
+            scale = (cos > 0).to(cos.dtype) * (cos if self.mode == "weighted" else 1.0)
+            out += grads[a] * scale.repeat_interleave(repeats, output_size=primary.numel())
         return out
