@@ -13,6 +13,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig: plt.Figure, path: str | os.PathLike, title: str) -> Path:
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_link_history(record: dict[str, Any], path: str | os.PathLike, title: str = "") -> Path:
     """One panel per link set (p2a/a2p per auxiliary task): every link's strength over training steps.
 
@@ -35,13 +45,7 @@ def plot_link_history(record: dict[str, Any], path: str | os.PathLike, title: st
             ax.set_ylim(-0.02, 1.02)
         if len(record["names"][key]) <= 12:
             ax.legend(fontsize=6, ncol=2)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_link_heatmap(record: dict[str, Any], path: str | os.PathLike, num_cells: int, title: str = "") -> Path:
@@ -59,10 +63,4 @@ def plot_link_heatmap(record: dict[str, Any], path: str | os.PathLike, num_cells
         ax.set_xlabel("source cell")
         ax.set_ylabel("target cell")
         fig.colorbar(image, ax=ax, fraction=0.046)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)

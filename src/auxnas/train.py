@@ -183,20 +183,25 @@ def architecture_step(
     return float(loss.detach())
 
 
+def steps_per_epoch(num_train: int, cfg: ExperimentConfig, bilevel: bool) -> int:
+    """Steps in every epoch (the same for all epochs): one per network batch, of half the data when bilevel."""
+    n = num_train // 2 if bilevel else num_train
+    steps = math.ceil(n / cfg.data.batch_size)
+    return steps if cfg.train.max_steps_per_epoch is None else min(steps, cfg.train.max_steps_per_epoch)
+
+
 def epoch_batches(
     train: Dataset, cfg: ExperimentConfig, epoch: int, bilevel: bool
-) -> tuple[int, Iterator[tuple[dict[str, Tensor], dict[str, Tensor] | None]]]:
-    """Number of steps and ``(network batch, architecture batch or None)`` pairs of one epoch.
+) -> Iterator[tuple[dict[str, Tensor], dict[str, Tensor] | None]]:
+    """The ``(network batch, architecture batch or None)`` pairs of one epoch (``steps_per_epoch`` of them).
 
     Bilevel: the training set is reshuffled and split into two disjoint halves every
-    epoch; architecture batches come from one half, network batches from the other.
+    epoch; architecture batches come from the first half, network batches from the other.
     """
     seed = cfg.seed * 100_003 + epoch
-    bs, workers, max_steps = cfg.data.batch_size, cfg.data.num_workers, cfg.train.max_steps_per_epoch
+    bs, workers = cfg.data.batch_size, cfg.data.num_workers
     if not bilevel:
-        loader = make_loader(train, bs, True, seed, workers)
-        pairs = ((batch, None) for batch in loader)
-        steps = len(loader)
+        pairs: Iterator = ((batch, None) for batch in make_loader(train, bs, True, seed, workers))
     else:
         if len(train) < 2:
             raise ValueError("bilevel optimisation needs at least 2 training images")
@@ -204,18 +209,8 @@ def epoch_batches(
         half = len(order) // 2
         arch = make_loader(Subset(train, order[:half]), bs, True, seed + 1, workers)
         net = make_loader(Subset(train, order[half:]), bs, True, seed + 2, workers)
-        steps = min(len(arch), len(net))
         pairs = zip(net, arch)
-    if max_steps is not None:
-        steps = min(steps, max_steps)
-    return steps, itertools.islice(pairs, steps)
-
-
-def steps_per_epoch(num_train: int, cfg: ExperimentConfig, bilevel: bool) -> int:
-    """Steps in every epoch (the same for all epochs)."""
-    n = num_train // 2 if bilevel else num_train
-    steps = math.ceil(n / cfg.data.batch_size)
-    return steps if cfg.train.max_steps_per_epoch is None else min(steps, cfg.train.max_steps_per_epoch)
+    return itertools.islice(pairs, steps_per_epoch(len(train), cfg, bilevel))
 
 
 def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
@@ -299,9 +294,10 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
         model.train()
         running, seen = 0.0, 0
         task_sums = dict.fromkeys(model.tasks, 0.0)
-        num_steps, pairs = epoch_batches(splits.train, cfg, epoch, bilevel)
-        bar = tqdm(pairs, total=num_steps, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
-                   disable=not progress)
+        bar = tqdm(
+            epoch_batches(splits.train, cfg, epoch, bilevel), total=total_steps // cfg.train.epochs,
+            desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not progress,
+        )
         for net_batch, arch_batch in bar:
             model.set_progress(step / max(total_steps, 1))
             if arch_batch is not None:
