@@ -84,3 +84,20 @@ def test_data_preview_command(tmp_path):
     out = tmp_path / "preview.png"
     assert main(["data", "preview", "--out", str(out), "--num", "4", "--image-size", "32"]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_cli_reports_offline_hub_weights_clearly(tmp_path, capsys, monkeypatch):
+    import timm
+
+    create = timm.create_model
+
+    def no_network(*args, pretrained=False, **kwargs):
+        if pretrained:
+            raise OSError("network is unreachable")
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", no_network)
+    code = main(["train", "quickstart", "model.backbone=resnet18", "model.pretrained=hub", f"out_dir={tmp_path}",
+                 "data.num_train=8", "data.num_test=4", "--quiet"])
+    assert code == 2
+    assert "could not fetch timm hub weights for resnet18" in capsys.readouterr().err

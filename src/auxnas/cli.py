@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from .backbones.weights import PretrainedWeightsError
 from .config import ConfigError
 from .export import ExportError
 from .io import CheckpointError
@@ -138,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, ExportError, FileNotFoundError, ValueError) as err:
+    except (
+        ConfigError, CheckpointError, ExportError, PretrainedWeightsError, FileNotFoundError, ValueError,
+        FloatingPointError,
+    ) as err:
         print(f"auxnas: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -47,8 +47,12 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     return state
 
 
+class PretrainedWeightsError(RuntimeError):
+    """Hub weights were asked for but cannot be had (no network and not cached)."""
+
+
 def hub_state_dict(timm_name: str) -> StateDict:
-    """timm's pretrained weights for ``timm_name``; a clear ``RuntimeError`` when they cannot be fetched.
+    """timm's pretrained weights for ``timm_name``; a clear ``PretrainedWeightsError`` when they cannot be fetched.
 
     Works offline (``HF_HUB_OFFLINE=1``) when the weights are already in the Hugging Face cache.
     """
@@ -57,7 +61,7 @@ def hub_state_dict(timm_name: str) -> StateDict:
     except Exception as err:  # network, hub and cache errors come in many types
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         reason = "the hub is offline (HF_HUB_OFFLINE) and they are not cached" if offline else "no network?"
-        raise RuntimeError(
+        raise PretrainedWeightsError(
             f"could not fetch timm hub weights for {timm_name}: {reason} ({type(err).__name__}: {str(err)[:200]}). "
             "Download them where there is network and pass the local .safetensors/.pth file as `pretrained`."
         ) from None
