@@ -219,3 +219,12 @@ def test_branches_start_from_single_task_runs(tmp_path):
     cfg.init = dataclasses.replace(cfg.init, primary=str(runs["seg"]), aux={})
     with pytest.raises(ValueError, match="expected a single-task run on 'normal'"):
         model_for(cfg)
+
+
+def test_single_level_search_updates_links_and_weights_on_one_batch(tmp_path):
+    cfg = make_config(tmp_path, {"name": "aux_nas", "optimization": "single_level", "a2p_init": 0.5,
+                                 "penalty_start": 0.0, "penalty_end": 0.0}, epochs=2, schedule="constant")
+    result = fit(cfg, progress=False)
+    first, last = result.history[0]["link_strengths"], result.history[-1]["link_strengths"]
+    assert max(last["a2p/seg"]) < min(first["a2p/seg"]) < 0.5  # the penalty acts from the first step
+    assert last["p2a/seg"] != first["p2a/seg"]
