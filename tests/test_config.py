@@ -44,6 +44,7 @@ def test_int_accepted_for_float(tmp_path):
         ("tasks:\n  primary: seg\n  aux: [seg]\n", [], "cannot also be auxiliary"),
         ("model:\n  backbone: resnet9000\n", [], "model.backbone: unknown backbone"),
         ("data:\n  val_fraction: 1.5\n", [], "data.val_fraction"),
+        ("tasks:\n  loss_weights: {sge: 2.0}\n", [], "tasks.loss_weights.sge: unknown task"),
         ("train:\n  lr: -1\n", [], "train.lr: must be positive"),
         ("", ["train.epochs"], "expected key=value"),
         ("", ["data.image_size=big"], "data.image_size: expected an integer"),

@@ -101,3 +101,11 @@ def test_cli_reports_offline_hub_weights_clearly(tmp_path, capsys, monkeypatch):
                  "data.num_train=8", "data.num_test=4", "--quiet"])
     assert code == 2
     assert "could not fetch timm hub weights for resnet18" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    code = main(["train", "quickstart", "--quiet", f"out_dir={tmp_path / 'run'}", "data.num_train=12",
+                 "data.num_test=4", "data.image_size=32", "train.epochs=1", "train.max_steps_per_epoch=1"])
+    assert code == 0 and (tmp_path / "run" / "metrics.json").is_file()
+    with pytest.raises(SystemExit):
+        main(["train", "quickstart", "--quiet", "--bogus"])

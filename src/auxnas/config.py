@@ -48,7 +48,7 @@ class TasksConfig:
 
     primary: str = "normal"
     aux: list[str] = field(default_factory=list)
-    #: task name -> loss weight; tasks not listed weigh 1
+    #: task name -> loss weight; tasks not listed weigh 1; weights of tasks the run does not train are unused
     loss_weights: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -269,8 +269,8 @@ def _check(cfg: ExperimentConfig) -> None:
     if len(set(cfg.tasks.aux)) != len(cfg.tasks.aux):
         raise ConfigError(f"tasks.aux: repeated task in {cfg.tasks.aux}")
     for name, weight in cfg.tasks.loss_weights.items():
-        if name not in cfg.tasks.all:
-            raise ConfigError(f"tasks.loss_weights.{name}: not one of this run's tasks {cfg.tasks.all}")
+        if name not in TASK_NAMES:  # a weight for a known task this run does not train is unused, not an error
+            raise ConfigError(f"tasks.loss_weights.{name}: unknown task; valid tasks: {', '.join(TASK_NAMES)}")
         if weight < 0:
             raise ConfigError(f"tasks.loss_weights.{name}: must be non-negative, got {weight}")
     if cfg.model.backbone not in BACKBONE_NAMES:
