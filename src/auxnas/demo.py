@@ -17,7 +17,7 @@ from .config import ExperimentConfig, load_config
 from .cost import count_flops, count_parameters, measure_latency
 from .delta import delta_m, task_delta_metrics
 from .export import export_primary, load_exported, read_export_spec
-from .io import atomic_write, write_json
+from .io import write_json, write_text
 from .plots import plot_link_heatmap, plot_link_history
 from .tasks import build_task
 from .train import fit
@@ -135,7 +135,7 @@ def run_demo(
         f"Wall time: {wall:.0f} s.",
     ]
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    write_text(out / "report.md", "\n".join(lines) + "\n")
     summary = {"rows": [{k: v for k, v in r.items() if k != "export"} for r in rows], "wall_time_s": wall,
                "table": table, "figures": [str(f) for f in figures]}
     write_json(out / "demo.json", summary)

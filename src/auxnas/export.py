@@ -28,7 +28,7 @@ from .backbones import Branch, build_branch
 from .cost import count_flops, count_parameters
 from .data import build_splits
 from .fusion import FusionPost
-from .io import atomic_write, write_json
+from .io import atomic_write, write_json, write_text
 from .methods import AdaShare, LinkedBranches, MultiTaskModel
 from .tasks import build_task
 from .train import load_trained, make_loader
@@ -151,7 +151,7 @@ def export_primary(
         "image_size": cfg.data.image_size, "dilated": cfg.model.dilated, "fusion_post_cells": fused,
         "skipped_cells": skipped,
     }
-    atomic_write(out / "exported.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(spec, sort_keys=False)))
+    write_text(out / "exported.yaml", yaml.safe_dump(spec, sort_keys=False))
     write_json(out / "export_report.json", report)
     return report
 

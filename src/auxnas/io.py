@@ -50,7 +50,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` atomically."""
+    return atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented JSON atomically."""
-    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n"
-    return atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run directory (its selected checkpoint ``best.pt``) or a checkpoint file."""
+    path = Path(path)
+    return path / "best.pt" if path.is_dir() else path

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .config import ExperimentConfig, TrainConfig, config_from_dict
 from .data import build_splits
-from .io import load_checkpoint, save_checkpoint, write_json
+from .io import load_checkpoint, resolve_checkpoint, save_checkpoint, write_json, write_text
 from .methods import MultiTaskModel, build_model
 from .tasks import Task, build_task
 from .weighting import build_weighting
@@ -223,7 +223,7 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
     start = time.perf_counter()
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.train.device)
     splits = build_splits(cfg.data, progress=progress)
@@ -252,13 +252,13 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
 
     single_level = bool(arch_params) and not bilevel
 
-    def network_step(batch: dict[str, Tensor]) -> dict[str, float]:
+    def network_step(batch: dict[str, Tensor], done: float) -> dict[str, float]:
         """One network update through the weighting method; single level also updates the architecture."""
         losses, extra = checked_losses(model, batch, weights, device, cfg.train.amp)
         optimizer.zero_grad(set_to_none=True)
         if single_level:
             arch_optimizer.zero_grad(set_to_none=True)
-            penalty = model.architecture_penalty(step / max(total_steps, 1))
+            penalty = model.architecture_penalty(done)
             if penalty is not None:
                 penalty.backward()
         if extra is not None:
@@ -299,12 +299,13 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
             desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not progress,
         )
         for net_batch, arch_batch in bar:
-            model.set_progress(step / max(total_steps, 1))
+            done = step / max(total_steps, 1)
+            model.set_progress(done)
             if arch_batch is not None:
-                architecture_step(model, to_device(arch_batch, device), weights, arch_optimizer,
-                                  step / max(total_steps, 1), device, cfg.train.amp)
+                architecture_step(model, to_device(arch_batch, device), weights, arch_optimizer, done, device,
+                                  cfg.train.amp)
             batch = to_device(net_batch, device)
-            task_values = network_step(batch)
+            task_values = network_step(batch, done)
             loss = sum(weights[name] * value for name, value in task_values.items())
             for name, value in task_values.items():
                 task_sums[name] += value * batch["image"].shape[0]
@@ -346,12 +347,6 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
         summary["link_strengths"] = links
     write_json(out_dir / "metrics.json", summary)
     return result
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory (its ``best.pt``) or a checkpoint file."""
-    path = Path(path)
-    return path / "best.pt" if path.is_dir() else path
 
 
 def load_trained(

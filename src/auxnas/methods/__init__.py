@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..backbones import Branch, build_branch, build_head
 from ..config import ExperimentConfig
 from ..fusion import connectivity_matrix
-from ..io import load_checkpoint
+from ..io import load_checkpoint, resolve_checkpoint
 from ..tasks import Task
 from .adashare import AdaShare
 from .aux_head import SharedBackbone
@@ -26,7 +24,7 @@ METHOD_NAMES = ("single", "aux_head", "aux_module", "adashare", "adashare_aux", 
 
 def load_single_task_weights(branch: Branch, path: str, task: Task) -> None:
     """Initialise ``branch`` from a ``single`` run (directory or checkpoint) trained on ``task``."""
-    file = Path(path) / "best.pt" if Path(path).is_dir() else Path(path)
+    file = resolve_checkpoint(path)
     payload = load_checkpoint(file)
     trained = payload["config"].get("tasks", {}).get("primary")
     if payload["config"].get("method", {}).get("name") != "single" or trained != task.name:
