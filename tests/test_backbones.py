@@ -189,3 +189,19 @@ def test_hub_weights_offline_fail_clearly(tmp_path, monkeypatch):
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="valid: " + ", ".join(BACKBONE_NAMES)):
         build_branch("resnet9000", DENSE)
+
+
+@pytest.mark.parametrize(("name", "path"), [
+    ("tiny_resnet", "conv2"), ("resnet50", "conv3"), ("tiny_vgg", "0"), ("vgg16_bn", "0"), ("tiny_vit", "mlp.fc2"),
+])
+def test_last_layer_weight_is_the_last_weight_layer_before_the_head(name, path):
+    """GradNorm's layer: a conv or linear weight (never a norm's bias), the last one the cell applies."""
+    branch = build_branch(name, DENSE, image_size=32).eval()
+    weight = branch.last_layer_weight()
+    assert weight is branch.cells[-1].get_submodule(path).weight
+    assert weight.ndim >= 2
+    seen = []
+    hook = branch.cells[-1].get_submodule(path).register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    branch(torch.randn(1, 3, 32, 32))
+    hook.remove()
+    assert seen  # the layer is on the forward path (not, e.g., an unused module)

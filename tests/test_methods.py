@@ -228,3 +228,42 @@ def test_single_level_search_updates_links_and_weights_on_one_batch(tmp_path):
     first, last = result.history[0]["link_strengths"], result.history[-1]["link_strengths"]
     assert max(last["a2p/seg"]) < min(first["a2p/seg"]) < 0.5  # the penalty acts from the first step
     assert last["p2a/seg"] != first["p2a/seg"]
+
+
+def test_aux_nas_shared_parameters_include_the_primary_fusion_ops(tmp_path):
+    """Auxiliary losses reach the a2p fusion ops through the p2a links of later cells: gradient methods act on them."""
+    model = model_for(make_config(tmp_path, {"name": "aux_nas"}))
+    shared = {id(p) for p in model.shared_parameters()}
+    fusion = list(model.primary_fusions.parameters())
+    assert fusion and all(id(p) in shared for p in fusion)
+    assert not any(id(p) in shared for p in model.p2a.parameters())
+    assert not any(id(p) in shared for p in model.branches["seg"].parameters())
+    with torch.no_grad():  # open the links so that gradients flow through the fusion ops
+        for p in [*fusion, *model.p2a.parameters()]:
+            p.normal_(std=0.1)
+        for links in model.a2p.values():
+            links.logits.fill_(0.0)
+    preds = model(torch.randn(2, 3, 32, 32), cut_a2p=False)
+    first = model.primary_fusions[min(model.primary_fusions, key=int)].proj.weight
+    grad = torch.autograd.grad(preds["seg"].square().mean(), first)[0]
+    assert grad.abs().sum() > 0
+
+
+def test_bn_relu_fusion_is_refused_on_token_backbones(tmp_path):
+    with pytest.raises(ValueError, match="bn_relu is for feature maps"):
+        make_config(tmp_path, {"name": "aux_nas", "fusion_norm": "bn_relu"}, backbone="tiny_vit")
+    cfg = make_config(tmp_path, {"name": "aux_nas"}, backbone="tiny_vit")
+    cfg.method = dataclasses.replace(cfg.method, fusion_norm="bn_relu")  # past the config check: the model refuses
+    with pytest.raises(ValueError, match="bn_relu is for feature maps"):
+        model_for(cfg)
+
+
+def test_bn_relu_fusion_changes_the_primary_at_initialisation(tmp_path):
+    """What the docs state: unlike norm none, bn_relu does not start from the single-task network."""
+    x = torch.randn(4, 3, 32, 32)
+    for norm, changes in (("none", False), ("bn_relu", True)):
+        model = model_for(make_config(tmp_path, {"name": "aux_nas", "fusion_norm": norm})).train()
+        with torch.no_grad():
+            fused = model(x, cut_a2p=False)["normal"]
+            plain = model.primary_branch(x)
+        assert (not torch.allclose(fused, plain, atol=1e-6)) == changes

@@ -2,14 +2,17 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+import auxnas.train as train_module
 from auxnas.cli import main
+from auxnas.config import config_from_dict
 from auxnas.data import build_splits
 from auxnas.io import CheckpointError, load_checkpoint
-from auxnas.train import evaluate, fit
+from auxnas.train import RunDirectoryError, build_architecture_optimizer, evaluate, fit
 
 
 @pytest.fixture
@@ -109,3 +112,95 @@ def test_overrides_may_follow_options(tmp_path, capsys):
     assert code == 0 and (tmp_path / "run" / "metrics.json").is_file()
     with pytest.raises(SystemExit):
         main(["train", "quickstart", "--quiet", "--bogus"])
+
+
+def test_a_non_empty_out_dir_is_refused_unless_overwrite(tiny_config, capsys):
+    tiny_config.train = dataclasses.replace(tiny_config.train, epochs=1, max_steps_per_epoch=1)
+    fit(tiny_config, progress=False)
+    with pytest.raises(RunDirectoryError, match="not empty"):
+        fit(tiny_config, progress=False)
+    assert main(["train", "quickstart", f"out_dir={tiny_config.out_dir}", "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    again = fit(tiny_config, progress=False, overwrite=True)
+    assert again.best_epoch == 1
+
+
+def test_a_diverged_run_never_reports_an_older_checkpoint(tiny_config, monkeypatch):
+    tiny_config.train = dataclasses.replace(tiny_config.train, epochs=2, max_steps_per_epoch=1)
+    fit(tiny_config, progress=False)  # an earlier, healthy run leaves best.pt behind
+    real = train_module.evaluate_model
+
+    def diverged(model, loader, *args, **kwargs):
+        metrics = real(model, loader, *args, **kwargs)
+        metrics["normal"]["mean_angle"] = float("nan")
+        return metrics
+
+    monkeypatch.setattr(train_module, "evaluate_model", diverged)
+    with pytest.raises(FloatingPointError, match=r"never finite \(not finite from epoch 1 on\)"):
+        fit(tiny_config, progress=False, overwrite=True)
+    assert not (Path(tiny_config.out_dir) / "best.pt").exists()  # the older run's checkpoint is gone, not reused
+    assert not train_module.is_better(float("inf"), None, higher_is_better=False)
+
+
+@pytest.mark.parametrize("schedule", ["follow", "constant"])
+def test_architecture_optimizer_settings(tiny_config, schedule):
+    cfg = dataclasses.replace(tiny_config, method=dataclasses.replace(
+        tiny_config.method, arch_lr=0.1, arch_betas=[0.5, 0.999], arch_weight_decay=1e-3, arch_schedule=schedule))
+    logits = torch.nn.Parameter(torch.zeros(3))
+    optimizer, lr_schedule = build_architecture_optimizer([logits], cfg, total_steps=10)
+    group = optimizer.param_groups[0]
+    assert group["betas"] == (0.5, 0.999) and group["weight_decay"] == 1e-3
+    for _ in range(5):
+        optimizer.step()
+        lr_schedule.step()
+    expected = 0.1 if schedule == "constant" else 0.1 * 0.5**0.9  # the network's default poly schedule
+    assert group["lr"] == pytest.approx(expected)
+
+
+def test_constant_architecture_rate_prunes_a2p_from_the_papers_init_in_a_short_run(tmp_path):
+    """From a2p_init 0.5, following the network's poly decay leaves a2p above the export threshold; constant doesn't."""
+    final = {}
+    for schedule in ("follow", "constant"):
+        cfg = config_from_dict({
+            "out_dir": str(tmp_path / schedule),
+            "data": {"image_size": 16, "num_train": 48, "num_test": 8, "val_fraction": 0.25, "batch_size": 2},
+            "tasks": {"primary": "normal", "aux": ["seg"]},
+            "model": {"backbone": "tiny_resnet"},
+            "method": {"name": "aux_nas", "a2p_init": 0.5, "arch_lr": 0.35, "arch_schedule": schedule},
+            "train": {"epochs": 8, "max_steps_per_epoch": 10},
+        })
+        final[schedule] = max(fit(cfg, progress=False).history[-1]["link_strengths"]["a2p/seg"])
+    assert final["constant"] < 0.01 < final["follow"]
+
+
+def aux_head_config(tiny_config, weighting: dict, epochs: int):
+    cfg = dataclasses.replace(tiny_config, method=dataclasses.replace(tiny_config.method, name="aux_head"))
+    cfg.tasks = dataclasses.replace(cfg.tasks, aux=["seg"])
+    cfg.weighting = dataclasses.replace(cfg.weighting, **weighting)
+    cfg.train = dataclasses.replace(cfg.train, epochs=epochs, max_steps_per_epoch=2)
+    return cfg
+
+
+def test_metrics_show_what_the_weighting_did_and_checkpoints_keep_its_state(tiny_config):
+    cfg = aux_head_config(tiny_config, {"name": "dwa", "options": {"fix_primary": False}}, epochs=3)
+    result = fit(cfg, progress=False)
+    weights = [h["weighting"]["weight"] for h in result.history]
+    assert weights[0] == {"normal": 1.0, "seg": 1.0}  # DWA needs two epochs of history
+    assert weights[2]["normal"] != pytest.approx(1.0) and sum(weights[2].values()) == pytest.approx(2.0)
+    recorded = json.loads((result.out_dir / "metrics.json").read_text())["history"][2]["weighting"]
+    assert recorded["weight"] == pytest.approx(weights[2])
+
+    from auxnas.weighting import build_weighting
+
+    state = load_checkpoint(result.out_dir / "last.pt")["weighting"]
+    restored = build_weighting("dwa", ["normal", "seg"], "normal", fix_primary=False)
+    restored.load_state_dict(state)
+    fresh = build_weighting("dwa", ["normal", "seg"], "normal", fix_primary=False)
+    assert {t: float(w) for t, w in restored.weights().items()} != {t: float(w) for t, w in fresh.weights().items()}
+
+
+def test_metrics_show_gradient_norms_and_cosines_of_gradient_methods(tiny_config):
+    result = fit(aux_head_config(tiny_config, {"name": "pcgrad_aux"}, epochs=1), progress=False)
+    stats = result.history[0]["weighting"]
+    assert set(stats["grad_norm"]) == {"normal", "seg"} and all(v > 0 for v in stats["grad_norm"].values())
+    assert set(stats["cos_primary"]) == {"seg"} and -1.0 <= stats["cos_primary"]["seg"] <= 1.0

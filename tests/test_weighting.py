@@ -4,17 +4,20 @@ The losses are linear in a shared vector ``w`` (``L_t = w . g_t``), so the per-t
 on the shared parameters are exactly the chosen ``g_t`` and expected ``.grad`` values are exact.
 """
 
+import io
 import math
 
 import pytest
 import torch
 
-from auxnas.weighting import WEIGHTING_NAMES, build_weighting
-from auxnas.weighting.surgery import cagrad_weights
+from auxnas.weighting import TASK_KINDS, WEIGHTING_NAMES, build_weighting, task_kind
+from auxnas.weighting.surgery import CAGrad, cagrad_weights
 
 TASKS = ["p", "a"]
 BASE = {"p": 1.0, "a": 1.0}
 GRADIENT_METHODS = ["pcgrad", "pcgrad_aux", "cagrad", "gcs"]
+#: options that make a method non-degenerate with one auxiliary task
+TWO_TASK_OPTIONS = {"dwa": {"fix_primary": False}}
 
 
 def linear_losses(gp, ga, own=(0.0, 0.0)):
@@ -64,7 +67,8 @@ def test_private_parameters_get_their_ordinary_gradients(name):
     model, base = TwoHeads(), {"p": 0.5, "a": 2.0}
     expected = reference_grads(model, base)
     model.zero_grad(set_to_none=True)
-    build_weighting(name, TASKS, "p").backward(model.losses(), list(model.trunk.parameters()), base)
+    method = build_weighting(name, TASKS, "p", **TWO_TASK_OPTIONS.get(name, {}))
+    method.backward(model.losses(), list(model.trunk.parameters()), base, last_shared_layer=model.trunk[2].weight)
     for n, p in model.named_parameters():
         if n.startswith("heads") or n == "primary_scale":  # every method's weights are 1 at the first step
             assert torch.allclose(p.grad, expected[n]), n
@@ -76,7 +80,7 @@ def test_gradient_methods_without_shared_parameters_are_the_plain_sum(name):
     model, base = TwoHeads(), {"p": 0.5, "a": 2.0}
     expected = reference_grads(model, base)
     model.zero_grad(set_to_none=True)
-    build_weighting(name, TASKS, "p").backward(model.losses(), [], base)
+    assert build_weighting(name, TASKS, "p").backward(model.losses(), [], base) == {}  # no statistics either
     for n, p in model.named_parameters():
         assert (p.grad is None) if expected[n] is None else torch.allclose(p.grad, expected[n]), n
 
@@ -206,8 +210,9 @@ def test_cagrad_hand_computed_orthogonal_case():
     c = 0.4
     grad, _ = run("cagrad", [1.0, 0.0], [0.0, 1.0], c=c)
     assert torch.allclose(grad, torch.full((2,), (1 + c) / (1 + c * c)))
-    grad, _ = run("cagrad", [1.0, 0.0], [-1.0, 1.0], c=0.0)
-    assert torch.allclose(grad, torch.tensor([0.0, 1.0]))  # c = 0: the plain sum
+    shared, _, losses = linear_losses([1.0, 0.0], [-1.0, 1.0])
+    CAGrad(TASKS, "p", c=0.0).backward(losses, [shared], BASE)  # build_weighting refuses c = 0: it is the plain sum
+    assert torch.allclose(shared.grad, torch.tensor([0.0, 1.0]))
 
 
 def test_cagrad_weights_are_optimal_on_three_tasks():
@@ -255,9 +260,9 @@ def test_dwa_primary_focused_and_gradient():
     assert float(w["a"] + w["b"]) == pytest.approx(2.0)
     shared = torch.nn.Parameter(torch.zeros(2))
     losses = {"p": shared[0], "a": shared[1], "b": 3 * shared[1]}
-    effective = dwa.backward(losses, [shared], {"p": 1.0, "a": 1.0, "b": 0.5})
+    stats = dwa.backward(losses, [shared], {"p": 1.0, "a": 1.0, "b": 0.5})
     assert torch.allclose(shared.grad, torch.tensor([1.0, wa + 1.5 * (2 - wa)]))
-    assert effective["a"] == pytest.approx(wa)
+    assert stats["weight"] == pytest.approx({"p": 1.0, "a": wa, "b": 2 - wa})  # the method's factor, not b_t
 
 
 def test_uncertainty_objective_and_gradient():
@@ -267,8 +272,8 @@ def test_uncertainty_objective_and_gradient():
     with torch.no_grad():
         method.log_vars["a"].fill_(math.log(2.0))
     losses = {"p": losses["p"] + 3.0, "a": losses["a"] + 4.0}  # L_p = 3, L_a = 4 at zero
-    effective = method.backward(losses, [shared], BASE)
-    assert effective == pytest.approx({"p": 1.0, "a": 0.5})
+    stats = method.backward(losses, [shared], BASE)
+    assert list(stats) == ["weight"] and stats["weight"] == pytest.approx({"p": 1.0, "a": 0.5})
     assert torch.allclose(shared.grad, torch.tensor([1.0 + 0.5 * 2.0]))
     # d/ds [exp(-s) L + s] = 1 - exp(-s) L = 1 - 4 / 2
     assert float(method.log_vars["a"].grad) == pytest.approx(-1.0)
@@ -284,32 +289,69 @@ def test_uncertainty_learns_every_task_when_not_primary_focused():
     assert float(s.grad) == pytest.approx(2.0)
 
 
-def test_gradnorm_hand_computed_step():
-    # W = (1, 1), L_p = W . (2, 0) = 2, L_a = W . (0, 1) = 1: norms (2, 1), rates (1, 1) at the first step.
-    # G = (2, 1), target mean(G) = 1.5, d/dw = sign(G - 1.5) * norm = (2, -1): w = (0.8, 1.1), renormalised x 2/1.9
+def adam_displacement(grads, lr, betas=(0.9, 0.999), eps=1e-8):
+    """What Adam subtracts from a scalar at its last step, given its gradient at every step so far."""
+    m = v = 0.0
+    for g in grads:
+        m, v = betas[0] * m + (1 - betas[0]) * g, betas[1] * v + (1 - betas[1]) * g * g
+    k = len(grads)
+    return lr * (m / (1 - betas[0] ** k)) / (math.sqrt(v / (1 - betas[1] ** k)) + eps)
+
+
+def test_gradnorm_hand_computed_adam_steps():
+    # W = (1, 1). Step 1: L_p = W . (2, 0) = 2, L_a = W . (0, 1) = 1: norms (2, 1), rates (1, 1),
+    # G = (2, 1), target mean(G) = 1.5, d/dw = sign(G - 1.5) * norm = (2, -1); Adam's first step is lr * sign:
+    # w = (0.9, 1.1), already summing to 2.
+    # Step 2: L_p = W . (1, 0) = 1, L_a = 1: norms (1, 1), rates (1/2, 1) / 0.75, G = (0.9, 1.1), mean 1,
+    # target = r^1.5 = (0.544, 1.540): d/dw = (1, -1); Adam's moments remember step 1's (2, -1).
+    lr = 0.1
+    d1 = [adam_displacement([2.0], lr), adam_displacement([-1.0], lr)]
+    assert d1 == pytest.approx([lr, -lr])
+    w1 = [1 - d1[0], 1 - d1[1]]
+    w2 = [w1[0] - adam_displacement([2.0, 1.0], lr), w1[1] - adam_displacement([-1.0, -1.0], lr)]
+    w2 = [w * 2 / sum(w2) for w in w2]
     for fix_primary in (False, True):
-        method = build_weighting("gradnorm", TASKS, "p", lr=0.1, fix_primary=fix_primary)
-        assert list(method.parameters()) == []  # its own update: nothing for the network optimiser
+        method = build_weighting("gradnorm", TASKS, "p", lr=lr, fix_primary=fix_primary)
+        assert list(method.parameters()) == [] and method.optimizer_groups() == []  # not the network optimiser's
         shared = torch.nn.Parameter(torch.ones(2))
-        effective = method.backward({"p": shared @ torch.tensor([2.0, 0.0]), "a": shared[1]}, [shared], BASE)
-        assert effective == {"p": 1.0, "a": 1.0}
+        stats = method.backward({"p": shared @ torch.tensor([2.0, 0.0]), "a": shared[1]}, [shared], BASE, shared)
+        assert stats == {"weight": {"p": 1.0, "a": 1.0}, "grad_norm": {"p": 2.0, "a": 1.0}}
         assert torch.allclose(shared.grad, torch.tensor([2.0, 1.0]))  # the network step uses the weights before
         w = method.weights()
-        if fix_primary:
-            assert float(w["p"]) == 1.0 and float(w["a"]) == pytest.approx(1.1 / 0.8)
-        else:
-            assert float(w["p"]) == pytest.approx(0.8 * 2 / 1.9) and float(w["a"]) == pytest.approx(1.1 * 2 / 1.9)
+        expected = [1.0, w1[1] / w1[0]] if fix_primary else w1
+        assert [float(w["p"]), float(w["a"])] == pytest.approx(expected, rel=1e-5)  # float32 bias corrections
+        shared.grad = None
+        stats = method.backward({"p": shared[0], "a": shared[1]}, [shared], BASE, shared)
+        assert stats["weight"] == pytest.approx(dict(zip(TASKS, expected)), rel=1e-5)
+        assert torch.allclose(shared.grad, torch.tensor(expected), rtol=1e-5)
+        w = method.weights()
+        expected = [1.0, w2[1] / w2[0]] if fix_primary else w2
+        assert [float(w["p"]), float(w["a"])] == pytest.approx(expected, rel=1e-5)
 
 
-def test_gradnorm_raises_the_weight_of_the_task_with_the_smaller_gradient():
+def test_gradnorm_update_does_not_depend_on_the_loss_scale():
+    def weights(scale):
+        method = build_weighting("gradnorm", ["p", "a", "b"], "p", fix_primary=False)
+        shared = torch.nn.Parameter(torch.ones(3))
+        for step in range(4):
+            g = torch.tensor([[3.0, 1.0, 0.0], [0.0, 1.0 + step, 0.5], [0.2, 0.0, 0.1 * step]])
+            losses = dict(zip("pab", scale * (g @ shared + torch.tensor([1.0, 2.0, 3.0 - step]))))
+            method.backward(losses, [shared], dict.fromkeys("pab", 1.0), shared)
+        return method.task_weights
+
+    assert not torch.allclose(weights(1.0), torch.ones(3))
+    assert torch.allclose(weights(1000.0), weights(1.0), rtol=1e-5)
+
+
+def test_gradnorm_moves_every_weight_at_its_own_rate_whatever_the_gradient_size():
     method = build_weighting("gradnorm", ["p", "a", "b"], "p", lr=0.05, fix_primary=False)
     shared = torch.nn.Parameter(torch.ones(2))
     for _ in range(5):
         losses = {"p": shared.sum(), "a": 10 * shared[0], "b": 0.1 * shared[1]}
-        method.backward(losses, [shared], dict.fromkeys("pab", 1.0))
+        method.backward(losses, [shared], dict.fromkeys("pab", 1.0), shared)
     w = method.weights()
-    # G = w |g|: a (|g| = 10) is above the mean, p (1.41) and b (0.1) below; each moves at a rate |g|
-    assert float(w["a"]) < 1.0 < float(w["b"]) < float(w["p"])
+    # G = w |g|: a (|g| = 10) is above the mean, p (1.41) and b (0.1) below; Adam moves each by about lr a step
+    assert float(w["a"]) < 1.0 < float(w["b"]) == pytest.approx(float(w["p"]))
     assert float(w["p"] + w["a"] + w["b"]) == pytest.approx(3.0)
 
 
@@ -317,17 +359,33 @@ def test_gradnorm_raises_the_weight_of_the_slower_task():
     method = build_weighting("gradnorm", TASKS, "p", lr=0.05, fix_primary=True)
     shared = torch.nn.Parameter(torch.ones(1))
     for value in (2.0, 1.0, 0.8):  # equal gradient norms; the primary's loss falls, the auxiliary's does not
-        method.backward({"p": 2 * shared.sum() + (value - 2), "a": 2 * shared.sum()}, [shared], BASE)
+        method.backward({"p": 2 * shared.sum() + (value - 2), "a": 2 * shared.sum()}, [shared], BASE, shared)
     w = method.weights()
     assert float(w["p"]) == 1.0 and float(w["a"]) > 1.0
 
 
-def test_gradnorm_uses_the_last_shared_tensor_every_task_reaches():
-    method = build_weighting("gradnorm", TASKS, "p", lr=0.1, fix_primary=False)
+def test_gradnorm_uses_exactly_the_given_last_shared_layer():
     first, last = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
-    # only p reaches `last`; on `first` the norms are (2, 1) as in the hand-computed step
-    method.backward({"p": 2 * first.sum() + 5 * last.sum(), "a": first.sum()}, [first, last], BASE)
-    assert float(method.weights()["a"]) == pytest.approx(1.1 * 2 / 1.9)
+
+    def step(layer):
+        method = build_weighting("gradnorm", TASKS, "p", lr=0.1, fix_primary=False)
+        losses = {"p": 2 * first.sum() + last.sum(), "a": first.sum() + 3 * last.sum()}
+        stats = method.backward(losses, [first, last], BASE, last_shared_layer=layer)
+        return stats["grad_norm"], method.weights()
+
+    norms, w = step(first)  # norms (2, 1) as in the hand-computed step, although both tasks reach `last` too
+    assert norms == pytest.approx({"p": 2.0, "a": 1.0}) and float(w["a"]) == pytest.approx(1.1, rel=1e-5)
+    norms, w = step(last)  # norms (1, 3): the other way round
+    assert norms == pytest.approx({"p": 1.0, "a": 3.0}) and float(w["a"]) == pytest.approx(0.9, rel=1e-5)
+
+
+def test_gradnorm_needs_a_shared_layer_every_task_reaches():
+    method = build_weighting("gradnorm", TASKS, "p")
+    first, last = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+    with pytest.raises(ValueError, match="gradnorm needs a shared layer every task reaches.*None"):
+        method.backward({"p": first.sum(), "a": first.sum()}, [first], BASE)
+    with pytest.raises(ValueError, match="gradnorm needs a shared layer every task reaches: the loss of a does not"):
+        method.backward({"p": 2 * first.sum() + last.sum(), "a": first.sum()}, [first, last], BASE, last)
 
 
 def test_unknown_names_and_options():
@@ -342,6 +400,200 @@ def test_unknown_names_and_options():
     with pytest.raises(ValueError, match="not among"):
         build_weighting("equal", TASKS, "q")
     assert WEIGHTING_NAMES == ("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "pcgrad_aux", "cagrad", "gcs")
+
+
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
+def test_gradient_methods_return_norms_and_cosines_with_the_primary(name):
+    shared = torch.nn.Parameter(torch.zeros(2))
+    losses = {t: shared @ torch.tensor(g) for t, g in zip("pab", ([1.0, 0.0], [-1.0, 1.0], [0.0, 3.0]))}
+    stats = build_weighting(name, list("pab"), "p").backward(losses, [shared], {"p": 1.0, "a": 2.0, "b": 1.0})
+    assert list(stats) == ["grad_norm", "cos_primary"]
+    assert stats["grad_norm"] == pytest.approx({"p": 1.0, "a": 2 * math.sqrt(2), "b": 3.0})  # of b_t L_t
+    assert stats["cos_primary"] == pytest.approx({"a": -1 / math.sqrt(2), "b": 0.0})
+
+
+def test_uncertainty_kendall_form_by_task_kind():
+    # normal is the primary (weight 1); seg is classification: exp(-s) L + s / 2; depth regression: (exp(-s) L + s) / 2
+    method = build_weighting("uncertainty", ["normal", "seg", "depth"], "normal", form="kendall")
+    with torch.no_grad():
+        method.log_vars["seg"].fill_(math.log(2.0))
+        method.log_vars["depth"].fill_(math.log(4.0))
+    x = torch.nn.Parameter(torch.zeros(1))
+    losses = {"normal": x.sum() + 3.0, "seg": 2 * x.sum() + 4.0, "depth": 3 * x.sum() + 8.0}
+    stats = method.backward(losses, [x], dict.fromkeys(losses, 1.0))
+    assert stats["weight"] == pytest.approx({"normal": 1.0, "seg": 0.5, "depth": 0.5 * 0.25})
+    assert float(x.grad) == pytest.approx(1.0 + 0.5 * 2.0 + 0.125 * 3.0)
+    assert float(method.log_vars["seg"].grad) == pytest.approx(0.5 - 0.5 * 4.0)  # d/ds: 1/2 - exp(-s) L
+    assert float(method.log_vars["depth"].grad) == pytest.approx(0.5 - 0.5 * 0.25 * 8.0)  # 1/2 - exp(-s) L / 2
+
+
+def test_uncertainty_task_kinds():
+    assert {task_kind(t) for t in TASK_KINDS} == {"regression", "classification"}
+    from auxnas.tasks import TASK_NAMES
+
+    assert set(TASK_KINDS) == set(TASK_NAMES)
+    method = build_weighting("uncertainty", TASKS, "p", form="kendall", task_kinds={"a": "regression"})
+    assert float(method.weights()["a"].detach()) == 0.5
+    with pytest.raises(ValueError, match="no known kind for task 'a'"):
+        build_weighting("uncertainty", TASKS, "p", form="kendall")
+    with pytest.raises(ValueError, match="task 'p' needs a kind"):
+        build_weighting("uncertainty", TASKS, "p", form="kendall", fix_primary=False, task_kinds={"a": "regression"})
+    assert float(build_weighting("uncertainty", TASKS, "p").weights()["a"].detach()) == 1.0  # simple: no kinds
+    with pytest.raises(ValueError, match="form must be 'simple' or 'kendall'"):
+        build_weighting("uncertainty", TASKS, "p", form="paper")
+    with pytest.raises(ValueError, match="valid: fix_primary, form, lr$"):  # task_kinds is not an option
+        build_weighting("uncertainty", TASKS, "p", kinds={})
+
+
+def test_uncertainty_log_variances_have_their_own_parameter_group():
+    method = build_weighting("uncertainty", ["p", "a", "b"], "p")
+    assert method.optimizer_groups() == [{"params": [method.log_vars["a"], method.log_vars["b"]], "weight_decay": 0.0}]
+    method = build_weighting("uncertainty", TASKS, "p", fix_primary=False, lr=0.01)
+    groups = method.optimizer_groups()
+    assert groups == [{"params": list(method.log_vars.values()), "weight_decay": 0.0, "lr": 0.01}]
+    net = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [net]}, *groups], lr=0.1, weight_decay=0.5)
+    assert [(g["lr"], g["weight_decay"]) for g in optimizer.param_groups] == [(0.1, 0.5), (0.01, 0.0)]
+    with pytest.raises(ValueError, match="lr must be positive"):
+        build_weighting("uncertainty", TASKS, "p", lr=0.0)
+    for name in ("equal", "dwa", "gradnorm", *GRADIENT_METHODS):
+        assert build_weighting(name, ["p", "a", "b"], "p").optimizer_groups() == [], name
+
+
+@pytest.mark.parametrize("name, tasks, options, reason", [
+    *[(n, ["p"], {}, "with a single task .* can only equal 'equal'") for n in WEIGHTING_NAMES if n != "equal"],
+    ("dwa", ["p"], {"fix_primary": False}, "with a single task"),
+    ("uncertainty", ["p"], {"fix_primary": False}, "with a single task only learns a rescaling of its loss"),
+    ("dwa", TASKS, {}, "with fix_primary=true and one auxiliary task always gives weight 1 .*use fix_primary: false"),
+    ("cagrad", TASKS, {"c": 0.0}, "with c=0 is the plain sum"),
+])
+def test_degenerate_configurations_are_refused(name, tasks, options, reason):
+    with pytest.raises(ValueError, match=f"^weighting: {name} {reason}"):
+        build_weighting(name, tasks, "p", **options)
+
+
+def test_configurations_that_can_differ_from_equal_are_accepted():
+    build_weighting("equal", ["p"], "p")  # never refused
+    build_weighting("dwa", TASKS, "p", fix_primary=False)
+    build_weighting("dwa", ["p", "a", "b"], "p")
+    build_weighting("cagrad", TASKS, "p", c=0.1)
+    for name in ("uncertainty", "gradnorm", *GRADIENT_METHODS):
+        build_weighting(name, TASKS, "p")
+
+
+def test_degenerate_configurations_are_config_errors():
+    from auxnas.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="dwa with fix_primary=true and one auxiliary task"):
+        config_from_dict({"tasks": {"primary": "normal", "aux": ["seg"]}, "weighting": {"name": "dwa"}})
+
+
+def three_task_losses(gradients_of, present):
+    """Linear losses of the tasks in ``present`` on a shared vector; each task also reaches a private scalar."""
+    shared = torch.nn.Parameter(torch.zeros(2))
+    private = {t: torch.nn.Parameter(torch.zeros(())) for t in "pab"}
+    losses = {t: shared @ torch.tensor(gradients_of[t]) + private[t] + 1.0 for t in present}
+    return shared, private, losses
+
+
+@pytest.mark.parametrize("name", WEIGHTING_NAMES)
+def test_a_task_without_loss_takes_no_part_in_the_step(name):
+    g = {"p": [1.0, 0.0], "a": [-1.0, 1.0], "b": [0.5, -2.0]}
+    shared, private, losses = three_task_losses(g, "pa")
+    method = build_weighting(name, list("pab"), "p")
+    stats = method.backward(losses, [shared], dict.fromkeys("pab", 1.0), last_shared_layer=shared)
+    assert all(set(values) <= {"p", "a"} for values in stats.values()) and stats
+    assert private["b"].grad is None and float(private["a"].grad) == 1.0  # every weight is 1 at the first step
+    reference, _, losses = three_task_losses(g, "pa")  # as if only p and a existed
+    build_weighting(name, list("pa"), "p", **TWO_TASK_OPTIONS.get(name, {})).backward(
+        losses, [reference], BASE, last_shared_layer=reference
+    )
+    assert torch.allclose(shared.grad, reference.grad)
+
+
+@pytest.mark.parametrize("name", ["pcgrad_aux", "gcs"])
+def test_primary_focused_surgery_without_a_primary_loss_sums_the_auxiliary_gradients(name):
+    shared, _, losses = three_task_losses({"a": [1.0, 0.0], "b": [-1.0, 1.0]}, "ab")  # conflicting
+    stats = build_weighting(name, list("pab"), "p").backward(losses, [shared], dict.fromkeys("pab", 1.0))
+    assert torch.allclose(shared.grad, torch.tensor([0.0, 1.0]))
+    assert stats["cos_primary"] == {} and set(stats["grad_norm"]) == {"a", "b"}
+
+
+def test_uncertainty_leaves_the_log_variance_of_a_missing_task_alone():
+    method = build_weighting("uncertainty", list("pab"), "p")
+    shared, _, losses = three_task_losses({"p": [1.0, 0.0], "a": [0.0, 1.0]}, "pa")
+    method.backward(losses, [shared], dict.fromkeys("pab", 1.0))
+    assert method.log_vars["a"].grad is not None and method.log_vars["b"].grad is None
+
+
+def test_gradnorm_updates_only_the_tasks_present():
+    method = build_weighting("gradnorm", list("pab"), "p", lr=0.1, fix_primary=False)
+    g = {"p": [2.0, 0.0], "a": [0.0, 1.0], "b": [1.0, 1.0]}
+    shared, _, losses = three_task_losses(g, "pa")
+    method.backward(losses, [shared], dict.fromkeys("pab", 1.0), shared)
+    # p and a step as in the hand-computed case; b is left alone
+    assert method.task_weights.tolist() == pytest.approx([0.9, 1.1, 1.0], rel=1e-5)
+    assert method.steps.tolist() == [1, 1, 0] and float(method.initial_losses[2]) == 0.0
+    shared, _, losses = three_task_losses(g, "pab")
+    method.backward(losses, [shared], dict.fromkeys("pab", 1.0), shared)
+    assert method.steps.tolist() == [2, 2, 1] and float(method.initial_losses[2]) == 1.0  # b's first loss
+    assert float(method.task_weights.sum()) == pytest.approx(3.0)
+
+
+def test_dwa_keeps_the_last_loss_of_a_task_missing_from_an_epoch():
+    dwa = build_weighting("dwa", list("pab"), "p", fix_primary=False)
+    dwa.end_epoch({"p": 1.0, "a": 1.0})  # b never seen: ratio 1
+    dwa.end_epoch({"p": 0.5, "a": 2.0})
+    ratios = {"p": 0.5, "a": 2.0, "b": 1.0}
+    z = sum(math.exp(r / 2) for r in ratios.values())
+    assert {t: float(w) for t, w in dwa.weights().items()} == pytest.approx(
+        {t: 3 * math.exp(r / 2) / z for t, r in ratios.items()}
+    )
+    dwa.end_epoch({"p": 0.5, "a": 2.0, "b": 4.0})
+    dwa.end_epoch({"p": 0.5, "a": 2.0})  # b keeps 4: ratio 1
+    assert float(dwa.weights()["b"]) == pytest.approx(1.0)
+
+
+STATE_TASKS = ["p", "a", "b"]
+TARGETS = torch.tensor([[1.0, 0.0, 0.5], [-1.0, 1.0, 0.0], [0.0, -1.0, -1.0]])  # conflicting pulls on `shared`
+
+
+def training_step(method, shared, step):
+    """One step of SGD on ``shared`` and the method's parameters; returns what it produced."""
+    optimizer = torch.optim.SGD([{"params": [shared]}, *method.optimizer_groups()], lr=0.1)
+    optimizer.zero_grad(set_to_none=True)
+    scale = torch.tensor([1.0, 1.0 + step, 2.0 - 0.3 * step])
+    losses = {t: s * ((shared - g) ** 2).sum() for t, s, g in zip(STATE_TASKS, scale, TARGETS)}
+    stats = method.backward(losses, [shared], dict.fromkeys(STATE_TASKS, 1.0), last_shared_layer=shared)
+    grads = [shared.grad.clone(), *[p.grad.clone() for p in method.parameters()]]
+    optimizer.step()
+    return stats, grads, {t: float(v.detach()) for t, v in losses.items()}
+
+
+@pytest.mark.parametrize("name", WEIGHTING_NAMES)
+def test_state_round_trips_through_a_weights_only_checkpoint(name):
+    method = build_weighting(name, STATE_TASKS, "p", **({"fix_primary": False} if name == "uncertainty" else {}))
+    shared = torch.nn.Parameter(torch.tensor([0.2, -0.3, 0.1]))
+    step = 0
+    for _ in range(3):  # epochs
+        for _ in range(2):
+            _, _, losses = training_step(method, shared, step)
+            step += 1
+        method.end_epoch(losses)
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = build_weighting(name, STATE_TASKS, "p", **({"fix_primary": False} if name == "uncertainty" else {}))
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    fresh_shared = torch.nn.Parameter(shared.detach().clone())
+    for _ in range(2):
+        expected_stats, expected_grads, _ = training_step(method, shared, step)
+        stats, grads, _ = training_step(fresh, fresh_shared, step)
+        step += 1
+        assert stats == expected_stats
+        assert all(torch.equal(g, e) for g, e in zip(grads, expected_grads))
+    if name in ("uncertainty", "dwa", "gradnorm"):
+        assert any(v != 1.0 for v in stats["weight"].values())  # the state mattered
 
 
 @pytest.mark.parametrize("name", WEIGHTING_NAMES)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from .backbones.weights import PretrainedWeightsError
 from .config import ConfigError
-from .export import ExportError
+from .export import ExportError, check_threshold
 from .io import CheckpointError
 
 
@@ -25,7 +25,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import fit
 
     cfg = load_config(args.config, args.overrides)
-    result = fit(cfg, progress=not args.quiet)
+    result = fit(cfg, progress=not args.quiet, overwrite=args.overwrite)
     print(f"run directory: {result.out_dir}  (best epoch {result.best_epoch}, selected on the validation split, "
           f"{result.wall_time_s:.0f} s)")
     print("test metrics of the selected checkpoint:")
@@ -47,6 +47,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threshold(text: str) -> float:
+    """argparse type of ``--threshold``: a finite number in [0, 1)."""
+    try:
+        return check_threshold(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number in [0, 1), got {text!r}") from None
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_primary
 
@@ -55,6 +63,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"exported the primary network ({report['primary']}, {report['method']}) to {args.out}")
     print(f"  checks: {checks}")
     print(f"  max |exported - trained| on {report['num_inputs']} test images: {report['max_abs_diff']:.2e}")
+    cut = report["a2p_cut"]
+    if cut:
+        uncut = cut["val_metrics_uncut"]
+        changes = "  ".join(
+            f"{k} {uncut[k]:.4g} -> {v:.4g}" for k, v in cut["val_metrics_cut"].items() if k != "num_images"
+        )
+        print(f"  cutting the a2p links: max |uncut - cut| {cut['max_abs_diff_val']:.2e} on {cut['num_val_images']} "
+              f"validation images; {report['primary']} uncut -> cut: {changes}")
     print(f"  parameters {report['params']['exported']:,} (single-task {report['params']['single_task']:,}), "
           f"FLOPs/image {report['flops_per_image']['exported']:,} (single-task "
           f"{report['flops_per_image']['single_task']:,})")
@@ -92,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config")
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--overwrite", action="store_true",
+                       help="reuse a non-empty out_dir, replacing an earlier run's config, checkpoints and metrics")
     train.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a run directory or checkpoint",
@@ -106,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write the deployable primary-only network of a run, verified",
                         description="Export the primary network of a run directory (its selected checkpoint) or a "
                                     "checkpoint: no auxiliary branch, link or fusion op. Verifies a2p strengths, "
-                                    "output equality and single-task parameters/FLOPs; writes export_report.json.")
+                                    "output equality and single-task parameters/FLOPs, measures what cutting the "
+                                    "a2p links changes on the validation split; writes export_report.json.")
     ex.add_argument("path", help="run directory or .pt checkpoint")
     ex.add_argument("--out", required=True, help="output directory")
-    ex.add_argument("--threshold", type=float, default=0.01, help="largest a2p strength that may be cut")
+    ex.add_argument("--threshold", type=_threshold, default=0.01,
+                    help="largest a2p strength that may be cut, in [0, 1)")
     ex.add_argument("--force", action="store_true", help="export even when a2p strengths exceed the threshold")
     ex.set_defaults(func=_cmd_export)
 

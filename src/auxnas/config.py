@@ -40,6 +40,13 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 0
     augment: bool = True
+    #: task -> fraction of the training images that keep its label (a deterministic subset per task and data.seed,
+    #: nested: the 10 % subset lies inside the 30 % one); tasks not listed keep every label. Validation and test
+    #: images always carry every label.
+    labelled_fraction: dict[str, float] = field(default_factory=dict)
+    #: oversample the images that carry the primary label so that they make up this share of every epoch's draws
+    #: (each one seen every epoch); null: off, every image once per epoch
+    oversample_primary: float | None = None
 
 
 @dataclass
@@ -87,7 +94,8 @@ class MethodConfig:
     window: int = 3
     #: aux_nas: search links in both directions, or p2a only (the paper's "gradient + NAS" ablation)
     search: Literal["both", "p2a_only"] = "both"
-    #: fusion op after the residual sum: nothing (authors' ViT code) or BatchNorm + ReLU (paper's CNN form)
+    #: fusion op after the residual sum: nothing (authors' ViT code) or BatchNorm + ReLU (paper's CNN form;
+    #: feature maps only, and it does not start from the single-task networks: docs/methods.md)
     fusion_norm: Literal["none", "bn_relu"] = "none"
     #: initial strengths sigmoid(logit) of searched links (authors' code: p2a 0.5, a2p 0.001)
     p2a_init: float = 0.5
@@ -95,9 +103,15 @@ class MethodConfig:
     #: "bilevel": alternating architecture / network steps on two disjoint halves of the training set,
     #: re-split each epoch (authors); "single_level": both updated on the same batch
     optimization: Literal["bilevel", "single_level"] = "bilevel"
+    #: architecture optimiser (authors' ViT code: Adam, lr 1e-2, default betas, no weight decay, following the
+    #: network's schedule; MTL-NAS's CNN protocol: Adam, constant lr, betas (0.5, 0.999), weight decay 1e-3)
     arch_optimizer: Literal["adam", "sgd"] = "adam"
     arch_lr: float = 0.01
     arch_weight_decay: float = 0.0
+    #: Adam betas of the architecture optimiser
+    arch_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    #: architecture learning rate: "follow" the network's schedule (authors' code) or stay "constant"
+    arch_schedule: Literal["follow", "constant"] = "follow"
     #: L1 penalty on a2p strengths: weight 0 until penalty_start, linear to penalty_max at penalty_end
     #: (fractions of training), then constant; reduced by mean over links (authors' code) or sum (paper)
     penalty_max: float = 1000.0
@@ -117,6 +131,15 @@ class MethodConfig:
     curriculum_end: float = 0.5
     #: adashare, adashare_aux: initial probability of executing a skippable cell
     policy_init: float = 0.5
+    #: adashare, adashare_aux: training decisions: straight-through 0/1 Gumbel samples ("hard", the paper) or relaxed
+    #: samples mixing cell and skip path ("soft", released code); evaluation takes the argmax either way
+    adashare_sampling: Literal["hard", "soft"] = "hard"
+    #: adashare, adashare_aux: ResNet blocks with a shortcut (downsample) are skippable too, through that shortcut
+    #: (released code); false: only shape-preserving cells are
+    adashare_skip_downsample: bool = False
+    #: adashare, adashare_aux: sparsity term: sum log p_exec ("log", the paper; unbounded below) or the mean of
+    #: -log(1 - p_exec) over learnable cells ("bounded": cross-entropy towards "skip", released code; >= 0)
+    adashare_sparsity: Literal["log", "bounded"] = "log"
 
 
 @dataclass
@@ -264,6 +287,16 @@ def _check(cfg: ExperimentConfig) -> None:
     for key, name in named:
         if name not in TASK_NAMES:
             raise ConfigError(f"{key}: unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
+    for name, fraction in cfg.data.labelled_fraction.items():
+        if name not in TASK_NAMES:
+            raise ConfigError(f"data.labelled_fraction.{name}: unknown task; valid tasks: {', '.join(TASK_NAMES)}")
+        if not 0.0 <= fraction <= 1.0:
+            raise ConfigError(f"data.labelled_fraction.{name}: a fraction in [0, 1], got {fraction}")
+    if cfg.data.labelled_fraction.get(cfg.tasks.primary, 1.0) == 0.0:
+        raise ConfigError(f"data.labelled_fraction.{cfg.tasks.primary}: the primary task needs some labelled images")
+    share = cfg.data.oversample_primary
+    if share is not None and not 0.0 < share < 1.0:
+        raise ConfigError(f"data.oversample_primary: a share strictly between 0 and 1, or null; got {share}")
     if cfg.tasks.primary in cfg.tasks.aux:
         raise ConfigError(f"tasks.aux: the primary task {cfg.tasks.primary!r} cannot also be auxiliary")
     if len(set(cfg.tasks.aux)) != len(cfg.tasks.aux):
@@ -297,6 +330,11 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"method.curriculum_end: must be in (0, 1], got {m.curriculum_end}")
     if not 0.0 < m.policy_init < 1.0:
         raise ConfigError(f"method.policy_init: a probability strictly between 0 and 1, got {m.policy_init}")
+    from .backbones import VITS
+
+    if m.fusion_norm == "bn_relu" and m.name in ("aux_g", "aux_nas") and cfg.model.backbone in VITS:
+        raise ConfigError(f"method.fusion_norm: bn_relu is for feature maps, not ViT tokens ({cfg.model.backbone}): it "
+                          "would put a ReLU on the residual stream after every fused block; use none")
     if m.window < 1:
         raise ConfigError(f"method.window: must be >= 1, got {m.window}")
     for key in ("p2a_init", "a2p_init"):
@@ -304,6 +342,10 @@ def _check(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"method.{key}: a strength strictly between 0 and 1, got {getattr(m, key)}")
     if m.arch_lr <= 0 or m.penalty_max < 0:
         raise ConfigError("method.arch_lr must be positive and method.penalty_max non-negative")
+    if m.arch_weight_decay < 0:
+        raise ConfigError(f"method.arch_weight_decay: must be non-negative, got {m.arch_weight_decay}")
+    if len(m.arch_betas) != 2 or not all(0.0 <= b < 1.0 for b in m.arch_betas):
+        raise ConfigError(f"method.arch_betas: two numbers in [0, 1), got {m.arch_betas}")
     if not 0.0 <= m.penalty_start <= m.penalty_end <= 1.0:
         raise ConfigError(f"method.penalty_start/penalty_end: need 0 <= start <= end <= 1, got "
                           f"{m.penalty_start}, {m.penalty_end}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -14,18 +15,42 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _sdpa_flops(query: torch.Size, key: torch.Size, value: torch.Size, *args: Any, **kwargs: Any) -> int:
+    """FLOPs of scaled dot-product attention on ``B x H x N x D`` shapes: Q K^T and attention x V.
+
+    2 FLOPs per multiply-add, softmax and scaling not counted: the convention of torch's own rule for
+    the SDPA kernels it does count. Key/value may have fewer heads (grouped queries); the query's count.
+    """
+    batch, heads, queries, dim = query
+    keys, value_dim = key[-2], value[-1]
+    return 2 * batch * heads * queries * keys * (dim + value_dim)
+
+
+#: fused attention kernels (forward) that torch's counter has no rule for, so their FLOPs would count as 0:
+#: the CPU kernel behind ``F.scaled_dot_product_attention`` (timm's fused attention), the MPS math kernel
+#: and the out-of-tree-backend kernel (all take query, key, value first, ``B x H x N x D``)
+_SDPA_WITHOUT_RULE = (
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_attention_math_for_mps",
+    "_scaled_dot_product_fused_attention_overrideable",
+)
+
+
 @torch.no_grad()
 def count_flops(module: nn.Module, example: Tensor) -> int:
     """FLOPs of one eval-mode forward on ``example``, counted by ``torch.utils.flop_counter``.
 
-    The counter covers matrix multiplications and convolutions (the ops that
-    dominate); element-wise ops such as norms and activations count as 0.
+    The counter covers matrix multiplications, convolutions and attention (the ops that
+    dominate); element-wise ops such as norms and activations count as 0. Attention
+    kernels that the counter lacks a rule for get ``_sdpa_flops``.
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
+    ops = (getattr(torch.ops.aten, name) for name in _SDPA_WITHOUT_RULE if hasattr(torch.ops.aten, name))
+    rules = {op: _sdpa_flops for op in ops if op not in flop_registry}  # torch's own rule wins once it has one
     was_training = module.training
     module.eval()
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=rules)
     with counter:
         module(example)
     module.train(was_training)

@@ -73,7 +73,7 @@ def run_demo(
         cfg = _row_config(base, out, label, method)
         if progress:
             print(f"== {label}: training ({cfg.method.name}) ==", flush=True)
-        result = fit(cfg, progress=progress)
+        result = fit(cfg, progress=progress, overwrite=True)  # the demo's own row directories, rerun each time
         export_dir = Path(cfg.out_dir) / "export"
         report = export_primary(cfg.out_dir, export_dir)
         rows.append({"label": label, "method": cfg.method.name, "run_dir": cfg.out_dir, "test": {},

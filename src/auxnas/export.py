@@ -11,10 +11,16 @@
 3. its parameter count and FLOPs equal those of the single-task network of the
    same configuration (with ``fusion_norm: bn_relu`` the kept norm/ReLU ops are
    reported as exact extras instead).
+
+Check 2 holds by construction; what the cut itself changes (primary outputs and
+metrics of the uncut vs the cut train-time model on the validation split) is
+measured and reported under ``a2p_cut``: a small strength does not bound it, as
+the fusion weights that multiply it are free.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.data import DataLoader
 
 from .backbones import Branch, build_branch
 from .cost import count_flops, count_parameters
@@ -39,6 +46,13 @@ OUTPUT_TOLERANCE = 1e-5
 
 class ExportError(RuntimeError):
     """The model cannot be exported as a single-task network (a check failed)."""
+
+
+def check_threshold(threshold: float) -> float:
+    """``threshold`` if it is a finite number in [0, 1) (a link strength below 1 that can be cut), else ValueError."""
+    if not (math.isfinite(threshold) and 0.0 <= threshold < 1.0):
+        raise ValueError(f"export threshold must be a finite number in [0, 1), got {threshold!r}")
+    return float(threshold)
 
 
 def a2p_strengths(model: MultiTaskModel) -> list[dict[str, Any]]:
@@ -60,6 +74,27 @@ def _fused_cells(model: MultiTaskModel) -> list[int]:
 
 
 @torch.no_grad()
+def _a2p_cut_effect(model: LinkedBranches, loader: DataLoader) -> dict[str, Any]:
+    """What cutting the a2p links changes on every image of ``loader``: max |uncut - cut| of the primary
+    outputs, and the primary's pooled metrics of the uncut and the cut model (eval mode both), in
+    ``evaluate_model``'s form."""
+    primary = model.primary
+    task = model.tasks[primary]
+    uncut_metric, cut_metric = task.new_metric(), task.new_metric()
+    diff, count, labelled = 0.0, 0, 0
+    for batch in loader:
+        uncut = model(batch["image"], cut_a2p=False)[primary]
+        cut = model(batch["image"], cut_a2p=True)[primary]
+        diff = max(diff, float((uncut - cut).abs().max()))
+        labelled += task.update_metric(uncut_metric, uncut, batch)
+        task.update_metric(cut_metric, cut, batch)
+        count += batch["image"].shape[0]
+    return {"images": "the whole validation split", "num_val_images": count, "max_abs_diff_val": diff,
+            "val_metrics_uncut": {**uncut_metric.compute(), "num_images": labelled},
+            "val_metrics_cut": {**cut_metric.compute(), "num_images": labelled}}
+
+
+@torch.no_grad()
 def _post_elementwise_ops(network: Branch, cells: list[int], example: torch.Tensor) -> int:
     """Element-wise ops of the kept norm + ReLU (scale, shift, max per element), which FLOP counters skip."""
     counts = []
@@ -75,7 +110,11 @@ def export_primary(
     path: str | os.PathLike, out_dir: str | os.PathLike, threshold: float = 0.01, force: bool = False,
     num_inputs: int = 8,
 ) -> dict[str, Any]:
-    """Export the primary network of a run directory or checkpoint to ``out_dir``; return the report."""
+    """Export the primary network of a run directory or checkpoint to ``out_dir``; return the report.
+
+    ``threshold``: the largest a2p strength that may be cut, a finite number in [0, 1).
+    """
+    threshold = check_threshold(threshold)
     cfg, model, payload = load_trained(path)
     model.eval()
     links = a2p_strengths(model)
@@ -86,7 +125,9 @@ def export_primary(
         )
         raise ExportError(
             f"{len(above)} auxiliary-to-primary link(s) have strength >= {threshold}: {listed}. Cutting them would "
-            "change the primary network; train longer or with a larger method.penalty_max, or pass --force."
+            "change the primary network; train with method.arch_schedule=constant (a constant architecture "
+            "learning rate instead of the network's decaying schedule), a larger method.penalty_max or for longer, "
+            "or pass --force."
         )
     network = model.primary_network().eval()
 
@@ -95,6 +136,10 @@ def export_primary(
     with torch.no_grad():
         trained = model(images, cut_a2p=True) if isinstance(model, LinkedBranches) else model(images)
         diff = float((network(images) - trained[cfg.tasks.primary]).abs().max())
+    a2p_cut = None  # nothing is cut without a2p links
+    if isinstance(model, LinkedBranches) and model.a2p:
+        val = make_loader(splits.val, cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
+        a2p_cut = _a2p_cut_effect(model, val)
 
     task = model.tasks[cfg.tasks.primary]
     single = build_branch(cfg.model.backbone, task, image_size=cfg.data.image_size, dilated=cfg.model.dilated)
@@ -118,6 +163,7 @@ def export_primary(
         "a2p_links": links, "a2p_max": max((a["strength"] for a in links), default=None),
         "max_abs_diff": diff, "num_inputs": int(images.shape[0]), "tolerance": OUTPUT_TOLERANCE,
         "params": params, "flops_per_image": flops, "checks": checks, "kept_fusion_post_cells": fused,
+        "a2p_cut": a2p_cut,
     }
     if fused:
         report["kept_fusion_post"] = {
@@ -131,10 +177,13 @@ def export_primary(
         if params["extra"] != expected_extra_params:
             failures.append("params_extra_is_kept_norms")
     skipped = model.skipped_cells() if isinstance(model, AdaShare) else []
-    report["skipped_cells"] = skipped
-    if skipped:  # plain AdaShare: the primary skips these cells; the export is cheaper by exactly them
+    shortcut = [i for i in skipped if i in model.shortcut_cells] if skipped else []  # replaced by their shortcut
+    report["skipped_cells"], report["shortcut_cells"] = skipped, shortcut
+    if skipped:  # plain AdaShare: the primary skips these cells; cheaper by exactly them, less kept shortcuts
         failures = [f for f in failures if f not in ("params_equal_single_task", "flops_equal_single_task")]
-        if params["extra"] != -sum(count_parameters(single.cells[i]) for i in skipped):
+        saved = sum(count_parameters(single.cells[i]) for i in skipped)
+        saved -= sum(count_parameters(single.cells[i].downsample) for i in shortcut)
+        if params["extra"] != -saved:
             failures.append("params_saved_are_skipped_cells")
         if flops["extra"] > 0:
             failures.append("flops_at_most_single_task")
@@ -149,7 +198,7 @@ def export_primary(
     spec = {
         "backbone": cfg.model.backbone, "task": task.name, "num_classes": payload["num_classes"],
         "image_size": cfg.data.image_size, "dilated": cfg.model.dilated, "fusion_post_cells": fused,
-        "skipped_cells": skipped,
+        "skipped_cells": skipped, "shortcut_cells": shortcut,
     }
     write_text(out / "exported.yaml", yaml.safe_dump(spec, sort_keys=False))
     write_json(out / "export_report.json", report)
@@ -175,7 +224,7 @@ def load_exported(directory: str | os.PathLike) -> nn.Module:
     task = build_task(spec["task"], spec["num_classes"])
     network = build_branch(spec["backbone"], task, image_size=spec["image_size"], dilated=spec["dilated"])
     for i in spec.get("skipped_cells", []):
-        network.cells[i] = nn.Identity()
+        network.cells[i] = network.cells[i].downsample if i in spec.get("shortcut_cells", []) else nn.Identity()
     for i in spec["fusion_post_cells"]:
         network.cells[i] = nn.Sequential(network.cells[i], FusionPost(network.cell_channels[i], network.feature_format))
     try:

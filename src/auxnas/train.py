@@ -8,7 +8,7 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig, TrainConfig, config_from_dict
-from .data import build_splits
+from .data import PartiallyLabelled, build_splits
 from .io import load_checkpoint, resolve_checkpoint, save_checkpoint, write_json, write_text
 from .methods import MultiTaskModel, build_model
-from .tasks import Task, build_task
+from .tasks import Task, build_task, labelled
 from .weighting import build_weighting
 
 
@@ -44,10 +44,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or SGD (with momentum) over ``params``."""
+def build_optimizer(
+    params: list[nn.Parameter] | list[dict[str, Any]], cfg: TrainConfig, betas: Sequence[float] = (0.9, 0.999)
+) -> torch.optim.Optimizer:
+    """Adam (with ``betas``) or SGD (with momentum) over ``params`` (parameters or parameter groups)."""
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(betas))
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
@@ -65,6 +67,19 @@ def build_schedule(
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_architecture_optimizer(
+    params: list[nn.Parameter], cfg: ExperimentConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The architecture weights' optimiser (``method.arch_*``) and its schedule: the network's or constant."""
+    m = cfg.method
+    arch_cfg = dataclasses.replace(
+        cfg.train, optimizer=m.arch_optimizer, lr=m.arch_lr, weight_decay=m.arch_weight_decay,
+        schedule=cfg.train.schedule if m.arch_schedule == "follow" else "constant",
+    )
+    optimizer = build_optimizer(params, arch_cfg, betas=m.arch_betas)
+    return optimizer, build_schedule(optimizer, total_steps, arch_cfg)
 
 
 def build_tasks(cfg: ExperimentConfig, num_classes: dict[str, int]) -> dict[str, Task]:
@@ -87,17 +102,20 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
-def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move a batch (tensors, and the nested ``labelled`` masks) to ``device``."""
+    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
+            for k, v in batch.items()}
 
 
 def task_losses(
-    model: MultiTaskModel, batch: dict[str, Tensor], weights: dict[str, float]
+    model: MultiTaskModel, batch: dict[str, Any], weights: dict[str, float]
 ) -> tuple[dict[str, Tensor], Tensor | None]:
-    """Forward ``batch``: every task's (unweighted, float32) loss, and the model's own extra loss if any."""
+    """Forward ``batch``: the (unweighted, float32) loss of every task some image of the batch has a label for,
+    and the model's own extra loss if any. A task without any label in the batch is absent from the result."""
     preds = model(batch["image"])
-    losses = {name: task.loss(preds[name].float(), batch[name]) for name, task in model.tasks.items()}
-    return losses, model.auxiliary_loss(preds, batch, weights)
+    losses = {name: task.batch_loss(preds[name].float(), batch) for name, task in model.tasks.items()}
+    return {k: v for k, v in losses.items() if v is not None}, model.auxiliary_loss(preds, batch, weights)
 
 
 @torch.no_grad()
@@ -105,23 +123,30 @@ def evaluate_model(
     model: MultiTaskModel, loader: DataLoader, device: torch.device, amp: bool = True, progress: bool = False,
     desc: str = "eval",
 ) -> dict[str, dict[str, float]]:
-    """Metrics of every task, pooled over the whole ``loader``."""
+    """Metrics of every task, pooled over the images of the whole ``loader`` that carry its label.
+
+    Each task's metrics include ``num_images``, how many images they cover.
+    """
     was_training = model.training
     model.eval()
     metrics = {name: task.new_metric() for name, task in model.tasks.items()}
+    counts = dict.fromkeys(model.tasks, 0)
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         batch = to_device(batch, device)
         with autocast(device, amp):
             preds = model(batch["image"])
-        for name, metric in metrics.items():
-            metric.update(preds[name].float(), batch[name])
+        for name, task in model.tasks.items():
+            counts[name] += task.update_metric(metrics[name], preds[name].float(), batch)
     model.train(was_training)
-    return {name: metric.compute() for name, metric in metrics.items()}
+    return {name: {**metric.compute(), "num_images": counts[name]} for name, metric in metrics.items()}
 
 
 def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(value)
+    """Whether ``value`` improves on ``best``; a non-finite value never does."""
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
     return value > best if higher_is_better else value < best
 
 
@@ -141,7 +166,8 @@ class RunResult:
 def checked_losses(
     model: MultiTaskModel, batch: dict[str, Tensor], weights: dict[str, float], device: torch.device, amp: bool
 ) -> tuple[dict[str, Tensor], Tensor | None]:
-    """Task losses and the model's extra loss of one batch; fails clearly on a non-finite value."""
+    """Task losses (of the tasks labelled in the batch) and the model's extra loss of one batch; fails clearly
+    on a non-finite value."""
     with autocast(device, amp):
         losses, extra = task_losses(model, batch, weights)
     values = [*losses.values(), *([extra] if extra is not None else [])]
@@ -153,18 +179,19 @@ def checked_losses(
 
 def combined_loss(
     model: MultiTaskModel, batch: dict[str, Tensor], weights: dict[str, float], device: torch.device, amp: bool
-) -> Tensor:
-    """The static weighted sum of the task losses of one batch, plus the model's extra loss."""
+) -> Tensor | None:
+    """The static weighted sum of the task losses of one batch, plus the model's extra loss (None: no label)."""
     losses, extra = checked_losses(model, batch, weights, device, amp)
-    loss = sum(weights[name] * value for name, value in losses.items())
-    return loss if extra is None else loss + extra
+    terms = [weights[name] * value for name, value in losses.items()] + ([extra] if extra is not None else [])
+    return sum(terms) if terms else None
 
 
 def architecture_step(
     model: MultiTaskModel, batch: dict[str, Tensor], weights: dict[str, float], optimizer: torch.optim.Optimizer,
     progress: float, device: torch.device, amp: bool = True,
-) -> float:
-    """One update of the architecture weights on ``batch`` with the penalty at ``progress`` of training.
+) -> float | None:
+    """One update of the architecture weights on ``batch`` with the penalty at ``progress`` of training; returns
+    its loss, or None (no update) when the batch has no label and there is no penalty.
 
     The objective is the static weighted sum of the task losses (the weighting method acts
     on the network step only).
@@ -173,10 +200,11 @@ def architecture_step(
     autograd skips the network weights' gradient computations entirely.
     """
     params = model.architecture_parameters()
-    loss = combined_loss(model, batch, weights, device, amp)
-    penalty = model.architecture_penalty(progress)
-    if penalty is not None:
-        loss = loss + penalty
+    terms = [combined_loss(model, batch, weights, device, amp), model.architecture_penalty(progress)]
+    terms = [t for t in terms if t is not None]
+    if not terms:
+        return None
+    loss = sum(terms)
     optimizer.zero_grad(set_to_none=True)
     loss.backward(inputs=params)
     optimizer.step()
@@ -190,6 +218,24 @@ def steps_per_epoch(num_train: int, cfg: ExperimentConfig, bilevel: bool) -> int
     return steps if cfg.train.max_steps_per_epoch is None else min(steps, cfg.train.max_steps_per_epoch)
 
 
+def oversampled(indices: list[int], has_label: np.ndarray, share: float, generator: torch.Generator) -> list[int]:
+    """``len(indices)`` draws from ``indices`` in which the images with the primary label make up ``share``.
+
+    Those images are cycled (each drawn at least once) and the others fill the rest, drawn without
+    replacement; the result is shuffled. With at least ``share`` of them labelled already, every image once.
+    """
+    labelled = [i for i in indices if has_label[i]]
+    unlabelled = [i for i in indices if not has_label[i]]
+    wanted = round(share * len(indices))
+    if not labelled or wanted <= len(labelled):
+        draws = indices
+    else:
+        cycled = [labelled[k] for k in torch.randperm(len(labelled), generator=generator).tolist()]
+        rest = [unlabelled[k] for k in torch.randperm(len(unlabelled), generator=generator).tolist()]
+        draws = [cycled[k % len(cycled)] for k in range(wanted)] + rest[: len(indices) - wanted]
+    return [draws[k] for k in torch.randperm(len(draws), generator=generator).tolist()]
+
+
 def epoch_batches(
     train: Dataset, cfg: ExperimentConfig, epoch: int, bilevel: bool
 ) -> Iterator[tuple[dict[str, Tensor], dict[str, Tensor] | None]]:
@@ -197,32 +243,85 @@ def epoch_batches(
 
     Bilevel: the training set is reshuffled and split into two disjoint halves every
     epoch; architecture batches come from the first half, network batches from the other.
+    With ``data.oversample_primary`` each half's draws are ``oversampled``.
     """
     seed = cfg.seed * 100_003 + epoch
     bs, workers = cfg.data.batch_size, cfg.data.num_workers
+    generator = torch.Generator().manual_seed(seed)
+    primary_mask = train.labelled.get(cfg.tasks.primary) if isinstance(train, PartiallyLabelled) else None
+    share = cfg.data.oversample_primary if primary_mask is not None else None
+
+    def loader(indices: list[int] | None, loader_seed: int) -> DataLoader:
+        if share is not None:
+            draws = oversampled(list(range(len(train))) if indices is None else indices, primary_mask, share, generator)
+            return make_loader(Subset(train, draws), bs, False, loader_seed, workers)
+        return make_loader(train if indices is None else Subset(train, indices), bs, True, loader_seed, workers)
+
     if not bilevel:
-        pairs: Iterator = ((batch, None) for batch in make_loader(train, bs, True, seed, workers))
+        pairs: Iterator = ((batch, None) for batch in loader(None, seed))
     else:
         if len(train) < 2:
             raise ValueError("bilevel optimisation needs at least 2 training images")
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+        order = torch.randperm(len(train), generator=generator).tolist()
         half = len(order) // 2
-        arch = make_loader(Subset(train, order[:half]), bs, True, seed + 1, workers)
-        net = make_loader(Subset(train, order[half:]), bs, True, seed + 2, workers)
-        pairs = zip(net, arch)
+        pairs = zip(loader(order[half:], seed + 2), loader(order[:half], seed + 1))
     return itertools.islice(pairs, steps_per_epoch(len(train), cfg, bilevel))
 
 
-def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
+#: the files a run writes into its directory
+RUN_FILES = ("config.yaml", "best.pt", "last.pt", "metrics.json")
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used (it already holds files and overwriting was not asked for)."""
+
+
+def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
+    """Create ``out_dir``; refuse a non-empty one unless ``overwrite``, which removes an earlier run's files.
+
+    A run must never pick up a checkpoint it did not write (a diverged run would report the older model).
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirectoryError(f"out_dir {out_dir}: exists and is not a directory")
+    existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if existing and not overwrite:
+        shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+        raise RunDirectoryError(f"out_dir {out_dir}: not empty ({shown}); choose another out_dir or overwrite its "
+                                "run files (auxnas train --overwrite, fit(..., overwrite=True))")
+    for name in RUN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+class EpochStats:
+    """Per-epoch means of what the weighting method reports each step (statistic -> task -> value)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, dict[str, float]] = {}
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def add(self, stats: dict[str, dict[str, float]]) -> None:
+        for stat, values in stats.items():
+            for task, value in values.items():
+                self.sums.setdefault(stat, {}).setdefault(task, 0.0)
+                self.counts.setdefault(stat, {}).setdefault(task, 0)
+                self.sums[stat][task] += value
+                self.counts[stat][task] += 1
+
+    def means(self) -> dict[str, dict[str, float]]:
+        return {s: {t: v / self.counts[s][t] for t, v in values.items()} for s, values in self.sums.items()}
+
+
+def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -> RunResult:
     """Train ``cfg``, select the checkpoint on the validation split, report test metrics of best and last.
 
     Methods with architecture weights alternate an architecture step and a network
     step (``method.optimization``). Writes ``config.yaml``, ``best.pt``, ``last.pt``
-    and ``metrics.json`` into ``cfg.out_dir``.
+    and ``metrics.json`` into ``cfg.out_dir``, which must be empty unless ``overwrite``.
     """
     start = time.perf_counter()
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(out_dir, overwrite)
     write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.train.device)
@@ -232,6 +331,10 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
     primary = tasks[cfg.tasks.primary]
     select_metric = primary.main_metric
     weights = {name: cfg.tasks.loss_weights.get(name, 1.0) for name in tasks}
+    label_counts = splits.train_label_counts(list(tasks))
+    if progress:
+        tqdm.write("training images with a label: " + ", ".join(f"{t} {n}/{len(splits.train)}"
+                                                                for t, n in label_counts.items()))
     arch_params = model.architecture_parameters()
     bilevel = bool(arch_params) and cfg.method.optimization == "bilevel"
 
@@ -240,21 +343,22 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
     total_steps = steps_per_epoch(len(splits.train), cfg, bilevel) * cfg.train.epochs
     weighting = build_weighting(cfg.weighting.name, list(model.tasks), primary.name, **cfg.weighting.options)
     weighting.to(device)
-    optimizer = build_optimizer([*model.network_parameters(), *weighting.parameters()], cfg.train)
+    optimizer = build_optimizer([{"params": model.network_parameters()}, *weighting.optimizer_groups()], cfg.train)
     schedule = build_schedule(optimizer, total_steps, cfg.train)
     if arch_params:
-        arch_cfg = dataclasses.replace(
-            cfg.train, optimizer=cfg.method.arch_optimizer, lr=cfg.method.arch_lr,
-            weight_decay=cfg.method.arch_weight_decay,
-        )
-        arch_optimizer = build_optimizer(arch_params, arch_cfg)
-        arch_schedule = build_schedule(arch_optimizer, total_steps, arch_cfg)
+        arch_optimizer, arch_schedule = build_architecture_optimizer(arch_params, cfg, total_steps)
 
     single_level = bool(arch_params) and not bilevel
 
-    def network_step(batch: dict[str, Tensor], done: float) -> dict[str, float]:
-        """One network update through the weighting method; single level also updates the architecture."""
+    def network_step(batch: dict[str, Tensor], done: float) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """One network update through the weighting method; single level also updates the architecture.
+
+        Returns every task's loss and what the weighting method reports (its effective weights, or gradient
+        norms and cosines with the primary).
+        """
         losses, extra = checked_losses(model, batch, weights, device, cfg.train.amp)
+        if not losses and extra is None:  # no image of the batch carries any label: nothing to learn from
+            return {}, {}
         optimizer.zero_grad(set_to_none=True)
         if single_level:
             arch_optimizer.zero_grad(set_to_none=True)
@@ -263,16 +367,16 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
                 penalty.backward()
         if extra is not None:
             extra.backward(retain_graph=True)
-        weighting.backward(losses, model.shared_parameters(), weights)
+        stats = weighting.backward(losses, model.shared_parameters(), weights, model.last_shared_layer())
         optimizer.step()
         if single_level:
             arch_optimizer.step()
-        return {name: float(value.detach()) for name, value in losses.items()}
+        return {name: float(value.detach()) for name, value in losses.items()}, stats
 
     def checkpoint(epoch: int, val: dict[str, dict[str, float]]) -> dict[str, Any]:
         return {
             "config": cfg.to_dict(), "model": model.state_dict(), "epoch": epoch, "val": val,
-            "num_classes": splits.num_classes,
+            "num_classes": splits.num_classes, "weighting": weighting.state_dict(),
         }
 
     record_every = max(1, total_steps // 100)
@@ -293,7 +397,8 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
     for epoch in range(1, cfg.train.epochs + 1):
         model.train()
         running, seen = 0.0, 0
-        task_sums = dict.fromkeys(model.tasks, 0.0)
+        task_sums, task_images = dict.fromkeys(model.tasks, 0.0), dict.fromkeys(model.tasks, 0)
+        weighting_stats = EpochStats()
         bar = tqdm(
             epoch_batches(splits.train, cfg, epoch, bilevel), total=total_steps // cfg.train.epochs,
             desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not progress,
@@ -305,10 +410,14 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
                 architecture_step(model, to_device(arch_batch, device), weights, arch_optimizer, done, device,
                                   cfg.train.amp)
             batch = to_device(net_batch, device)
-            task_values = network_step(batch, done)
+            task_values, stats = network_step(batch, done)
+            weighting_stats.add(stats)
             loss = sum(weights[name] * value for name, value in task_values.items())
             for name, value in task_values.items():
-                task_sums[name] += value * batch["image"].shape[0]
+                mask = labelled(batch, name)
+                count = batch["image"].shape[0] if mask is None else int(mask.sum())
+                task_sums[name] += value * count
+                task_images[name] += count
             schedule.step()
             if arch_params:
                 arch_schedule.step()
@@ -318,11 +427,14 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
             running += loss * batch["image"].shape[0]
             seen += batch["image"].shape[0]
             bar.set_postfix(loss=f"{running / seen:.4f}")
-        task_means = {name: total / max(seen, 1) for name, total in task_sums.items()}
+        task_means = {name: total / task_images[name] for name, total in task_sums.items() if task_images[name]}
         weighting.end_epoch(task_means)
         val = evaluate_model(model, val_loader, device, cfg.train.amp, progress, desc="val")
         value = val[primary.name][select_metric]
-        record = {"epoch": epoch, "train_loss": running / max(seen, 1), "train_task_losses": task_means, "val": val}
+        record = {
+            "epoch": epoch, "train_loss": running / max(seen, 1), "train_task_losses": task_means,
+            "weighting": weighting_stats.means(), "val": val,
+        }
         if "names" in links:
             record["link_strengths"] = model.link_strengths()
         history.append(record)
@@ -334,13 +446,20 @@ def fit(cfg: ExperimentConfig, progress: bool = True) -> RunResult:
             tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}  val {primary.name}/{select_metric} "
                        f"{value:.4f}{'  (best)' if best_epoch == epoch else ''}")
 
+    if best_epoch == 0:
+        first_bad = next(r["epoch"] for r in history if not math.isfinite(r["val"][primary.name][select_metric]))
+        raise FloatingPointError(
+            f"{out_dir}: the validation metric {primary.name}/{select_metric} was never finite (not finite from "
+            f"epoch {first_bad} on); the run diverged and no checkpoint was selected: lower train.lr or check the data"
+        )
     test_last = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (last)")
     model.load_state_dict(load_checkpoint(out_dir / "best.pt", device)["model"])
     test_best = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (best)")
     result = RunResult(out_dir, best_epoch, val_best, test_best, test_last, history, time.perf_counter() - start)
     summary = {
         "name": cfg.name, "method": cfg.method.name, "primary": primary.name,
-        "selection": f"val {primary.name}/{select_metric}", "best_epoch": best_epoch, "val_best": val_best,
+        "selection": f"val {primary.name}/{select_metric}", "train_images": len(splits.train),
+        "train_labels": label_counts, "best_epoch": best_epoch, "val_best": val_best,
         "test_best": test_best, "test_last": test_last, "history": history, "wall_time_s": result.wall_time_s,
     }
     if "names" in links:

@@ -14,7 +14,7 @@ from .resnet import RESNETS, resnet_branch
 from .vgg import VGGS, vgg_branch
 from .vit import VITS, vit_branch
 
-__all__ = ["BACKBONE_NAMES", "Branch", "build_branch", "build_head"]
+__all__ = ["BACKBONE_NAMES", "VITS", "Branch", "build_branch", "build_head"]
 
 BACKBONE_NAMES = (*RESNETS, *VGGS, *VITS)
 

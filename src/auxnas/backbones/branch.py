@@ -28,6 +28,8 @@ class Branch(nn.Module):
             size) to the task prediction.
         num_prefix_tokens: class/register tokens in front of the patch tokens.
         patch_size: ViT patch size (None for CNNs), so heads can rebuild the token grid.
+        last_layer: path, inside the last cell, of the module whose ``weight`` is the branch's last layer
+            before the head (GradNorm measures gradient norms there).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class Branch(nn.Module):
         head: nn.Module,
         num_prefix_tokens: int = 0,
         patch_size: int | None = None,
+        last_layer: str = "",
     ) -> None:
         super().__init__()
         if len(cells) != sum(stage_depths):
@@ -54,6 +57,16 @@ class Branch(nn.Module):
         self.num_prefix_tokens = num_prefix_tokens
         self.patch_size = patch_size
         self.head = head
+        self.last_layer = last_layer
+        self.last_layer_weight()  # fails now, not in the middle of training, if the path is wrong
+
+    def last_layer_weight(self) -> nn.Parameter:
+        """The weight of the last layer before the head: the last conv of the last ResNet block or VGG cell, the
+        last block's ``mlp.fc2`` on a ViT."""
+        weight = getattr(self.cells[-1].get_submodule(self.last_layer), "weight", None)
+        if not isinstance(weight, nn.Parameter):
+            raise ValueError(f"last_layer {self.last_layer!r} of the last cell has no weight parameter")
+        return weight
 
     @property
     def stage_ends(self) -> tuple[int, ...]:

@@ -36,5 +36,6 @@ def resnet_branch(name: str, task: Task, pretrained: str | None = None, dilated:
     cell_channels = [w for w, stage in zip(stage_widths, stages) for _ in stage]
     stem = nn.Sequential(model.conv1, model.bn1, model.act1, model.maxpool)
     head = make_head(task.kind, task.out_channels, stage_widths, "map")
-    return Branch(stem, [cell for stage in stages for cell in stage], [len(s) for s in stages], cell_channels, "map",
-                  head)
+    cells = [cell for stage in stages for cell in stage]
+    last_conv = "conv3" if hasattr(cells[-1], "conv3") else "conv2"  # Bottleneck or BasicBlock
+    return Branch(stem, cells, [len(s) for s in stages], cell_channels, "map", head, last_layer=last_conv)

@@ -67,4 +67,4 @@ def vit_branch(name: str, task: Task, image_size: int = 64, pretrained: str | No
     head = make_head(task.kind, task.out_channels, [width] * NUM_STAGES, "tokens", model.num_prefix_tokens, patch)
     head.last_norm.load_state_dict(model.norm.state_dict())
     return Branch(ViTStem(model), list(model.blocks), stages, [width] * depth, "tokens", head,
-                  num_prefix_tokens=model.num_prefix_tokens, patch_size=patch)
+                  num_prefix_tokens=model.num_prefix_tokens, patch_size=patch, last_layer="mlp.fc2")

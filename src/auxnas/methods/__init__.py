@@ -66,6 +66,7 @@ def build_model(cfg: ExperimentConfig, tasks: dict[str, Task]) -> MultiTaskModel
             return AuxModuleNet(tasks, primary, main, heads, module_heads, module_weight=m.module_weight)
         return AdaShare(
             tasks, primary, main, heads, image_size=size, fix_primary=m.name == "adashare_aux",
+            sampling=m.adashare_sampling, skip_downsample=m.adashare_skip_downsample, sparsity=m.adashare_sparsity,
             sparsity_weight=m.sparsity_weight, sharing_weight=m.sharing_weight,
             temperature_start=m.temperature_start, temperature_end=m.temperature_end,
             curriculum=m.curriculum, curriculum_end=m.curriculum_end, policy_init=m.policy_init,

@@ -1,11 +1,13 @@
 """AdaShare and AdaShare-Aux: one shared backbone, a learned select-or-skip policy per task and cell.
 
 AdaShare (Sun et al., NeurIPS 2020): every task runs the shared backbone along its own path;
-at every skippable cell it either executes the cell or skips it (identity). The policy is two
-logits per task and cell, sampled with straight-through Gumbel-softmax in training (hard 0/1
-decisions, gradients to the logits) and taken as the argmax in evaluation. A cell can be
-skipped only when its output has its input's shape (a ResNet block without downsampling, a ViT
-block, a same-width VGG conv); the others always execute.
+at every skippable cell it either executes the cell or skips it (identity, or the block's
+shortcut). The policy is two logits per task and cell, sampled with straight-through
+Gumbel-softmax in training (hard 0/1 decisions, gradients to the logits; or the released code's
+soft samples) and taken as the argmax in evaluation. A cell can be skipped when its output has
+its input's shape (a ResNet block without downsampling, a ViT block, a same-width VGG conv); with
+``skip_downsample`` a ResNet block with a shortcut (``downsample``) can be skipped too, through
+that shortcut, as in the released code. The others always execute.
 
 AdaShare-Aux (the Aux-NAS paper's baseline, ``fix_primary=True``): the primary task's policy is
 fixed to "execute every cell" and has no sparsity term, so its path is exactly the single-task
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +45,11 @@ def shape_preserving_cells(branch: Branch, image_size: int) -> tuple[bool, ...]:
     return tuple(same)
 
 
+def shortcut(cell: nn.Module) -> nn.Module | None:
+    """A residual block's shortcut module (timm ResNet blocks: ``downsample``), or None when it has none."""
+    return getattr(cell, "downsample", None)
+
+
 class AdaShare(MultiTaskModel):
     """Shared stem and cells, one head per task, and a per-task select-or-skip policy over the skippable cells.
 
@@ -51,7 +59,14 @@ class AdaShare(MultiTaskModel):
         aux_heads: one head per auxiliary task, reading the same stage-end taps as ``branch.head``.
         image_size: input size used to find the shape-preserving (skippable) cells.
         fix_primary: AdaShare-Aux: the primary executes every cell and has no policy.
-        sparsity_weight: weight of ``sum log p_exec`` (encourages skipping).
+        sampling: training decisions: "hard" straight-through Gumbel-softmax samples (0/1), or "soft" relaxed
+            samples in (0, 1) that mix the cell's output with its skip path (released code).
+        skip_downsample: cells with a shortcut module (``downsample``) are skippable too; skipping one runs its
+            shortcut instead of the identity (released code).
+        sparsity: "log": ``sum log p_exec`` over learnable cells (paper; unbounded below); "bounded": per task the
+            mean over learnable cells of ``-log(1 - p_exec)``, the cross-entropy towards "skip" (released code;
+            at least 0).
+        sparsity_weight: weight of the sparsity term (encourages skipping).
         sharing_weight: weight of ``sum_{a<b} sum_l (n - l) / n * |p_exec(a, l) - p_exec(b, l)|``.
         temperature_start, temperature_end: Gumbel-softmax temperature, annealed geometrically over training.
         curriculum: learn only the last k skippable cells' policies, k growing linearly from 1 to all at
@@ -67,6 +82,9 @@ class AdaShare(MultiTaskModel):
         aux_heads: dict[str, nn.Module],
         image_size: int = 64,
         fix_primary: bool = False,
+        sampling: Literal["hard", "soft"] = "hard",
+        skip_downsample: bool = False,
+        sparsity: Literal["log", "bounded"] = "log",
         sparsity_weight: float = 0.05,
         sharing_weight: float = 0.05,
         temperature_start: float = 5.0,
@@ -85,16 +103,25 @@ class AdaShare(MultiTaskModel):
             raise ValueError(f"curriculum_end must be in (0, 1], got {curriculum_end}")
         if temperature_start <= 0 or temperature_end <= 0:
             raise ValueError(f"temperatures must be positive, got {temperature_start}, {temperature_end}")
+        if sampling not in ("hard", "soft"):
+            raise ValueError(f"sampling must be 'hard' or 'soft', got {sampling!r}")
+        if sparsity not in ("log", "bounded"):
+            raise ValueError(f"sparsity must be 'log' or 'bounded', got {sparsity!r}")
         self.branch = branch
         self.aux_heads = nn.ModuleDict(aux_heads)
         self.names = [primary, *(t for t in tasks if t != primary)]
         self.fix_primary = fix_primary
+        self.sampling = sampling
+        self.sparsity = sparsity
         self.sparsity_weight = sparsity_weight
         self.sharing_weight = sharing_weight
         self.temperatures = (temperature_start, temperature_end)
         self.curriculum = curriculum
         self.curriculum_end = curriculum_end
-        self.skippable = shape_preserving_cells(branch, image_size)
+        #: cells skipped through their shortcut instead of the identity
+        self.shortcut_cells = [i for i, c in enumerate(branch.cells) if skip_downsample and shortcut(c) is not None]
+        same = shape_preserving_cells(branch, image_size)
+        self.skippable = tuple(s or i in self.shortcut_cells for i, s in enumerate(same))
         self.skip_cells = [i for i, s in enumerate(self.skippable) if s]
         self.policy_tasks = [t for t in self.names if not (fix_primary and t == primary)]
         if self.skip_cells and self.policy_tasks:
@@ -137,11 +164,13 @@ class AdaShare(MultiTaskModel):
         return self._scatter(probs, progress)
 
     def decisions(self) -> Tensor:
-        """Execute (1) or skip (0) per task and cell: Gumbel straight-through samples in training, else argmax."""
+        """Execute (1) or skip (0) per task and cell: Gumbel samples in training (soft ones in (0, 1) with
+        ``sampling="soft"``), else the argmax."""
         progress = float(self.progress)
         if not self.training or self.policy_logits is None:
             return (self.exec_probabilities(progress) >= 0.5).float()
-        sample = F.gumbel_softmax(self.policy_logits, tau=self.temperature(progress), hard=True)[..., 0]
+        hard = self.sampling == "hard"
+        sample = F.gumbel_softmax(self.policy_logits, tau=self.temperature(progress), hard=hard)[..., 0]
         return self._scatter(sample, progress)
 
     def policy(self) -> dict[str, list[bool]]:
@@ -155,16 +184,23 @@ class AdaShare(MultiTaskModel):
     def shared_parameters(self) -> list[nn.Parameter]:
         return [*self.branch.stem.parameters(), *self.branch.cells.parameters()]
 
+    def last_shared_layer(self) -> nn.Parameter:
+        return self.branch.last_layer_weight()
+
     def architecture_penalty(self, progress: float) -> Tensor | None:
-        """Sparsity (``sum log p_exec``) plus depth-weighted sharing (``sum |p_exec(a) - p_exec(b)|``) terms.
+        """Sparsity (``sum log p_exec``, or its bounded form) plus depth-weighted sharing terms.
 
         Only learnable cells enter the sparsity term; cells with a fixed decision count as executed
         (``p_exec = 1``) in the sharing term (AdaShare-Aux's primary).
         """
         if self.policy_logits is None:
             return None
-        log_exec = self.policy_logits.log_softmax(dim=-1)[..., 0]
-        sparsity = (log_exec * self.learnable_cells(progress)).sum()
+        learnable = self.learnable_cells(progress)
+        log_probs = self.policy_logits.log_softmax(dim=-1)
+        if self.sparsity == "log":
+            sparsity = (log_probs[..., 0] * learnable).sum()
+        else:  # cross-entropy towards "skip", averaged over the learnable cells of each task, summed over tasks
+            sparsity = -(log_probs[..., 1] * learnable).sum() / learnable.sum()
         probs = self.exec_probabilities(progress)
         n = probs.shape[1]
         depth_weight = (n - torch.arange(n, device=probs.device)) / n
@@ -172,18 +208,22 @@ class AdaShare(MultiTaskModel):
         sharing = pairs.sum() / 2  # every unordered pair of tasks counted once
         return self.sparsity_weight * sparsity + self.sharing_weight * sharing
 
+    def _skip(self, i: int, h: Tensor) -> Tensor:
+        """What skipping cell ``i`` outputs: its shortcut's output for a shortcut cell, else its input."""
+        return self.branch.cells[i].downsample(h) if i in self.shortcut_cells else h
+
     def _run_cells(self, h: Tensor, decisions: Tensor) -> list[Tensor]:
-        """Outputs of every cell along one task's path; skipped cells pass their input through."""
+        """Outputs of every cell along one task's path; skipped cells pass their input through (or its shortcut)."""
         outputs = []
         executes = None if self.training else decisions.tolist()
         for i, cell in enumerate(self.branch.cells):
             if not self.skippable[i]:
                 h = cell(h)
-            elif self.training:  # keeps the straight-through gradient to the decision
+            elif self.training:  # keeps the gradient to the decision (straight-through, or the soft sample's)
                 d = decisions[i].to(h.dtype)
-                h = d * cell(h) + (1 - d) * h
-            elif executes[i]:
-                h = cell(h)
+                h = d * cell(h) + (1 - d) * self._skip(i, h)
+            else:
+                h = cell(h) if executes[i] else self._skip(i, h)
             outputs.append(h)
         return outputs
 
@@ -207,8 +247,8 @@ class AdaShare(MultiTaskModel):
         return [i for i, e in enumerate(executes) if not e]
 
     def primary_network(self) -> Branch:
-        """The primary path as a plain ``Branch``: skipped cells become ``nn.Identity``."""
+        """The primary path as a plain ``Branch``: skipped cells become ``nn.Identity``, or their shortcut."""
         branch = copy.deepcopy(self.branch)
         for i in self.skipped_cells():
-            branch.cells[i] = nn.Identity()
+            branch.cells[i] = branch.cells[i].downsample if i in self.shortcut_cells else nn.Identity()
         return branch

@@ -45,5 +45,8 @@ class SharedBackbone(MultiTaskModel):
     def shared_parameters(self) -> list[nn.Parameter]:
         return [*self.branch.stem.parameters(), *self.branch.cells.parameters()]
 
+    def last_shared_layer(self) -> nn.Parameter:
+        return self.branch.last_layer_weight()
+
     def primary_network(self) -> Branch:
         return copy.deepcopy(self.branch)

@@ -153,13 +153,15 @@ class AuxModuleNet(SharedBackbone):
     def auxiliary_loss(
         self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor], weights: Mapping[str, float] | None = None
     ) -> Tensor | None:
-        """``module_weight`` times the task-weighted losses of the module's predictions; None without them."""
+        """``module_weight`` times the task-weighted losses of the module's predictions (over the images that carry
+        each task's label); None without them."""
         keys = {t: f"{t}{MODULE_SUFFIX}" for t in self.tasks}
         if not all(k in preds for k in keys.values()):
             return None
         weights = weights or {}
-        total = sum(weights.get(t, 1.0) * task.loss(preds[keys[t]].float(), batch[t]) for t, task in self.tasks.items())
-        return self.module_weight * total
+        losses = {t: task.batch_loss(preds[keys[t]].float(), batch) for t, task in self.tasks.items()}
+        present = [weights.get(t, 1.0) * loss for t, loss in losses.items() if loss is not None]
+        return self.module_weight * sum(present) if present else None
 
     def module_parameters(self) -> list[nn.Parameter]:
         """Parameters of the train-time auxiliary module (absent from the export)."""

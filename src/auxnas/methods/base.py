@@ -38,6 +38,10 @@ class MultiTaskModel(nn.Module):
         """Parameters reached by the gradients of more than one task (what gradient-surgery methods act on)."""
         return []
 
+    def last_shared_layer(self) -> nn.Parameter | None:
+        """Weight of the last shared layer (where GradNorm measures per-task gradient norms); None if none."""
+        return None
+
     def set_progress(self, progress: float) -> None:
         """Called by the training loop before every step with the fraction of training done, in [0, 1]."""
 

@@ -117,6 +117,9 @@ class LinkedBranches(MultiTaskModel):
         if len(tasks) < 2:
             raise ValueError("linked branches need at least one auxiliary task")
         main = branches[primary]
+        if norm == "bn_relu" and main.feature_format == "tokens":
+            raise ValueError("fusion norm bn_relu is for feature maps, not tokens: it would put a ReLU on the "
+                             "residual stream after every fused block")
         for name, branch in branches.items():
             if branch.stage_depths != main.stage_depths:
                 raise ValueError(f"branch {name!r} has stages {branch.stage_depths}, primary has {main.stage_depths}")
@@ -147,9 +150,13 @@ class LinkedBranches(MultiTaskModel):
         return [links.logits for links in (*self.p2a.values(), *self.a2p.values()) if links.searchable]
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """The primary branch's stem and cells: they receive gradients from every task through p2a links."""
+        """The primary branch's stem, cells and a2p fusion ops: every task's loss reaches them (auxiliary
+        losses through the p2a links, which read the primary cells downstream of each fusion op)."""
         branch = self.primary_branch
-        return [*branch.stem.parameters(), *branch.cells.parameters()]
+        return [*branch.stem.parameters(), *branch.cells.parameters(), *self.primary_fusions.parameters()]
+
+    def last_shared_layer(self) -> nn.Parameter:
+        return self.primary_branch.last_layer_weight()
 
     def link_strengths(self) -> dict[str, list[float]]:
         """``"p2a/<aux>"`` / ``"a2p/<aux>"`` -> strength of each link, in the order of ``link_names``."""

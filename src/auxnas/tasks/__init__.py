@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .base import Metric, Task
+from .base import Metric, Task, labelled
 from .classification import Classification
 from .depth import Depth
 from .normals import SurfaceNormals
 from .segmentation import Segmentation
 
-__all__ = ["TASK_NAMES", "Classification", "Depth", "Metric", "Segmentation", "SurfaceNormals", "Task", "build_task"]
+__all__ = ["TASK_NAMES", "Classification", "Depth", "Metric", "Segmentation", "SurfaceNormals", "Task", "build_task",
+           "labelled"]
 
 #: every task name the built-in dataset provides a target for
 TASK_NAMES = ("seg", "normal", "depth", "disparity", "object", "scene")

@@ -8,10 +8,17 @@ A task reads its target from a batch dict under ``task.name`` and is either
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
+
+
+def labelled(batch: Mapping[str, Any], task: str) -> Tensor | None:
+    """Which images of ``batch`` carry ``task``'s label (a bool vector), or None when every image does."""
+    mask = batch.get("labelled", {}).get(task)
+    return None if mask is None else mask.bool()
 
 
 class Metric(ABC):
@@ -47,6 +54,26 @@ class Task(ABC):
     @abstractmethod
     def new_metric(self) -> Metric:
         """A fresh accumulator for this task's metrics."""
+
+    def batch_loss(self, pred: Tensor, batch: Mapping[str, Any]) -> Tensor | None:
+        """``loss`` over the images of ``batch`` that carry this task's label; None when none does."""
+        mask = labelled(batch, self.name)
+        if mask is None:
+            return self.loss(pred, batch[self.name])
+        if not bool(mask.any()):
+            return None
+        return self.loss(pred[mask], batch[self.name][mask])
+
+    def update_metric(self, metric: Metric, pred: Tensor, batch: Mapping[str, Any]) -> int:
+        """Add the images of ``batch`` that carry this task's label to ``metric``; return how many."""
+        mask = labelled(batch, self.name)
+        if mask is None:
+            metric.update(pred, batch[self.name])
+            return int(pred.shape[0])
+        count = int(mask.sum())
+        if count:
+            metric.update(pred[mask], batch[self.name][mask])
+        return count
 
     def postprocess(self, pred: Tensor) -> Tensor:
         """Raw head output -> the prediction a user consumes (e.g. unit normals)."""

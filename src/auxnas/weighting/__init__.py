@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import GradientWeighting, LossWeighting, Weighting
+from .base import GradientWeighting, LossWeighting, Stats, Weighting
 from .gradnorm import GradNorm
-from .loss_weights import DWA, Equal, Uncertainty
+from .loss_weights import DWA, TASK_KINDS, Equal, Uncertainty, task_kind
 from .surgery import GCS, CAGrad, PCGrad, PCGradAux
 
-__all__ = ["WEIGHTINGS", "WEIGHTING_NAMES", "GradientWeighting", "LossWeighting", "Weighting", "build_weighting"]
+__all__ = [
+    "TASK_KINDS", "WEIGHTINGS", "WEIGHTING_NAMES", "GradientWeighting", "LossWeighting", "Stats", "Weighting",
+    "build_weighting", "task_kind",
+]
 
 WEIGHTINGS: dict[str, type[Weighting]] = {
     "equal": Equal, "uncertainty": Uncertainty, "dwa": DWA, "gradnorm": GradNorm,
@@ -19,14 +22,31 @@ WEIGHTINGS: dict[str, type[Weighting]] = {
 }
 WEIGHTING_NAMES = tuple(WEIGHTINGS)
 
+#: constructor arguments the caller provides, not options a user sets
+_NOT_OPTIONS = ("self", "tasks", "primary", "task_kinds")
 
-def build_weighting(name: str, tasks: Sequence[str], primary: str, **hyper: Any) -> Weighting:
-    """The weighting method ``name`` over ``tasks``; ``hyper`` are its hyper-parameters (ValueError if unknown)."""
+
+def build_weighting(
+    name: str, tasks: Sequence[str], primary: str, task_kinds: Mapping[str, str] | None = None, **hyper: Any
+) -> Weighting:
+    """The weighting method ``name`` over ``tasks``; ``hyper`` are its hyper-parameters.
+
+    ``task_kinds`` (task -> "regression" / "classification") goes to the methods that need it (None: the
+    built-in tasks' kinds). ValueError for an unknown name or option, and for a configuration that cannot
+    differ from ``equal`` (``Weighting.degenerate_reason``).
+    """
     if name not in WEIGHTINGS:
         raise ValueError(f"weighting.name: unknown method {name!r}; valid: {', '.join(WEIGHTING_NAMES)}")
     cls = WEIGHTINGS[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "tasks", "primary")]
+    params = inspect.signature(cls.__init__).parameters
+    valid = [p for p in params if p not in _NOT_OPTIONS]
     for key in hyper:
         if key not in valid:
             raise ValueError(f"weighting.options.{key}: not an option of {name}; valid: {', '.join(valid) or 'none'}")
-    return cls(tasks, primary, **hyper)
+    if "task_kinds" in params:
+        hyper["task_kinds"] = task_kinds
+    method = cls(tasks, primary, **hyper)
+    reason = method.degenerate_reason()
+    if reason is not None:
+        raise ValueError(f"weighting: {name} {reason}")
+    return method

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+#: what ``backward`` returns for logging: statistic name -> task -> value
+Stats = dict[str, dict[str, float]]
 
 
 class Weighting(nn.Module):
     """Turns per-task losses into gradients (LibMTL's split: orthogonal to the architecture).
 
-    ``backward`` accumulates into ``.grad`` like ``loss.backward()``. The method's own
-    ``parameters()`` are meant for the network optimiser; state with its own update rule is a buffer.
+    ``backward`` accumulates into ``.grad`` like ``loss.backward()``. The method's own parameters go to the
+    network optimiser through ``optimizer_groups``; state with its own update rule is a buffer. Everything
+    the method learns or remembers is in ``state_dict()`` (tensors only), so it is checkpointed with the model.
     """
 
     def __init__(self, tasks: Sequence[str], primary: str) -> None:
@@ -23,10 +28,31 @@ class Weighting(nn.Module):
         self.primary = primary
         self.aux = [t for t in self.tasks if t != primary]
 
+    def degenerate_reason(self) -> str | None:
+        """Why this configuration cannot do anything ``equal`` does not (``build_weighting`` refuses it); None if
+        it can. The text follows the method's name in the error message."""
+        if not self.aux:
+            return ("with a single task (no auxiliary task) has no other task to weight it against, so it can only "
+                    "equal 'equal'; use weighting 'equal' or add auxiliary tasks")
+        return None
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups of this method's own parameters for the network optimiser ([] when it has none)."""
+        params = list(self.parameters())
+        return [{"params": params}] if params else []
+
     def backward(
-        self, losses: Mapping[str, Tensor], shared: Sequence[nn.Parameter], base_weights: Mapping[str, float]
-    ) -> dict[str, float]:
-        """Accumulate the gradients of the combined objective; return each task's effective weight."""
+        self,
+        losses: Mapping[str, Tensor],
+        shared: Sequence[nn.Parameter],
+        base_weights: Mapping[str, float],
+        last_shared_layer: Tensor | None = None,
+    ) -> Stats:
+        """Accumulate the gradients of the combined objective; return the step's statistics for logging.
+
+        ``shared``: the parameters several tasks reach (what gradient methods act on); ``last_shared_layer``:
+        the weight of the last shared layer (where GradNorm measures gradient norms).
+        """
         raise NotImplementedError
 
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
@@ -68,6 +94,11 @@ def reached_leaves(tensors: Sequence[Tensor]) -> list[Tensor]:
     return list(leaves.values())
 
 
+def per_task(tasks: Sequence[str], values: Sequence[Tensor]) -> dict[str, float]:
+    """``task -> float`` from one scalar tensor per task, with a single device sync."""
+    return dict(zip(tasks, torch.stack([v.detach().float() for v in values]).tolist())) if tasks else {}
+
+
 class LossWeighting(Weighting):
     """Methods that only scale the losses: one backward of a weighted sum (plus the method's own terms)."""
 
@@ -75,24 +106,33 @@ class LossWeighting(Weighting):
         """The method's weight of every task (multiplied with the user's static weights)."""
         raise NotImplementedError
 
-    def regulariser(self) -> Tensor | None:
-        """An extra term of the objective (uncertainty weighting's log-variances); None by default."""
+    def regulariser(self, tasks: Sequence[str]) -> Tensor | None:
+        """An extra term of the objective for the ``tasks`` present (uncertainty's log-variances); None by default."""
         return None
 
     def backward(
-        self, losses: Mapping[str, Tensor], shared: Sequence[nn.Parameter], base_weights: Mapping[str, float]
-    ) -> dict[str, float]:
+        self,
+        losses: Mapping[str, Tensor],
+        shared: Sequence[nn.Parameter],
+        base_weights: Mapping[str, float],
+        last_shared_layer: Tensor | None = None,
+    ) -> Stats:
+        """One backward of ``sum_t w_t b_t L_t`` (+ the regulariser) over the tasks present; returns
+        ``{"weight": w}`` of those tasks."""
+        present = [t for t in self.tasks if t in losses]
+        if not present:
+            return {}
         w = self.weights()
-        objective = sum(w[t] * base_weights[t] * losses[t] for t in self.tasks)
-        extra = self.regulariser()
+        objective = sum(w[t] * base_weights[t] * losses[t] for t in present)
+        extra = self.regulariser(present)
         (objective if extra is None else objective + extra).backward()
-        return {t: float(w[t].detach()) for t in self.tasks}
+        return {"weight": per_task(present, [w[t] for t in present])}
 
 
 class GradientWeighting(Weighting):
     """Methods that combine per-task gradients of the shared parameters.
 
-    Each task's base-weighted loss is differentiated once (``autograd.grad``) w.r.t. the shared
+    Each present task's base-weighted loss is differentiated once (``autograd.grad``) w.r.t. the shared
     parameters and every other parameter its graph reaches: the shared parts, flattened, go to
     ``combine``; the other parts are summed into ``.grad`` (their ordinary gradient of the
     base-weighted sum). Shared parameters no loss reaches keep their ``.grad``. Without shared
@@ -100,18 +140,25 @@ class GradientWeighting(Weighting):
     """
 
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
-        """Flat per-task gradients (task -> vector over all shared parameters) -> one flat gradient."""
+        """Flat per-task gradients (task -> vector over all shared parameters) of the tasks present in this
+        step, in task order (the primary may be absent) -> one flat gradient."""
         raise NotImplementedError
 
     def backward(
-        self, losses: Mapping[str, Tensor], shared: Sequence[nn.Parameter], base_weights: Mapping[str, float]
-    ) -> dict[str, float]:
-        weighted = [base_weights[t] * losses[t] for t in self.tasks]
+        self,
+        losses: Mapping[str, Tensor],
+        shared: Sequence[nn.Parameter],
+        base_weights: Mapping[str, float],
+        last_shared_layer: Tensor | None = None,
+    ) -> Stats:
+        """Combine the shared gradients; returns their norms and cosines with the primary's (``{}`` without any)."""
+        present = [t for t in self.tasks if t in losses]
+        weighted = [base_weights[t] * losses[t] for t in present]
         shared = [p for p in shared if p.requires_grad]
         shared_ids = {id(p) for p in shared}
         others = [p for p in reached_leaves(weighted) if id(p) not in shared_ids]
         flat, reached = {}, [False] * len(shared)
-        for i, (t, loss) in enumerate(zip(self.tasks, weighted)):
+        for i, (t, loss) in enumerate(zip(present, weighted)):
             grads = gradients(loss, [*shared, *others], retain_graph=i < len(weighted) - 1)
             accumulate(others, grads[len(shared) :])
             own = grads[: len(shared)]
@@ -121,4 +168,15 @@ class GradientWeighting(Weighting):
         if any(reached):
             combined = self.combine(flat, [p.shape for p in shared]).split([p.numel() for p in shared])
             accumulate(shared, [g.view_as(p) if r else None for g, p, r in zip(combined, shared, reached)])
-        return {t: 1.0 for t in self.tasks}
+        return gradient_stats(flat, self.primary, self.aux)
+
+
+def gradient_stats(flat: Mapping[str, Tensor], primary: str, aux: Sequence[str]) -> Stats:
+    """``grad_norm``: ``|g_t|`` of every task in ``flat``; ``cos_primary``: ``cos(g_a, g_p)`` of every auxiliary
+    task in it (none without the primary)."""
+    if not flat:
+        return {}
+    norms = {t: g.norm() for t, g in flat.items()}
+    aux = [a for a in aux if a in flat and primary in flat]
+    cos = [flat[a] @ flat[primary] / (norms[a] * norms[primary]).clamp_min(1e-20) for a in aux]
+    return {"grad_norm": per_task(list(norms), list(norms.values())), "cos_primary": per_task(aux, cos)}

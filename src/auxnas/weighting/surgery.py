@@ -8,7 +8,7 @@ when nothing conflicts).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,17 +27,23 @@ def project_conflict(g: Tensor, onto: Tensor) -> Tensor:
 
 class PCGrad(GradientWeighting):
     """Yu et al. 2020: each task gradient is projected onto the normal plane of every other (original) task
-    gradient it conflicts with, in a random order per task (torch generator seeded by ``seed``); summed."""
+    gradient it conflicts with, in a random order per task (torch generator seeded by ``seed``); summed.
+    The generator's state is the module's extra state, so a resumed run draws the same orders."""
 
     def __init__(self, tasks: Sequence[str], primary: str, seed: int = 0) -> None:
         super().__init__(tasks, primary)
         self.generator = torch.Generator().manual_seed(int(seed))
 
+    def get_extra_state(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: Mapping[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"].cpu())
+
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
-        out = torch.zeros_like(grads[self.primary])
-        for t in self.tasks:
-            g = grads[t]
-            others = [o for o in self.tasks if o != t]
+        out = torch.zeros_like(next(iter(grads.values())))
+        for t, g in grads.items():
+            others = [o for o in grads if o != t]
             for k in torch.randperm(len(others), generator=self.generator).tolist():
                 g = project_conflict(g, grads[others[k]])
             out += g
@@ -46,11 +52,15 @@ class PCGrad(GradientWeighting):
 
 class PCGradAux(GradientWeighting):
     """The Aux-NAS paper's variant: the primary gradient is never changed; an auxiliary gradient that
-    conflicts with it is projected onto the normal plane of the primary gradient."""
+    conflicts with it is projected onto the normal plane of the primary gradient (without a primary loss
+    in the step, the auxiliary gradients are summed as they are)."""
 
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
+        if self.primary not in grads:  # nothing to protect
+            return sum(grads.values())
         primary = grads[self.primary]
-        return primary + sum((project_conflict(grads[a], primary) for a in self.aux), torch.zeros_like(primary))
+        aux = [g for t, g in grads.items() if t != self.primary]
+        return primary + sum((project_conflict(g, primary) for g in aux), torch.zeros_like(primary))
 
 
 def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
@@ -97,8 +107,13 @@ class CAGrad(GradientWeighting):
             raise ValueError(f"cagrad: c must be non-negative, got {c}")
         self.c = float(c)
 
+    def degenerate_reason(self) -> str | None:
+        if self.c == 0:
+            return "with c=0 is the plain sum of the task gradients (it equals 'equal'); use c > 0 or weighting 'equal'"
+        return super().degenerate_reason()
+
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
-        g = torch.stack([grads[t] for t in self.tasks])
+        g = torch.stack(list(grads.values()))
         d = g.mean(0)
         if self.c > 0 and d.norm() > 0:
             gw = torch.from_numpy(cagrad_weights((g @ g.T).double().cpu().numpy(), self.c)).to(g) @ g
@@ -109,7 +124,8 @@ class CAGrad(GradientWeighting):
 class GCS(GradientWeighting):
     """Du et al. 2018, gradient cosine similarity: an auxiliary gradient is added only where its cosine with
     the primary gradient is positive, per shared parameter tensor (``granularity="tensor"``) or over all
-    shared parameters at once (``"global"``); ``mode="weighted"`` scales it by that cosine instead of 1."""
+    shared parameters at once (``"global"``); ``mode="weighted"`` scales it by that cosine instead of 1.
+    Without a primary loss in the step there is nothing to compare with: the auxiliary gradients are summed."""
 
     def __init__(
         self, tasks: Sequence[str], primary: str, granularity: str = "tensor", mode: str = "unweighted"
@@ -123,12 +139,14 @@ class GCS(GradientWeighting):
         self.mode = mode
 
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
+        if self.primary not in grads:  # nothing to compare with
+            return sum(grads.values())
         primary = grads[self.primary]
         sizes = [s.numel() for s in shapes] if self.granularity == "tensor" else [primary.numel()]
         repeats = torch.tensor(sizes, device=primary.device)
         pieces = primary.split(sizes)
         out = primary.clone()
-        for a in self.aux:
+        for a in [t for t in grads if t != self.primary]:
             aux_pieces = grads[a].split(sizes)
             dots = torch.stack([p @ q for p, q in zip(pieces, aux_pieces)])
             norms = torch.stack([p.norm() * q.norm() for p, q in zip(pieces, aux_pieces)])

@@ -1,0 +1,130 @@
+"""Export: what cutting the a2p links changes (``a2p_cut``), threshold validation, FLOPs of attention."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from auxnas.backbones import VITS, build_branch
+from auxnas.cli import main
+from auxnas.config import config_from_dict
+from auxnas.cost import count_flops
+from auxnas.data import build_splits
+from auxnas.export import ExportError, export_primary
+from auxnas.io import load_checkpoint, save_checkpoint
+from auxnas.tasks import build_task
+from auxnas.train import evaluate, fit, load_trained, make_loader
+
+NUM_VAL = 12  # 25 % of 48 training images
+
+
+def train_tiny(out_dir, method: dict):
+    """A 2-step run on 32 px images; returns its run directory."""
+    cfg = config_from_dict({
+        "name": "t", "out_dir": str(out_dir),
+        "data": {"image_size": 32, "num_train": 48, "num_test": 8, "val_fraction": 0.25, "batch_size": 8},
+        "tasks": {"primary": "normal", "aux": ["seg"]},
+        "model": {"backbone": "tiny_resnet"},
+        "method": method,
+        "train": {"epochs": 1, "lr": 0.003, "max_steps_per_epoch": 2},
+    })
+    return fit(cfg, progress=False).out_dir
+
+
+def test_a2p_cut_is_reported_for_a2p_links(tmp_path, capsys):
+    run = train_tiny(tmp_path / "run", {"name": "aux_nas"})
+    report = export_primary(run, tmp_path / "export")
+    cut = report["a2p_cut"]
+    assert cut["num_val_images"] == NUM_VAL and cut["images"] == "the whole validation split"
+    assert 0.0 <= cut["max_abs_diff_val"] < math.inf
+    # the cut model is what evaluation measures
+    assert cut["val_metrics_cut"] == pytest.approx(evaluate(run, split="val", device="cpu", progress=False)["normal"])
+    assert set(cut["val_metrics_uncut"]) == set(cut["val_metrics_cut"])
+    assert json.loads((tmp_path / "export" / "export_report.json").read_text())["a2p_cut"] == cut
+
+    assert main(["export", str(run), "--out", str(tmp_path / "cli")]) == 0
+    assert f"max |uncut - cut| {cut['max_abs_diff_val']:.2e} on {NUM_VAL} validation images" in capsys.readouterr().out
+
+
+def test_small_a2p_strengths_can_still_change_the_primary(tmp_path):
+    """Strength 0.005 passes the threshold, but with large fusion weights the cut changes outputs and metrics."""
+    run = train_tiny(tmp_path / "run", {"name": "aux_nas"})
+    payload = load_checkpoint(run / "best.pt")
+    generator = torch.Generator().manual_seed(0)
+    for key, value in payload["model"].items():
+        if key.startswith("primary_fusions.") and key.endswith(".proj.weight"):
+            payload["model"][key] = 20 * torch.randn(value.shape, generator=generator)
+        elif key.startswith("a2p.") and key.endswith(".logits"):
+            payload["model"][key] = torch.full_like(value, math.log(0.005 / 0.995))
+    edited = save_checkpoint(tmp_path / "edited.pt", payload)
+
+    report = export_primary(edited, tmp_path / "export", threshold=0.01)
+    assert all(report["checks"].values()) and not report["forced"]
+    assert report["a2p_max"] == pytest.approx(0.005)
+    cut = report["a2p_cut"]
+    assert cut["max_abs_diff_val"] > 0.01
+    assert abs(cut["val_metrics_uncut"]["mean_angle"] - cut["val_metrics_cut"]["mean_angle"]) > 0.01
+
+    cfg, model, _ = load_trained(edited)
+    val = next(iter(make_loader(build_splits(cfg.data, progress=False).val, NUM_VAL, False, cfg.seed)))["image"]
+    with torch.no_grad():
+        model.eval()
+        diff = (model(val, cut_a2p=False)["normal"] - model(val)["normal"]).abs().max()
+    assert cut["max_abs_diff_val"] == pytest.approx(float(diff), rel=1e-6)
+    evaluated = evaluate(edited, split="val", device="cpu", progress=False)["normal"]
+    assert cut["val_metrics_cut"] == pytest.approx(evaluated)
+
+
+@pytest.mark.parametrize("method", [{"name": "aux_nas", "search": "p2a_only"}, {"name": "single"}])
+def test_nothing_cut_without_a2p_links(tmp_path, method):
+    run = train_tiny(tmp_path / "run", method)
+    report = export_primary(run, tmp_path / "export", threshold=0.0)
+    assert report["a2p_cut"] is None and report["threshold"] == 0.0
+    assert json.loads((tmp_path / "export" / "export_report.json").read_text())["a2p_cut"] is None
+
+
+@pytest.mark.parametrize("threshold", [math.nan, math.inf, -math.inf, -0.1, 1.0, 1.5])
+def test_threshold_outside_unit_interval_is_refused(tmp_path, threshold):
+    with pytest.raises(ValueError, match=rf"finite number in \[0, 1\), got {threshold!r}"):
+        export_primary(tmp_path / "missing", tmp_path / "export", threshold=threshold)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-0.1", "1.0", "x"])
+def test_cli_threshold_outside_unit_interval_is_refused(tmp_path, capsys, text):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tmp_path), "--out", str(tmp_path / "export"), "--threshold", text])
+    assert exit_info.value.code == 2
+    assert f"--threshold: expected a finite number in [0, 1), got {text!r}" in capsys.readouterr().err
+
+
+def test_threshold_zero_refuses_every_searched_link_and_names_the_remedies(tmp_path):
+    run = train_tiny(tmp_path / "run", {"name": "aux_nas"})
+    with pytest.raises(ExportError, match=r"method\.arch_schedule=constant.*method\.penalty_max"):
+        export_primary(run, tmp_path / "export", threshold=0.0)
+    assert export_primary(run, tmp_path / "forced", threshold=0.0, force=True)["forced"]
+
+
+def vit_hand_count(batch: int, image_size: int, num_classes: int) -> int:
+    """FLOPs (2 per multiply-add) of tiny_vit + a class-token linear head: patch embedding, per block the
+    qkv, projection and MLP linears and the two attention matmuls (Q K^T, attention x V); biases,
+    norms, softmax and activations are not counted."""
+    spec = VITS["tiny_vit"]
+    patch, dim, depth, heads = spec["patch_size"], spec["embed_dim"], spec["depth"], spec["num_heads"]
+    patches = (image_size // patch) ** 2
+    tokens, hidden, head_dim = patches + 1, 4 * dim, dim // heads
+    patch_embed = 2 * patches * dim * 3 * patch * patch
+    linears = 2 * tokens * (dim * 3 * dim + dim * dim + dim * hidden + hidden * dim)
+    attention = 2 * heads * tokens * tokens * head_dim * 2
+    head = 2 * dim * num_classes
+    return batch * (patch_embed + depth * (linears + attention) + head)
+
+
+def test_vit_flops_count_attention():
+    branch = build_branch("tiny_vit", build_task("scene", {"scene": 5}), image_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    assert count_flops(branch, x) == vit_hand_count(2, 32, 5) == 2 * 4_277_472
+    # torch counts the unfused (math) attention itself, as batched matmuls: the same convention
+    with sdpa_kernel(SDPBackend.MATH):
+        assert count_flops(branch, x) == vit_hand_count(2, 32, 5)

@@ -1,0 +1,172 @@
+"""Partially labelled data: label subsets, masked losses and metrics, every method and weighting, oversampling."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from auxnas.config import ConfigError, config_from_dict
+from auxnas.data import PartiallyLabelled, build_splits, labelled_subset
+from auxnas.methods import LinkedBranches, build_model
+from auxnas.tasks import build_task
+from auxnas.train import (
+    architecture_step,
+    build_tasks,
+    evaluate_model,
+    fit,
+    make_loader,
+    oversampled,
+    task_losses,
+)
+from auxnas.weighting import WEIGHTING_NAMES, build_weighting
+
+NUM_CLASSES = {"seg": 9, "object": 6, "scene": 5}
+
+
+def config(tmp_path, method="aux_head", aux=("seg",), weighting="equal", **data):
+    return config_from_dict({
+        "out_dir": str(tmp_path / "run"),
+        "data": {"image_size": 32, "num_train": 40, "num_test": 8, "val_fraction": 0.2, "batch_size": 4, **data},
+        "tasks": {"primary": "normal", "aux": list(aux)},
+        "model": {"backbone": "tiny_vgg" if method.startswith("adashare") else "tiny_resnet"},
+        "method": {"name": method},
+        "weighting": {"name": weighting},
+        "train": {"epochs": 2, "max_steps_per_epoch": 2},
+    })
+
+
+def test_labelled_subsets_are_deterministic_nested_and_sized():
+    small, large = labelled_subset(200, 0.1, "normal", 0), labelled_subset(200, 0.3, "normal", 0)
+    assert small.sum() == 20 and large.sum() == 60
+    assert np.all(large[small])  # the 10 % subset lies inside the 30 % one
+    assert np.array_equal(small, labelled_subset(200, 0.1, "normal", 0))
+    assert not np.array_equal(small, labelled_subset(200, 0.1, "seg", 0))  # each task its own subset
+    assert not np.array_equal(small, labelled_subset(200, 0.1, "normal", 1))
+    assert labelled_subset(5, 0.01, "normal", 0).sum() == 1 and labelled_subset(5, 0.0, "seg", 0).sum() == 0
+
+
+def test_only_training_images_lose_labels(tmp_path):
+    cfg = config(tmp_path, labelled_fraction={"normal": 0.25})
+    splits = build_splits(cfg.data, progress=False)
+    assert isinstance(splits.train, PartiallyLabelled)
+    assert splits.train_label_counts(["normal", "seg"]) == {"normal": 8, "seg": 32}
+    sample = splits.train[0]
+    assert set(sample["labelled"]) == {"normal"}
+    assert "labelled" not in splits.val[0] and "labelled" not in splits.test[0]
+
+
+@pytest.mark.parametrize("fractions", [{"normal": 0.0}, {"normal": 1.5}, {"nope": 0.5}])
+def test_bad_fractions_are_refused(tmp_path, fractions):
+    with pytest.raises(ConfigError, match="data.labelled_fraction"):
+        config(tmp_path, labelled_fraction=fractions)
+
+
+def test_masked_loss_uses_only_labelled_images():
+    task = build_task("normal", NUM_CLASSES)
+    pred = torch.randn(4, 3, 8, 8, requires_grad=True)
+    target = torch.nn.functional.normalize(torch.randn(4, 3, 8, 8), dim=1)
+    mask = torch.tensor([True, False, True, False])
+    loss = task.batch_loss(pred, {"normal": target, "labelled": {"normal": mask}})
+    assert torch.allclose(loss, task.loss(pred[mask], target[mask]))
+    (grad,) = torch.autograd.grad(loss, pred)
+    assert grad[~mask].abs().sum() == 0 and grad[mask].abs().sum() > 0  # no gradient from unlabelled images
+    assert task.batch_loss(pred, {"normal": target, "labelled": {"normal": torch.zeros(4, dtype=torch.bool)}}) is None
+    assert torch.allclose(task.batch_loss(pred, {"normal": target}), task.loss(pred, target))
+
+
+def test_metrics_pool_only_labelled_images_and_count_them(tmp_path):
+    cfg = config(tmp_path, method="single", aux=(), labelled_fraction={"normal": 0.25}, augment=False)
+    splits = build_splits(cfg.data, progress=False)
+    model = build_model(cfg, build_tasks(cfg, splits.num_classes))
+    loader = make_loader(splits.train, 4, False, 0)
+    metrics = evaluate_model(model, loader, torch.device("cpu"))["normal"]
+    assert metrics["num_images"] == 8
+    labelled_only = torch.utils.data.Subset(splits.train, np.flatnonzero(splits.train.labelled["normal"]).tolist())
+    expected = evaluate_model(model, make_loader(labelled_only, 4, False, 0), torch.device("cpu"))["normal"]
+    assert metrics == pytest.approx(expected)
+
+
+def batch_with_primary_labels(cfg, labelled: list[bool]):
+    splits = build_splits(cfg.data, progress=False)
+    batch = next(iter(make_loader(splits.val, len(labelled), False, 0)))
+    batch["labelled"] = {"normal": torch.tensor(labelled)}
+    return splits, batch
+
+
+METHODS = ["single", "aux_head", "aux_module", "adashare", "adashare_aux", "aux_g", "aux_nas"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("primary_labels", ["some", "none"])
+def test_every_method_trains_on_a_batch_with_missing_primary_labels(tmp_path, method, primary_labels):
+    cfg = config(tmp_path, method=method, aux=() if method == "single" else ("seg",))
+    flags = [True, False, True, False] if primary_labels == "some" else [False] * 4
+    splits, batch = batch_with_primary_labels(cfg, flags)
+    model = build_model(cfg, build_tasks(cfg, splits.num_classes)).train()
+    weights = dict.fromkeys(model.tasks, 1.0)
+    losses, extra = task_losses(model, batch, weights)
+    assert ("normal" in losses) == (primary_labels == "some")
+    assert all(torch.isfinite(v) for v in losses.values())
+    weighting = build_weighting("equal", list(model.tasks), "normal")
+    if losses or extra is not None:
+        if extra is not None:
+            extra.backward(retain_graph=True)
+        weighting.backward(losses, model.shared_parameters(), weights, model.last_shared_layer())
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert all(torch.isfinite(g).all() for g in grads)
+    head = model.primary_branch.head if isinstance(model, LinkedBranches) else model.branch.head
+    head_grads = [p.grad for p in head.parameters()]
+    touched = any(g is not None and g.abs().sum() > 0 for g in head_grads)
+    assert touched == (primary_labels == "some")  # no spurious gradient into the primary head
+    if model.architecture_parameters():
+        arch = torch.optim.Adam(model.architecture_parameters(), lr=0.01)
+        loss = architecture_step(model, batch, weights, arch, 0.9, torch.device("cpu"))
+        assert loss is None or math.isfinite(loss)
+
+
+@pytest.mark.parametrize("name", WEIGHTING_NAMES)
+@pytest.mark.parametrize("primary_labels", ["some", "none"])
+def test_every_weighting_handles_missing_primary_labels(tmp_path, name, primary_labels):
+    cfg = config(tmp_path, method="aux_head", aux=("seg", "depth"), weighting=name)
+    flags = [True, False, True, False] if primary_labels == "some" else [False] * 4
+    splits, batch = batch_with_primary_labels(cfg, flags)
+    model = build_model(cfg, build_tasks(cfg, splits.num_classes)).train()
+    weights = dict.fromkeys(model.tasks, 1.0)
+    weighting = build_weighting(name, list(model.tasks), "normal")
+    for _ in range(3):  # several steps, so that stateful methods (GradNorm, DWA) see the task come and go
+        model.zero_grad(set_to_none=True)
+        losses, _ = task_losses(model, batch, weights)
+        stats = weighting.backward(losses, model.shared_parameters(), weights, model.last_shared_layer())
+        weighting.end_epoch({t: float(v.detach()) for t, v in losses.items()})
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        for values in stats.values():
+            assert all(math.isfinite(v) for v in values.values())
+            if primary_labels == "none":
+                assert set(values) <= {"seg", "depth"}
+    primary_head = [p.grad for p in model.branch.head.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in primary_head) == (primary_labels == "some")
+
+
+def test_oversampling_draws_every_primary_label_every_epoch():
+    has_label = np.zeros(100, dtype=bool)
+    has_label[:10] = True
+    draws = oversampled(list(range(100)), has_label, 0.5, torch.Generator().manual_seed(0))
+    assert len(draws) == 100
+    assert sum(has_label[d] for d in draws) == 50
+    assert set(range(10)) <= set(draws)
+    assert len(set(draws) - set(range(10))) == 50  # the other draws are distinct unlabelled images
+    assert sorted(oversampled(list(range(100)), has_label, 0.05, torch.Generator())) == list(range(100))
+
+
+def test_fit_with_partial_labels_reports_label_counts_and_oversamples(tmp_path):
+    cfg = config(tmp_path, method="aux_nas", labelled_fraction={"normal": 0.1}, oversample_primary=0.5)
+    cfg.train = dataclasses.replace(cfg.train, max_steps_per_epoch=None)
+    result = fit(cfg, progress=False)
+    metrics = json.loads((result.out_dir / "metrics.json").read_text())
+    assert metrics["train_labels"] == {"normal": 3, "seg": 32} and metrics["train_images"] == 32
+    assert metrics["test_best"]["normal"]["num_images"] == 8  # test images carry every label
+    assert all(math.isfinite(h["train_task_losses"]["normal"]) for h in result.history)
