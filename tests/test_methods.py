@@ -267,3 +267,16 @@ def test_bn_relu_fusion_changes_the_primary_at_initialisation(tmp_path):
             fused = model(x, cut_a2p=False)["normal"]
             plain = model.primary_branch(x)
         assert (not torch.allclose(fused, plain, atol=1e-6)) == changes
+
+
+def test_arch_every_skips_architecture_steps(tmp_path, monkeypatch):
+    import auxnas.train as train_module
+
+    calls = []
+    real = train_module.architecture_step
+    monkeypatch.setattr(train_module, "architecture_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = make_config(tmp_path, {"name": "aux_nas", "arch_every": 3}, epochs=2)  # 3 network steps per epoch
+    fit(cfg, progress=False)
+    assert len(calls) == 2  # network steps 0 and 3 of 6
+    with pytest.raises(ValueError, match="arch_every"):
+        make_config(tmp_path, {"name": "aux_nas", "arch_every": 2, "optimization": "single_level"})

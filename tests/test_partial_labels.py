@@ -170,3 +170,20 @@ def test_fit_with_partial_labels_reports_label_counts_and_oversamples(tmp_path):
     assert metrics["train_labels"] == {"normal": 3, "seg": 32} and metrics["train_images"] == 32
     assert metrics["test_best"]["normal"]["num_images"] == 8  # test images carry every label
     assert all(math.isfinite(h["train_task_losses"]["normal"]) for h in result.history)
+
+
+def test_random_targets_replace_training_labels_only(tmp_path):
+    cfg = config(tmp_path, random_targets=["seg", "scene"], augment=False)
+    cfg.tasks = dataclasses.replace(cfg.tasks, aux=["seg", "scene"])
+    splits = build_splits(cfg.data, progress=False)
+    clean = build_splits(dataclasses.replace(cfg.data, random_targets=[]), progress=False)
+    noisy, real = splits.train[3], clean.train[3]
+    assert torch.equal(noisy["normal"], real["normal"]) and torch.equal(noisy["image"], real["image"])
+    assert noisy["seg"].shape == real["seg"].shape and noisy["seg"].dtype == real["seg"].dtype
+    assert (noisy["seg"] != real["seg"]).float().mean() > 0.5
+    assert 0 <= int(noisy["seg"].min()) and int(noisy["seg"].max()) < NUM_CLASSES["seg"]
+    assert torch.equal(noisy["seg"], splits.train[3]["seg"])  # fixed per image, across epochs
+    assert not torch.equal(noisy["seg"], splits.train[4]["seg"])
+    assert torch.equal(splits.val[0]["seg"], clean.val[0]["seg"])  # held-out labels stay real
+    with pytest.raises(ConfigError, match="primary task 'normal' must keep its real targets"):
+        config(tmp_path, random_targets=["normal"])

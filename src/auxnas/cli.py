@@ -28,6 +28,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = fit(cfg, progress=not args.quiet, overwrite=args.overwrite)
     print(f"run directory: {result.out_dir}  (best epoch {result.best_epoch}, selected on the validation split, "
           f"{result.wall_time_s:.0f} s)")
+    print("training images with a label: " + ", ".join(f"{t} {n}" for t, n in result.train_labels.items()))
     print("test metrics of the selected checkpoint:")
     print(_format_metrics(result.test_best))
     print("test metrics of the last checkpoint:")

@@ -47,6 +47,9 @@ class DataConfig:
     #: oversample the images that carry the primary label so that they make up this share of every epoch's draws
     #: (each one seen every epoch); null: off, every image once per epoch
     oversample_primary: float | None = None
+    #: tasks whose training targets are replaced by random ones (a noise control for auxiliary tasks: a method
+    #: that prunes what it does not need should not suffer from them); never the primary task
+    random_targets: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +106,8 @@ class MethodConfig:
     #: "bilevel": alternating architecture / network steps on two disjoint halves of the training set,
     #: re-split each epoch (authors); "single_level": both updated on the same batch
     optimization: Literal["bilevel", "single_level"] = "bilevel"
+    #: bilevel: one architecture step every this many network steps (1: every step, as the paper)
+    arch_every: int = 1
     #: architecture optimiser (authors' ViT code: Adam, lr 1e-2, default betas, no weight decay, following the
     #: network's schedule; MTL-NAS's CNN protocol: Adam, constant lr, betas (0.5, 0.999), weight decay 1e-3)
     arch_optimizer: Literal["adam", "sgd"] = "adam"
@@ -294,6 +299,11 @@ def _check(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"data.labelled_fraction.{name}: a fraction in [0, 1], got {fraction}")
     if cfg.data.labelled_fraction.get(cfg.tasks.primary, 1.0) == 0.0:
         raise ConfigError(f"data.labelled_fraction.{cfg.tasks.primary}: the primary task needs some labelled images")
+    for name in cfg.data.random_targets:
+        if name not in TASK_NAMES:
+            raise ConfigError(f"data.random_targets: unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
+    if cfg.tasks.primary in cfg.data.random_targets:
+        raise ConfigError(f"data.random_targets: the primary task {cfg.tasks.primary!r} must keep its real targets")
     share = cfg.data.oversample_primary
     if share is not None and not 0.0 < share < 1.0:
         raise ConfigError(f"data.oversample_primary: a share strictly between 0 and 1, or null; got {share}")
@@ -342,6 +352,10 @@ def _check(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"method.{key}: a strength strictly between 0 and 1, got {getattr(m, key)}")
     if m.arch_lr <= 0 or m.penalty_max < 0:
         raise ConfigError("method.arch_lr must be positive and method.penalty_max non-negative")
+    if m.arch_every < 1:
+        raise ConfigError(f"method.arch_every: must be >= 1, got {m.arch_every}")
+    if m.arch_every > 1 and m.optimization != "bilevel":
+        raise ConfigError("method.arch_every: only bilevel optimisation has separate architecture steps")
     if m.arch_weight_decay < 0:
         raise ConfigError(f"method.arch_weight_decay: must be non-negative, got {m.arch_weight_decay}")
     if len(m.arch_betas) != 2 or not all(0.0 <= b < 1.0 for b in m.arch_betas):

@@ -161,6 +161,8 @@ class RunResult:
     test_last: dict[str, dict[str, float]]
     history: list[dict[str, Any]]
     wall_time_s: float
+    #: task -> number of training images that carry its label
+    train_labels: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def checked_losses(
@@ -406,7 +408,7 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
         for net_batch, arch_batch in bar:
             done = step / max(total_steps, 1)
             model.set_progress(done)
-            if arch_batch is not None:
+            if arch_batch is not None and step % cfg.method.arch_every == 0:
                 architecture_step(model, to_device(arch_batch, device), weights, arch_optimizer, done, device,
                                   cfg.train.amp)
             batch = to_device(net_batch, device)
@@ -455,7 +457,8 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
     test_last = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (last)")
     model.load_state_dict(load_checkpoint(out_dir / "best.pt", device)["model"])
     test_best = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (best)")
-    result = RunResult(out_dir, best_epoch, val_best, test_best, test_last, history, time.perf_counter() - start)
+    result = RunResult(out_dir, best_epoch, val_best, test_best, test_last, history, time.perf_counter() - start,
+                       label_counts)
     summary = {
         "name": cfg.name, "method": cfg.method.name, "primary": primary.name,
         "selection": f"val {primary.name}/{select_metric}", "train_images": len(splits.train),

@@ -8,10 +8,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import DataConfig
-from .labels import PartiallyLabelled, labelled_subset
+from .labels import PartiallyLabelled, RandomTargets, labelled_subset
 from .synthetic import SyntheticScenes
 
-__all__ = ["DataSplits", "PartiallyLabelled", "SyntheticScenes", "build_splits", "labelled_subset"]
+__all__ = ["DataSplits", "PartiallyLabelled", "RandomTargets", "SyntheticScenes", "build_splits", "labelled_subset"]
 
 
 @dataclass
@@ -33,8 +33,9 @@ class DataSplits:
 def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
     """Build the three splits; the validation images never come from the test split.
 
-    With ``cfg.labelled_fraction`` the training split withholds labels (``PartiallyLabelled``); validation
-    and test images always carry every label, as a held-out fully labelled set would.
+    With ``cfg.labelled_fraction`` the training split withholds labels (``PartiallyLabelled``); with
+    ``cfg.random_targets`` its targets of those tasks are random (``RandomTargets``). Validation and test
+    images always carry every real label, as a held-out fully labelled set would.
     """
     full = SyntheticScenes("train", cfg.num_train, cfg.image_size, cfg.seed, cfg.cache_dir, progress=progress)
     test = SyntheticScenes("test", cfg.num_test, cfg.image_size, cfg.seed, cfg.cache_dir, progress=progress)
@@ -44,6 +45,8 @@ def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
     order = torch.randperm(cfg.num_train, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     train = full.subset(sorted(order[num_val:]), augment=cfg.augment)
     val = full.subset(sorted(order[:num_val]), augment=False)
+    if cfg.random_targets:
+        train = RandomTargets(train, cfg.random_targets, full.num_classes, cfg.seed)
     if cfg.labelled_fraction:
         masks = {task: labelled_subset(len(train), f, task, cfg.seed) for task, f in cfg.labelled_fraction.items()}
         train = PartiallyLabelled(train, masks)

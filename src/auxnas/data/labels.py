@@ -1,4 +1,4 @@
-"""Partially labelled training data: which images carry which task's label.
+"""Training labels that differ from the dataset's: withheld (partially labelled data) or random (noise control).
 
 A sample may hold ``sample["labelled"] = {task: bool tensor}``; a task missing there (or a sample
 without the key) is labelled. The training loop computes each task's loss over the images of a
@@ -54,3 +54,45 @@ class PartiallyLabelled(Dataset):
     def label_counts(self) -> dict[str, int]:
         """Task -> number of images that carry its label (tasks with every label are not listed)."""
         return {task: int(mask.sum()) for task, mask in self.labelled.items()}
+
+
+class RandomTargets(Dataset):
+    """``dataset`` with some tasks' targets replaced by random ones: the noise control of auxiliary learning.
+
+    Targets are drawn per image (fixed across epochs, seeded by ``seed``, the task and the image index), of
+    the same shape as the real ones: uniform classes for segmentation and classification, random unit
+    vectors for normals, uniform values over [0.5, 10) for depth and over (0.1, 2] for disparity. An
+    auxiliary task on such targets carries no information about the primary one.
+    """
+
+    def __init__(self, dataset: Dataset, tasks: list[str], num_classes: Mapping[str, int], seed: int) -> None:
+        unknown = [t for t in tasks if t not in ("seg", "object", "scene", "normal", "depth", "disparity")]
+        if unknown:
+            raise ValueError(f"no random targets for task(s) {unknown}")
+        self.dataset = dataset
+        self.tasks = list(tasks)
+        self.num_classes = dict(num_classes)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = dict(self.dataset[i])
+        for task in self.tasks:
+            key = np.random.SeedSequence([self.seed, zlib.crc32(task.encode()), i]).generate_state(1, np.uint64)[0]
+            generator = torch.Generator().manual_seed(int(key))
+            sample[task] = random_target(task, sample[task], self.num_classes, generator)
+        return sample
+
+
+def random_target(
+    task: str, real: torch.Tensor, num_classes: Mapping[str, int], generator: torch.Generator
+) -> torch.Tensor:
+    """A random target with the shape and dtype of ``real`` (see ``RandomTargets``)."""
+    if task in ("seg", "object", "scene"):
+        return torch.randint(num_classes[task], real.shape, generator=generator, dtype=real.dtype)
+    if task == "normal":
+        return torch.nn.functional.normalize(torch.randn(real.shape, generator=generator), dim=0).to(real.dtype)
+    low, high = (0.5, 10.0) if task == "depth" else (0.1, 2.0)
+    return (low + (high - low) * torch.rand(real.shape, generator=generator)).to(real.dtype)
