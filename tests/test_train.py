@@ -204,3 +204,10 @@ def test_metrics_show_gradient_norms_and_cosines_of_gradient_methods(tiny_config
     stats = result.history[0]["weighting"]
     assert set(stats["grad_norm"]) == {"normal", "seg"} and all(v > 0 for v in stats["grad_norm"].values())
     assert set(stats["cos_primary"]) == {"seg"} and -1.0 <= stats["cos_primary"]["seg"] <= 1.0
+
+
+def test_cli_bench_commands_run(tmp_path, capsys):
+    assert main(["bench", "cost", "--preset", "tiny", "--out", str(tmp_path), "--quiet"]) == 0
+    assert (tmp_path / "cost-cpu.json").is_file() and (tmp_path / "cost-cpu.md").is_file()
+    with pytest.raises(SystemExit):
+        main(["bench", "accuracy", "--preset", "nope"])

@@ -87,6 +87,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_cost(args: argparse.Namespace) -> int:
+    from .bench import run_cost_benchmark
+
+    run_cost_benchmark(args.preset, args.out, device=args.device, progress=not args.quiet)
+    print(f"wrote {args.out}/cost-*.json and .md")
+    return 0
+
+
+def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
+    from .bench import run_accuracy_benchmark
+
+    run_accuracy_benchmark(args.preset, args.out, runs_dir=args.runs, progress=not args.quiet,
+                           settings=args.settings, rows=args.rows, seeds=args.seeds)
+    print(f"wrote {args.out}/accuracy-{args.preset}.json and .md")
+    return 0
+
+
 def _cmd_data_preview(args: argparse.Namespace) -> int:
     from .data.preview import save_preview
     from .data.synthetic import SyntheticScenes
@@ -142,6 +159,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a smoke version in seconds (tiny data, 2 steps)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks behind the claims (docs/benchmarks.md)").add_subparsers(
+        dest="bench_command", required=True)
+    cost = bench.add_parser("cost", help="params, FLOPs, latency, step time and memory against single-task",
+                            description="Exported networks vs single-task, search and network steps vs the two "
+                                        "single-task steps, K auxiliary tasks, gradient methods; interleaved timings.")
+    cost.add_argument("--preset", choices=["full", "tiny"], default="full")
+    cost.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto")
+    cost.add_argument("--out", default="benchmarks/results", help="folder of cost-<device>.json and .md")
+    cost.add_argument("--quiet", action="store_true", help="no progress bars")
+    cost.set_defaults(func=_cmd_bench_cost)
+    acc = bench.add_parser("accuracy", help="every method vs single-task over seeds, with paired intervals",
+                           description="Train every row of the preset over several seeds and compare each with "
+                                       "single-task (mean ± std, paired 95 %% interval, Δm).")
+    acc.add_argument("--preset", choices=["quick", "full", "smoke"], default="quick")
+    acc.add_argument("--out", default="benchmarks/results", help="folder of accuracy-<preset>.json and .md")
+    acc.add_argument("--runs", default="runs/bench-accuracy", help="folder of the individual runs")
+    acc.add_argument("--settings", nargs="+", default=None, help="only these settings of the preset")
+    acc.add_argument("--rows", nargs="+", default=None, help="only these rows (single-task always runs)")
+    acc.add_argument("--seeds", nargs="+", type=int, default=None, help="these seeds instead of the preset's")
+    acc.add_argument("--quiet", action="store_true", help="no progress bars")
+    acc.set_defaults(func=_cmd_bench_accuracy)
 
     data = sub.add_parser("data", help="dataset utilities").add_subparsers(dest="data_command", required=True)
     preview = data.add_parser("preview", help="write a PNG grid of synthetic images and their labels")

@@ -26,14 +26,34 @@ def _sdpa_flops(query: torch.Size, key: torch.Size, value: torch.Size, *args: An
     return 2 * batch * heads * queries * keys * (dim + value_dim)
 
 
-#: fused attention kernels (forward) that torch's counter has no rule for, so their FLOPs would count as 0:
-#: the CPU kernel behind ``F.scaled_dot_product_attention`` (timm's fused attention), the MPS math kernel
-#: and the out-of-tree-backend kernel (all take query, key, value first, ``B x H x N x D``)
-_SDPA_WITHOUT_RULE = (
-    "_scaled_dot_product_flash_attention_for_cpu",
-    "_scaled_dot_product_attention_math_for_mps",
-    "_scaled_dot_product_fused_attention_overrideable",
-)
+def _sdpa_cpu_backward_flops(
+    grad_out: torch.Size, query: torch.Size, key: torch.Size, value: torch.Size, *args: Any, **kwargs: Any
+) -> int:
+    """FLOPs of the CPU flash-attention backward, by torch's rule for the attention backward kernels it counts."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+#: fused attention kernels that torch's counter has no rule for, so their FLOPs would count as 0: the CPU
+#: kernel behind ``F.scaled_dot_product_attention`` (timm's fused attention) and its backward, the MPS math
+#: kernel and the out-of-tree-backend kernel (all take query, key, value first, ``B x H x N x D``)
+_SDPA_WITHOUT_RULE = {
+    "_scaled_dot_product_flash_attention_for_cpu": _sdpa_flops,
+    "_scaled_dot_product_attention_math_for_mps": _sdpa_flops,
+    "_scaled_dot_product_fused_attention_overrideable": _sdpa_flops,
+    "_scaled_dot_product_flash_attention_for_cpu_backward": _sdpa_cpu_backward_flops,
+}
+
+
+def attention_flop_rules() -> dict[Any, Any]:
+    """FLOP rules (``FlopCounterMode(custom_mapping=...)``) for the attention kernels torch does not count;
+    torch's own rule wins once it has one."""
+    from torch.utils.flop_counter import flop_registry
+
+    ops = {getattr(torch.ops.aten, name): rule for name, rule in _SDPA_WITHOUT_RULE.items()
+           if hasattr(torch.ops.aten, name)}
+    return {op: rule for op, rule in ops.items() if op not in flop_registry}
 
 
 @torch.no_grad()
@@ -42,15 +62,13 @@ def count_flops(module: nn.Module, example: Tensor) -> int:
 
     The counter covers matrix multiplications, convolutions and attention (the ops that
     dominate); element-wise ops such as norms and activations count as 0. Attention
-    kernels that the counter lacks a rule for get ``_sdpa_flops``.
+    kernels that the counter lacks a rule for get ``attention_flop_rules``.
     """
-    from torch.utils.flop_counter import FlopCounterMode, flop_registry
+    from torch.utils.flop_counter import FlopCounterMode
 
-    ops = (getattr(torch.ops.aten, name) for name in _SDPA_WITHOUT_RULE if hasattr(torch.ops.aten, name))
-    rules = {op: _sdpa_flops for op in ops if op not in flop_registry}  # torch's own rule wins once it has one
     was_training = module.training
     module.eval()
-    counter = FlopCounterMode(display=False, custom_mapping=rules)
+    counter = FlopCounterMode(display=False, custom_mapping=attention_flop_rules())
     with counter:
         module(example)
     module.train(was_training)

@@ -1,0 +1,437 @@
+"""Accuracy benchmark: do auxiliary labels buy primary accuracy at single-task inference cost?
+
+Every row (a method, possibly with a weighting method or a noise control) trains on every setting (a primary
+task, an auxiliary task, a training-set size, possibly a fraction of primary labels) for several seeds, with as
+many network updates as single-task. Each row is compared with single-task on the primary's test metrics of the
+checkpoint selected on the validation split and of the last one: mean ± std over seeds and the 95 % interval of
+the difference paired by seed (``auxnas.stats``). A row is better or worse only when that interval excludes 0.
+Evaluation cuts a2p links, so every number is that of the exported, single-task-cost primary network.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import ExperimentConfig, load_config
+from ..data import build_splits
+from ..delta import delta_m, task_delta_metrics
+from ..io import write_json, write_text
+from ..methods import build_model
+from ..stats import mean_std, paired_interval
+from ..tasks import Task, build_task
+from ..train import build_tasks, fit, steps_per_epoch
+
+#: the packaged config every run starts from; the overrides below set everything the benchmark depends on
+BASE_CONFIG = "demo"
+
+#: overrides shared by every setting: tiny_resnet at 32 px in batches of 16, the demo's optimiser, one dataset
+#: (data.seed 0) for every seed, so that seeds vary initialisation, batch order and augmentation
+COMMON_OVERRIDES = (
+    "data.seed=0", "data.image_size=32", "data.num_test=200", "data.batch_size=16", "data.augment=true",
+    "model.backbone=tiny_resnet", "train.optimizer=adam", "train.lr=0.002", "train.schedule=poly",
+)
+
+#: placeholder for the setting's auxiliary task in a row's overrides
+AUX = "{aux}"
+
+#: (label, overrides) of every row; "single" is the baseline and is always run
+ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("single", ("method.name=single", "tasks.aux=[]")),
+    ("aux_head", ("method.name=aux_head",)),
+    ("aux_head+gcs", ("method.name=aux_head", "weighting.name=gcs")),
+    ("aux_module", ("method.name=aux_module",)),
+    # tiny_resnet has no shape-preserving block: without skipping through shortcuts nothing is skippable
+    ("adashare_aux", ("method.name=adashare_aux", "method.adashare_skip_downsample=true")),
+    # one block per stage in tiny_resnet: layer links (within a stage) are the stage links, the same model
+    ("aux_g-stage", ("method.name=aux_g", "method.granularity=stage")),
+    ("aux_g-layer", ("method.name=aux_g", "method.granularity=layer")),
+    ("aux_nas-p2a_only", ("method.name=aux_nas", "method.search=p2a_only")),
+    ("aux_nas", ("method.name=aux_nas",)),
+    ("aux_nas+pcgrad_aux", ("method.name=aux_nas", "weighting.name=pcgrad_aux")),
+    ("aux_nas+gcs", ("method.name=aux_nas", "weighting.name=gcs")),
+    ("aux_nas-random_aux", ("method.name=aux_nas", f"data.random_targets=[{AUX}]")),
+    ("aux_head-random_aux", ("method.name=aux_head", f"data.random_targets=[{AUX}]")),
+)
+
+
+def _tasks(primary: str, aux: str, aux_weight: float) -> tuple[str, ...]:
+    """Primary at weight 1, the auxiliary task at a weight that brings its loss to the primary's scale."""
+    weights = f"tasks.loss_weights={{{primary}: 1.0, {aux}: {aux_weight}}}"
+    return f"tasks.primary={primary}", f"tasks.aux=[{aux}]", weights
+
+
+# Training-set sizes. The number of training images is num_train minus the validation images; each half of the
+# training set is a whole number of batches, so a bilevel row's doubled epochs give exactly single-task's updates.
+# Every setting makes 96 network updates (sized so that the full preset fits 2 h on 2 CPU cores).
+#: 128 training images, 128 validation images, 12 epochs of 8 batches
+SMALL = ("data.num_train=256", "data.val_fraction=0.5", "train.epochs=12")
+#: 512 training images, 128 validation images, 3 epochs of 32 batches
+LARGE = ("data.num_train=640", "data.val_fraction=0.2", "train.epochs=3")
+
+# Loss weights from the unweighted training losses of single-task runs at these budgets: cross-entropy of seg
+# ~1.5-1.8 and of scene ~1.3-1.5, normals' 1 - cos ~0.4 (4-5x smaller). Normals auxiliary to seg weigh 4, seg
+# auxiliary to normals 0.25, seg auxiliary to scene 1.
+#: (name, description, overrides) of every setting
+SETTINGS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("a-small", "(a) seg primary, normal auxiliary, small", (*_tasks("seg", "normal", 4.0), *SMALL)),
+    ("a-large", "(a) seg primary, normal auxiliary, larger", (*_tasks("seg", "normal", 4.0), *LARGE)),
+    ("b-small", "(b) normal primary, seg auxiliary, small", (*_tasks("normal", "seg", 0.25), *SMALL)),
+    ("b-large", "(b) normal primary, seg auxiliary, larger", (*_tasks("normal", "seg", 0.25), *LARGE)),
+    ("c-small", "(c) scene primary, seg auxiliary, small", (*_tasks("scene", "seg", 1.0), *SMALL)),
+    ("c-large", "(c) scene primary, seg auxiliary, larger", (*_tasks("scene", "seg", 1.0), *LARGE)),
+    ("d-10", "(d) seg primary on 10 % of the larger set, normal auxiliary on all",
+     (*_tasks("seg", "normal", 4.0), *LARGE, "data.labelled_fraction={seg: 0.1}")),
+    ("d-30", "(d) seg primary on 30 % of the larger set, normal auxiliary on all",
+     (*_tasks("seg", "normal", 4.0), *LARGE, "data.labelled_fraction={seg: 0.3}")),
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Which settings, rows and seeds run, and overrides applied after the settings' (smoke: tiny data)."""
+
+    settings: tuple[str, ...]
+    rows: tuple[str, ...]
+    seeds: tuple[int, ...]
+    overrides: tuple[str, ...] = ()
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        ("a-small",), ("single", "aux_nas"), (0, 1),
+        # 16 training images in 2 batches of 8 (1 per half when bilevel), 4 validation images, 1 epoch
+        ("data.num_train=20", "data.val_fraction=0.2", "data.num_test=8", "data.batch_size=8", "train.epochs=1"),
+    ),
+    # about 10 min on 2 cores: the claim's two central methods and their noise controls, 5 seeds
+    "quick": Preset(
+        ("a-small", "d-10"), ("single", "aux_head", "aux_nas", "aux_nas-random_aux", "aux_head-random_aux"),
+        (0, 1, 2, 3, 4),
+    ),
+    # about 2 h on 2 cores
+    "full": Preset(tuple(s[0] for s in SETTINGS), tuple(r[0] for r in ROWS), (0, 1, 2, 3, 4)),
+}
+
+
+def _select(kind: str, wanted: Sequence[Any], known: Sequence[Any]) -> list[Any]:
+    """``wanted`` in the order of ``known``; an unknown entry fails with the valid ones."""
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise ValueError(f"unknown {kind} {unknown}; valid: {', '.join(map(str, known))}")
+    return [k for k in known if k in wanted]
+
+
+def row_overrides(row: str, aux: str) -> list[str]:
+    """The overrides of ``row`` with the setting's auxiliary task filled in."""
+    return [o.replace(AUX, aux) for o in dict(ROWS)[row]]
+
+
+def last_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` without those a later one of the same key replaces: the same config, readable commands."""
+    seen: set[str] = set()
+    kept = []
+    for text in reversed(overrides):
+        key = text.split("=", 1)[0]
+        if key not in seen:
+            seen.add(key)
+            kept.append(text)
+    return kept[::-1]
+
+
+def uses_bilevel(cfg: ExperimentConfig, num_classes: dict[str, int]) -> bool:
+    """Whether ``fit`` trains ``cfg`` bilevel: the model has architecture weights and the search is bilevel
+    (aux_nas, adashare, adashare_aux); such a run spends half of every epoch's images on architecture steps."""
+    model = build_model(cfg, build_tasks(cfg, num_classes))
+    return bool(model.architecture_parameters()) and cfg.method.optimization == "bilevel"
+
+
+def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool) -> int:
+    """Epochs that give a run as many network updates as ``cfg.train.epochs`` epochs of a non-bilevel run.
+
+    Bilevel runs make half the network steps per epoch, so they get twice the epochs (as ``auxnas demo``);
+    fails when no whole number of epochs matches.
+    """
+    target = steps_per_epoch(train_images, cfg, False) * cfg.train.epochs
+    per_epoch = steps_per_epoch(train_images, cfg, bilevel)
+    if target % per_epoch:
+        raise ValueError(f"{target} network updates are not a whole number of epochs of {per_epoch} steps: choose "
+                         "a number of training images whose half is a multiple of data.batch_size")
+    return target // per_epoch
+
+
+def delta_metric_names(task: Task) -> list[str]:
+    """The primary's Δm metrics; top-5 accuracy is left out with at most 5 classes, where it is 100 % always."""
+    return [m for _, m in task_delta_metrics(task) if not (m == "top5" and getattr(task, "num_classes", 6) <= 5)]
+
+
+def _outcome(interval: dict[str, Any], higher_is_better: bool) -> str:
+    """better / worse / no difference, from the interval of a difference in the metric's own direction."""
+    if interval["verdict"] == "no difference":
+        return "no difference"
+    return "better" if (interval["verdict"] == "higher") == higher_is_better else "worse"
+
+
+def _cell(values: list[float], baseline: list[float] | None, higher_is_better: bool) -> dict[str, Any]:
+    """Mean ± std over seeds and, against a baseline (same seed order), the paired 95 % interval."""
+    mean, std = mean_std(values)
+    cell: dict[str, Any] = {"values": values, "mean": mean, "std": std, "vs_single": None}
+    if baseline is not None:
+        interval = paired_interval(values, baseline)
+        cell["vs_single"] = {**interval, "outcome": _outcome(interval, higher_is_better)}
+    return cell
+
+
+def _aggregate(runs: list[dict[str, Any]], info: dict[str, Any], rows: list[str], task: Task) -> dict[str, Any]:
+    """One setting's table: per row and checkpoint (best, last), every primary metric and Δm against single.
+
+    Adds each run's Δm to its record and the Δm metrics used (those with a non-zero single-task mean) to ``info``.
+    """
+    by_row = {row: sorted((r for r in runs if r["row"] == row), key=lambda r: r["seed"]) for row in rows}
+    metrics = list(task.higher_is_better)
+    base_mean = {which: {m: mean_std([r[f"test_{which}"][m] for r in by_row["single"]])[0] for m in metrics}
+                 for which in ("best", "last")}
+    scored = [m for m in info["delta_metrics"] if base_mean["best"][m] != 0 and base_mean["last"][m] != 0]
+    pairs = [(task.name, m) for m in scored]
+    directions = {(task.name, m): task.higher_is_better[m] for m in scored}
+    info["delta_metrics_used"] = scored
+    for row_runs in by_row.values():
+        for r in row_runs:
+            r["delta_m"] = {which: delta_m({task.name: r[f"test_{which}"]}, {task.name: base_mean[which]}, pairs,
+                                           directions) for which in ("best", "last")}
+    table: dict[str, Any] = {}
+    for row, row_runs in by_row.items():
+        single = by_row["single"]
+        entry: dict[str, Any] = {"seeds": [r["seed"] for r in row_runs]}
+        for which in ("best", "last"):
+            entry[which] = {
+                m: _cell([r[f"test_{which}"][m] for r in row_runs],
+                         None if row == "single" else [r[f"test_{which}"][m] for r in single], task.higher_is_better[m])
+                for m in metrics
+            }
+        entry["delta_m"] = {
+            which: _cell([r["delta_m"][which] for r in row_runs],
+                         None if row == "single" else [r["delta_m"][which] for r in single], True)
+            for which in ("best", "last")
+        }
+        entry["best_epoch"] = mean_std([float(r["best_epoch"]) for r in row_runs])[0]
+        entry["epochs"] = row_runs[0]["epochs"]
+        entry["wall_time_s"] = mean_std([r["wall_time_s"] for r in row_runs])[0]
+        a2p = [r["a2p_max"] for r in row_runs if r["a2p_max"] is not None]
+        entry["a2p_max"] = mean_std(a2p)[0] if a2p else None
+        table[row] = entry
+    return table
+
+
+def _interval_text(cell: dict[str, Any]) -> str:
+    d = cell["vs_single"]
+    if d is None:
+        return "—"
+    mark = {"better": " **better**", "worse": " **worse**", "no difference": ""}[d["outcome"]]
+    return f"{d['mean_diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{mark}"
+
+
+def _setting_markdown(info: dict[str, Any], table: dict[str, Any]) -> list[str]:
+    main = info["main_metric"]
+    weights = ", ".join(f"{t} {w:g}" for t, w in info["loss_weights"].items())
+    losses = ", ".join(f"{t} {v:.3f}" for t, v in info["final_train_losses"].items())
+    labels = (f"{info['primary_labels']} of them with a {info['primary']} label"
+              if info["primary_labels"] != info["train_images"] else "all labelled")
+    lines = [
+        f"### {info['name']}: {info['description']} ({info['train_images']} training images)",
+        "",
+        f"Primary `{info['primary']}` (selection and Δ on `{main}`), auxiliary `{info['aux']}`; loss weights "
+        f"{weights}; {info['train_images']} training images ({labels}), {info['val_images']} validation images "
+        f"(selection), {info['test_images']} test images; {info['epochs']} epochs of batch {info['batch_size']} = "
+        f"{info['network_updates']} network updates for every row"
+        + (f" (bilevel rows: {info['bilevel_epochs']} epochs of half the images)" if info["bilevel_epochs"] else "")
+        + f". Δm over {', '.join(info['delta_metrics_used'])}. Final-epoch training losses "
+        f"(unweighted, mean over runs on real targets): {losses}.",
+        "",
+        f"| row | {main} selected | Δ selected [95 % CI] | {main} last | Δ last [95 % CI] | Δm selected [95 % CI] "
+        "| Δm last [95 % CI] | sel. epoch | a2p max | s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, entry in table.items():
+        best, last = entry["best"][main], entry["last"][main]
+        a2p = "—" if entry["a2p_max"] is None else f"{entry['a2p_max']:.1e}"
+        cells = [
+            row, f"{best['mean']:.2f} ± {best['std']:.2f}", _interval_text(best),
+            f"{last['mean']:.2f} ± {last['std']:.2f}", _interval_text(last),
+            _interval_text(entry["delta_m"]["best"]), _interval_text(entry["delta_m"]["last"]),
+            f"{entry['best_epoch']:.1f}/{entry['epochs']}", a2p, f"{entry['wall_time_s']:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _markdown(summary: dict[str, Any]) -> str:
+    """The report: overview of the main metric's differences, then one table per setting."""
+    settings, tables = summary["settings"], summary["table"]
+    rows = [r["label"] for r in summary["rows"]]
+    verdicts = {"better": [], "worse": []}
+    for name, table in tables.items():
+        main = settings[name]["main_metric"]
+        for row, entry in table.items():
+            d = entry["best"][main]["vs_single"]
+            if d is not None and d["outcome"] in verdicts:
+                verdicts[d["outcome"]].append(f"{row} on {name} ({d['mean_diff']:+.2f})")
+    lines = [
+        f"# Accuracy benchmark (`{summary['preset']}` preset)",
+        "",
+        "Claim under test: auxiliary labels buy primary accuracy at single-task inference cost. Every number is a "
+        "primary-task test metric of the deployed primary network (a2p links cut), mean ± std over seeds "
+        f"{summary['seeds']}; Δ is the difference to single-task with its 95 % t interval paired by seed "
+        "(**better** / **worse** only when the interval excludes 0). *Selected*: the checkpoint with the best "
+        "primary main metric on the validation split (never the test split); *last*: the final one. Δm (%, "
+        "positive = better) is the mean signed relative change of the primary's metrics against single-task's "
+        "mean. Every row makes as many network updates as single-task; bilevel rows (aux_nas, adashare_aux) "
+        "spend half of each epoch's images on architecture steps and so run twice the epochs. "
+        f"Wall time {summary['wall_time_s']:.0f} s.",
+        "",
+        "Better than single-task on the selected checkpoint's main metric: "
+        + ("; ".join(verdicts["better"]) or "none") + ".",
+        "Worse: " + ("; ".join(verdicts["worse"]) or "none") + ".",
+        "",
+        "## Overview: Δ main metric of the selected checkpoint vs single-task",
+        "",
+        "| row | " + " | ".join(f"{n} ({settings[n]['main_metric']})" for n in tables) + " |",
+        "|---|" + "---|" * len(tables),
+    ]
+    for row in rows:
+        cells = []
+        for name, table in tables.items():
+            cell = table[row]["best"][settings[name]["main_metric"]]
+            cells.append(f"{cell['mean']:.2f}" if cell["vs_single"] is None else _interval_text(cell))
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += ["", "## Settings", ""]
+    for name, table in tables.items():
+        lines += [*_setting_markdown(settings[name], table), ""]
+    example = summary["runs"][0]["command"] if summary["runs"] else ""
+    lines += ["Every run is reproducible from its recorded overrides, e.g.", "", "```bash", example, "```", ""]
+    return "\n".join(lines)
+
+
+def _run_record(
+    setting: str, row: str, seed: int, overrides: list[str], cfg: ExperimentConfig, bilevel: bool,
+    train_images: int, main: str, progress: bool,
+) -> dict[str, Any]:
+    """Train one run and keep what the benchmark reports of it."""
+    result = fit(cfg, progress=False, overwrite=True)  # the benchmark's own run directories, rerun each time
+    primary = cfg.tasks.primary
+    links = result.history[-1].get("link_strengths")
+    a2p = [s for key, values in (links or {}).items() if key.startswith("a2p/") for s in values]
+    record = {
+        "setting": setting, "row": row, "seed": seed, "run_dir": cfg.out_dir, "overrides": overrides,
+        "command": shlex.join(["auxnas", "train", BASE_CONFIG, *overrides]),
+        "method": cfg.method.name, "weighting": cfg.weighting.name, "random_targets": cfg.data.random_targets,
+        "bilevel": bilevel, "epochs": cfg.train.epochs,
+        "network_updates": steps_per_epoch(train_images, cfg, bilevel) * cfg.train.epochs,
+        "best_epoch": result.best_epoch, "test_best": result.test_best[primary],
+        "test_last": result.test_last[primary], "val_best": result.val_best[primary],
+        "train_labels": result.train_labels, "final_train_losses": result.history[-1]["train_task_losses"],
+        "link_strengths": links, "a2p_max": max(a2p) if a2p else None, "wall_time_s": result.wall_time_s,
+    }
+    if progress:
+        print(f"{setting} {row} seed {seed}: {primary}/{main} {record['test_best'][main]:.2f} selected (epoch "
+              f"{result.best_epoch}/{cfg.train.epochs}), {record['test_last'][main]:.2f} last, "
+              f"{result.wall_time_s:.0f} s", flush=True)
+    return record
+
+
+def _run_setting(
+    name: str, description: str, base_overrides: list[str], rows: list[str], seeds: list[int], runs_dir: Path,
+    progress: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """Every (seed, row) run of one setting: its description, its run records and its aggregated table."""
+    base = load_config(BASE_CONFIG, base_overrides)
+    splits = build_splits(base.data, progress=progress)
+    primary, aux = base.tasks.primary, base.tasks.aux[0]
+    task = build_task(primary, splits.num_classes)
+    train_images = len(splits.train)
+    info = {
+        "name": name, "description": description, "primary": primary, "aux": aux, "main_metric": task.main_metric,
+        "loss_weights": base.tasks.loss_weights, "train_images": train_images,
+        "primary_labels": splits.train_label_counts([primary])[primary], "val_images": len(splits.val),
+        "test_images": len(splits.test), "image_size": base.data.image_size, "batch_size": base.data.batch_size,
+        "epochs": base.train.epochs, "network_updates": steps_per_epoch(train_images, base, False) * base.train.epochs,
+        "delta_metrics": delta_metric_names(task),
+    }
+    runs = []
+    for seed in seeds:  # rows inner: a change of load on a shared machine hits every row's wall time alike
+        for row in rows:
+            overrides = [*base_overrides, *row_overrides(row, aux)]
+            cfg = load_config(BASE_CONFIG, overrides)
+            bilevel = uses_bilevel(cfg, splits.num_classes)
+            overrides = last_overrides([
+                *overrides, f"train.epochs={equal_update_epochs(cfg, train_images, bilevel)}", f"seed={seed}",
+                f"out_dir={runs_dir / row / f'seed{seed}'}",
+            ])
+            cfg = load_config(BASE_CONFIG, overrides)
+            runs.append(_run_record(name, row, seed, overrides, cfg, bilevel, train_images, task.main_metric, progress))
+    info["bilevel_epochs"] = next((r["epochs"] for r in runs if r["bilevel"]), None)
+    info["final_train_losses"] = {}
+    for t in (primary, aux):  # the loss scales behind the loss weights; random targets have other losses
+        values = [r["final_train_losses"][t] for r in runs
+                  if t in r["final_train_losses"] and t not in r["random_targets"]]
+        if values:
+            info["final_train_losses"][t] = mean_std(values)[0]
+    return info, runs, _aggregate(runs, info, rows, task)
+
+
+def run_accuracy_benchmark(
+    preset: str = "quick",
+    out_dir: str | Path = "benchmarks/results",
+    runs_dir: str | Path = "runs/bench-accuracy",
+    progress: bool = True,
+    settings: Sequence[str] | None = None,
+    rows: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Train every (setting, row, seed) of ``preset`` and compare each row with single-task.
+
+    ``settings``, ``rows`` and ``seeds`` replace the preset's choice (single-task always runs: it is the
+    baseline). Writes ``accuracy-<preset>.json`` (every run, the overrides that reproduce it, the aggregated
+    table) and ``accuracy-<preset>.md`` into ``out_dir``; runs go to ``runs_dir/<preset>/<setting>/<row>/seed<k>``.
+    Returns the JSON's content.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    chosen = PRESETS[preset]
+    setting_names = _select("settings", settings if settings is not None else chosen.settings, [s[0] for s in SETTINGS])
+    row_names = _select("rows", ["single", *(rows if rows is not None else chosen.rows)], [r[0] for r in ROWS])
+    seed_list = list(seeds if seeds is not None else chosen.seeds)
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise ValueError(f"seeds: need distinct seeds, got {seed_list}")
+    start = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    infos: dict[str, dict[str, Any]] = {}
+    tables: dict[str, Any] = {}
+    for name, description, overrides in SETTINGS:
+        if name in setting_names:
+            run_dirs = Path(runs_dir) / preset / name
+            infos[name], setting_runs, tables[name] = _run_setting(
+                name, description, [*COMMON_OVERRIDES, *overrides, *chosen.overrides], row_names, seed_list, run_dirs,
+                progress,
+            )
+            infos[name]["overrides"] = list(overrides)
+            runs += setting_runs
+    summary: dict[str, Any] = {
+        "preset": preset, "seeds": seed_list, "base_config": BASE_CONFIG, "common_overrides": list(COMMON_OVERRIDES),
+        "preset_overrides": list(chosen.overrides),
+        "budget": "every row makes the network updates of the setting's epochs of single-task; bilevel rows "
+                  "(architecture steps on half of each epoch's images) run the epochs that give the same count",
+        "rows": [{"label": label, "overrides": list(o)} for label, o in ROWS if label in row_names],
+        "settings": infos, "table": tables, "runs": runs, "wall_time_s": time.perf_counter() - start,
+    }
+    markdown = _markdown(summary)
+    summary["markdown"] = markdown
+    out = Path(out_dir)
+    write_json(out / f"accuracy-{preset}.json", summary)
+    write_text(out / f"accuracy-{preset}.md", markdown)
+    if progress:
+        print(markdown)
+    return summary

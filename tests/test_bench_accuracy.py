@@ -1,0 +1,117 @@
+"""The accuracy benchmark's smoke preset: its outputs, its statistics, its noise control and its equal budgets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import auxnas.train
+from auxnas.bench.accuracy import ROWS, SETTINGS, last_overrides, run_accuracy_benchmark
+from auxnas.config import load_config
+from auxnas.data import RandomTargets, build_splits
+from auxnas.stats import paired_interval
+
+ROWS_RUN = ["single", "aux_nas", "aux_nas-random_aux"]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """One smoke benchmark with the noise row added, counting each run's network-optimiser steps."""
+    root = tmp_path_factory.mktemp("bench")
+    steps: list[int] = []
+    build_optimizer = auxnas.train.build_optimizer
+
+    def counting_optimizer(params, cfg, betas=(0.9, 0.999)):
+        optimizer = build_optimizer(params, cfg, betas)
+        if isinstance(params[0], dict):  # fit's network optimiser (parameter groups); not the architecture one
+            steps.append(0)
+            index = len(steps) - 1
+            optimizer.register_step_post_hook(lambda *_: steps.__setitem__(index, steps[index] + 1))
+        return optimizer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
+        patch.setattr(auxnas.train, "build_optimizer", counting_optimizer)
+        summary = run_accuracy_benchmark("smoke", root / "out", root / "runs", progress=False, rows=ROWS_RUN)
+    return summary, root, steps
+
+
+def test_smoke_writes_json_and_markdown(bench):
+    summary, root, _ = bench
+    written = json.loads((root / "out" / "accuracy-smoke.json").read_text())
+    assert written["table"] == summary["table"]
+    assert [r["label"] for r in written["rows"]] == ROWS_RUN
+    assert len(written["runs"]) == len(ROWS_RUN) * len(written["seeds"]) == 6
+    for run in written["runs"]:
+        assert {"seed", "row", "setting", "test_best", "test_last", "best_epoch", "wall_time_s", "link_strengths",
+                "overrides", "command", "network_updates"} <= set(run)
+        assert run["command"].startswith("auxnas train demo ")
+        assert load_config("demo", run["overrides"]).out_dir == run["run_dir"]  # the overrides reproduce the run
+    assert written["runs"][0]["link_strengths"] is None
+    assert "a2p/normal" in next(r for r in written["runs"] if r["row"] == "aux_nas")["link_strengths"]
+    info = written["settings"]["a-small"]
+    assert (info["train_images"], info["val_images"]) == (16, 4)
+    assert info["loss_weights"] == {"seg": 1.0, "normal": 4.0}
+    assert written["wall_time_s"] > 0
+    markdown = (root / "out" / "accuracy-smoke.md").read_text()
+    assert markdown == written["markdown"]
+    for label in ROWS_RUN:
+        assert f"| {label} |" in markdown
+    assert "4 validation images" in markdown
+
+
+def test_intervals_recomputed_from_recorded_values(bench):
+    summary, _, _ = bench
+    table = summary["table"]["a-small"]
+    runs = sorted(summary["runs"], key=lambda r: r["seed"])
+    for row in ("aux_nas", "aux_nas-random_aux"):
+        for which in ("best", "last"):
+            for metric, cell in table[row][which].items():
+                values = [r[f"test_{which}"][metric] for r in runs if r["row"] == row]
+                base = [r[f"test_{which}"][metric] for r in runs if r["row"] == "single"]
+                assert cell["values"] == values
+                interval = paired_interval(values, base)
+                assert cell["vs_single"] == {**interval, "outcome": cell["vs_single"]["outcome"]}
+                # better / worse only when the interval excludes 0
+                assert (cell["vs_single"]["outcome"] == "no difference") == (interval["low"] <= 0 <= interval["high"])
+    assert table["single"]["best"]["miou"]["vs_single"] is None
+    assert table["single"]["delta_m"]["best"]["mean"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_noise_row_trains_on_random_targets(bench):
+    summary, _, _ = bench
+    noise = [r for r in summary["runs"] if r["row"] == "aux_nas-random_aux"]
+    assert noise and all(r["random_targets"] == ["normal"] for r in noise)
+    assert all(r["random_targets"] == [] for r in summary["runs"] if r["row"] != "aux_nas-random_aux")
+    cfg = load_config("demo", noise[0]["overrides"])
+    assert cfg.data.random_targets == ["normal"]
+    splits = build_splits(cfg.data, progress=False)
+    assert isinstance(splits.train, RandomTargets)
+    assert not torch.equal(splits.train[0]["normal"], splits.train.dataset[0]["normal"])
+
+
+def test_every_row_makes_the_same_number_of_network_updates(bench):
+    summary, _, steps = bench
+    runs = summary["runs"]
+    assert steps == [r["network_updates"] for r in runs]  # counted optimiser steps, in run order
+    assert len(set(steps)) == 1 and steps[0] == summary["settings"]["a-small"]["network_updates"] == 2
+    by_row = {r["row"]: r for r in runs}
+    assert by_row["aux_nas"]["bilevel"] and by_row["aux_nas"]["epochs"] == 2 * by_row["single"]["epochs"]
+
+
+def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
+    labels = [label for label, _ in ROWS]
+    assert len(labels) == len(set(labels)) == 13 and labels[0] == "single"
+    assert len({name for name, _, _ in SETTINGS}) == 8
+    with pytest.raises(ValueError, match="unknown rows"):
+        run_accuracy_benchmark("smoke", tmp_path, tmp_path, progress=False, rows=["nope"])
+    with pytest.raises(ValueError, match="unknown preset"):
+        run_accuracy_benchmark("huge", tmp_path, tmp_path, progress=False)
+
+
+def test_last_overrides_keep_the_config():
+    overrides = ["train.epochs=16", "tasks.aux=[normal]", "train.epochs=1", "tasks.aux=[]", "seed=3"]
+    assert last_overrides(overrides) == ["train.epochs=1", "tasks.aux=[]", "seed=3"]
+    assert load_config("demo", overrides) == load_config("demo", last_overrides(overrides))

@@ -1,0 +1,97 @@
+"""The cost benchmark's tiny preset: files, structure, and the exact parameter/FLOP equalities (never timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from auxnas.bench import run_cost_benchmark
+from auxnas.bench.cost import ARCH_EVERY, EXPORTED_METHODS, GRADIENT_METHODS, TARGETS, time_interleaved, time_ratio
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    return out, run_cost_benchmark("tiny", out, device="cpu", progress=False)
+
+
+def positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+def test_writes_the_json_it_returns_and_a_markdown_table(result):
+    out, returned = result
+    assert json.loads((out / "cost-cpu.json").read_text()) == returned
+    markdown = (out / "cost-cpu.md").read_text()
+    assert markdown.startswith("# Cost benchmark: cpu, preset `tiny`")
+    assert "| network | params |" in markdown and "| K |" in markdown
+    assert returned["device"]["kind"] == "cpu" and returned["preset"] == "tiny"
+    assert set(returned["targets"]) == set(TARGETS)
+    assert returned["all_met"] == all(row["met"] for row in returned["checks"])
+
+
+def test_exported_networks_cost_exactly_the_single_task_network(result):
+    networks = result[1]["backbones"]["tiny_resnet"]["inference"]["networks"]
+    for method in EXPORTED_METHODS:
+        entry = networks[method]
+        assert entry["params"] == networks["single"]["params"] and entry["params_ratio"] == 1.0
+        assert entry["flops_per_image"] == networks["single"]["flops_per_image"] and entry["flops_ratio"] == 1.0
+        assert entry["checks"]["params_ratio"]["met"] and entry["checks"]["flops_ratio"]["met"]
+        assert positive(entry["latency_ms"]["median"]) and positive(entry["latency_ratio"]["value"])
+    # the train-time Aux-NAS model runs every branch: what the export saves
+    assert networks["aux_nas_train_time"]["flops_ratio"] > 1.5 and networks["aux_nas_train_time"]["params_ratio"] > 1.5
+
+
+def test_training_steps_ratios_and_memory_are_positive_finite(result):
+    bench = result[1]["backbones"]["tiny_resnet"]
+    steps = bench["training"]["steps"]
+    for name in ("single_normal", "single_seg", "aux_nas_k1_architecture", "aux_nas_k1_network"):
+        assert positive(steps[name]["ms"]["median"]) and steps[name]["flops"] > 0
+    # the architecture step computes no weight gradients: fewer FLOPs than the network step
+    assert steps["aux_nas_k1_architecture"]["flops"] < steps["aux_nas_k1_network"]["flops"]
+    ratios = bench["training"]["ratios"]
+    for entry in (ratios["network_step"], ratios["architecture_to_network"]):
+        assert positive(entry["time"]["value"]) and positive(entry["flops"]) and isinstance(entry["check"]["met"], bool)
+    assert set(ratios["search_iteration"]) == {f"arch_every={k}" for k in ARCH_EVERY}
+    assert all(positive(e["time"]["value"]) for e in ratios["search_iteration"].values())
+    assert all(positive(v) for v in bench["memory"]["peak_mib"].values())
+    assert positive(bench["memory"]["ratio"]["value"])
+
+
+def test_k_scaling_has_every_k_with_its_linear_prediction(result):
+    by_k = result[1]["backbones"]["tiny_resnet"]["k_scaling"]["by_k"]
+    assert set(by_k) == {"0", "1", "2", "3"}
+    assert [len(by_k[k]["aux_tasks"]) for k in ("1", "2", "3")] == [1, 2, 3]
+    assert by_k["0"]["params"] < by_k["1"]["params"] < by_k["2"]["params"] < by_k["3"]["params"]
+    for k in ("2", "3"):
+        assert set(by_k[k]["checks"]) == {"network_step_ms", "params", "peak_memory_mib"}
+        assert by_k[k]["relative_error"]["params"] == pytest.approx(by_k[k]["params"] / by_k[k]["predicted"]["params"]
+                                                                    - 1)
+
+
+def test_weighting_overhead_of_every_gradient_method(result):
+    overhead = result[1]["backbones"]["tiny_resnet"]["weighting_overhead"]
+    assert overhead["aux_tasks"] == ["seg"]  # every gradient method accepts a single auxiliary task
+    for model in ("aux_head", "aux_nas"):
+        assert overhead[model]["equal"]["overhead"]["value"] == 1.0
+        for method in GRADIENT_METHODS:
+            assert positive(overhead[model][method]["overhead"]["value"])
+            assert overhead[model][method]["flops_ratio"] >= 1.0  # per-task gradients: never fewer FLOPs
+
+
+def test_time_interleaved_alternates_calls_and_pairs_rounds():
+    order = []
+    samples = time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds=3, warmup=1)
+    assert order == ["b", "a", "a", "b", "b", "a", "a", "b"]  # the starting call rotates every round
+    assert [len(s) for s in samples.values()] == [3, 3]
+    ratio = time_ratio({"a": [1.0, 2.0, 3.0], "b": [2.0, 2.0, 2.0]}, {"a": 1.0}, {"b": 1.0})
+    assert ratio["value"] == 1.0 and ratio["rounds_q25"] == 0.75 and ratio["rounds_q75"] == 1.25
+
+
+def test_rejects_an_unknown_preset_or_device(tmp_path):
+    with pytest.raises(ValueError, match="preset"):
+        run_cost_benchmark("huge", tmp_path, progress=False)
+    with pytest.raises(ValueError, match="device"):
+        run_cost_benchmark("tiny", tmp_path, device="meta", progress=False)
