@@ -16,14 +16,25 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or not an auxnas checkpoint."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, then move it into place."""
+    """Call ``write`` on a temporary file beside ``path``, then move it into place.
+
+    The file gets the mode a plain ``open(path, "w")`` would (0666 less the umask), not ``mkstemp``'s 0600;
+    the temporary file is removed if writing fails or is interrupted.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

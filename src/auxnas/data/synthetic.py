@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from ..io import atomic_write
 
 FORMAT_VERSION = 1
 SEG_CLASSES = ("floor", "wall", "ceiling", "cabinet", "table", "ball", "pillar", "ottoman", "vase")
@@ -342,15 +343,12 @@ class SyntheticScenes(Dataset):
             except Exception as err:  # truncated or foreign file: numpy/zipfile raise several types
                 warnings.warn(f"{self.cache_path}: unreadable cache ({err}); regenerating", stacklevel=3)
         arrays = generate_scenes(num_images, self.image_size, self.seed, self.split, progress=progress)
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".synthetic-", suffix=".npz", dir=self.cache_path.parent)
-        os.close(fd)
-        try:
+
+        def save(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
-            os.replace(tmp, self.cache_path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+
+        atomic_write(self.cache_path, save)
         return arrays
 
     def subset(self, indices: Sequence[int], augment: bool) -> SyntheticScenes:
