@@ -27,8 +27,18 @@ class ConfigError(ValueError):
 class DataConfig:
     """Dataset, splits and loading."""
 
-    name: Literal["synthetic"] = "synthetic"
+    #: synthetic: generated scenes; nyuv2_mtan, cityscapes: the MTAN-preprocessed folders under ``root``
+    #: (docs/datasets.md)
+    name: Literal["synthetic", "nyuv2_mtan", "cityscapes"] = "synthetic"
+    #: folder of a real dataset (``ROOT/{train,val}/...``); unused by synthetic
+    root: str | None = None
+    #: cityscapes: segmentation with 7 classes (``label_7/``) or 19 (``label_19/``)
+    cityscapes_classes: Literal[7, 19] = 7
+    #: synthetic: side of the square images. Real datasets keep their native (non-square) resolution and
+    #: ignore it; ViT backbones, whose position embedding is sized from it, are refused on them
     image_size: int = 64
+    #: synthetic: number of training / test images; real datasets ignore both and read every image of
+    #: their train / val folders
     num_train: int = 2000
     num_test: int = 500
     #: fraction of the training images held out for model selection
@@ -311,6 +321,7 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"tasks.aux: the primary task {cfg.tasks.primary!r} cannot also be auxiliary")
     if len(set(cfg.tasks.aux)) != len(cfg.tasks.aux):
         raise ConfigError(f"tasks.aux: repeated task in {cfg.tasks.aux}")
+    _check_dataset(cfg)
     for name, weight in cfg.tasks.loss_weights.items():
         if name not in TASK_NAMES:  # a weight for a known task this run does not train is unused, not an error
             raise ConfigError(f"tasks.loss_weights.{name}: unknown task; valid tasks: {', '.join(TASK_NAMES)}")
@@ -365,6 +376,27 @@ def _check(cfg: ExperimentConfig) -> None:
                           f"{m.penalty_start}, {m.penalty_end}")
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise ConfigError(f"train.device: expected auto, cpu or cuda[:N], got {cfg.train.device!r}")
+
+
+def _check_dataset(cfg: ExperimentConfig) -> None:
+    """A real dataset needs ``data.root``, provides only some tasks and is not square (no ViT backbones)."""
+    from .backbones import VITS
+    from .data.mtan import DATASET_TASKS
+
+    name = cfg.data.name
+    if name == "synthetic":
+        return
+    if cfg.data.root is None:
+        raise ConfigError(f"data.root: data.name={name} needs the dataset folder (see docs/datasets.md)")
+    provided = DATASET_TASKS[name]
+    named = [("tasks.primary", cfg.tasks.primary), *((f"tasks.aux[{i}]", a) for i, a in enumerate(cfg.tasks.aux)),
+             *((f"data.random_targets[{i}]", t) for i, t in enumerate(cfg.data.random_targets))]
+    for key, task in named:
+        if task not in provided:
+            raise ConfigError(f"{key}: dataset {name} has no {task!r} targets; it provides {', '.join(provided)}")
+    if cfg.model.backbone in VITS:
+        raise ConfigError(f"model.backbone: {cfg.model.backbone} needs square data.image_size images for its position "
+                          f"embedding; {name} is read at its native, non-square resolution: use a CNN backbone")
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:

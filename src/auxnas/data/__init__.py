@@ -1,4 +1,5 @@
-"""Datasets: the built-in synthetic scenes and the split into train / val / test."""
+"""Datasets: the built-in synthetic scenes, the MTAN-preprocessed NYUv2 / CityScapes readers, and the split
+into train / val / test."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from .labels import PartiallyLabelled, RandomTargets, labelled_subset
+from .mtan import NpyFolders, folder_layout
 from .synthetic import SyntheticScenes
 
-__all__ = ["DataSplits", "PartiallyLabelled", "RandomTargets", "SyntheticScenes", "build_splits", "labelled_subset"]
+__all__ = ["DataSplits", "NpyFolders", "PartiallyLabelled", "RandomTargets", "SyntheticScenes", "build_splits",
+           "labelled_subset"]
 
 
 @dataclass
@@ -33,18 +37,34 @@ class DataSplits:
 def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
     """Build the three splits; the validation images never come from the test split.
 
-    With ``cfg.labelled_fraction`` the training split withholds labels (``PartiallyLabelled``); with
-    ``cfg.random_targets`` its targets of those tasks are random (``RandomTargets``). Validation and test
-    images always carry every real label, as a held-out fully labelled set would.
+    ``cfg.name`` picks the dataset: the synthetic scenes (``num_train`` / ``num_test`` images at ``image_size``)
+    or a folder dataset under ``cfg.root`` (``nyuv2_mtan``, ``cityscapes``: every image of its ``train`` folder,
+    its ``val`` folder as the test split, native resolution). Validation images are carved from the training
+    images with ``cfg.val_fraction`` and ``cfg.seed``. With ``cfg.labelled_fraction`` the training split
+    withholds labels (``PartiallyLabelled``); with ``cfg.random_targets`` its targets of those tasks are random
+    (``RandomTargets``). Validation and test images always carry every real label, as a held-out fully
+    labelled set would.
     """
-    full = SyntheticScenes("train", cfg.num_train, cfg.image_size, cfg.seed, cfg.cache_dir, progress=progress)
-    test = SyntheticScenes("test", cfg.num_test, cfg.image_size, cfg.seed, cfg.cache_dir, progress=progress)
-    num_val = max(1, round(cfg.val_fraction * cfg.num_train))
-    if num_val >= cfg.num_train:
-        raise ValueError(f"data.val_fraction={cfg.val_fraction} leaves no training image out of {cfg.num_train}")
-    order = torch.randperm(cfg.num_train, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    if cfg.name == "synthetic":
+        full = SyntheticScenes("train", cfg.num_train, cfg.image_size, cfg.seed, cfg.cache_dir, progress=progress)
+        test = SyntheticScenes("test", cfg.num_test, cfg.image_size, cfg.seed, cfg.cache_dir, progress=progress)
+    else:
+        if cfg.root is None:
+            raise ValueError(f"data.root: data.name={cfg.name} needs the dataset folder (see docs/datasets.md)")
+        layout = folder_layout(cfg.name, cfg.cityscapes_classes)
+        full = NpyFolders(cfg.root, "train", layout)
+        test = NpyFolders(cfg.root, "val", layout, size=full.size)
+    num_train = len(full)
+    num_val = max(1, round(cfg.val_fraction * num_train))
+    if num_val >= num_train:
+        raise ValueError(f"data.val_fraction={cfg.val_fraction} leaves no training image out of {num_train}")
+    order = torch.randperm(num_train, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     train = full.subset(sorted(order[num_val:]), augment=cfg.augment)
     val = full.subset(sorted(order[:num_val]), augment=False)
+    if progress and cfg.name != "synthetic":
+        height, width = full.size
+        tqdm.write(f"{cfg.name} at {cfg.root} ({height}x{width}): {len(train)} train + {len(val)} validation images "
+                   f"(from its train folder), {len(test)} test images (its val folder)")
     if cfg.random_targets:
         train = RandomTargets(train, cfg.random_targets, full.num_classes, cfg.seed)
     if cfg.labelled_fraction:

@@ -1,0 +1,71 @@
+"""Label-consistent training augmentation for dense multi-task samples, and the image normalisation.
+
+A sample is a dict of tensors: ``image`` 3xHxW in [0, 1] and any of ``seg`` (HxW int64), ``depth`` and
+``disparity`` (1xHxW, 0 = invalid) and ``normal`` (3xHxW unit vectors, 0 = invalid). Every dense label
+is resampled with nearest neighbours, so invalid markers (255, 0) never blend into valid values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .synthetic import IMAGENET_MEAN, IMAGENET_STD
+
+#: zoom factors of the random scale-and-crop (the MTAN-family recipe)
+SCALES = (1.0, 1.2, 1.5)
+#: dense label keys and what a zoom by ``s`` does to their values: depth / s, disparity * s, the rest unchanged
+DENSE_LABELS = {"seg": 0, "depth": -1, "disparity": 1, "normal": 0}
+
+
+def scale_crop(sample: dict[str, Tensor], scale: float, top: float, left: float) -> dict[str, Tensor]:
+    """Zoom in by ``scale``: crop a window of ``1/scale`` of the image and resize it back to full size.
+
+    ``top`` and ``left`` in [0, 1] place the window. This equals scaling up by ``scale`` then cropping the
+    original size, at a fraction of the cost. The image is resampled bilinearly, the labels by nearest
+    neighbour; the scene looks ``scale`` times closer, so depth is divided by ``scale`` and disparity
+    multiplied by it (invalid zeros stay zero).
+    """
+    height, width = sample["image"].shape[-2:]
+    crop_h, crop_w = max(1, round(height / scale)), max(1, round(width / scale))
+    y0, x0 = round(top * (height - crop_h)), round(left * (width - crop_w))
+    out = dict(sample)
+    for key, value in sample.items():
+        if key != "image" and key not in DENSE_LABELS:
+            continue
+        window = value[..., y0:y0 + crop_h, x0:x0 + crop_w]
+        if key == "image":
+            out[key] = F.interpolate(window[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        elif key == "seg":
+            out[key] = F.interpolate(window[None, None].float(), size=(height, width), mode="nearest")[0, 0].long()
+        else:
+            out[key] = F.interpolate(window[None], size=(height, width), mode="nearest")[0] * scale ** DENSE_LABELS[key]
+    return out
+
+
+def hflip(sample: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Mirror left-right; the normal's x component (pointing right) changes sign."""
+    out = dict(sample)
+    for key, value in sample.items():
+        if key == "image" or key in DENSE_LABELS:
+            out[key] = value.flip(-1)
+    if "normal" in out:
+        out["normal"][0].neg_()
+    return out
+
+
+def augment(sample: dict[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Random scale from ``SCALES`` with a random crop, then a horizontal flip with probability 1/2."""
+    draws = torch.rand(4, generator=generator).tolist()
+    scale = SCALES[min(int(draws[0] * len(SCALES)), len(SCALES) - 1)]
+    if scale != 1.0:
+        sample = scale_crop(sample, scale, draws[1], draws[2])
+    return hflip(sample) if draws[3] < 0.5 else sample
+
+
+def normalise(image: Tensor) -> Tensor:
+    """ImageNet mean/std normalisation of a 3xHxW image in [0, 1] (as the synthetic scenes)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, dtype=image.dtype)[:, None, None]
+    return (image - mean) / std
