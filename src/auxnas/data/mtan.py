@@ -15,14 +15,13 @@ split of every published result; see docs/datasets.md.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from .base import IndexedImages
 from .synthetic import IGNORE_INDEX
 from .transforms import augment, normalise
 
@@ -71,7 +70,7 @@ def _indices(folder: Path) -> set[int]:
         return {int(e.name[:-4]) for e in entries if e.name.endswith(".npy") and e.name[:-4].isdigit()}
 
 
-class NpyFolders(Dataset):
+class NpyFolders(IndexedImages):
     """One split (``train`` or ``val`` folder) of a ``FolderLayout`` dataset; samples like ``SyntheticScenes``'.
 
     ``size``: the expected (H, W); None takes it from ``image/0.npy``. With ``augment`` (training only), each
@@ -112,20 +111,9 @@ class NpyFolders(Dataset):
         self.size: tuple[int, int] = size
         self.indices = np.arange(count)
 
-    def subset(self, indices: Sequence[int], augment: bool) -> NpyFolders:
-        """A view over some images of this split (e.g. the validation part of ``train``)."""
-        view = object.__new__(NpyFolders)
-        view.__dict__.update(self.__dict__)
-        view.indices = self.indices[np.asarray(indices, dtype=np.int64)]
-        view.augment = augment
-        return view
-
     @property
     def num_classes(self) -> dict[str, int]:
         return dict(self.layout.num_classes)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def load(self, key: str, index: int) -> torch.Tensor:
         """Sample key ``key`` of image ``index`` as a CHW float tensor (``seg``: HxW int64, -1 -> IGNORE_INDEX)."""

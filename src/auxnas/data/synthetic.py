@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..io import atomic_write
+from .base import IndexedImages
 
 FORMAT_VERSION = 1
 SEG_CLASSES = ("floor", "wall", "ceiling", "cabinet", "table", "ball", "pillar", "ottoman", "vase")
@@ -312,7 +312,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("AUXNAS_CACHE", Path.home() / ".cache" / "auxnas"))
 
 
-class SyntheticScenes(Dataset):
+class SyntheticScenes(IndexedImages):
     """The synthetic scenes of one split, generated once and cached on disk (``cache_path``).
 
     A cache file that cannot be read is regenerated with a warning.
@@ -351,20 +351,9 @@ class SyntheticScenes(Dataset):
         atomic_write(self.cache_path, save)
         return arrays
 
-    def subset(self, indices: Sequence[int], augment: bool) -> SyntheticScenes:
-        """A view over some images of the same arrays (e.g. a validation split), without regeneration."""
-        view = object.__new__(SyntheticScenes)
-        view.__dict__.update(self.__dict__)
-        view.indices = self.indices[np.asarray(indices, dtype=np.int64)]
-        view.augment = augment
-        return view
-
     @property
     def num_classes(self) -> dict[str, int]:
         return {"seg": len(SEG_CLASSES), "object": len(OBJECT_CLASSES), "scene": len(SCENE_CLASSES)}
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         j = int(self.indices[i])
