@@ -19,3 +19,21 @@ def test_demo_quick_writes_report_table_and_plots(tmp_path, capsys):
     for figure in ("link_strengths.png", "link_heatmap.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     assert (out / "aux_nas" / "export" / "export_report.json").is_file()
+
+
+def test_every_demo_row_gets_the_same_number_of_network_updates(tmp_path):
+    from auxnas.config import load_config
+    from auxnas.data import num_val_images
+    from auxnas.demo import DEMO_METHODS, QUICK_OVERRIDES, _row_config
+    from auxnas.train import steps_per_epoch
+
+    for overrides, tolerance in ((QUICK_OVERRIDES, 0), ((), 0.02)):
+        base = load_config("demo", list(overrides))
+        updates = {}
+        for label, method in DEMO_METHODS:
+            cfg = _row_config(base, tmp_path, label, method)
+            n = cfg.data.num_train - num_val_images(cfg.data.num_train, cfg.data.val_fraction)
+            bilevel = cfg.method.name == "aux_nas"
+            updates[label] = steps_per_epoch(n, cfg, bilevel) * cfg.train.epochs
+        single = updates["Single"]
+        assert all(abs(u - single) <= tolerance * single for u in updates.values()), updates

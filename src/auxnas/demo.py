@@ -15,12 +15,13 @@ import torch
 from .backbones import build_branch
 from .config import ExperimentConfig, load_config
 from .cost import count_flops, count_parameters, measure_latency
+from .data import num_val_images
 from .delta import delta_m, task_delta_metrics
 from .export import export_primary, load_exported, read_export_spec
 from .io import write_json, write_text
 from .plots import plot_link_heatmap, plot_link_history
 from .tasks import build_task
-from .train import fit
+from .train import fit, steps_per_epoch
 
 #: (row label, method overrides) of the comparison
 DEMO_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -38,14 +39,18 @@ QUICK_OVERRIDES = (
 
 def _row_config(base: ExperimentConfig, out_dir: Path, label: str, method: dict[str, Any]) -> ExperimentConfig:
     """The config of one row. The budget is the number of network-weight updates: a bilevel search spends
-    half of every epoch's images on architecture steps, so it gets twice the epochs."""
+    half of every epoch's images on architecture steps, so it gets the whole number of epochs nearest to
+    the same number of network updates (about twice the epochs; exactly as many updates with --quick)."""
     slug = label.lower().replace("-", "_")
     cfg = dataclasses.replace(
         base, name=f"{base.name}-{slug}", out_dir=str(out_dir / slug),
         method=dataclasses.replace(base.method, **method),
     )
     if cfg.method.name == "aux_nas" and cfg.method.optimization == "bilevel":
-        cfg.train = dataclasses.replace(cfg.train, epochs=2 * cfg.train.epochs)
+        num_train = cfg.data.num_train - num_val_images(cfg.data.num_train, cfg.data.val_fraction)
+        updates = steps_per_epoch(num_train, cfg, bilevel=False) * cfg.train.epochs
+        epochs = max(1, round(updates / steps_per_epoch(num_train, cfg, bilevel=True)))
+        cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
     return cfg
 
 

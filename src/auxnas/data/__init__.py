@@ -15,7 +15,8 @@ from .mtan import NpyFolders, folder_layout
 from .synthetic import SyntheticScenes
 
 __all__ = ["DataSplits", "NpyFolders", "PartiallyLabelled", "RandomTargets", "SyntheticScenes", "build_splits",
-           "labelled_subset"]
+           "labelled_subset",
+           "num_val_images"]
 
 
 @dataclass
@@ -32,6 +33,11 @@ class DataSplits:
         """Task -> number of training images that carry its label."""
         counts = self.train.label_counts() if isinstance(self.train, PartiallyLabelled) else {}
         return {task: counts.get(task, len(self.train)) for task in tasks}
+
+
+def num_val_images(num_images: int, val_fraction: float) -> int:
+    """How many of ``num_images`` training-folder images ``build_splits`` holds out for validation."""
+    return max(1, round(val_fraction * num_images))
 
 
 def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
@@ -55,7 +61,7 @@ def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
         full = NpyFolders(cfg.root, "train", layout)
         test = NpyFolders(cfg.root, "val", layout, size=full.size)
     num_train = len(full)
-    num_val = max(1, round(cfg.val_fraction * num_train))
+    num_val = num_val_images(num_train, cfg.val_fraction)
     if num_val >= num_train:
         raise ValueError(f"data.val_fraction={cfg.val_fraction} leaves no training image out of {num_train}")
     order = torch.randperm(num_train, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
