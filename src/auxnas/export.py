@@ -37,6 +37,7 @@ from .data import build_splits
 from .fusion import FusionPost
 from .io import atomic_write, write_json, write_text
 from .methods import AdaShare, LinkedBranches, MultiTaskModel
+from .methods.adashare import skipped_cell
 from .tasks import build_task
 from .train import load_trained, make_loader
 
@@ -182,7 +183,7 @@ def export_primary(
     if skipped:  # plain AdaShare: the primary skips these cells; cheaper by exactly them, less kept shortcuts
         failures = [f for f in failures if f not in ("params_equal_single_task", "flops_equal_single_task")]
         saved = sum(count_parameters(single.cells[i]) for i in skipped)
-        saved -= sum(count_parameters(single.cells[i].downsample) for i in shortcut)
+        saved -= sum(count_parameters(skipped_cell(single.cells[i], True)) for i in shortcut)
         if params["extra"] != -saved:
             failures.append("params_saved_are_skipped_cells")
         if flops["extra"] > 0:
@@ -224,7 +225,7 @@ def load_exported(directory: str | os.PathLike) -> nn.Module:
     task = build_task(spec["task"], spec["num_classes"])
     network = build_branch(spec["backbone"], task, image_size=spec["image_size"], dilated=spec["dilated"])
     for i in spec.get("skipped_cells", []):
-        network.cells[i] = network.cells[i].downsample if i in spec.get("shortcut_cells", []) else nn.Identity()
+        network.cells[i] = skipped_cell(network.cells[i], i in spec.get("shortcut_cells", []))
     for i in spec["fusion_post_cells"]:
         network.cells[i] = nn.Sequential(network.cells[i], FusionPost(network.cell_channels[i], network.feature_format))
     try:

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import math
 import random
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -299,19 +300,15 @@ class EpochStats:
     """Per-epoch means of what the weighting method reports each step (statistic -> task -> value)."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, dict[str, float]] = {}
-        self.counts: dict[str, dict[str, int]] = {}
+        self.values: dict[str, dict[str, list[float]]] = {}
 
     def add(self, stats: dict[str, dict[str, float]]) -> None:
         for stat, values in stats.items():
             for task, value in values.items():
-                self.sums.setdefault(stat, {}).setdefault(task, 0.0)
-                self.counts.setdefault(stat, {}).setdefault(task, 0)
-                self.sums[stat][task] += value
-                self.counts[stat][task] += 1
+                self.values.setdefault(stat, {}).setdefault(task, []).append(value)
 
     def means(self) -> dict[str, dict[str, float]]:
-        return {s: {t: v / self.counts[s][t] for t, v in values.items()} for s, values in self.sums.items()}
+        return {s: {t: statistics.fmean(v) for t, v in tasks.items()} for s, tasks in self.values.items()}
 
 
 def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -> RunResult:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..tasks import TASK_NAMES
+
 
 def labelled_subset(num_images: int, fraction: float, task: str, seed: int) -> np.ndarray:
     """Boolean mask over ``num_images``: a deterministic ``fraction`` of them, chosen per ``task`` and ``seed``.
@@ -66,7 +68,7 @@ class RandomTargets(Dataset):
     """
 
     def __init__(self, dataset: Dataset, tasks: list[str], num_classes: Mapping[str, int], seed: int) -> None:
-        unknown = [t for t in tasks if t not in ("seg", "object", "scene", "normal", "depth", "disparity")]
+        unknown = [t for t in tasks if t not in TASK_NAMES]
         if unknown:
             raise ValueError(f"no random targets for task(s) {unknown}")
         self.dataset = dataset

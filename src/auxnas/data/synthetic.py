@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ..io import atomic_write
 from .base import IndexedImages
+from .transforms import hflip, normalise
 
 FORMAT_VERSION = 1
 SEG_CLASSES = ("floor", "wall", "ceiling", "cabinet", "table", "ball", "pillar", "ottoman", "vase")
@@ -45,8 +46,6 @@ OBJECT_CLASSES = SEG_CLASSES[3:]
 SCENE_CLASSES = ("bedroom", "kitchen", "office", "living_room", "storage")
 IGNORE_INDEX = 255
 DISPARITY_SCALE = 1.0
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = {"train": 0, "test": 1}
 
 # per scene type: room width/depth range (m), room height range, wall base colour, prior over OBJECT_CLASSES
@@ -358,8 +357,8 @@ class SyntheticScenes(IndexedImages):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         j = int(self.indices[i])
         a = self.arrays
-        image = torch.from_numpy(a["image"][j]).permute(2, 0, 1).float() / 255
         sample = {
+            "image": torch.from_numpy(a["image"][j]).permute(2, 0, 1).float() / 255,
             "seg": torch.from_numpy(a["seg"][j].astype(np.int64)),
             "depth": torch.from_numpy(a["depth"][j])[None],
             "disparity": torch.from_numpy(a["disparity"][j])[None],
@@ -369,11 +368,7 @@ class SyntheticScenes(IndexedImages):
         }
         if self.augment:
             if torch.rand(()) < 0.5:
-                image = image.flip(-1)
-                for key in ("seg", "depth", "disparity", "normal"):
-                    sample[key] = sample[key].flip(-1)
-                sample["normal"][0].neg_()
-            image = (image * (0.8 + 0.4 * torch.rand(()))).clamp(0, 1)
-        mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-        sample["image"] = (image - mean) / std
+                sample = hflip(sample)
+            sample["image"] = (sample["image"] * (0.8 + 0.4 * torch.rand(()))).clamp(0, 1)
+        sample["image"] = normalise(sample["image"])
         return sample

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .synthetic import IMAGENET_MEAN, IMAGENET_STD
-
+#: ImageNet channel statistics, the normalisation timm's pretrained backbones expect
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 #: zoom factors of the random scale-and-crop (the MTAN-family recipe)
 SCALES = (1.0, 1.2, 1.5)
 #: dense label keys and what a zoom by ``s`` does to their values: depth / s, disparity * s, the rest unchanged
@@ -65,7 +66,7 @@ def augment(sample: dict[str, Tensor], generator: torch.Generator | None = None)
 
 
 def normalise(image: Tensor) -> Tensor:
-    """ImageNet mean/std normalisation of a 3xHxW image in [0, 1] (as the synthetic scenes)."""
+    """ImageNet mean/std normalisation of a 3xHxW image in [0, 1] (every dataset's last step)."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype)[:, None, None]
     std = torch.tensor(IMAGENET_STD, dtype=image.dtype)[:, None, None]
     return (image - mean) / std

@@ -50,6 +50,11 @@ def shortcut(cell: nn.Module) -> nn.Module | None:
     return getattr(cell, "downsample", None)
 
 
+def skipped_cell(cell: nn.Module, through_shortcut: bool) -> nn.Module:
+    """What replaces a skipped ``cell`` in a plain network: its shortcut module, or the identity."""
+    return shortcut(cell) if through_shortcut else nn.Identity()
+
+
 class AdaShare(MultiTaskModel):
     """Shared stem and cells, one head per task, and a per-task select-or-skip policy over the skippable cells.
 
@@ -210,7 +215,7 @@ class AdaShare(MultiTaskModel):
 
     def _skip(self, i: int, h: Tensor) -> Tensor:
         """What skipping cell ``i`` outputs: its shortcut's output for a shortcut cell, else its input."""
-        return self.branch.cells[i].downsample(h) if i in self.shortcut_cells else h
+        return shortcut(self.branch.cells[i])(h) if i in self.shortcut_cells else h
 
     def _run_cells(self, h: Tensor, decisions: Tensor) -> list[Tensor]:
         """Outputs of every cell along one task's path; skipped cells pass their input through (or its shortcut)."""
@@ -250,5 +255,5 @@ class AdaShare(MultiTaskModel):
         """The primary path as a plain ``Branch``: skipped cells become ``nn.Identity``, or their shortcut."""
         branch = copy.deepcopy(self.branch)
         for i in self.skipped_cells():
-            branch.cells[i] = branch.cells[i].downsample if i in self.shortcut_cells else nn.Identity()
+            branch.cells[i] = skipped_cell(branch.cells[i], i in self.shortcut_cells)
         return branch
