@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import auxnas.bench.accuracy
 import auxnas.train
 from auxnas.bench.accuracy import ROWS, SETTINGS, last_overrides, run_accuracy_benchmark
 from auxnas.config import load_config
@@ -115,3 +116,21 @@ def test_last_overrides_keep_the_config():
     overrides = ["train.epochs=16", "tasks.aux=[normal]", "train.epochs=1", "tasks.aux=[]", "seed=3"]
     assert last_overrides(overrides) == ["train.epochs=1", "tasks.aux=[]", "seed=3"]
     assert load_config("demo", overrides) == load_config("demo", last_overrides(overrides))
+
+
+def test_reuse_reads_finished_runs_and_trains_only_changed_ones(bench, monkeypatch, tmp_path_factory):
+    summary, root, _ = bench
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(auxnas.bench.accuracy, "fit", no_training)
+    again = run_accuracy_benchmark("smoke", root / "again", root / "runs", progress=False, rows=ROWS_RUN, reuse=True)
+    assert again["table"] == summary["table"]
+    assert again["reused_runs"] == len(again["runs"]) == 6
+    assert again["run_time_s"] == pytest.approx(sum(r["wall_time_s"] for r in summary["runs"]))
+    assert "6 of 6 runs reused" in again["markdown"]
+    with pytest.raises(AssertionError, match="trained again"):  # another seed is a run not made yet
+        run_accuracy_benchmark("smoke", root / "again", root / "runs", progress=False, rows=ROWS_RUN, seeds=[7],
+                               reuse=True)

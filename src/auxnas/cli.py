@@ -99,7 +99,7 @@ def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
     from .bench import run_accuracy_benchmark
 
     run_accuracy_benchmark(args.preset, args.out, runs_dir=args.runs, progress=not args.quiet,
-                           settings=args.settings, rows=args.rows, seeds=args.seeds)
+                           settings=args.settings, rows=args.rows, seeds=args.seeds, reuse=args.reuse)
     print(f"wrote {args.out}/accuracy-{args.preset}.json and .md")
     return 0
 
@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument("--settings", nargs="+", default=None, help="only these settings of the preset")
     acc.add_argument("--rows", nargs="+", default=None, help="only these rows (single-task always runs)")
     acc.add_argument("--seeds", nargs="+", type=int, default=None, help="these seeds instead of the preset's")
+    acc.add_argument("--reuse", action="store_true",
+                     help="read finished runs with the same overrides from --runs instead of training them again")
     acc.add_argument("--quiet", action="store_true", help="no progress bars")
     acc.set_defaults(func=_cmd_bench_accuracy)
 

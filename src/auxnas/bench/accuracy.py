@@ -10,6 +10,7 @@ Evaluation cuts a2p links, so every number is that of the exported, single-task-
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from collections.abc import Sequence
@@ -290,7 +291,9 @@ def _markdown(summary: dict[str, Any]) -> str:
         "positive = better) is the mean signed relative change of the primary's metrics against single-task's "
         "mean. Every row makes as many network updates as single-task; bilevel rows (aux_nas, adashare_aux) "
         "spend half of each epoch's images on architecture steps and so run twice the epochs. "
-        f"Wall time {summary['wall_time_s']:.0f} s.",
+        f"Training time {summary['run_time_s']:.0f} s (the sum of every run's wall time; this invocation: "
+        f"{summary['wall_time_s']:.0f} s, {summary['reused_runs']} of {len(summary['runs'])} runs reused from "
+        "earlier ones).",
         "",
         "Better than single-task on the selected checkpoint's main metric: "
         + ("; ".join(verdicts["better"]) or "none") + ".",
@@ -315,13 +318,32 @@ def _markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
+RECORD_FILE = "bench_run.json"
+
+
+def _reused_record(run_dir: str, overrides: list[str]) -> dict[str, Any] | None:
+    """The record of a finished run in ``run_dir`` made with exactly ``overrides``, or None."""
+    path = Path(run_dir) / RECORD_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("overrides") == overrides else None
+
+
 def _run_record(
     setting: str, row: str, seed: int, overrides: list[str], cfg: ExperimentConfig, bilevel: bool,
-    train_images: int, main: str, progress: bool,
+    train_images: int, main: str, progress: bool, reuse: bool,
 ) -> dict[str, Any]:
-    """Train one run and keep what the benchmark reports of it."""
-    result = fit(cfg, progress=False, overwrite=True)  # the benchmark's own run directories, rerun each time
+    """Train one run (or, with ``reuse``, read the record of the same finished run) and keep what is reported."""
     primary = cfg.tasks.primary
+    record = _reused_record(cfg.out_dir, overrides) if reuse else None
+    if record is not None:
+        if progress:
+            print(f"{setting} {row} seed {seed}: reused {cfg.out_dir}", flush=True)
+        return {**record, "reused": True}
+    result = fit(cfg, progress=False, overwrite=True)  # the benchmark's own run directories
     links = result.history[-1].get("link_strengths")
     a2p = [s for key, values in (links or {}).items() if key.startswith("a2p/") for s in values]
     record = {
@@ -335,6 +357,7 @@ def _run_record(
         "train_labels": result.train_labels, "final_train_losses": result.history[-1]["train_task_losses"],
         "link_strengths": links, "a2p_max": max(a2p) if a2p else None, "wall_time_s": result.wall_time_s,
     }
+    write_json(Path(cfg.out_dir) / RECORD_FILE, record)
     if progress:
         print(f"{setting} {row} seed {seed}: {primary}/{main} {record['test_best'][main]:.2f} selected (epoch "
               f"{result.best_epoch}/{cfg.train.epochs}), {record['test_last'][main]:.2f} last, "
@@ -344,7 +367,7 @@ def _run_record(
 
 def _run_setting(
     name: str, description: str, base_overrides: list[str], rows: list[str], seeds: list[int], runs_dir: Path,
-    progress: bool,
+    progress: bool, reuse: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """Every (seed, row) run of one setting: its description, its run records and its aggregated table."""
     base = load_config(BASE_CONFIG, base_overrides)
@@ -371,7 +394,9 @@ def _run_setting(
                 f"out_dir={runs_dir / row / f'seed{seed}'}",
             ])
             cfg = load_config(BASE_CONFIG, overrides)
-            runs.append(_run_record(name, row, seed, overrides, cfg, bilevel, train_images, task.main_metric, progress))
+            runs.append(_run_record(
+                name, row, seed, overrides, cfg, bilevel, train_images, task.main_metric, progress, reuse,
+            ))
     info["bilevel_epochs"] = next((r["epochs"] for r in runs if r["bilevel"]), None)
     info["final_train_losses"] = {}
     for t in (primary, aux):  # the loss scales behind the loss weights; random targets have other losses
@@ -390,11 +415,13 @@ def run_accuracy_benchmark(
     settings: Sequence[str] | None = None,
     rows: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
+    reuse: bool = False,
 ) -> dict[str, Any]:
     """Train every (setting, row, seed) of ``preset`` and compare each row with single-task.
 
     ``settings``, ``rows`` and ``seeds`` replace the preset's choice (single-task always runs: it is the
-    baseline). Writes ``accuracy-<preset>.json`` (every run, the overrides that reproduce it, the aggregated
+    baseline). With ``reuse``, a run whose directory holds the record of a finished run with the same overrides
+    is read instead of trained again: settings can run separately (or be interrupted) and be aggregated later. Writes ``accuracy-<preset>.json`` (every run, the overrides that reproduce it, the aggregated
     table) and ``accuracy-<preset>.md`` into ``out_dir``; runs go to ``runs_dir/<preset>/<setting>/<row>/seed<k>``.
     Returns the JSON's content.
     """
@@ -415,7 +442,7 @@ def run_accuracy_benchmark(
             run_dirs = Path(runs_dir) / preset / name
             infos[name], setting_runs, tables[name] = _run_setting(
                 name, description, [*COMMON_OVERRIDES, *overrides, *chosen.overrides], row_names, seed_list, run_dirs,
-                progress,
+                progress, reuse,
             )
             infos[name]["overrides"] = list(overrides)
             runs += setting_runs
@@ -426,6 +453,8 @@ def run_accuracy_benchmark(
                   "(architecture steps on half of each epoch's images) run the epochs that give the same count",
         "rows": [{"label": label, "overrides": list(o)} for label, o in ROWS if label in row_names],
         "settings": infos, "table": tables, "runs": runs, "wall_time_s": time.perf_counter() - start,
+        "reused_runs": sum(bool(r.get("reused")) for r in runs),
+        "run_time_s": sum(r["wall_time_s"] for r in runs),
     }
     markdown = _markdown(summary)
     summary["markdown"] = markdown
