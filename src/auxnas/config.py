@@ -29,7 +29,7 @@ class DataConfig:
 
     #: synthetic: generated scenes; nyuv2_mtan, cityscapes: the MTAN-preprocessed folders under ``root``
     #: (docs/datasets.md)
-    name: Literal["synthetic", "nyuv2_mtan", "cityscapes"] = "synthetic"
+    name: Literal["synthetic", "nyuv2_mtan", "nyuv2_nddr", "cityscapes", "taskonomy", "folder"] = "synthetic"
     #: folder of a real dataset (``ROOT/{train,val}/...``); unused by synthetic
     root: str | None = None
     #: cityscapes: segmentation with 7 classes (``label_7/``) or 19 (``label_19/``)
@@ -381,14 +381,17 @@ def _check(cfg: ExperimentConfig) -> None:
 def _check_dataset(cfg: ExperimentConfig) -> None:
     """A real dataset needs ``data.root``, provides only some tasks and is not square (no ViT backbones)."""
     from .backbones import VITS
-    from .data.mtan import DATASET_TASKS
+    from .data.readers import reader
 
     name = cfg.data.name
     if name == "synthetic":
         return
     if cfg.data.root is None:
         raise ConfigError(f"data.root: data.name={name} needs the dataset folder (see docs/datasets.md)")
-    provided = DATASET_TASKS[name]
+    try:
+        provided = reader(name).tasks(cfg.data)
+    except (OSError, ValueError) as err:
+        raise ConfigError(str(err)) from None
     named = [("tasks.primary", cfg.tasks.primary), *((f"tasks.aux[{i}]", a) for i, a in enumerate(cfg.tasks.aux)),
              *((f"data.random_targets[{i}]", t) for i, t in enumerate(cfg.data.random_targets))]
     for key, task in named:

@@ -421,7 +421,8 @@ def run_accuracy_benchmark(
 
     ``settings``, ``rows`` and ``seeds`` replace the preset's choice (single-task always runs: it is the
     baseline). With ``reuse``, a run whose directory holds the record of a finished run with the same overrides
-    is read instead of trained again: settings can run separately (or be interrupted) and be aggregated later. Writes ``accuracy-<preset>.json`` (every run, the overrides that reproduce it, the aggregated
+    is read instead of trained again: settings can run separately (or be interrupted) and be aggregated later.
+    Writes ``accuracy-<preset>.json`` (every run, the overrides that reproduce it, the aggregated
     table) and ``accuracy-<preset>.md`` into ``out_dir``; runs go to ``runs_dir/<preset>/<setting>/<row>/seed<k>``.
     Returns the JSON's content.
     """

@@ -11,12 +11,12 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from .labels import PartiallyLabelled, RandomTargets, labelled_subset
-from .mtan import NpyFolders, folder_layout
+from .mtan import NpyFolders
+from .readers import READERS, reader
 from .synthetic import SyntheticScenes
 
-__all__ = ["DataSplits", "NpyFolders", "PartiallyLabelled", "RandomTargets", "SyntheticScenes", "build_splits",
-           "labelled_subset",
-           "num_val_images"]
+__all__ = ["READERS", "DataSplits", "NpyFolders", "PartiallyLabelled", "RandomTargets", "SyntheticScenes",
+           "build_splits", "labelled_subset", "num_val_images", "reader"]
 
 
 @dataclass
@@ -44,8 +44,8 @@ def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
     """Build the three splits; the validation images never come from the test split.
 
     ``cfg.name`` picks the dataset: the synthetic scenes (``num_train`` / ``num_test`` images at ``image_size``)
-    or a folder dataset under ``cfg.root`` (``nyuv2_mtan``, ``cityscapes``: every image of its ``train`` folder,
-    its ``val`` folder as the test split, native resolution). Validation images are carved from the training
+    or a real dataset under ``cfg.root`` (``READERS``: every image of its training split, its test split,
+    native resolution). Validation images are carved from the training
     images with ``cfg.val_fraction`` and ``cfg.seed``. With ``cfg.labelled_fraction`` the training split
     withholds labels (``PartiallyLabelled``); with ``cfg.random_targets`` its targets of those tasks are random
     (``RandomTargets``). Validation and test images always carry every real label, as a held-out fully
@@ -57,9 +57,7 @@ def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
     else:
         if cfg.root is None:
             raise ValueError(f"data.root: data.name={cfg.name} needs the dataset folder (see docs/datasets.md)")
-        layout = folder_layout(cfg.name, cfg.cityscapes_classes)
-        full = NpyFolders(cfg.root, "train", layout)
-        test = NpyFolders(cfg.root, "val", layout, size=full.size)
+        full, test = reader(cfg.name).open_splits(cfg)
     num_train = len(full)
     num_val = num_val_images(num_train, cfg.val_fraction)
     if num_val >= num_train:
@@ -70,7 +68,7 @@ def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
     if progress and cfg.name != "synthetic":
         height, width = full.size
         tqdm.write(f"{cfg.name} at {cfg.root} ({height}x{width}): {len(train)} train + {len(val)} validation images "
-                   f"(from its train folder), {len(test)} test images (its val folder)")
+                   f"(from its training images), {len(test)} test images")
     if cfg.random_targets:
         train = RandomTargets(train, cfg.random_targets, full.num_classes, cfg.seed)
     if cfg.labelled_fraction:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import DataConfig
 from .base import IndexedImages
 from .synthetic import IGNORE_INDEX
 from .transforms import augment, normalise
@@ -143,3 +144,15 @@ class NpyFolders(IndexedImages):
             sample = augment(sample)
         sample["image"] = normalise(sample["image"])
         return sample
+
+
+def tasks(cfg: DataConfig) -> tuple[str, ...]:
+    """The tasks ``nyuv2_mtan`` / ``cityscapes`` have targets for."""
+    return DATASET_TASKS[cfg.name]
+
+
+def open_splits(cfg: DataConfig) -> tuple[NpyFolders, NpyFolders]:
+    """The ``train`` folder and the ``val`` folder (the test split of every published result)."""
+    layout = folder_layout(cfg.name, cfg.cityscapes_classes)
+    train = NpyFolders(cfg.root, "train", layout)
+    return train, NpyFolders(cfg.root, "val", layout, size=train.size)

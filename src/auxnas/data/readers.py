@@ -1,0 +1,38 @@
+"""The real-dataset readers, by ``data.name``: what each provides and how its splits are opened.
+
+A reader is a module function ``open_splits(cfg) -> (train, test)`` returning two ``IndexedImages`` (the
+dataset's training images, from which ``build_splits`` carves the validation split, and its test images; each
+with ``size`` (H, W) and ``num_classes``, samples as ``SyntheticScenes``'), and
+``tasks(cfg)``, the task names it has targets for (checked when a config is validated, before any work).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..config import DataConfig
+from . import mtan
+from .base import IndexedImages
+
+
+@dataclass(frozen=True)
+class Reader:
+    """How to open one dataset and which tasks it provides."""
+
+    open_splits: Callable[[DataConfig], tuple[IndexedImages, IndexedImages]]
+    tasks: Callable[[DataConfig], tuple[str, ...]]
+
+
+#: data.name -> its reader (every name but "synthetic")
+READERS: dict[str, Reader] = {
+    "nyuv2_mtan": Reader(mtan.open_splits, mtan.tasks),
+    "cityscapes": Reader(mtan.open_splits, mtan.tasks),
+}
+
+
+def reader(name: str) -> Reader:
+    """The reader of ``data.name``; an unknown name fails with the known ones."""
+    if name not in READERS:
+        raise ValueError(f"data.name: unknown dataset {name!r}; known: synthetic, {', '.join(READERS)}")
+    return READERS[name]
