@@ -134,3 +134,18 @@ def test_reuse_reads_finished_runs_and_trains_only_changed_ones(bench, monkeypat
     with pytest.raises(AssertionError, match="trained again"):  # another seed is a run not made yet
         run_accuracy_benchmark("smoke", root / "again", root / "runs", progress=False, rows=ROWS_RUN, seeds=[7],
                                reuse=True)
+
+
+def test_a_tagged_variant_applies_its_overrides_to_every_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    summary = run_accuracy_benchmark("smoke", tmp_path / "out", tmp_path / "runs", progress=False, rows=["aux_nas"],
+                                     seeds=[0], overrides=["method.arch_lr=0.05"], tag="arch-lr")
+    assert (tmp_path / "out" / "accuracy-smoke-arch-lr.json").is_file()
+    assert "variant `arch-lr`: method.arch_lr=0.05" in summary["markdown"]
+    for run in summary["runs"]:
+        assert load_config("demo", run["overrides"]).method.arch_lr == 0.05
+        assert run["run_dir"].startswith(str(tmp_path / "runs" / "smoke-arch-lr"))
+    with pytest.raises(ValueError, match="needs a tag"):
+        run_accuracy_benchmark("smoke", tmp_path, tmp_path, progress=False, overrides=["train.lr=0.1"])
+    with pytest.raises(ValueError, match="tag: letters"):
+        run_accuracy_benchmark("smoke", tmp_path, tmp_path, progress=False, overrides=["train.lr=0.1"], tag="a/b")

@@ -99,8 +99,10 @@ def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
     from .bench import run_accuracy_benchmark
 
     run_accuracy_benchmark(args.preset, args.out, runs_dir=args.runs, progress=not args.quiet,
-                           settings=args.settings, rows=args.rows, seeds=args.seeds, reuse=args.reuse)
-    print(f"wrote {args.out}/accuracy-{args.preset}.json and .md")
+                           settings=args.settings, rows=args.rows, seeds=args.seeds, reuse=args.reuse,
+                           overrides=args.set, tag=args.tag)
+    name = f"{args.preset}-{args.tag}" if args.tag else args.preset
+    print(f"wrote {args.out}/accuracy-{name}.json and .md")
     return 0
 
 
@@ -181,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument("--seeds", nargs="+", type=int, default=None, help="these seeds instead of the preset's")
     acc.add_argument("--reuse", action="store_true",
                      help="read finished runs with the same overrides from --runs instead of training them again")
+    acc.add_argument("--set", nargs="+", default=[], metavar="key=value",
+                     help="overrides for every run (a variant of the benchmark; needs --tag)")
+    acc.add_argument("--tag", default=None, help="name of the variant: accuracy-<preset>-<tag>.json")
     acc.add_argument("--quiet", action="store_true", help="no progress bars")
     acc.set_defaults(func=_cmd_bench_accuracy)
 

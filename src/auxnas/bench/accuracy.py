@@ -281,7 +281,8 @@ def _markdown(summary: dict[str, Any]) -> str:
             if d is not None and d["outcome"] in verdicts:
                 verdicts[d["outcome"]].append(f"{row} on {name} ({d['mean_diff']:+.2f})")
     lines = [
-        f"# Accuracy benchmark (`{summary['preset']}` preset)",
+        f"# Accuracy benchmark (`{summary['preset']}` preset"
+        + (f", variant `{summary['tag']}`: {' '.join(summary['overrides'])})" if summary["tag"] else ")"),
         "",
         "Claim under test: auxiliary labels buy primary accuracy at single-task inference cost. Every number is a "
         "primary-task test metric of the deployed primary network (a2p links cut), mean ± std over seeds "
@@ -416,14 +417,18 @@ def run_accuracy_benchmark(
     rows: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     reuse: bool = False,
+    overrides: Sequence[str] = (),
+    tag: str | None = None,
 ) -> dict[str, Any]:
     """Train every (setting, row, seed) of ``preset`` and compare each row with single-task.
 
     ``settings``, ``rows`` and ``seeds`` replace the preset's choice (single-task always runs: it is the
     baseline). With ``reuse``, a run whose directory holds the record of a finished run with the same overrides
     is read instead of trained again: settings can run separately (or be interrupted) and be aggregated later.
-    Writes ``accuracy-<preset>.json`` (every run, the overrides that reproduce it, the aggregated
-    table) and ``accuracy-<preset>.md`` into ``out_dir``; runs go to ``runs_dir/<preset>/<setting>/<row>/seed<k>``.
+    ``overrides`` (``key=value``) apply to every run after the setting's and the preset's: a variant of the
+    benchmark (another learning rate, schedule, backbone...), which ``tag`` names. Writes
+    ``accuracy-<preset>[-<tag>].json`` (every run, the overrides that reproduce it, the aggregated table) and
+    the ``.md`` beside it into ``out_dir``; runs go to ``runs_dir/<preset>[-<tag>]/<setting>/<row>/seed<k>``.
     Returns the JSON's content.
     """
     if preset not in PRESETS:
@@ -434,22 +439,27 @@ def run_accuracy_benchmark(
     seed_list = list(seeds if seeds is not None else chosen.seeds)
     if not seed_list or len(set(seed_list)) != len(seed_list):
         raise ValueError(f"seeds: need distinct seeds, got {seed_list}")
+    if overrides and not tag:
+        raise ValueError("overrides: a variant of the benchmark needs a tag naming its result files")
+    if tag is not None and not tag.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"tag: letters, digits, '-' and '_' only, got {tag!r}")
+    name = f"{preset}-{tag}" if tag else preset
     start = time.perf_counter()
     runs: list[dict[str, Any]] = []
     infos: dict[str, dict[str, Any]] = {}
     tables: dict[str, Any] = {}
-    for name, description, overrides in SETTINGS:
-        if name in setting_names:
-            run_dirs = Path(runs_dir) / preset / name
-            infos[name], setting_runs, tables[name] = _run_setting(
-                name, description, [*COMMON_OVERRIDES, *overrides, *chosen.overrides], row_names, seed_list, run_dirs,
-                progress, reuse,
+    for setting, description, setting_overrides in SETTINGS:
+        if setting in setting_names:
+            infos[setting], setting_runs, tables[setting] = _run_setting(
+                setting, description, [*COMMON_OVERRIDES, *setting_overrides, *chosen.overrides, *overrides],
+                row_names, seed_list, Path(runs_dir) / name / setting, progress, reuse,
             )
-            infos[name]["overrides"] = list(overrides)
+            infos[setting]["overrides"] = list(setting_overrides)
             runs += setting_runs
     summary: dict[str, Any] = {
-        "preset": preset, "seeds": seed_list, "base_config": BASE_CONFIG, "common_overrides": list(COMMON_OVERRIDES),
-        "preset_overrides": list(chosen.overrides),
+        "preset": preset, "tag": tag, "seeds": seed_list, "base_config": BASE_CONFIG,
+        "common_overrides": list(COMMON_OVERRIDES), "preset_overrides": list(chosen.overrides),
+        "overrides": list(overrides),
         "budget": "every row makes the network updates of the setting's epochs of single-task; bilevel rows "
                   "(architecture steps on half of each epoch's images) run the epochs that give the same count",
         "rows": [{"label": label, "overrides": list(o)} for label, o in ROWS if label in row_names],
@@ -460,8 +470,8 @@ def run_accuracy_benchmark(
     markdown = _markdown(summary)
     summary["markdown"] = markdown
     out = Path(out_dir)
-    write_json(out / f"accuracy-{preset}.json", summary)
-    write_text(out / f"accuracy-{preset}.md", markdown)
+    write_json(out / f"accuracy-{name}.json", summary)
+    write_text(out / f"accuracy-{name}.md", markdown)
     if progress:
         print(markdown)
     return summary
