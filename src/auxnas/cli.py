@@ -153,12 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true", help="export even when a2p strengths exceed the threshold")
     ex.set_defaults(func=_cmd_export)
 
-    demo = sub.add_parser("demo", help="compare Single, Aux-Head, Aux-G and Aux-NAS on the synthetic scenes",
-                          description="Train every method with the same budget, export each, and write a table, "
-                                      "report.md and link-strength plots into --out.")
-    demo.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo config")
+    demo = sub.add_parser("demo", help="Single, Aux-Head, Aux-G, Aux-NAS and a noise control over 5 seeds on the "
+                          "synthetic scenes: statistics against Single, exported costs",
+                          description="Train every method with the same budget over 5 seeds, export each seed-0 "
+                                      "network, and write a table with paired intervals against Single, report.md "
+                                      "and link-strength plots into --out.")
+    demo.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--quick", action="store_true", help="a smoke version in seconds (tiny data, 2 steps)")
+    demo.add_argument("--quick", action="store_true", help="a smoke version in seconds (tiny data, 2 seeds)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
 

@@ -1,8 +1,8 @@
-"""The default job: Single, Aux-Head, Aux-G and Aux-NAS on the synthetic scenes, same budget, exported, compared."""
+"""The default job: Single, Aux-Head, Aux-G and Aux-NAS (and its noise control) over several seeds of one
+setting of the accuracy benchmark, each primary network exported, verified and costed against single-task."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -13,55 +13,34 @@ from typing import Any
 import torch
 
 from .backbones import build_branch
-from .config import ExperimentConfig, load_config
+from .bench.accuracy import PRESETS, run_accuracy_benchmark
+from .config import load_config
 from .cost import count_flops, count_parameters, measure_latency
-from .data import num_val_images
-from .delta import delta_m, task_delta_metrics
 from .export import export_primary, load_exported, read_export_spec
 from .io import write_json, write_text
 from .plots import plot_link_heatmap, plot_link_history
 from .tasks import build_task
-from .train import fit, steps_per_epoch
 
-#: (row label, method overrides) of the comparison
-DEMO_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("Single", {"name": "single"}),
-    ("Aux-Head", {"name": "aux_head"}),
-    ("Aux-G-Layer", {"name": "aux_g", "granularity": "layer"}),
-    ("Aux-NAS", {"name": "aux_nas"}),
-)
-
-QUICK_OVERRIDES = (
-    "data.image_size=32", "data.num_train=48", "data.num_test=16", "data.batch_size=8", "train.epochs=1",
-    "train.max_steps_per_epoch=2",
-)
+#: benchmark row -> its label in the demo's report, in the report's order
+DEMO_ROWS = {
+    "single": "Single", "aux_head": "Aux-Head", "aux_g-layer": "Aux-G-Layer", "aux_nas": "Aux-NAS",
+    "aux_nas-random_aux": "Aux-NAS, random aux",
+}
+#: the seed whose runs are exported and costed
+EXPORT_SEED = 0
 
 
-def _row_config(base: ExperimentConfig, out_dir: Path, label: str, method: dict[str, Any]) -> ExperimentConfig:
-    """The config of one row. The budget is the number of network-weight updates: a bilevel search spends
-    half of every epoch's images on architecture steps, so it gets the whole number of epochs nearest to
-    the same number of network updates (about twice the epochs; exactly as many updates with --quick)."""
-    slug = label.lower().replace("-", "_")
-    cfg = dataclasses.replace(
-        base, name=f"{base.name}-{slug}", out_dir=str(out_dir / slug),
-        method=dataclasses.replace(base.method, **method),
-    )
-    if cfg.method.name == "aux_nas" and cfg.method.optimization == "bilevel":
-        num_train = cfg.data.num_train - num_val_images(cfg.data.num_train, cfg.data.val_fraction)
-        updates = steps_per_epoch(num_train, cfg, bilevel=False) * cfg.train.epochs
-        epochs = max(1, round(updates / steps_per_epoch(num_train, cfg, bilevel=True)))
-        cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
-    return cfg
-
-
-def _format_table(rows: list[dict[str, Any]], metrics: Sequence[str]) -> str:
-    header = ["method", *metrics, "Δm (%)", "params", "params ×", "GFLOPs", "FLOPs ×", "latency ms", "latency ×",
-              "train s"]
+def _format_table(rows: list[dict[str, Any]], main: str) -> str:
+    header = ["method", f"{main} (seed {EXPORT_SEED})", f"{main} mean ± std", "Δ vs Single [95 % CI]", "verdict",
+              "params", "params ×", "FLOPs ×", "latency ×", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["label"], *(f"{r['test'][m]:.2f}" for m in metrics), f"{r['delta_m']:+.2f}",
-                 f"{r['params']:,}", f"{r['params_ratio']:.3f}", f"{r['flops'] / 1e9:.4f}", f"{r['flops_ratio']:.3f}",
-                 f"{r['latency_ms']:.2f}", f"{r['latency_ratio']:.2f}", f"{r['train_s']:.0f}"]
+        cell, diff = r["cell"], r["cell"]["vs_single"]
+        interval = "—" if diff is None else f"{diff['mean_diff']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
+        verdict = "—" if diff is None else diff["outcome"]
+        cells = [r["label"], f"{r['seed_value']:.2f}", f"{cell['mean']:.2f} ± {cell['std']:.2f}", interval, verdict,
+                 f"{r['params']:,}", f"{r['params_ratio']:.3f}", f"{r['flops_ratio']:.3f}",
+                 f"{r['latency_ratio']:.2f}", f"{r['train_s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -69,69 +48,87 @@ def _format_table(rows: list[dict[str, Any]], metrics: Sequence[str]) -> str:
 def run_demo(
     out_dir: str | os.PathLike = "runs/demo", quick: bool = False, overrides: Sequence[str] = (), progress: bool = True,
 ) -> dict[str, Any]:
-    """Train, export and compare every method of ``DEMO_METHODS``; write ``report.md``, plots and ``demo.json``."""
+    """Train every row of the accuracy benchmark's ``demo`` preset over its seeds (``quick``: the ``smoke``
+    preset's tiny data, 2 seeds), export and cost each row's seed-0 primary network; write ``report.md``, plots,
+    ``demo.json`` and the benchmark's ``accuracy-*.json``. ``overrides`` apply to every run."""
     start = time.perf_counter()
     out = Path(out_dir)
-    base = load_config("demo", [*(QUICK_OVERRIDES if quick else ()), *overrides])
+    demo = PRESETS["demo"]
+    bench = run_accuracy_benchmark(
+        "smoke" if quick else "demo", out, out / "runs", progress=progress, settings=demo.settings,
+        rows=[r for r in DEMO_ROWS if r != "single"], seeds=PRESETS["smoke"].seeds if quick else demo.seeds,
+        reuse=False, overrides=overrides, tag="custom" if overrides else None,
+    )
+    setting = demo.settings[0]
+    info, table = bench["settings"][setting], bench["table"][setting]
+    main = info["main_metric"]
+    seed_runs = {r["row"]: r for r in bench["runs"] if r["seed"] == EXPORT_SEED}
     rows: list[dict[str, Any]] = []
-    for label, method in DEMO_METHODS:
-        cfg = _row_config(base, out, label, method)
-        if progress:
-            print(f"== {label}: training ({cfg.method.name}) ==", flush=True)
-        result = fit(cfg, progress=progress, overwrite=True)  # the demo's own row directories, rerun each time
-        export_dir = Path(cfg.out_dir) / "export"
-        report = export_primary(cfg.out_dir, export_dir)
-        rows.append({"label": label, "method": cfg.method.name, "run_dir": cfg.out_dir, "test": {},
-                     "test_all": result.test_best, "train_s": result.wall_time_s, "export": report,
-                     "best_epoch": result.best_epoch})
+    for row, label in DEMO_ROWS.items():
+        run = seed_runs[row]
+        report = export_primary(run["run_dir"], Path(run["run_dir"]) / "export")
+        rows.append({"label": label, "row": row, "run_dir": run["run_dir"], "export": report,
+                     "seed_value": run["test_best"][main], "cell": table[row]["best"][main],
+                     "train_s": run["wall_time_s"], "best_epoch": run["best_epoch"]})
 
-    primary = base.tasks.primary
+    cfg = load_config("demo", seed_runs["single"]["overrides"])
     spec = read_export_spec(Path(rows[0]["run_dir"]) / "export")
     task = build_task(spec["task"], spec["num_classes"])
-    example = torch.randn(1, 3, base.data.image_size, base.data.image_size)
-    single_net = build_branch(base.model.backbone, task, image_size=base.data.image_size)
+    example = torch.randn(1, 3, cfg.data.image_size, cfg.data.image_size)
+    single_net = build_branch(cfg.model.backbone, task, image_size=cfg.data.image_size)
     networks = {row["label"]: load_exported(Path(row["run_dir"]) / "export") for row in rows}
     latency = measure_latency({"single-task network": single_net, **networks}, example)
     single_cost = count_parameters(single_net), count_flops(single_net, example), latency["single-task network"]
-    metrics = [m for _, m in task_delta_metrics(task)]
-    baseline = {primary: rows[0]["test_all"][primary]}
-    scored = [m for m in metrics if baseline[primary][m] != 0]  # a relative change from 0 is undefined
     for row in rows:
         network = networks[row["label"]]
         params, flops = count_parameters(network), count_flops(network, example)
-        row["test"] = row["test_all"][primary]
-        row["delta_m"] = delta_m({primary: row["test"]}, baseline, [(primary, m) for m in scored],
-                                 {(primary, m): task.higher_is_better[m] for m in scored})
         row.update(params=params, flops=flops, latency_ms=latency[row["label"]], params_ratio=params / single_cost[0],
                    flops_ratio=flops / single_cost[1], latency_ratio=latency[row["label"]] / single_cost[2])
 
-    table = _format_table(rows, metrics)
-    nas = next(r for r in rows if r["method"] == "aux_nas")
-    figures = []
+    table_md = _format_table(rows, main)
+    nas = next(r for r in rows if r["row"] == "aux_nas")
     record = json.loads((Path(nas["run_dir"]) / "metrics.json").read_text())["link_strengths"]
     num_cells = 1 + max(max(t, s) for names in record["names"].values() for t, s in names)
-    figures.append(plot_link_history(record, out / "link_strengths.png", "Aux-NAS link strengths over training"))
-    figures.append(plot_link_heatmap(record, out / "link_heatmap.png", num_cells, "Aux-NAS final link strengths"))
+    figures = [
+        plot_link_history(record, out / "link_strengths.png", "Aux-NAS link strengths over training"),
+        plot_link_heatmap(record, out / "link_heatmap.png", num_cells, "Aux-NAS final link strengths"),
+    ]
+    better = [r["label"] for r in rows if r["cell"]["vs_single"] and r["cell"]["vs_single"]["outcome"] == "better"]
+    worse = [r["label"] for r in rows if r["cell"]["vs_single"] and r["cell"]["vs_single"]["outcome"] == "worse"]
+    seeds = bench["seeds"]
+    verdict = (
+        f"Over {len(seeds)} seeds, better than Single beyond the seed spread: {', '.join(better) or 'none'}; "
+        f"worse: {', '.join(worse) or 'none'}. Every other difference, including a one-seed number that looks "
+        "better or worse, lies within the seed spread: it is not evidence either way."
+    )
     wall = time.perf_counter() - start
     a2p_max = nas["export"]["a2p_max"]
     lines = [
-        f"# auxnas demo: primary `{primary}`, auxiliary {base.tasks.aux}, backbone `{base.model.backbone}`",
+        f"# auxnas demo: {info['description']}",
         "",
-        f"Same budget for every method: the same number of network-weight updates ({base.train.epochs} epochs of "
-        f"{base.data.num_train} training images at {base.data.image_size}px; Aux-NAS's bilevel search uses half of "
-        "each epoch's images for architecture steps, so it runs twice the epochs; its extra compute shows in the "
-        "train-seconds column). Checkpoints selected on the validation split; test metrics of the selected "
-        "checkpoint. Costs are of the **exported** primary networks (batch 1, this machine's CPU for latency); "
-        "ratios are against the single-task network measured in the same run. Δm: mean signed relative change "
-        "of the primary metrics against Single, positive = better.",
+        f"Primary `{info['primary']}`, auxiliary `{info['aux']}`, `{cfg.model.backbone}` at {cfg.data.image_size}px, "
+        f"{info['train_images']} training images, {info['val_images']} validation images (checkpoint selection), "
+        f"{info['test_images']} test images; {info['network_updates']} network updates for every method (bilevel "
+        f"Aux-NAS: twice the epochs on half the images each). Seeds {seeds}: each seed changes initialisation, "
+        "batch order and augmentation. *Aux-NAS, random aux* trains its auxiliary branch on random targets: "
+        "the noise control, which should not hurt the primary beyond the seed spread.",
         "",
-        table,
+        f"The `{main}` columns are test metrics of the checkpoint selected on the validation split: seed "
+        f"{EXPORT_SEED}'s, then the mean ± std over the seeds; Δ is the difference to Single with its 95 % t "
+        "interval paired by seed, and the verdict is *better* / *worse* only when that interval excludes 0 "
+        "(the accuracy benchmark's rules; see docs/benchmarks.md). Costs are of the **exported** seed-"
+        f"{EXPORT_SEED} primary networks (batch 1, this machine's CPU for latency) against the single-task "
+        "network measured in the same run.",
         "",
-        f"Aux-NAS a2p links after training: max strength {a2p_max:.2e} (export threshold "
+        table_md,
+        "",
+        verdict,
+        "",
+        f"Aux-NAS a2p links after training (seed {EXPORT_SEED}): max strength {a2p_max:.2e} (export threshold "
         f"{nas['export']['threshold']}); every export verified: outputs equal to the trained model with a2p cut "
-        "(max |diff| "
-        + ", ".join(f"{r['label']} {r['export']['max_abs_diff']:.1e}" for r in rows)
-        + "), parameters and FLOPs equal to the single-task network.",
+        "(max |diff| " + ", ".join(f"{r['label']} {r['export']['max_abs_diff']:.1e}" for r in rows)
+        + "), parameters and FLOPs equal to the single-task network. Every run and its statistics: "
+        f"`{Path(bench['markdown_file']).name}`.",
         "",
         "![link strengths over training](link_strengths.png)",
         "",
@@ -139,12 +136,13 @@ def run_demo(
         "",
         f"Wall time: {wall:.0f} s.",
     ]
-    out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.md", "\n".join(lines) + "\n")
-    summary = {"rows": [{k: v for k, v in r.items() if k != "export"} for r in rows], "wall_time_s": wall,
-               "table": table, "figures": [str(f) for f in figures]}
+    summary = {"setting": setting, "seeds": seeds, "main_metric": main, "verdict": verdict,
+               "rows": [{k: v for k, v in r.items() if k != "export"} for r in rows], "wall_time_s": wall,
+               "table": table_md, "figures": [str(f) for f in figures]}
     write_json(out / "demo.json", summary)
     if progress:
-        print(table)
+        print(table_md)
+        print(verdict)
         print(f"report: {out / 'report.md'}  ({wall:.0f} s)")
     return summary
