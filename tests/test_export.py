@@ -7,12 +7,13 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+import auxnas.export
 from auxnas.backbones import VITS, build_branch
 from auxnas.cli import main
 from auxnas.config import config_from_dict
 from auxnas.cost import count_flops
 from auxnas.data import build_splits
-from auxnas.export import ExportError, export_primary
+from auxnas.export import FORMATS, ExportError, export_primary, load_exported, run_format
 from auxnas.io import load_checkpoint, save_checkpoint
 from auxnas.tasks import build_task
 from auxnas.train import evaluate, fit, load_trained, make_loader
@@ -128,3 +129,46 @@ def test_vit_flops_count_attention():
     # torch counts the unfused (math) attention itself, as batched matmuls: the same convention
     with sdpa_kernel(SDPBackend.MATH):
         assert count_flops(branch, x) == vit_hand_count(2, 32, 5)
+
+
+def test_deployment_formats_match_pytorch_at_any_batch_size(tmp_path, capsys):
+    run = train_tiny(tmp_path / "run", {"name": "aux_nas"})
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(out), "--format", "torchscript", "onnx", "pt2"]) == 0
+    printed = capsys.readouterr().out
+    network = load_exported(out)
+    images = torch.randn(5, 3, 32, 32)  # a batch size the export never saw
+    with torch.no_grad():
+        expected = network(images)
+    for fmt, name in FORMATS.items():
+        assert f"{fmt}: {out / name}" in printed
+        written = json.loads((out / "export_report.json").read_text())["formats"][fmt]
+        assert written["file"] == name and written["max_abs_diff"] <= 1e-4
+        assert (run_format(fmt, out / name, images) - expected).abs().max() <= 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "run"]  # no staging folder left behind
+
+
+def test_an_existing_export_folder_is_refused_unless_overwrite(tmp_path, capsys):
+    run = train_tiny(tmp_path / "run", {"name": "single"})
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["export", str(run), "--out", str(out)]) == 2
+    assert "export folder exists and is not empty; pass --overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert main(["export", str(run), "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["export_report.json", "exported.yaml", "model.safetensors"]
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_primary(run, tmp_path / "other", formats=["tflite"])
+
+
+def test_a_failed_export_leaves_no_folder_behind(tmp_path, monkeypatch):
+    run = train_tiny(tmp_path / "run", {"name": "single"})
+
+    def broken(network, example, fmt, path):
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(auxnas.export, "write_format", broken)
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        export_primary(run, tmp_path / "export", formats=["onnx"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

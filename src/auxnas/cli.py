@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .backbones.weights import PretrainedWeightsError
 from .config import ConfigError
@@ -59,7 +60,8 @@ def _threshold(text: str) -> float:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_primary
 
-    report = export_primary(args.path, args.out, threshold=args.threshold, force=args.force)
+    report = export_primary(args.path, args.out, threshold=args.threshold, force=args.force, formats=args.format,
+                            overwrite=args.overwrite)
     checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in report["checks"].items())
     print(f"exported the primary network ({report['primary']}, {report['method']}) to {args.out}")
     print(f"  checks: {checks}")
@@ -75,6 +77,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"  parameters {report['params']['exported']:,} (single-task {report['params']['single_task']:,}), "
           f"FLOPs/image {report['flops_per_image']['exported']:,} (single-task "
           f"{report['flops_per_image']['single_task']:,})")
+    for fmt, written in report["formats"].items():
+        print(f"  {fmt}: {Path(args.out) / written['file']}, max |{fmt} - PyTorch| {written['max_abs_diff']:.2e} "
+              f"at batch sizes {written['batch_sizes_checked']}")
     if report["forced"]:
         print("  WARNING: exported with --force although a2p links are above the threshold; see export_report.json")
     return 0
@@ -151,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--threshold", type=_threshold, default=0.01,
                     help="largest a2p strength that may be cut, in [0, 1)")
     ex.add_argument("--force", action="store_true", help="export even when a2p strengths exceed the threshold")
+    ex.add_argument("--format", nargs="+", default=[], choices=["torchscript", "onnx", "pt2"],
+                    help="deployment formats written beside model.safetensors, each checked against PyTorch "
+                         "(onnx needs pip install 'auxnas[export]')")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     ex.set_defaults(func=_cmd_export)
 
     demo = sub.add_parser("demo", help="Single, Aux-Head, Aux-G, Aux-NAS and a noise control over 5 seeds on the "
@@ -215,8 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (
-        ConfigError, CheckpointError, ExportError, PretrainedWeightsError, FileNotFoundError, ValueError,
-        FloatingPointError,
+        ConfigError, CheckpointError, ExportError, PretrainedWeightsError, OSError, ValueError, FloatingPointError,
     ) as err:
         print(f"auxnas: error: {err}", file=sys.stderr)
         return 2

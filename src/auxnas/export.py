@@ -1,8 +1,10 @@
 """Train-time model -> deployable primary-only network, with the equivalence checks.
 
 ``export_primary`` writes ``model.safetensors`` (the primary network's weights),
-``exported.yaml`` (what ``load_exported`` needs to rebuild it) and
-``export_report.json``, after verifying that
+``exported.yaml`` (what ``load_exported`` needs to rebuild it), ``export_report.json``
+and, on request, the network in deployment formats (``FORMATS``: TorchScript,
+ONNX, a ``torch.export`` program; each with a dynamic batch size, each loaded
+back and checked against the PyTorch network), after verifying that
 
 1. every auxiliary-to-primary link strength is below ``threshold`` (else it
    refuses, naming the links, unless ``force``);
@@ -20,8 +22,14 @@ the fusion weights that multiply it are free.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +43,7 @@ from .backbones import Branch, build_branch
 from .cost import count_flops, count_parameters
 from .data import build_splits
 from .fusion import FusionPost
-from .io import atomic_write, write_json, write_text
+from .io import atomic_write, file_mode, write_json, write_text
 from .methods import AdaShare, LinkedBranches, MultiTaskModel
 from .methods.adashare import skipped_cell
 from .tasks import build_task
@@ -43,6 +51,10 @@ from .train import load_trained, make_loader
 
 #: max |exported - trained| allowed on real inputs (float32 round-off only)
 OUTPUT_TOLERANCE = 1e-5
+#: max |deployment format - PyTorch network| (other runtimes order float operations differently)
+FORMAT_TOLERANCE = 1e-4
+#: deployment format -> the file ``export_primary`` writes for it
+FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "pt2": "model.pt2"}
 
 
 class ExportError(RuntimeError):
@@ -107,15 +119,77 @@ def _post_elementwise_ops(network: Branch, cells: list[int], example: torch.Tens
     return 3 * sum(counts)
 
 
+def _quietly(write: Any) -> Any:
+    """Run ``write`` without the exporters' progress chatter and tracing warnings."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return write()
+
+
+def write_format(network: nn.Module, example: torch.Tensor, fmt: str, path: Path) -> None:
+    """Write ``network`` (eval mode) in deployment format ``fmt`` to ``path``, with a dynamic batch size."""
+    if fmt == "torchscript":
+        _quietly(lambda: torch.jit.trace(network, example).save(str(path)))
+    elif fmt == "pt2":
+        batch = torch.export.Dim("batch", min=1)
+        program = _quietly(lambda: torch.export.export(network, (example,), dynamic_shapes=({0: batch},)))
+        torch.export.save(program, str(path))
+    elif fmt == "onnx":
+        try:
+            import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+        except ImportError:
+            raise ExportError("--format onnx needs the onnx packages: pip install 'auxnas[export]'") from None
+        batch = torch.export.Dim("batch", min=1)
+        _quietly(lambda: torch.onnx.export(network, (example,), str(path), input_names=["image"],
+                                           output_names=["output"], dynamic_shapes=({0: batch},), dynamo=True,
+                                           verbose=False))
+    else:
+        raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+def run_format(fmt: str, path: Path, images: torch.Tensor) -> torch.Tensor:
+    """The outputs of the ``fmt`` file at ``path`` on ``images``, run by its own runtime."""
+    if fmt == "torchscript":
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still what many deploy
+            return torch.jit.load(str(path), map_location="cpu")(images)
+    if fmt == "pt2":
+        with torch.no_grad():
+            return torch.export.load(str(path)).module()(images)
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("checking an ONNX export needs onnxruntime: pip install 'auxnas[export]'") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
+
+
+def _check_formats(formats: Sequence[str]) -> list[str]:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown export format(s) {unknown}; valid: {', '.join(FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
 def export_primary(
     path: str | os.PathLike, out_dir: str | os.PathLike, threshold: float = 0.01, force: bool = False,
-    num_inputs: int = 8,
+    num_inputs: int = 8, formats: Sequence[str] = (), overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export the primary network of a run directory or checkpoint to ``out_dir``; return the report.
 
-    ``threshold``: the largest a2p strength that may be cut, a finite number in [0, 1).
+    ``threshold``: the largest a2p strength that may be cut, a finite number in [0, 1). ``formats``: deployment
+    formats written beside the safetensors weights (``FORMATS``), each loaded back by its runtime and compared
+    with the PyTorch network at two batch sizes. The folder is written in a temporary folder beside it and moved
+    into place; an existing, non-empty ``out_dir`` is refused unless ``overwrite``.
     """
     threshold = check_threshold(threshold)
+    formats = _check_formats(formats)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: is a file; the export needs a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out}: export folder exists and is not empty; pass --overwrite (overwrite=True) "
+                              "to replace it")
     cfg, model, payload = load_trained(path)
     model.eval()
     links = a2p_strengths(model)
@@ -192,18 +266,43 @@ def export_primary(
         raise ExportError(f"export verification failed ({', '.join(failures)}): max |diff| {diff:.3g}, "
                           f"params {params}, FLOPs {flops}")
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in network.state_dict().items()}
-    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
-    spec = {
-        "backbone": cfg.model.backbone, "task": task.name, "num_classes": payload["num_classes"],
-        "image_size": cfg.data.image_size, "dilated": cfg.model.dilated, "fusion_post_cells": fused,
-        "skipped_cells": skipped, "shortcut_cells": shortcut,
-    }
-    write_text(out / "exported.yaml", yaml.safe_dump(spec, sort_keys=False))
-    write_json(out / "export_report.json", report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        os.chmod(staging, file_mode(0o777))
+        state = {k: v.detach().contiguous() for k, v in network.state_dict().items()}
+        atomic_write(staging / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+        spec = {
+            "backbone": cfg.model.backbone, "task": task.name, "num_classes": payload["num_classes"],
+            "image_size": cfg.data.image_size, "dilated": cfg.model.dilated, "fusion_post_cells": fused,
+            "skipped_cells": skipped, "shortcut_cells": shortcut,
+        }
+        write_text(staging / "exported.yaml", yaml.safe_dump(spec, sort_keys=False))
+        report["formats"] = _write_formats(network, images, formats, staging)
+        write_json(staging / "export_report.json", report)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def _write_formats(network: nn.Module, images: torch.Tensor, formats: list[str], folder: Path) -> dict[str, Any]:
+    """Write each format, run it back on one image and on every test image, and fail on a mismatch."""
+    written = {}
+    with torch.no_grad():
+        expected = network(images)
+    for fmt in formats:
+        path = folder / FORMATS[fmt]
+        # traced at batch 2: torch.export specialises a batch of 1 to a constant
+        atomic_write(path, lambda tmp, fmt=fmt: write_format(network, images[:2], fmt, tmp))
+        diff = max(float((run_format(fmt, path, images[:n]) - expected[:n]).abs().max()) for n in (1, len(images)))
+        if not diff <= FORMAT_TOLERANCE:
+            raise ExportError(f"{path}: {fmt} outputs differ from the PyTorch network by {diff:.3g} "
+                              f"(tolerance {FORMAT_TOLERANCE})")
+        written[fmt] = {"file": FORMATS[fmt], "max_abs_diff": diff, "batch_sizes_checked": [1, len(images)]}
+    return written
 
 
 def _export_file(directory: Path, name: str) -> Path:

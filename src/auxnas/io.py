@@ -16,10 +16,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or not an auxnas checkpoint."""
 
 
-def _umask() -> int:
+def file_mode(mode: int = 0o666) -> int:
+    """``mode`` less the user's umask: what ``open`` (0666) or ``mkdir`` (0777) would give a new file."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return mode & ~mask
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -34,7 +35,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
