@@ -101,9 +101,29 @@ def test_cache_is_reused_and_versioned(tmp_path, monkeypatch):
 def test_corrupt_cache_is_regenerated(tmp_path):
     first = SyntheticScenes("test", 4, 32, cache_dir=tmp_path, progress=False)
     first.cache_path.write_bytes(b"truncated")
-    with pytest.warns(UserWarning, match="unreadable cache"):
+    with pytest.warns(UserWarning, match="not a cache of these scenes \\(unreadable"):
         again = SyntheticScenes("test", 4, 32, cache_dir=tmp_path, progress=False)
     assert torch.equal(first[0]["seg"], again[0]["seg"])
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda a: a.pop("format_version"), "format_version None, expected"),
+    (lambda a: a.update(format_version=np.array(1)), "format_version 1, expected"),
+    (lambda a: a.pop("scene"), "arrays "),
+    (lambda a: a.update(seg=a["seg"][:, :16]), r"seg is uint8 \(4, 16, 32\), expected uint8 \(4, 32, 32\)"),
+    (lambda a: a.update(depth=a["depth"].astype(np.float64)), "depth is float64"),
+])
+def test_a_foreign_npz_at_the_cache_name_is_regenerated_with_a_warning(tmp_path, change, problem):
+    first = SyntheticScenes("test", 4, 32, cache_dir=tmp_path, progress=False)
+    with np.load(first.cache_path) as data:
+        arrays = {key: data[key] for key in data.files}
+    change(arrays)
+    np.savez(first.cache_path, **arrays)
+    with pytest.warns(UserWarning, match=problem):
+        again = SyntheticScenes("test", 4, 32, cache_dir=tmp_path, progress=False)
+    assert torch.equal(first[1]["normal"], again[1]["normal"]) and torch.equal(first[2]["seg"], again[2]["seg"])
+    with np.load(first.cache_path) as data:  # rewritten as a valid cache
+        assert int(data["format_version"]) == synthetic.FORMAT_VERSION
 
 
 def test_sample_format_and_flip_augmentation(tmp_path):

@@ -83,10 +83,17 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_data_preview_command(tmp_path):
-    out = tmp_path / "preview.png"
-    assert main(["data", "preview", "--out", str(out), "--num", "4", "--image-size", "32"]) == 0
-    assert out.stat().st_size > 1000
+def test_data_preview_command_prints_the_file_it_wrote(tmp_path, capsys):
+    folder = tmp_path / "previews"
+    folder.mkdir()
+    for out, written in ((tmp_path / "p.png", tmp_path / "p.png"), (folder, folder / "preview.png"),
+                         (tmp_path / "grid", tmp_path / "grid.png")):
+        assert main(["data", "preview", "--out", str(out), "--num", "4", "--image-size", "32"]) == 0
+        assert capsys.readouterr().out.strip() == f"wrote {written}"
+        assert written.read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "file").write_text("x")
+    assert main(["data", "preview", "--out", str(tmp_path / "file" / "p.png"), "--image-size", "32"]) == 2
+    assert "file" in capsys.readouterr().err
 
 
 def test_cli_reports_offline_hub_weights_clearly(tmp_path, capsys, monkeypatch):

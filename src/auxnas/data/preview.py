@@ -11,11 +11,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..io import atomic_write  # noqa: E402
 from .synthetic import IGNORE_INDEX, OBJECT_CLASSES, SCENE_CLASSES, SEG_CLASSES, SyntheticScenes  # noqa: E402
 
 
+def preview_path(path: str | os.PathLike) -> Path:
+    """Where ``save_preview`` writes for ``path``: ``path/preview.png`` for a folder, ``.png`` appended to a
+    name without it."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "preview.png"
+    return path if path.suffix.lower() == ".png" else path.with_name(path.name + ".png")
+
+
 def save_preview(dataset: SyntheticScenes, path: str | os.PathLike, num_images: int = 8) -> Path:
-    """Write one column per image: RGB, segmentation, depth, normals, disparity; titles give object and scene."""
+    """Write one column per image: RGB, segmentation, depth, normals, disparity; titles give object and scene.
+
+    Returns the file written (see ``preview_path``)."""
     if num_images <= 0:
         raise ValueError(f"num_images must be positive, got {num_images}")
     num_images = min(num_images, len(dataset))
@@ -41,8 +53,9 @@ def save_preview(dataset: SyntheticScenes, path: str | os.PathLike, num_images: 
                 ax.set_ylabel(rows[r], fontsize=8)
         axes[0, c].set_title(f"{OBJECT_CLASSES[a['object'][j]]}\n{SCENE_CLASSES[a['scene'][j]]}", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = preview_path(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
     return path

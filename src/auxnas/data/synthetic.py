@@ -40,7 +40,8 @@ from ..io import atomic_write
 from .base import IndexedImages
 from .transforms import hflip, normalise
 
-FORMAT_VERSION = 1
+#: version of the cache files' content, stored in each file as ``format_version`` and in its name
+FORMAT_VERSION = 2
 SEG_CLASSES = ("floor", "wall", "ceiling", "cabinet", "table", "ball", "pillar", "ottoman", "vase")
 OBJECT_CLASSES = SEG_CLASSES[3:]
 SCENE_CLASSES = ("bedroom", "kitchen", "office", "living_room", "storage")
@@ -311,6 +312,23 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("AUXNAS_CACHE", Path.home() / ".cache" / "auxnas"))
 
 
+def cache_problem(arrays: dict[str, np.ndarray], num_images: int, image_size: int) -> str | None:
+    """What makes ``arrays`` (a loaded cache file) not ``num_images`` scenes at ``image_size``, or None."""
+    version = arrays.get("format_version")
+    if version is None or version.shape != () or int(version) != FORMAT_VERSION:
+        return f"format_version {None if version is None else version.tolist()}, expected {FORMAT_VERSION}"
+    n, s = num_images, image_size
+    expected = {"image": ((n, s, s, 3), np.uint8), "seg": ((n, s, s), np.uint8), "depth": ((n, s, s), np.float32),
+                "disparity": ((n, s, s), np.float32), "normal": ((n, s, s, 3), np.float32),
+                "object": ((n,), np.int64), "scene": ((n,), np.int64), "fov": ((n,), np.float32)}
+    if set(arrays) != {*expected, "format_version"}:
+        return f"arrays {sorted(arrays)}, expected {sorted({*expected, 'format_version'})}"
+    for key, (shape, dtype) in expected.items():
+        if arrays[key].shape != shape or arrays[key].dtype != dtype:
+            return f"{key} is {arrays[key].dtype} {arrays[key].shape}, expected {np.dtype(dtype)} {shape}"
+    return None
+
+
 class SyntheticScenes(IndexedImages):
     """The synthetic scenes of one split, generated once and cached on disk (``cache_path``).
 
@@ -337,15 +355,20 @@ class SyntheticScenes(IndexedImages):
     def _load_or_generate(self, num_images: int, progress: bool) -> dict[str, np.ndarray]:
         if self.cache_path.is_file():
             try:
-                with np.load(self.cache_path) as data:
-                    return {key: data[key] for key in data.files}
+                with np.load(self.cache_path, allow_pickle=False) as data:
+                    arrays = {key: data[key] for key in data.files}
+                problem = cache_problem(arrays, num_images, self.image_size)
             except Exception as err:  # truncated or foreign file: numpy/zipfile raise several types
-                warnings.warn(f"{self.cache_path}: unreadable cache ({err}); regenerating", stacklevel=3)
+                problem = f"unreadable ({err})"
+            if problem is None:
+                del arrays["format_version"]
+                return arrays
+            warnings.warn(f"{self.cache_path}: not a cache of these scenes ({problem}); regenerating", stacklevel=3)
         arrays = generate_scenes(num_images, self.image_size, self.seed, self.split, progress=progress)
 
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
+                np.savez(handle, format_version=np.array(FORMAT_VERSION), **arrays)
 
         atomic_write(self.cache_path, save)
         return arrays
