@@ -172,3 +172,27 @@ def test_a_failed_export_leaves_no_folder_behind(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="exporter crashed"):
         export_primary(run, tmp_path / "export", formats=["onnx"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 20), "model.safetensors: unreadable safetensors"),
+    (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-100]),
+     "model.safetensors: unreadable safetensors"),
+    (lambda d: (d / "exported.yaml").write_text("backbone: [unclosed"), "exported.yaml: not valid YAML"),
+    (lambda d: (d / "exported.yaml").write_bytes(b"\xff\xfe\x00binary"), "exported.yaml: not valid YAML"),
+    (lambda d: (d / "exported.yaml").write_text("- a list"), "exported.yaml: expected a mapping"),
+    (lambda d: (d / "exported.yaml").write_text((d / "exported.yaml").read_text().replace("task: normal\n", "")),
+     "exported.yaml: task: missing"),
+    (lambda d: (d / "exported.yaml").write_text((d / "exported.yaml").read_text().replace(
+        "backbone: tiny_resnet", "backbone: resnet18")), "model.safetensors: weights do not match"),
+    (lambda d: (d / "exported.yaml").write_text((d / "exported.yaml").read_text().replace(
+        "backbone: tiny_resnet", "backbone: nope")), "exported.yaml: does not describe a network"),
+    (lambda d: (d / "model.safetensors").unlink(), "model.safetensors: missing"),
+])
+def test_a_tampered_export_folder_is_one_line_naming_the_file(tmp_path, tamper, message):
+    run = train_tiny(tmp_path / "run", {"name": "single"})
+    out = tmp_path / "export"
+    export_primary(run, out)
+    tamper(out)
+    with pytest.raises((ExportError, FileNotFoundError), match=message):
+        load_exported(out)

@@ -21,6 +21,12 @@ def _format_metrics(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _format_conventions(conventions: dict[str, dict[str, object]]) -> str:
+    """One line per task: its loss and metric conventions (docs/tasks.md)."""
+    return "\n".join(f"  {task}: " + "  ".join(f"{k} {v}" for k, v in values.items())
+                     for task, values in conventions.items())
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .train import fit
@@ -34,6 +40,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(_format_metrics(result.test_best))
     print("test metrics of the last checkpoint:")
     print(_format_metrics(result.test_last))
+    print("conventions (docs/tasks.md):")
+    print(_format_conventions(result.conventions))
     return 0
 
 
@@ -44,8 +52,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
+        conventions = metrics.pop("conventions")
         print(f"{args.split} metrics of {args.path}:")
         print(_format_metrics(metrics))
+        print("conventions (docs/tasks.md):")
+        print(_format_conventions(conventions))
     return 0
 
 
@@ -100,6 +111,16 @@ def _cmd_bench_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from .recipe import run_recipe
+
+    results = run_recipe(args.config, args.overrides, out_dir=args.out, progress=not args.quiet)
+    for stage, result in results.items():
+        metrics = "  ".join(f"{k} {v:.4g}" for k, v in result["test_best"].items() if k != "num_images")
+        print(f"{stage}: {result['run_dir']}  test: {metrics}")
+    return 0
+
+
 def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
     from .bench import run_accuracy_benchmark
 
@@ -119,6 +140,14 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
     path = save_preview(dataset, args.out, num_images=args.num)
     print(f"wrote {path}")
     return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from .data.check import check_folder, format_report
+
+    report = check_folder(args.root, progress=not args.quiet)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 1 if report["problems"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "(onnx needs pip install 'auxnas[export]')")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     ex.set_defaults(func=_cmd_export)
+
+    recipe = sub.add_parser(
+        "recipe", help="the authors' recipe: single-task primary, single-task auxiliaries, then the method "
+                       "initialised from them",
+        description="Train CONFIG's primary task alone, each auxiliary task alone, then CONFIG's method with "
+                    "init.primary / init.aux set to those runs, into OUT/single-<task> and OUT/<method>. "
+                    "Finished stages of the same config are kept, so a rerun continues.")
+    recipe.add_argument("config")
+    recipe.add_argument("overrides", nargs="*", metavar="key=value")
+    recipe.add_argument("--out", default=None, help="folder of the stages' runs (default: the config's out_dir)")
+    recipe.add_argument("--quiet", action="store_true", help="no progress bars")
+    recipe.set_defaults(func=_cmd_recipe)
 
     demo = sub.add_parser("demo", help="Single, Aux-Head, Aux-G, Aux-NAS and a noise control over 5 seeds on the "
                           "synthetic scenes: statistics against Single, exported costs",
@@ -209,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--split", choices=["train", "test"], default="train")
     preview.add_argument("--cache-dir", default=None)
     preview.set_defaults(func=_cmd_data_preview)
+    check = data.add_parser("check", help="read every file of a folder dataset; report its labels and problems",
+                            description="Read every image and label of a folder dataset (data.name: folder, "
+                                        "docs/datasets.md) as training would; print per split and task the images, "
+                                        "labels and value ranges, and every problem with its file. Exit status: 0 "
+                                        "no problem, 1 problems found, 2 nothing to check (e.g. no dataset.yaml).")
+    check.add_argument("root", help="the dataset folder (holding dataset.yaml)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=_cmd_data_check)
     return parser
 
 

@@ -34,8 +34,13 @@ class DataConfig:
     root: str | None = None
     #: cityscapes: segmentation with 7 classes (``label_7/``) or 19 (``label_19/``)
     cityscapes_classes: Literal[7, 19] = 7
-    #: synthetic: side of the square images. Real datasets keep their native (non-square) resolution and
-    #: ignore it; ViT backbones, whose position embedding is sized from it, are refused on them
+    #: taskonomy: the building split, a CSV with columns id,train,val,test and a 1 in each building's split column
+    #: (Taskonomy's train_val_test_{tiny,medium,full,fullplus}.csv); a relative path is taken from ``root``.
+    #: Taskonomy is resized to ``image_size`` square (docs/datasets.md)
+    taskonomy_split: str = "train_val_test_tiny.csv"
+    #: synthetic: side of the square images; taskonomy: the side every image is resized to. The other real
+    #: datasets keep their native (non-square) resolution and ignore it; ViT backbones, whose position embedding is
+    #: sized from it, are refused on real datasets
     image_size: int = 64
     #: synthetic: number of training / test images; real datasets ignore both and read every image of
     #: their train / val folders
@@ -70,10 +75,27 @@ class TasksConfig:
     aux: list[str] = field(default_factory=list)
     #: task name -> loss weight; tasks not listed weigh 1; weights of tasks the run does not train are unused
     loss_weights: dict[str, float] = field(default_factory=dict)
+    #: task name -> its loss, e.g. {depth: ssi, disparity: mse, object: l2_soft}; tasks not listed use their
+    #: default (docs/tasks.md lists every task's losses, default first)
+    losses: dict[str, str] = field(default_factory=dict)
+    #: normals metric: the angle between unit vectors ("unit"), or the NDDR / MTL-NAS / Aux-NAS authors' angle
+    #: between the L2-normalised 0-255 encodings (n + 1) * 127.5 of prediction and label ("nddr_encoded")
+    normal_angle: Literal["unit", "nddr_encoded"] = "unit"
+    #: segmentation mIoU over the classes present in the evaluation set ("present"), or over all classes with
+    #: absent ones counting 0 ("all", the Aux-NAS authors' code)
+    miou_classes: Literal["present", "all"] = "present"
+    #: align_corners of the bilinear resize of a dense prediction to its label's size (loss and metrics) and of a
+    #: dense head's output to the image size (false; LibMTL and the Aux-NAS authors: true)
+    align_corners: bool = False
 
     @property
     def all(self) -> list[str]:
         return [self.primary, *self.aux]
+
+    def task_options(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of ``auxnas.tasks.build_task`` for task ``name``: its loss and the conventions."""
+        return {"loss": self.losses.get(name), "normal_angle": self.normal_angle, "miou_classes": self.miou_classes,
+                "align_corners": self.align_corners}
 
 
 @dataclass
@@ -281,7 +303,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 def _check(cfg: ExperimentConfig) -> None:
     """Cross-field checks that types alone cannot express."""
     from .backbones import BACKBONE_NAMES
-    from .tasks import TASK_NAMES
+    from .tasks import LOSSES, TASK_NAMES
 
     positive = {
         "data.image_size": cfg.data.image_size,
@@ -327,6 +349,12 @@ def _check(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"tasks.loss_weights.{name}: unknown task; valid tasks: {', '.join(TASK_NAMES)}")
         if weight < 0:
             raise ConfigError(f"tasks.loss_weights.{name}: must be non-negative, got {weight}")
+    for name, loss in cfg.tasks.losses.items():  # like a weight, a loss for a task this run does not train is unused
+        if name not in TASK_NAMES:
+            raise ConfigError(f"tasks.losses.{name}: unknown task; valid tasks: {', '.join(TASK_NAMES)}")
+        if loss not in LOSSES[name]:
+            raise ConfigError(f"tasks.losses.{name}: unknown loss {loss!r} for task {name}; valid: "
+                              f"{', '.join(LOSSES[name])}")
     if cfg.model.backbone not in BACKBONE_NAMES:
         raise ConfigError(
             f"model.backbone: unknown backbone {cfg.model.backbone!r}; valid: {', '.join(BACKBONE_NAMES)}"
@@ -388,6 +416,9 @@ def _check_dataset(cfg: ExperimentConfig) -> None:
         return
     if cfg.data.root is None:
         raise ConfigError(f"data.root: data.name={name} needs the dataset folder (see docs/datasets.md)")
+    if name == "taskonomy" and not cfg.data.taskonomy_split.strip().lower().endswith(".csv"):
+        raise ConfigError(f"data.taskonomy_split: expected the path of a .csv building split, got "
+                          f"{cfg.data.taskonomy_split!r}")
     try:
         provided = reader(name).tasks(cfg.data)
     except (OSError, ValueError) as err:

@@ -73,7 +73,7 @@ def run_demo(
 
     cfg = load_config("demo", seed_runs["single"]["overrides"])
     spec = read_export_spec(Path(rows[0]["run_dir"]) / "export")
-    task = build_task(spec["task"], spec["num_classes"])
+    task = build_task(spec["task"], spec["num_classes"], **spec.get("task_options", {}))
     example = torch.randn(1, 3, cfg.data.image_size, cfg.data.image_size)
     single_net = build_branch(cfg.model.backbone, task, image_size=cfg.data.image_size)
     networks = {row["label"]: load_exported(Path(row["run_dir"]) / "export") for row in rows}

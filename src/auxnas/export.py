@@ -238,7 +238,7 @@ def export_primary(
         "a2p_links": links, "a2p_max": max((a["strength"] for a in links), default=None),
         "max_abs_diff": diff, "num_inputs": int(images.shape[0]), "tolerance": OUTPUT_TOLERANCE,
         "params": params, "flops_per_image": flops, "checks": checks, "kept_fusion_post_cells": fused,
-        "a2p_cut": a2p_cut,
+        "a2p_cut": a2p_cut, "conventions": {task.name: task.conventions()},
     }
     if fused:
         report["kept_fusion_post"] = {
@@ -275,7 +275,7 @@ def export_primary(
         spec = {
             "backbone": cfg.model.backbone, "task": task.name, "num_classes": payload["num_classes"],
             "image_size": cfg.data.image_size, "dilated": cfg.model.dilated, "fusion_post_cells": fused,
-            "skipped_cells": skipped, "shortcut_cells": shortcut,
+            "skipped_cells": skipped, "shortcut_cells": shortcut, "task_options": task.conventions(),
         }
         write_text(staging / "exported.yaml", yaml.safe_dump(spec, sort_keys=False))
         report["formats"] = _write_formats(network, images, formats, staging)
@@ -312,23 +312,51 @@ def _export_file(directory: Path, name: str) -> Path:
     return path
 
 
+#: exported.yaml's keys and their types (earlier exports lack the optional ones)
+SPEC_KEYS = {"backbone": str, "task": str, "num_classes": dict, "image_size": int, "dilated": bool,
+             "fusion_post_cells": list}
+OPTIONAL_SPEC_KEYS = {"skipped_cells": list, "shortcut_cells": list, "task_options": dict}
+
+
 def read_export_spec(directory: str | os.PathLike) -> dict[str, Any]:
-    """What an export directory's network is: backbone, task, class counts, image size, kept fusion norms."""
-    return yaml.safe_load(_export_file(Path(directory), "exported.yaml").read_text())
+    """What an export directory's network is: backbone, task, class counts, image size, kept fusion norms.
+
+    A file that is not YAML, or lacks a key or has one of the wrong type, raises ``ExportError`` naming it."""
+    path = _export_file(Path(directory), "exported.yaml")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ExportError(f"{path}: not valid YAML ({err}); export the run again") from None
+    if not isinstance(spec, dict):
+        raise ExportError(f"{path}: expected a mapping of {', '.join(SPEC_KEYS)}; export the run again")
+    for key, kind in {**SPEC_KEYS, **OPTIONAL_SPEC_KEYS}.items():
+        if (key in SPEC_KEYS or key in spec) and not isinstance(spec.get(key), kind):
+            problem = "missing" if key not in spec else f"expected a {kind.__name__}, got {spec[key]!r}"
+            raise ExportError(f"{path}: {key}: {problem}; export the run again")
+    return spec
 
 
 def load_exported(directory: str | os.PathLike) -> nn.Module:
     """The exported primary network of ``directory`` (a plain ``Branch`` in eval mode)."""
     directory = Path(directory)
     spec, weights_path = read_export_spec(directory), _export_file(directory, "model.safetensors")
-    task = build_task(spec["task"], spec["num_classes"])
-    network = build_branch(spec["backbone"], task, image_size=spec["image_size"], dilated=spec["dilated"])
-    for i in spec.get("skipped_cells", []):
-        network.cells[i] = skipped_cell(network.cells[i], i in spec.get("shortcut_cells", []))
-    for i in spec["fusion_post_cells"]:
-        network.cells[i] = nn.Sequential(network.cells[i], FusionPost(network.cell_channels[i], network.feature_format))
     try:
-        network.load_state_dict(load_file(str(weights_path)))
+        task = build_task(spec["task"], spec["num_classes"], **spec.get("task_options", {}))  # older: defaults
+        network = build_branch(spec["backbone"], task, image_size=spec["image_size"], dilated=spec["dilated"])
+        for i in spec.get("skipped_cells", []):
+            network.cells[i] = skipped_cell(network.cells[i], i in spec.get("shortcut_cells", []))
+        for i in spec["fusion_post_cells"]:
+            post = FusionPost(network.cell_channels[i], network.feature_format)
+            network.cells[i] = nn.Sequential(network.cells[i], post)
+    except (ValueError, KeyError, IndexError, TypeError) as err:
+        raise ExportError(f"{directory / 'exported.yaml'}: does not describe a network ({err}); export the run "
+                          "again") from None
+    try:
+        weights = load_file(str(weights_path))
+    except Exception as err:  # safetensors raises its own error types for a corrupt or truncated file
+        raise ExportError(f"{weights_path}: unreadable safetensors file ({err}); export the run again") from None
+    try:
+        network.load_state_dict(weights)
     except RuntimeError as err:
         raise ExportError(f"{weights_path}: weights do not match exported.yaml: {err}") from None
     return network.eval()

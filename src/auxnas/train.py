@@ -25,7 +25,7 @@ from .config import ExperimentConfig, TrainConfig, config_from_dict
 from .data import PartiallyLabelled, build_splits
 from .io import load_checkpoint, resolve_checkpoint, save_checkpoint, write_json, write_text
 from .methods import MultiTaskModel, build_model
-from .tasks import Task, build_task, labelled
+from .tasks import Task, build_task, conventions, labelled
 from .weighting import build_weighting
 
 
@@ -84,8 +84,8 @@ def build_architecture_optimizer(
 
 
 def build_tasks(cfg: ExperimentConfig, num_classes: dict[str, int]) -> dict[str, Task]:
-    """The run's tasks, primary first."""
-    return {name: build_task(name, num_classes) for name in cfg.tasks.all}
+    """The run's tasks, primary first, with their configured losses and metric conventions."""
+    return {name: build_task(name, num_classes, **cfg.tasks.task_options(name)) for name in cfg.tasks.all}
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
@@ -164,6 +164,8 @@ class RunResult:
     wall_time_s: float
     #: task -> number of training images that carry its label
     train_labels: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: task -> the loss and metric conventions that produced these numbers (``Task.conventions``, docs/tasks.md)
+    conventions: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def checked_losses(
@@ -455,10 +457,11 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
     model.load_state_dict(load_checkpoint(out_dir / "best.pt", device)["model"])
     test_best = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (best)")
     result = RunResult(out_dir, best_epoch, val_best, test_best, test_last, history, time.perf_counter() - start,
-                       label_counts)
+                       label_counts, conventions(tasks))
     summary = {
         "name": cfg.name, "method": cfg.method.name, "primary": primary.name,
-        "selection": f"val {primary.name}/{select_metric}", "train_images": len(splits.train),
+        "selection": f"val {primary.name}/{select_metric}", "conventions": result.conventions,
+        "train_images": len(splits.train),
         "train_labels": label_counts, "best_epoch": best_epoch, "val_best": val_best,
         "test_best": test_best, "test_last": test_last, "history": history, "wall_time_s": result.wall_time_s,
     }
@@ -483,12 +486,17 @@ def load_trained(
 
 def evaluate(
     path: str | Path, split: str = "test", device: str = "auto", progress: bool = True
-) -> dict[str, dict[str, float]]:
-    """Metrics of a saved run (its best checkpoint) or checkpoint on the ``test`` or ``val`` split."""
+) -> dict[str, dict[str, Any]]:
+    """Metrics of a saved run (its best checkpoint) or checkpoint on the ``test`` or ``val`` split.
+
+    Task -> its metrics, and under ``"conventions"`` task -> the loss and metric conventions the run was
+    configured with (``Task.conventions``), which produced these numbers.
+    """
     if split not in ("test", "val"):
         raise ValueError(f"split: expected 'test' or 'val', got {split!r}")
     target = resolve_device(device)
     cfg, model, _ = load_trained(path, target)
     splits = build_splits(cfg.data, progress=progress)
     loader = make_loader(getattr(splits, split), cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
-    return evaluate_model(model, loader, target, cfg.train.amp, progress, desc=split)
+    metrics = evaluate_model(model, loader, target, cfg.train.amp, progress, desc=split)
+    return {**metrics, "conventions": conventions(model.tasks)}

@@ -47,4 +47,4 @@ def build_head(branch: Branch, task: Task, image_size: int = 64) -> DenseHead | 
     """
     taps = [branch.cell_channels[i] for i in branch.stage_ends]
     return make_head(task.kind, task.out_channels, taps, branch.feature_format, branch.num_prefix_tokens,
-                     branch.patch_size)
+                     branch.patch_size, align_corners=getattr(task, "align_corners", False))

@@ -2,7 +2,8 @@
 
 Dense: an FPN-lite fusion of feature maps (1x1 laterals to a common width, upsampled
 to the finest tap, summed, 3x3 conv-BN-ReLU, 1x1 to the task's channels, bilinear to
-the image size). ViT taps are first reassembled DPT-style into maps at different
+the image size; that last resize follows the task's ``align_corners``, the internal ones
+do not: docs/tasks.md). ViT taps are first reassembled DPT-style into maps at different
 scales, then go through the same fusion. Image-level: the last tap pooled (maps) or
 its class token (tokens), then a linear layer.
 
@@ -50,10 +51,16 @@ class TokenReassemble(nn.Module):
 
 
 class MapFusion(nn.Module):
-    """FPN-lite: feature maps of any strides -> ``B x out_channels x H x W`` at the image size."""
+    """FPN-lite: feature maps of any strides -> ``B x out_channels x H x W`` at the image size.
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int, width: int = 64) -> None:
+    ``align_corners`` applies to the final resize to the image size only; taps are resized to the finest one with
+    ``align_corners=False`` always.
+    """
+
+    def __init__(self, in_channels: Sequence[int], out_channels: int, width: int = 64,
+                 align_corners: bool = False) -> None:
         super().__init__()
+        self.align_corners = align_corners
         self.laterals = nn.ModuleList(nn.Conv2d(c, width, kernel_size=1) for c in in_channels)
         self.fuse = nn.Sequential(
             nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
@@ -68,7 +75,8 @@ class MapFusion(nn.Module):
             if y.shape[-2:] != finest:
                 y = F.interpolate(y, size=finest, mode="bilinear", align_corners=False)
             fused = y if fused is None else fused + y
-        return F.interpolate(self.out(self.fuse(fused)), size=image_size, mode="bilinear", align_corners=False)
+        return F.interpolate(self.out(self.fuse(fused)), size=image_size, mode="bilinear",
+                             align_corners=self.align_corners)
 
 
 class DenseHead(nn.Module):
@@ -77,6 +85,7 @@ class DenseHead(nn.Module):
     Token taps are reassembled DPT-style into maps at strides 4, 8, 16, 32, ... of the image, finest first
     (patch grid scales 4, 2, 1, 1/2 for 16-pixel patches).
     The common ``width`` defaults to the narrowest tap, at most 64, so decoders stay small next to tiny backbones.
+    ``align_corners``: of the final bilinear resize to the image size (the task's convention).
     """
 
     def __init__(
@@ -87,6 +96,7 @@ class DenseHead(nn.Module):
         num_prefix_tokens: int = 0,
         patch_size: int | None = None,
         width: int | None = None,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         width = width or min(64, *in_channels)
@@ -99,7 +109,7 @@ class DenseHead(nn.Module):
                 TokenReassemble(c, width, s, num_prefix_tokens, patch_size) for c, s in zip(in_channels, scales)
             )
             in_channels = [width] * len(in_channels)
-        self.fusion = MapFusion(in_channels, out_channels, width)
+        self.fusion = MapFusion(in_channels, out_channels, width, align_corners)
 
     def forward(self, taps: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
         if self.reassemble is not None:
@@ -149,10 +159,13 @@ def make_head(
     feature_format: Literal["map", "tokens"],
     num_prefix_tokens: int = 0,
     patch_size: int | None = None,
+    align_corners: bool = False,
 ) -> DenseHead | GlobalHead:
-    """The head for a task of ``kind`` over stage taps of widths ``tap_channels``."""
+    """The head for a task of ``kind`` over stage taps of widths ``tap_channels``; ``align_corners`` of a dense
+    head's final resize to the image size."""
     if kind == "dense":
-        return DenseHead(tap_channels, out_channels, feature_format, num_prefix_tokens, patch_size)
+        return DenseHead(tap_channels, out_channels, feature_format, num_prefix_tokens, patch_size,
+                         align_corners=align_corners)
     if kind == "image":
         return GlobalHead(tap_channels[-1], out_channels, feature_format, num_prefix_tokens)
     raise ValueError(f"unknown task kind {kind!r}; expected 'dense' or 'image'")

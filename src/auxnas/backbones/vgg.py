@@ -53,7 +53,8 @@ def vgg_branch(name: str, task: Task, pretrained: str | None = None) -> Branch:
         else:  # BN and ReLU of the current conv
             cells[-1].append(layer)
     stage_ends = [sum(depths[: s + 1]) - 1 for s in range(len(depths))]
-    head = make_head(task.kind, task.out_channels, [channels[e] for e in stage_ends], "map")
+    head = make_head(task.kind, task.out_channels, [channels[e] for e in stage_ends], "map",
+                     align_corners=getattr(task, "align_corners", False))
     last_conv = next(str(k) for k, layer in enumerate(cells[-1]) if isinstance(layer, nn.Conv2d))
     return Branch(nn.Identity(), [nn.Sequential(*c) for c in cells], depths, channels, "map", head,
                   last_layer=last_conv)

@@ -64,7 +64,8 @@ def vit_branch(name: str, task: Task, image_size: int = 64, pretrained: str | No
     if depth % NUM_STAGES:
         raise ValueError(f"{name}: {depth} blocks do not split into {NUM_STAGES} equal stages")
     stages = [depth // NUM_STAGES] * NUM_STAGES
-    head = make_head(task.kind, task.out_channels, [width] * NUM_STAGES, "tokens", model.num_prefix_tokens, patch)
+    head = make_head(task.kind, task.out_channels, [width] * NUM_STAGES, "tokens", model.num_prefix_tokens, patch,
+                     align_corners=getattr(task, "align_corners", False))
     head.last_norm.load_state_dict(model.norm.state_dict())
     return Branch(ViTStem(model), list(model.blocks), stages, [width] * depth, "tokens", head,
                   num_prefix_tokens=model.num_prefix_tokens, patch_size=patch, last_layer="mlp.fc2")

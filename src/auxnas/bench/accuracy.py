@@ -376,7 +376,7 @@ def _run_setting(
     base = load_config(BASE_CONFIG, base_overrides)
     splits = build_splits(base.data, progress=progress)
     primary, aux = base.tasks.primary, base.tasks.aux[0]
-    task = build_task(primary, splits.num_classes)
+    task = build_task(primary, splits.num_classes, **base.tasks.task_options(primary))
     train_images = len(splits.train)
     info = {
         "name": name, "description": description, "primary": primary, "aux": aux, "main_metric": task.main_metric,

@@ -62,8 +62,9 @@ class RandomTargets(Dataset):
     """``dataset`` with some tasks' targets replaced by random ones: the noise control of auxiliary learning.
 
     Targets are drawn per image (fixed across epochs, seeded by ``seed``, the task and the image index), of
-    the same shape as the real ones: uniform classes for segmentation and classification, random unit
-    vectors for normals, uniform values over [0.5, 10) for depth and over (0.1, 2] for disparity. An
+    the same shape as the real ones: uniform classes for segmentation and classification (a soft-label
+    vector has its entries randomly permuted: same distribution of values, a uniformly random argmax), random
+    unit vectors for normals, uniform values over [0.5, 10) for depth and over (0.1, 2] for disparity. An
     auxiliary task on such targets carries no information about the primary one.
     """
 
@@ -92,6 +93,8 @@ def random_target(
     task: str, real: torch.Tensor, num_classes: Mapping[str, int], generator: torch.Generator
 ) -> torch.Tensor:
     """A random target with the shape and dtype of ``real`` (see ``RandomTargets``)."""
+    if task in ("object", "scene") and real.is_floating_point() and real.dim() == 1:  # a soft-label vector
+        return real[torch.randperm(real.numel(), generator=generator)]
     if task in ("seg", "object", "scene"):
         return torch.randint(num_classes[task], real.shape, generator=generator, dtype=real.dtype)
     if task == "normal":

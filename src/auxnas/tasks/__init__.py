@@ -3,29 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from .base import Metric, Task, labelled
 from .classification import Classification
 from .depth import Depth
-from .normals import SurfaceNormals
-from .segmentation import Segmentation
+from .normals import NORMAL_ANGLES, SurfaceNormals
+from .segmentation import MIOU_CLASSES, Segmentation
 
-__all__ = ["TASK_NAMES", "Classification", "Depth", "Metric", "Segmentation", "SurfaceNormals", "Task", "build_task",
-           "labelled"]
+__all__ = ["LOSSES", "MIOU_CLASSES", "NORMAL_ANGLES", "TASK_NAMES", "Classification", "Depth", "Metric",
+           "Segmentation", "SurfaceNormals", "Task", "build_task", "conventions", "labelled"]
 
 #: every task name the built-in dataset provides a target for
 TASK_NAMES = ("seg", "normal", "depth", "disparity", "object", "scene")
 
+#: task name -> the losses it offers, its default first (docs/tasks.md)
+LOSSES: dict[str, tuple[str, ...]] = {
+    "seg": Segmentation.LOSSES, "normal": SurfaceNormals.LOSSES, "depth": Depth.LOSSES,
+    "disparity": Depth.LOSSES, "object": Classification.LOSSES, "scene": Classification.LOSSES,
+}
 
-def build_task(name: str, num_classes: Mapping[str, int]) -> Task:
-    """The task ``name``; ``num_classes`` gives the class counts of ``seg``, ``object`` and ``scene``."""
+
+def build_task(
+    name: str, num_classes: Mapping[str, int], *, loss: str | None = None, normal_angle: str = "unit",
+    miou_classes: str = "present", align_corners: bool = False,
+) -> Task:
+    """The task ``name``; ``num_classes`` gives the class counts of ``seg``, ``object`` and ``scene``.
+
+    ``loss``: one of ``LOSSES[name]`` (None: its default). The metric conventions apply to the tasks they concern
+    and are ignored by the others: ``normal_angle`` (``unit`` or ``nddr_encoded``) to normals, ``miou_classes``
+    (``present`` or ``all``) to segmentation, ``align_corners`` (the resize of a prediction to its label's size,
+    and of a dense head's output to the image size) to every dense task. See docs/tasks.md.
+    """
     if name not in TASK_NAMES:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
     if name == "normal":
-        return SurfaceNormals(name)
+        return SurfaceNormals(name, loss=loss, normal_angle=normal_angle, align_corners=align_corners)
     if name in ("depth", "disparity"):
-        return Depth(name)
+        return Depth(name, loss=loss, align_corners=align_corners)
     if name not in num_classes:
         raise ValueError(f"task {name!r} needs a class count: num_classes[{name!r}] is missing")
     count = int(num_classes[name])
-    return Segmentation(count, name) if name == "seg" else Classification(count, name)
+    if name == "seg":
+        return Segmentation(count, name, loss=loss, miou_classes=miou_classes, align_corners=align_corners)
+    return Classification(count, name, loss=loss)
+
+
+def conventions(tasks: Mapping[str, Task]) -> dict[str, dict[str, Any]]:
+    """Task name -> the loss and metric conventions it uses (``Task.conventions``): what a result file records."""
+    return {name: task.conventions() for name, task in tasks.items()}

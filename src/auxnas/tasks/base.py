@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -37,7 +37,11 @@ class Metric(ABC):
 
 
 class Task(ABC):
-    """One prediction task: target key, output size, loss, metrics."""
+    """One prediction task: target key, output size, loss, metrics.
+
+    Its loss and metric conventions are options (docs/tasks.md); ``conventions`` names the ones in use, so that a
+    result can say how it was produced.
+    """
 
     name: str
     kind: Literal["dense", "image"]
@@ -46,6 +50,12 @@ class Task(ABC):
     main_metric: str
     #: metric name -> True when larger is better (every metric ``compute`` returns)
     higher_is_better: dict[str, bool]
+    #: the losses this task offers, its default first
+    LOSSES: ClassVar[tuple[str, ...]]
+    #: the loss in use (one of ``LOSSES``)
+    loss_name: str
+    #: dense tasks: ``align_corners`` of the bilinear resize of a prediction to its label's size
+    align_corners: bool = False
 
     @abstractmethod
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
@@ -79,8 +89,24 @@ class Task(ABC):
         """Raw head output -> the prediction a user consumes (e.g. unit normals)."""
         return pred
 
+    def conventions(self) -> dict[str, Any]:
+        """The loss and the metric conventions in use, under their ``tasks.*`` config names (docs/tasks.md)."""
+        out: dict[str, Any] = {"loss": self.loss_name}
+        if self.kind == "dense":
+            out["align_corners"] = self.align_corners
+        return out
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, out_channels={self.out_channels})"
+
+
+def choose(task: str, option: str, value: str | None, valid: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``valid`` (None: the default, ``valid[0]``), else a ValueError naming the option."""
+    if value is None:
+        return valid[0]
+    if value not in valid:
+        raise ValueError(f"{task}: unknown {option} {value!r}; valid: {', '.join(valid)}")
+    return value
 
 
 def as_float(t: Tensor) -> Tensor:
@@ -88,12 +114,15 @@ def as_float(t: Tensor) -> Tensor:
     return t.detach().to("cpu", torch.float64)
 
 
-def dense_pred(pred: Tensor, target: Tensor, out_channels: int, target_channels: int | None) -> Tensor:
+def dense_pred(
+    pred: Tensor, target: Tensor, out_channels: int, target_channels: int | None, align_corners: bool = False
+) -> Tensor:
     """Check a dense prediction against its target and resize it bilinearly to the target's ``H x W``.
 
     ``pred`` must be ``B x out_channels x H' x W'``; ``target`` is ``B x H x W`` when ``target_channels`` is None,
     else ``B x target_channels x H x W``. Heads may predict at a lower resolution than the labels; loss and
-    metrics are always taken at label resolution.
+    metrics are always taken at label resolution. ``align_corners``: False (ours) or True (LibMTL, the Aux-NAS
+    authors); see docs/tasks.md.
     """
     target_shape = "B x H x W" if target_channels is None else f"B x {target_channels} x H x W"
     if (pred.dim() != 4 or pred.shape[1] != out_channels or target.shape[0] != pred.shape[0]
@@ -103,5 +132,5 @@ def dense_pred(pred: Tensor, target: Tensor, out_channels: int, target_channels:
                          f"got {tuple(pred.shape)} and {tuple(target.shape)}")
     size = tuple(target.shape[-2:])
     if tuple(pred.shape[-2:]) != size:
-        pred = torch.nn.functional.interpolate(pred, size=size, mode="bilinear", align_corners=False)
+        pred = torch.nn.functional.interpolate(pred, size=size, mode="bilinear", align_corners=align_corners)
     return pred

@@ -1,4 +1,13 @@
-"""Image classification: cross-entropy, top-1 and top-k accuracy (k = min(5, num_classes)) in percent."""
+"""Image classification: cross-entropy (or an L2 loss on probabilities), top-1 and top-k accuracy in percent.
+
+Targets are either hard labels (``B`` integers) or soft labels (``B x C`` class-probability vectors, e.g.
+Taskonomy's distilled ``class_object`` / ``class_scene``); with soft labels, accuracy counts the argmax of the
+target as the label. k = min(5, num_classes).
+
+Losses (``loss``; docs/tasks.md): ``cross_entropy`` (default; with soft labels the cross-entropy against the
+target distribution) and ``l2_soft``, the mean squared error between the softmax of the logits and the target
+vector (a hard label as its one-hot vector): the Aux-NAS paper's Taskonomy loss.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +16,21 @@ import math
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Metric, Task
+from .base import Metric, Task, choose
 
 
 def _check(pred: Tensor, target: Tensor, num_classes: int) -> None:
-    """Raise unless ``pred`` is ``B x num_classes`` and ``target`` holds ``B`` labels."""
-    if pred.dim() != 2 or pred.shape[1] != num_classes or target.shape != pred.shape[:1]:
-        raise ValueError(f"expected a B x {num_classes} prediction and B labels, "
-                         f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+    """Raise unless ``pred`` is ``B x num_classes`` and ``target`` holds ``B`` labels or ``B`` soft-label vectors."""
+    hard = target.shape == pred.shape[:1]
+    soft = target.shape == pred.shape and target.is_floating_point()
+    if pred.dim() != 2 or pred.shape[1] != num_classes or not (hard or soft):
+        raise ValueError(f"expected a B x {num_classes} prediction and B labels or B x {num_classes} "
+                         f"soft labels (floats), got {tuple(pred.shape)} and {tuple(target.shape)} {target.dtype}")
+
+
+def hard_labels(target: Tensor) -> Tensor:
+    """``B`` class indices: the labels themselves, or the argmax of soft labels."""
+    return target.argmax(dim=1) if target.dim() == 2 else target.long()
 
 
 class TopKMetric(Metric):
@@ -28,11 +44,11 @@ class TopKMetric(Metric):
         self.topk = 0
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add ``B x C`` logits against ``B`` labels."""
+        """Add ``B x C`` logits against ``B`` labels (or ``B x C`` soft labels, scored by their argmax)."""
         _check(pred, target, self.num_classes)
         ranked = pred.detach().topk(self.k, dim=1).indices.cpu()
-        hits = ranked == target.detach().cpu().long().unsqueeze(1)
-        self.count += target.numel()
+        hits = ranked == hard_labels(target.detach()).cpu().unsqueeze(1)
+        self.count += hits.shape[0]
         self.top1 += int(hits[:, 0].sum())
         self.topk += int(hits.any(dim=1).sum())
 
@@ -44,24 +60,30 @@ class TopKMetric(Metric):
 
 
 class Classification(Task):
-    """One label per image among ``num_classes`` classes (e.g. ``object``, ``scene``)."""
+    """One label per image among ``num_classes`` classes (e.g. ``object``, ``scene``), hard or soft."""
 
     kind = "image"
     main_metric = "top1"
     delta_metrics = ("top1", "top5")
+    LOSSES = ("cross_entropy", "l2_soft")
 
-    def __init__(self, num_classes: int, name: str) -> None:
+    def __init__(self, num_classes: int, name: str, loss: str | None = None) -> None:
         if num_classes < 1:
             raise ValueError(f"{name}: num_classes must be at least 1, got {num_classes}")
         self.name = name
         self.num_classes = num_classes
         self.out_channels = num_classes
+        self.loss_name = choose(name, "loss", loss, self.LOSSES)
         self.higher_is_better = {"top1": True, "top5": True}
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy averaged over the batch."""
+        """Averaged over the batch: cross-entropy (against a distribution for soft labels), or for ``l2_soft``
+        ``mean over images and classes of (softmax(pred)_c - y_c)^2``."""
         _check(pred, target, self.num_classes)
-        return F.cross_entropy(pred, target.long())
+        if self.loss_name == "l2_soft":
+            soft = target.to(pred.dtype) if target.dim() == 2 else F.one_hot(target.long(), self.num_classes)
+            return F.mse_loss(pred.softmax(dim=1), soft.to(pred.dtype))
+        return F.cross_entropy(pred, target.to(pred.dtype) if target.dim() == 2 else target.long())
 
     def new_metric(self) -> TopKMetric:
         """A fresh top-k counter."""

@@ -1,24 +1,31 @@
-"""Surface normal estimation: cosine loss and angular-error statistics pooled over every valid pixel.
+"""Surface normal estimation: cosine (or L1) loss and angular-error statistics pooled over every valid pixel.
 
 A pixel whose target is the all-zero vector is invalid. The angle between prediction and target is
 ``degrees(arccos(clamp(dot(p / |p|, g / |g|), -1, 1)))``; targets are unit vectors, so dividing by ``|g|``
 only guards against labels that were resampled. Predictions at a lower resolution than the target are
 resized bilinearly to the target size (before normalisation) in both loss and metric.
+
+``normal_angle="nddr_encoded"`` measures instead the angle of NDDR-CNN, MTL-NAS, AdaShare and the Aux-NAS authors:
+between the L2-normalised 0-255 encodings ``(n + 1) * 127.5`` of the unit prediction and of the unit target
+(docs/tasks.md). It is not a surface-normal angle; it only makes numbers comparable with theirs.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Metric, Task, as_float, dense_pred
+from .base import Metric, Task, as_float, choose, dense_pred
 
 #: ``within_T``: percentage of valid pixels whose angular error is strictly below T degrees
 THRESHOLDS = (11.25, 22.5, 30.0)
 THRESHOLD_NAMES = tuple(f"within_{t:g}" for t in THRESHOLDS)
+#: ``normal_angle``: how the metric's angle is measured; the default first
+NORMAL_ANGLES = ("unit", "nddr_encoded")
 
 
 def _valid(target: Tensor) -> Tensor:
@@ -26,14 +33,31 @@ def _valid(target: Tensor) -> Tensor:
     return target.abs().sum(dim=1) > 0
 
 
+def encoded(normals: Tensor) -> Tensor:
+    """Unit normals (``B x 3 x H x W``, channels in [-1, 1]) -> their 0-255 image encoding ``(n + 1) * 127.5``."""
+    return (normals + 1) * 127.5
+
+
+def cosines(pred: Tensor, target: Tensor, angle: str = "unit") -> Tensor:
+    """``B x H x W`` cosine of the angle ``angle`` measures (see the module) between ``pred`` and ``target``."""
+    pred, target = F.normalize(pred, dim=1), F.normalize(target, dim=1)
+    if angle == "nddr_encoded":
+        pred, target = F.normalize(encoded(pred), dim=1), F.normalize(encoded(target), dim=1)
+    return (pred * target).sum(dim=1)
+
+
 class AngleMetric(Metric):
     """Mean, median and RMS angular error (degrees) and within-threshold percentages over all valid pixels.
 
     Sums are kept in float64; every angle is kept (float32) so the median is exact over the set
-    (the mean of the two middle values for an even count). NaN before any valid pixel is seen.
+    (the mean of the two middle values for an even count). NaN before any valid pixel is seen. ``angle``: the
+    true angle between unit vectors (``"unit"``) or the NDDR protocol's angle between encodings
+    (``"nddr_encoded"``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, angle: str = "unit", align_corners: bool = False) -> None:
+        self.angle = choose("surface normals", "normal_angle", angle, NORMAL_ANGLES)
+        self.align_corners = align_corners
         self.angles: list[Tensor] = []
         self.count = 0
         self.total = 0.0
@@ -42,10 +66,10 @@ class AngleMetric(Metric):
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Add the valid pixels of ``pred`` (``B x 3 x H x W``, any scale) against unit ``target`` normals."""
-        pred = as_float(dense_pred(pred.detach(), target, 3, 3))
+        pred = as_float(dense_pred(pred.detach(), target, 3, 3, self.align_corners))
         target = as_float(target)
         valid = _valid(target)
-        cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(dim=1)[valid]
+        cos = cosines(pred, target, self.angle)[valid]
         angles = torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
         self.angles.append(angles.float())
         self.count += angles.numel()
@@ -74,22 +98,35 @@ class SurfaceNormals(Task):
     out_channels = 3
     main_metric = "mean_angle"
     delta_metrics = ("mean_angle", "median_angle", *THRESHOLD_NAMES)
+    LOSSES = ("cosine", "l1")
 
-    def __init__(self, name: str = "normal") -> None:
+    def __init__(self, name: str = "normal", loss: str | None = None, normal_angle: str = "unit",
+                 align_corners: bool = False) -> None:
         self.name = name
+        self.loss_name = choose(name, "loss", loss, self.LOSSES)
+        self.normal_angle = choose(name, "normal_angle", normal_angle, NORMAL_ANGLES)
+        self.align_corners = align_corners
         self.higher_is_better = {"mean_angle": False, "median_angle": False, "rmse_angle": False,
                                  **dict.fromkeys(THRESHOLD_NAMES, True)}
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Mean over valid pixels of ``1 - cos(pred, target)`` (0 when no pixel is valid)."""
-        pred = dense_pred(pred, target, 3, 3)
+        """Mean over valid pixels (0 when none is) of ``1 - cos(pred, target)`` (``cosine``) or of the L1 distance
+        ``sum_c |p_c / |p| - g_c / |g||`` between the unit vectors (``l1``)."""
+        pred = dense_pred(pred, target, 3, 3, self.align_corners)
         valid = _valid(target)
-        cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(dim=1)
-        return (1 - cos)[valid].sum() / valid.sum().clamp(min=1)
+        if self.loss_name == "l1":
+            errors = (F.normalize(pred, dim=1) - F.normalize(target, dim=1)).abs().sum(dim=1)
+        else:
+            errors = 1 - cosines(pred, target)
+        return errors[valid].sum() / valid.sum().clamp(min=1)
 
     def new_metric(self) -> AngleMetric:
         """A fresh angular-error accumulator."""
-        return AngleMetric()
+        return AngleMetric(self.normal_angle, self.align_corners)
+
+    def conventions(self) -> dict[str, Any]:
+        """Loss, ``align_corners`` and ``normal_angle``."""
+        return {**super().conventions(), "normal_angle": self.normal_angle}
 
     def postprocess(self, pred: Tensor) -> Tensor:
         """Unit normals: the raw output L2-normalised over channels."""

@@ -1,35 +1,45 @@
 """Semantic segmentation: per-pixel cross-entropy, mIoU and pixel accuracy from one confusion matrix.
 
 Predictions at a lower resolution than the label map are resized bilinearly (as logits) to the label size
-in both the loss and the metric.
+in both the loss and the metric. mIoU averages over the classes present in the evaluation set (default) or over
+all classes, absent ones counting 0 (``miou_classes="all"``, the Aux-NAS authors' code); docs/tasks.md.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Metric, Task, dense_pred
+from .base import Metric, Task, choose, dense_pred
+
+#: ``miou_classes``: the classes mIoU averages over; the default first
+MIOU_CLASSES = ("present", "all")
 
 
 class ConfusionMetric(Metric):
     """Confusion matrix (rows = label, columns = prediction) over every non-ignored pixel of the set.
 
-    ``miou``: mean IoU over the classes whose union is non-empty; ``pixel_acc``: correct / labelled pixels.
-    Both in percent; NaN before any labelled pixel is seen.
+    ``miou``: mean IoU over the classes whose union is non-empty (``miou_classes="present"``), or over all
+    ``num_classes`` with an IoU of 0 for those that never occur (``"all"``); ``pixel_acc``: correct / labelled
+    pixels. Both in percent; NaN before any labelled pixel is seen.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int) -> None:
+    def __init__(self, num_classes: int, ignore_index: int, miou_classes: str = "present",
+                 align_corners: bool = False) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.miou_classes = choose("segmentation", "miou_classes", miou_classes, MIOU_CLASSES)
+        self.align_corners = align_corners
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Add the arg-max labels of ``pred`` (``B x C x H x W`` logits) against ``target`` (``B x H x W``)."""
-        labels = dense_pred(pred.detach().float(), target, self.num_classes, None).argmax(dim=1).cpu().flatten()
+        pred = dense_pred(pred.detach().float(), target, self.num_classes, None, self.align_corners)
+        labels = pred.argmax(dim=1).cpu().flatten()
         target = target.detach().cpu().flatten().long()
         keep = target != self.ignore_index
         labels, target = labels[keep], target[keep]
@@ -48,7 +58,8 @@ class ConfusionMetric(Metric):
         hits = conf.diagonal()
         union = conf.sum(dim=0) + conf.sum(dim=1) - hits
         present = union > 0
-        miou = float((hits[present] / union[present]).mean()) * 100
+        iou = hits[present] / union[present]
+        miou = float(iou.mean() if self.miou_classes == "present" else iou.sum() / self.num_classes) * 100
         return {"miou": miou, "pixel_acc": float(hits.sum()) / total * 100}
 
 
@@ -58,22 +69,31 @@ class Segmentation(Task):
     kind = "dense"
     main_metric = "miou"
     delta_metrics = ("miou", "pixel_acc")
+    LOSSES = ("cross_entropy",)
 
-    def __init__(self, num_classes: int, name: str = "seg", ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, name: str = "seg", ignore_index: int = 255, loss: str | None = None,
+                 miou_classes: str = "present", align_corners: bool = False) -> None:
         if num_classes < 1:
             raise ValueError(f"{name}: num_classes must be at least 1, got {num_classes}")
         self.name = name
         self.num_classes = num_classes
         self.out_channels = num_classes
         self.ignore_index = ignore_index
+        self.loss_name = choose(name, "loss", loss, self.LOSSES)
+        self.miou_classes = choose(name, "miou_classes", miou_classes, MIOU_CLASSES)
+        self.align_corners = align_corners
         self.higher_is_better = {"miou": True, "pixel_acc": True}
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy averaged over labelled pixels (0, still differentiable, when none is labelled)."""
-        pred = dense_pred(pred, target, self.out_channels, None)
+        pred = dense_pred(pred, target, self.out_channels, None, self.align_corners)
         total = F.cross_entropy(pred, target.long(), ignore_index=self.ignore_index, reduction="sum")
         return total / (target != self.ignore_index).sum().clamp(min=1)
 
     def new_metric(self) -> ConfusionMetric:
         """A fresh confusion matrix."""
-        return ConfusionMetric(self.num_classes, self.ignore_index)
+        return ConfusionMetric(self.num_classes, self.ignore_index, self.miou_classes, self.align_corners)
+
+    def conventions(self) -> dict[str, Any]:
+        """Loss, ``align_corners`` and ``miou_classes``."""
+        return {**super().conventions(), "miou_classes": self.miou_classes}
