@@ -28,11 +28,29 @@ def _format_conventions(conventions: dict[str, dict[str, object]]) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import fit
+    import signal
 
-    cfg = load_config(args.config, args.overrides)
-    result = fit(cfg, progress=not args.quiet, overwrite=args.overwrite)
+    from .config import load_config
+    from .train import fit, resume_run
+
+    if args.resume is not None and args.config is not None and "=" in args.config:  # an override, not a CONFIG
+        args.config, args.overrides = None, [args.config, *args.overrides]
+    if (args.resume is None) == (args.config is None):
+        raise ValueError("auxnas train: give either CONFIG [key=value ...] or --resume RUN_DIR")
+    if args.resume is not None and (args.overrides or args.overwrite):
+        raise ValueError("auxnas train --resume: a resumed run keeps its own config; no overrides or --overwrite")
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill ends like Ctrl-C: resumable
+    try:
+        if args.resume is not None:
+            result = resume_run(args.resume, progress=not args.quiet)
+        else:
+            result = fit(load_config(args.config, args.overrides), progress=not args.quiet, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        run_dir = args.resume if args.resume is not None else load_config(args.config, args.overrides).out_dir
+        print(f"auxnas: interrupted; continue with: auxnas train --resume {run_dir}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"run directory: {result.out_dir}  (best epoch {result.best_epoch}, selected on the validation split, "
           f"{result.wall_time_s:.0f} s)")
     print("training images with a label: " + ", ".join(f"{t} {n}" for t, n in result.train_labels.items()))
@@ -159,11 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one experiment from a YAML config",
                            description="Train one experiment. CONFIG is a YAML file or a packaged config name "
                                        "(e.g. quickstart); key=value pairs override its fields, e.g. train.epochs=2.")
-    train.add_argument("config")
+    train.add_argument("config", nargs="?", default=None)
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--overwrite", action="store_true",
                        help="reuse a non-empty out_dir, replacing an earlier run's config, checkpoints and metrics")
+    train.add_argument("--resume", metavar="RUN_DIR", default=None,
+                       help="continue an interrupted run from its last finished epoch, with its own config")
     train.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a run directory or checkpoint",

@@ -37,11 +37,17 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an explicit CUDA request without CUDA fails clearly."""
+    """``auto`` -> CUDA when available, else CPU. An unknown name, or CUDA (or a GPU index) this machine does
+    not have, raises ``ValueError`` saying what to use."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    index = name.removeprefix("cuda:")
+    if name != "cpu" and name != "cuda" and not (name.startswith("cuda:") and index.isdigit()):
+        raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name!r} but CUDA is not available on this machine; use auto or cpu")
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine; use auto or cpu")
+    if name.startswith("cuda:") and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
     return torch.device(name)
 
 
@@ -313,19 +319,118 @@ class EpochStats:
         return {s: {t: statistics.fmean(v) for t, v in tasks.items()} for s, tasks in self.values.items()}
 
 
-def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -> RunResult:
+def rng_state() -> dict[str, Any]:
+    """The random number generators' states (Python, NumPy, torch CPU and CUDA), in weights-only-loadable types."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(), "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                  "cached": cached},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+
+
+@dataclass
+class TrainState:
+    """Everything the loop changes as it trains: what ``last.pt`` holds and ``--resume`` restores.
+
+    The model, its optimisers and schedules, the weighting method's state, the progress (step, finished
+    epochs; the regulariser ramp and data order follow from them), the selection so far, the history, and
+    the random number generators.
+    """
+
+    model: MultiTaskModel
+    weighting: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    arch_optimizer: torch.optim.Optimizer | None = None
+    arch_schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+    #: network updates made, and epochs finished
+    step: int = 0
+    epoch: int = 0
+    best_value: float | None = None
+    best_epoch: int = 0
+    val_best: dict[str, Any] = dataclasses.field(default_factory=dict)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: link strengths recorded along training (``steps``, ``values``, ``names``)
+    links: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain containers of tensors and numbers (a checkpoint loadable with ``weights_only=True``)."""
+        optional = {k: getattr(self, k).state_dict() for k in ("arch_optimizer", "arch_schedule")
+                    if getattr(self, k) is not None}
+        return {
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), **optional,
+            "weighting": self.weighting.state_dict(), "step": self.step, "epoch": self.epoch,
+            "best_value": self.best_value, "best_epoch": self.best_epoch, "val_best": self.val_best,
+            "history": self.history, "links": self.links, "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``'s content (the model's weights are loaded separately)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.arch_optimizer is not None:
+            self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+            self.arch_schedule.load_state_dict(state["arch_schedule"])
+        self.weighting.load_state_dict(state["weighting"])
+        for key in ("step", "epoch", "best_value", "best_epoch", "val_best", "history", "links"):
+            setattr(self, key, state[key])
+        set_rng_state(state["rng"])
+
+    def record_links(self) -> None:
+        """Append the model's current link strengths (models with links only)."""
+        if "names" in self.links:
+            self.links["steps"].append(self.step)
+            self.links["values"].append(self.model.link_strengths())
+
+
+def _resumable(out_dir: Path, cfg: ExperimentConfig) -> dict[str, Any]:
+    """The ``last.pt`` payload to resume ``cfg`` from in ``out_dir``; fails unless the run's config and
+    checkpoint belong together and the checkpoint holds the training state."""
+    last = out_dir / "last.pt"
+    if not last.is_file():
+        raise RunDirectoryError(f"{out_dir}: no last.pt to resume from (the run stopped before its first epoch "
+                                "ended): start it again with --overwrite")
+    payload = load_checkpoint(last)
+    if {**payload.get("config", {}), "out_dir": None} != {**cfg.to_dict(), "out_dir": None}:  # may have moved
+        raise RunDirectoryError(f"{last}: was written with another config than {out_dir / 'config.yaml'}; the "
+                                "folder mixes two runs: start again with --overwrite")
+    if "state" not in payload:
+        raise RunDirectoryError(f"{last}: holds no training state (a checkpoint of an older auxnas or a finished "
+                                "run's export); start again with --overwrite")
+    return payload
+
+
+def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, resume: bool = False) -> RunResult:
     """Train ``cfg``, select the checkpoint on the validation split, report test metrics of best and last.
 
     Methods with architecture weights alternate an architecture step and a network
     step (``method.optimization``). Writes ``config.yaml``, ``best.pt``, ``last.pt``
     and ``metrics.json`` into ``cfg.out_dir``, which must be empty unless ``overwrite``.
+    With ``resume``, continues the run in ``cfg.out_dir`` from its ``last.pt`` (the end of its
+    last finished epoch) and ends with the weights an uninterrupted run would have (see ``resume_run``).
     """
     start = time.perf_counter()
     out_dir = Path(cfg.out_dir)
-    prepare_run_dir(out_dir, overwrite)
-    write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    seed_everything(cfg.seed)
     device = resolve_device(cfg.train.device)
+    if resume:
+        payload = _resumable(out_dir, cfg)
+    else:
+        prepare_run_dir(out_dir, overwrite)
+        write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    seed_everything(cfg.seed)
     splits = build_splits(cfg.data, progress=progress)
     tasks = build_tasks(cfg, splits.num_classes)
     model = build_model(cfg, tasks).to(device)
@@ -338,6 +443,7 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
                                                                 for t, n in label_counts.items()))
     arch_params = model.architecture_parameters()
     bilevel = bool(arch_params) and cfg.method.optimization == "bilevel"
+    single_level = bool(arch_params) and not bilevel
 
     val_loader = make_loader(splits.val, cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
     test_loader = make_loader(splits.test, cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
@@ -345,11 +451,19 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
     weighting = build_weighting(cfg.weighting.name, list(model.tasks), primary.name, **cfg.weighting.options)
     weighting.to(device)
     optimizer = build_optimizer([{"params": model.network_parameters()}, *weighting.optimizer_groups()], cfg.train)
-    schedule = build_schedule(optimizer, total_steps, cfg.train)
+    state = TrainState(model, weighting, optimizer, build_schedule(optimizer, total_steps, cfg.train))
     if arch_params:
-        arch_optimizer, arch_schedule = build_architecture_optimizer(arch_params, cfg, total_steps)
-
-    single_level = bool(arch_params) and not bilevel
+        state.arch_optimizer, state.arch_schedule = build_architecture_optimizer(arch_params, cfg, total_steps)
+    if hasattr(model, "link_strengths"):
+        state.links = {"steps": [], "values": [], "names": {k: [list(p) for p in v]
+                                                           for k, v in model.link_names().items()}}
+    if resume:
+        model.load_state_dict(payload["model"])
+        state.load_state_dict(payload["state"])
+        if progress:
+            tqdm.write(f"resuming {out_dir} after epoch {state.epoch}/{cfg.train.epochs} (step {state.step})")
+    else:
+        state.record_links()
 
     def network_step(batch: dict[str, Tensor], done: float) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         """One network update through the weighting method; single level also updates the architecture.
@@ -362,7 +476,7 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
             return {}, {}
         optimizer.zero_grad(set_to_none=True)
         if single_level:
-            arch_optimizer.zero_grad(set_to_none=True)
+            state.arch_optimizer.zero_grad(set_to_none=True)
             penalty = model.architecture_penalty(done)
             if penalty is not None:
                 penalty.backward()
@@ -371,31 +485,18 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
         stats = weighting.backward(losses, model.shared_parameters(), weights, model.last_shared_layer())
         optimizer.step()
         if single_level:
-            arch_optimizer.step()
+            state.arch_optimizer.step()
         return {name: float(value.detach()) for name, value in losses.items()}, stats
 
-    def checkpoint(epoch: int, val: dict[str, dict[str, float]]) -> dict[str, Any]:
-        return {
-            "config": cfg.to_dict(), "model": model.state_dict(), "epoch": epoch, "val": val,
+    def checkpoint(val: dict[str, dict[str, float]], with_state: bool) -> dict[str, Any]:
+        payload = {
+            "config": cfg.to_dict(), "model": model.state_dict(), "epoch": state.epoch, "val": val,
             "num_classes": splits.num_classes, "weighting": weighting.state_dict(),
         }
+        return {**payload, "state": state.state_dict()} if with_state else payload
 
     record_every = max(1, total_steps // 100)
-    links: dict[str, Any] = {"steps": [], "values": []}
-    if hasattr(model, "link_strengths"):
-        links["names"] = {k: [list(p) for p in v] for k, v in model.link_names().items()}
-
-    def record_links() -> None:
-        if "names" in links:
-            links["steps"].append(step)
-            links["values"].append(model.link_strengths())
-
-    history: list[dict[str, Any]] = []
-    best_value: float | None = None
-    best_epoch, val_best = 0, {}
-    step = 0
-    record_links()
-    for epoch in range(1, cfg.train.epochs + 1):
+    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         model.train()
         running, seen = 0.0, 0
         task_sums, task_images = dict.fromkeys(model.tasks, 0.0), dict.fromkeys(model.tasks, 0)
@@ -405,10 +506,10 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
             desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not progress,
         )
         for net_batch, arch_batch in bar:
-            done = step / max(total_steps, 1)
+            done = state.step / max(total_steps, 1)
             model.set_progress(done)
-            if arch_batch is not None and step % cfg.method.arch_every == 0:
-                architecture_step(model, to_device(arch_batch, device), weights, arch_optimizer, done, device,
+            if arch_batch is not None and state.step % cfg.method.arch_every == 0:
+                architecture_step(model, to_device(arch_batch, device), weights, state.arch_optimizer, done, device,
                                   cfg.train.amp)
             batch = to_device(net_batch, device)
             task_values, stats = network_step(batch, done)
@@ -419,12 +520,12 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
                 count = batch["image"].shape[0] if mask is None else int(mask.sum())
                 task_sums[name] += value * count
                 task_images[name] += count
-            schedule.step()
+            state.schedule.step()
             if arch_params:
-                arch_schedule.step()
-            step += 1
-            if step % record_every == 0:
-                record_links()
+                state.arch_schedule.step()
+            state.step += 1
+            if state.step % record_every == 0:
+                state.record_links()
             running += loss * batch["image"].shape[0]
             seen += batch["image"].shape[0]
             bar.set_postfix(loss=f"{running / seen:.4f}")
@@ -436,17 +537,19 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
             "epoch": epoch, "train_loss": running / max(seen, 1), "train_task_losses": task_means,
             "weighting": weighting_stats.means(), "val": val,
         }
-        if "names" in links:
+        if "names" in state.links:
             record["link_strengths"] = model.link_strengths()
-        history.append(record)
-        if is_better(value, best_value, primary.higher_is_better[select_metric]):
-            best_value, best_epoch, val_best = value, epoch, val
-            save_checkpoint(out_dir / "best.pt", checkpoint(epoch, val))
-        save_checkpoint(out_dir / "last.pt", checkpoint(epoch, val))
+        state.history.append(record)
+        state.epoch = epoch
+        if is_better(value, state.best_value, primary.higher_is_better[select_metric]):
+            state.best_value, state.best_epoch, state.val_best = value, epoch, val
+            save_checkpoint(out_dir / "best.pt", checkpoint(val, with_state=False))
+        save_checkpoint(out_dir / "last.pt", checkpoint(val, with_state=True))
         if progress:
             tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}  val {primary.name}/{select_metric} "
-                       f"{value:.4f}{'  (best)' if best_epoch == epoch else ''}")
+                       f"{value:.4f}{'  (best)' if state.best_epoch == epoch else ''}")
 
+    history, best_epoch = state.history, state.best_epoch
     if best_epoch == 0:
         first_bad = next(r["epoch"] for r in history if not math.isfinite(r["val"][primary.name][select_metric]))
         raise FloatingPointError(
@@ -456,19 +559,33 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False) -
     test_last = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (last)")
     model.load_state_dict(load_checkpoint(out_dir / "best.pt", device)["model"])
     test_best = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (best)")
-    result = RunResult(out_dir, best_epoch, val_best, test_best, test_last, history, time.perf_counter() - start,
-                       label_counts, conventions(tasks))
+    result = RunResult(out_dir, best_epoch, state.val_best, test_best, test_last, history,
+                       time.perf_counter() - start, label_counts, conventions(tasks))
     summary = {
         "name": cfg.name, "method": cfg.method.name, "primary": primary.name,
         "selection": f"val {primary.name}/{select_metric}", "conventions": result.conventions,
         "train_images": len(splits.train),
-        "train_labels": label_counts, "best_epoch": best_epoch, "val_best": val_best,
+        "train_labels": label_counts, "best_epoch": best_epoch, "val_best": state.val_best,
         "test_best": test_best, "test_last": test_last, "history": history, "wall_time_s": result.wall_time_s,
     }
-    if "names" in links:
-        summary["link_strengths"] = links
+    if "names" in state.links:
+        summary["link_strengths"] = state.links
     write_json(out_dir / "metrics.json", summary)
     return result
+
+
+def resume_run(run_dir: str | Path, progress: bool = True) -> RunResult:
+    """Continue the interrupted (or finished) run in ``run_dir`` from its ``last.pt``, with its own
+    ``config.yaml``: optimisers, schedules, regulariser ramp, architecture and weighting state, data order and
+    random number generators continue as if the run had never stopped."""
+    run_dir = Path(run_dir)
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise RunDirectoryError(f"{run_dir}: no config.yaml; is it a run directory written by `auxnas train`?")
+    cfg = config_from_dict(yaml.safe_load(config.read_text()), source=str(config))
+    if Path(cfg.out_dir).resolve() != run_dir.resolve():  # the folder was moved: it is still the same run
+        cfg = dataclasses.replace(cfg, out_dir=str(run_dir))
+    return fit(cfg, progress=progress, resume=True)
 
 
 def load_trained(

@@ -1,0 +1,110 @@
+"""Exact resume: an interrupted run continued with --resume ends with the weights of an uninterrupted one."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import auxnas.train
+from auxnas.cli import main
+from auxnas.config import load_config
+from auxnas.io import load_checkpoint
+from auxnas.train import RunDirectoryError, fit, resume_run
+
+OVERRIDES = [
+    "data.image_size=32", "data.num_train=40", "data.num_test=8", "data.val_fraction=0.2", "data.batch_size=8",
+    "train.epochs=3", "tasks.primary=normal", "tasks.aux=[seg]", "data.augment=true", "train.lr=0.003",
+]
+
+
+def interrupt_at_validation(monkeypatch, call: int) -> None:
+    """Raise KeyboardInterrupt at the ``call``-th validation: after that epoch's training, before its checkpoint."""
+    evaluate_model, calls = auxnas.train.evaluate_model, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return evaluate_model(*args, **kwargs)
+
+    monkeypatch.setattr(auxnas.train, "evaluate_model", interrupted)
+
+
+@pytest.mark.parametrize("method", [
+    ["method.name=aux_nas", "weighting.name=pcgrad_aux"],  # bilevel search, random task order in PCGrad
+    ["method.name=adashare_aux", "method.adashare_skip_downsample=true", "weighting.name=gradnorm"],  # sampled
+])
+def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, method):
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    whole = fit(load_config("demo", [*OVERRIDES, *method, f"out_dir={tmp_path / 'whole'}"]), progress=False)
+    cut = load_config("demo", [*OVERRIDES, *method, f"out_dir={tmp_path / 'cut'}"])
+    with monkeypatch.context() as patch:
+        interrupt_at_validation(patch, call=2)  # epoch 2 trained, not saved: resumes after epoch 1
+        with pytest.raises(KeyboardInterrupt):
+            fit(cut, progress=False)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    resumed = resume_run(tmp_path / "cut", progress=False)
+    for name in ("last.pt", "best.pt"):
+        a = load_checkpoint(tmp_path / "whole" / name)
+        b = load_checkpoint(tmp_path / "cut" / name)
+        assert a["epoch"] == b["epoch"]
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
+    assert resumed.test_best == whole.test_best and resumed.best_epoch == whole.best_epoch
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+
+
+def test_resume_from_the_command_line_and_refusals(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    args = ["train", "demo", *OVERRIDES, "method.name=aux_head", f"out_dir={run}", "--quiet"]
+    with monkeypatch.context() as patch:
+        interrupt_at_validation(patch, call=3)
+        assert main(args) == 130
+    assert f"continue with: auxnas train --resume {run}" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    assert main(["train", "--resume", str(run), "train.epochs=4"]) == 2
+    assert "keeps its own config" in capsys.readouterr().err
+    assert main(["train"]) == 2
+    # a folder whose config.yaml and checkpoint belong to different runs is never resumed
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("tiny_resnet", "tiny_vgg"))
+    with pytest.raises(RunDirectoryError, match="another config"):
+        resume_run(run, progress=False)
+    with pytest.raises(RunDirectoryError, match="no config.yaml"):
+        resume_run(tmp_path / "nowhere", progress=False)
+
+
+def test_sigterm_stops_a_training_process_resumably(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "AUXNAS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "auxnas.cli", "train", "demo", *OVERRIDES, "train.epochs=50", "method.name=single",
+            f"out_dir={run}", "--quiet"]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "last.pt").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert f"continue with: auxnas train --resume {run}" in err and "Traceback" not in err
+    assert load_checkpoint(run / "last.pt")["epoch"] >= 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_or_an_unknown_device_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "demo", *OVERRIDES, "train.epochs=1", "method.name=single", "train.device=cuda",
+                 f"out_dir={run}", "--quiet"]) == 2
+    assert "device 'cuda': CUDA is not available on this machine; use auto or cpu" in capsys.readouterr().err
+    assert not run.exists()  # refused before anything is written
+    assert main(["train", "demo", *OVERRIDES, "train.epochs=1", "method.name=single", f"out_dir={run}",
+                 "--quiet"]) == 0
+    for device, message in (("cuda:1", "CUDA is not available"), ("gpu", "expected auto, cpu, cuda or cuda:N")):
+        assert main(["evaluate", str(run), "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
