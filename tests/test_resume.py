@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import auxnas.train
 from auxnas.cli import main
@@ -67,6 +68,9 @@ def test_resume_from_the_command_line_and_refusals(tmp_path, monkeypatch, capsys
     assert f"continue with: auxnas train --resume {run}" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/normal/mean_angle")] == [1, 2, 3]  # one log, across the restart
     assert main(["train", "--resume", str(run), "train.epochs=4"]) == 2
     assert "keeps its own config" in capsys.readouterr().err
     assert main(["train"]) == 2

@@ -206,6 +206,9 @@ class TrainConfig:
     amp: bool = True
     #: stop each epoch after this many steps (smoke runs); None = full epochs
     max_steps_per_epoch: int | None = None
+    #: TensorBoard scalars in RUN_DIR/tensorboard (losses, task weights, metrics, architecture weights,
+    #: regulariser, learning rates), beside the JSON files
+    tensorboard: bool = True
 
 
 @dataclass

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import math
 import random
+import shutil
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,7 @@ from .data import PartiallyLabelled, build_splits
 from .io import load_checkpoint, resolve_checkpoint, save_checkpoint, write_json, write_text
 from .methods import MultiTaskModel, build_model
 from .tasks import Task, build_task, conventions, labelled
+from .tensorboard_log import TensorBoardLog
 from .weighting import build_weighting
 
 
@@ -280,7 +282,7 @@ def epoch_batches(
 
 
 #: the files a run writes into its directory
-RUN_FILES = ("config.yaml", "best.pt", "last.pt", "metrics.json")
+RUN_FILES = ("config.yaml", "best.pt", "last.pt", "metrics.json", "tensorboard")
 
 
 class RunDirectoryError(ValueError):
@@ -300,6 +302,8 @@ def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
         raise RunDirectoryError(f"out_dir {out_dir}: not empty ({shown}); choose another out_dir or overwrite its "
                                 "run files (auxnas train --overwrite, fit(..., overwrite=True))")
     for name in RUN_FILES:
+        if (out_dir / name).is_dir():
+            shutil.rmtree(out_dir / name)
         (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -496,6 +500,8 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, r
         return {**payload, "state": state.state_dict()} if with_state else payload
 
     record_every = max(1, total_steps // 100)
+    log = TensorBoardLog(out_dir, state.epoch + 1) if cfg.train.tensorboard else None
+    optimizers = {"network": optimizer, **({"architecture": state.arch_optimizer} if arch_params else {})}
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         model.train()
         running, seen = 0.0, 0
@@ -541,6 +547,8 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, r
             record["link_strengths"] = model.link_strengths()
         state.history.append(record)
         state.epoch = epoch
+        if log is not None:
+            log.epoch(epoch, record, model, state.step / max(total_steps, 1), optimizers)
         if is_better(value, state.best_value, primary.higher_is_better[select_metric]):
             state.best_value, state.best_epoch, state.val_best = value, epoch, val
             save_checkpoint(out_dir / "best.pt", checkpoint(val, with_state=False))
@@ -549,6 +557,8 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, r
             tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}  val {primary.name}/{select_metric} "
                        f"{value:.4f}{'  (best)' if state.best_epoch == epoch else ''}")
 
+    if log is not None:
+        log.close()
     history, best_epoch = state.history, state.best_epoch
     if best_epoch == 0:
         first_bad = next(r["epoch"] for r in history if not math.isfinite(r["val"][primary.name][select_metric]))

@@ -55,6 +55,10 @@ class MultiTaskModel(nn.Module):
         """Regulariser added to the architecture step's loss at ``progress`` in [0, 1] of training."""
         return None
 
+    def penalty_weight(self, progress: float) -> float | None:
+        """The factor of a ramped regulariser at ``progress`` (None: no ramp)."""
+        return None
+
     def primary_network(self) -> nn.Module:
         """The deployable primary-only network (a plain module, no auxiliary part)."""
         raise NotImplementedError

@@ -173,10 +173,16 @@ class LinkedBranches(MultiTaskModel):
     def architecture_penalty(self, progress: float) -> Tensor | None:
         if not self.a2p:
             return None
-        lambda_max, start, end, reduction = self.penalty
+        reduction = self.penalty[3]
         strengths = torch.cat([links.strengths() for links in self.a2p.values()])
         l1 = strengths.mean() if reduction == "mean" else strengths.sum()
-        return penalty_weight(progress, lambda_max, start, end) * l1
+        return self.penalty_weight(progress) * l1
+
+    def penalty_weight(self, progress: float) -> float | None:
+        if not self.a2p:
+            return None
+        lambda_max, start, end, _ = self.penalty
+        return penalty_weight(progress, lambda_max, start, end)
 
     def forward(self, x: Tensor, cut_a2p: bool | None = None) -> dict[str, Tensor]:
         """Predictions of every task.
