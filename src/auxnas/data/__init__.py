@@ -1,27 +1,29 @@
-"""Datasets: the built-in synthetic scenes, the MTAN-preprocessed NYUv2 / CityScapes readers, and the split
-into train / val / test."""
+"""Datasets: the built-in synthetic scenes, the MTAN-preprocessed NYUv2 / CityScapes readers, users' own folders,
+and the split into train / val / test."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..config import DataConfig
+from .folder import FolderImages
 from .labels import PartiallyLabelled, RandomTargets, labelled_subset
 from .mtan import NpyFolders
 from .readers import READERS, reader
 from .synthetic import SyntheticScenes
 
-__all__ = ["READERS", "DataSplits", "NpyFolders", "PartiallyLabelled", "RandomTargets", "SyntheticScenes",
-           "build_splits", "labelled_subset", "num_val_images", "reader"]
+__all__ = ["READERS", "DataSplits", "FolderImages", "NpyFolders", "PartiallyLabelled", "RandomTargets",
+           "SyntheticScenes", "build_splits", "labelled_subset", "num_val_images", "reader"]
 
 
 @dataclass
 class DataSplits:
-    """Train (augmented), validation (carved from train, for model selection) and test."""
+    """Train (augmented), validation (the dataset's own or carved from train, for model selection) and test."""
 
     train: Dataset
     val: Dataset
@@ -31,7 +33,7 @@ class DataSplits:
 
     def train_label_counts(self, tasks: list[str]) -> dict[str, int]:
         """Task -> number of training images that carry its label."""
-        counts = self.train.label_counts() if isinstance(self.train, PartiallyLabelled) else {}
+        counts = self.train.label_counts() if hasattr(self.train, "label_counts") else {}
         return {task: counts.get(task, len(self.train)) for task in tasks}
 
 
@@ -40,38 +42,58 @@ def num_val_images(num_images: int, val_fraction: float) -> int:
     return max(1, round(val_fraction * num_images))
 
 
+def _keep_fraction(has_label: np.ndarray | None, num_images: int, fraction: float, task: str, seed: int) -> np.ndarray:
+    """``labelled_subset`` over the images that carry ``task``'s label (all ``num_images`` when ``has_label`` is
+    None): ``fraction`` of them keep it."""
+    if has_label is None:
+        return labelled_subset(num_images, fraction, task, seed)
+    carriers = np.flatnonzero(has_label)
+    mask = np.zeros(num_images, dtype=bool)
+    mask[carriers[labelled_subset(len(carriers), fraction, task, seed)]] = True
+    return mask
+
+
 def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
     """Build the three splits; the validation images never come from the test split.
 
     ``cfg.name`` picks the dataset: the synthetic scenes (``num_train`` / ``num_test`` images at ``image_size``)
     or a real dataset under ``cfg.root`` (``READERS``: every image of its training split, its test split,
-    native resolution). Validation images are carved from the training
-    images with ``cfg.val_fraction`` and ``cfg.seed``. With ``cfg.labelled_fraction`` the training split
-    withholds labels (``PartiallyLabelled``); with ``cfg.random_targets`` its targets of those tasks are random
-    (``RandomTargets``). Validation and test images always carry every real label, as a held-out fully
-    labelled set would.
+    native resolution). A dataset's own validation split is used as it is; otherwise validation images are
+    carved from the training images with ``cfg.val_fraction`` and ``cfg.seed``. A training split whose images
+    lack some labels (``label_masks()``, e.g. ``FolderImages``) is wrapped in ``PartiallyLabelled`` with its
+    masks; with ``cfg.labelled_fraction`` the training split withholds labels too (that fraction of the images
+    that carry the label keeps it); with ``cfg.random_targets`` its targets of those tasks are random
+    (``RandomTargets``). Validation and test images carry every label their dataset has.
     """
     if cfg.name == "synthetic":
         full = SyntheticScenes("train", cfg.num_train, cfg.image_size, cfg.seed, cfg.cache_dir, progress=progress)
         test = SyntheticScenes("test", cfg.num_test, cfg.image_size, cfg.seed, cfg.cache_dir, progress=progress)
+        given_val = None
     else:
         if cfg.root is None:
             raise ValueError(f"data.root: data.name={cfg.name} needs the dataset folder (see docs/datasets.md)")
-        full, test = reader(cfg.name).open_splits(cfg)
-    num_train = len(full)
-    num_val = num_val_images(num_train, cfg.val_fraction)
-    if num_val >= num_train:
-        raise ValueError(f"data.val_fraction={cfg.val_fraction} leaves no training image out of {num_train}")
-    order = torch.randperm(num_train, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-    train = full.subset(sorted(order[num_val:]), augment=cfg.augment)
-    val = full.subset(sorted(order[:num_val]), augment=False)
+        full, given_val, test = reader(cfg.name).open_splits(cfg)
+    if given_val is not None:
+        train, val = full.subset(range(len(full)), augment=cfg.augment), given_val
+        source = "its val folder; data.val_fraction unused"
+    else:
+        num_train = len(full)
+        num_val = num_val_images(num_train, cfg.val_fraction)
+        if num_val >= num_train:
+            raise ValueError(f"data.val_fraction={cfg.val_fraction} leaves no training image out of {num_train}")
+        order = torch.randperm(num_train, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        train = full.subset(sorted(order[num_val:]), augment=cfg.augment)
+        val = full.subset(sorted(order[:num_val]), augment=False)
+        source = "from its training images"
     if progress and cfg.name != "synthetic":
         height, width = full.size
         tqdm.write(f"{cfg.name} at {cfg.root} ({height}x{width}): {len(train)} train + {len(val)} validation images "
-                   f"(from its training images), {len(test)} test images")
+                   f"({source}), {len(test)} test images")
+    masks = dict(train.label_masks()) if hasattr(train, "label_masks") else {}
     if cfg.random_targets:
         train = RandomTargets(train, cfg.random_targets, full.num_classes, cfg.seed)
-    if cfg.labelled_fraction:
-        masks = {task: labelled_subset(len(train), f, task, cfg.seed) for task, f in cfg.labelled_fraction.items()}
+    for task, fraction in cfg.labelled_fraction.items():
+        masks[task] = _keep_fraction(masks.get(task), len(train), fraction, task, cfg.seed)
+    if masks:
         train = PartiallyLabelled(train, masks)
     return DataSplits(train=train, val=val, test=test, num_classes=full.num_classes)

@@ -23,6 +23,7 @@ import torch
 
 from ..config import DataConfig
 from .base import IndexedImages
+from .files import read_npy
 from .synthetic import IGNORE_INDEX
 from .transforms import augment, normalise
 
@@ -53,16 +54,6 @@ def folder_layout(name: str, cityscapes_classes: int = 7) -> FolderLayout:
         folders = {"image": "image", "seg": f"label_{cityscapes_classes}", "disparity": "depth"}
         return FolderLayout(name, folders, {"seg": cityscapes_classes})
     raise ValueError(f"unknown folder dataset {name!r}; known: {', '.join(DATASET_TASKS)}")
-
-
-def _read(path: Path, mmap: bool = False) -> np.ndarray:
-    """``np.load`` with an error that names the file (missing, truncated or not a plain .npy array)."""
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing file") from None
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"{path}: unreadable .npy file ({err})") from None
 
 
 def _indices(folder: Path) -> set[int]:
@@ -104,7 +95,7 @@ class NpyFolders(IndexedImages):
                 raise FileNotFoundError(f"{self.split_dir / folder / f'{min(missing)}.npy'}: missing file (expected "
                                         f"0.npy .. {count - 1}.npy in every folder of {self.split_dir})")
         first = image_dir / "0.npy"
-        shape = _read(first, mmap=True).shape
+        shape = read_npy(first, mmap=True).shape
         if size is None and len(shape) == 3:
             size = shape[0], shape[1]
         if size is None or shape != (*size, 3):
@@ -119,7 +110,7 @@ class NpyFolders(IndexedImages):
     def load(self, key: str, index: int) -> torch.Tensor:
         """Sample key ``key`` of image ``index`` as a CHW float tensor (``seg``: HxW int64, -1 -> IGNORE_INDEX)."""
         path = self.split_dir / self.layout.folders[key] / f"{index}.npy"
-        array = _read(path)
+        array = read_npy(path)
         (height, width), channels = self.size, CHANNELS[key]
         if channels == 1 and array.shape == (height, width):
             array = array[..., None]
@@ -151,8 +142,9 @@ def tasks(cfg: DataConfig) -> tuple[str, ...]:
     return DATASET_TASKS[cfg.name]
 
 
-def open_splits(cfg: DataConfig) -> tuple[NpyFolders, NpyFolders]:
-    """The ``train`` folder and the ``val`` folder (the test split of every published result)."""
+def open_splits(cfg: DataConfig) -> tuple[NpyFolders, None, NpyFolders]:
+    """The ``train`` folder, no validation split (``build_splits`` carves it from ``train``) and the ``val`` folder
+    (the test split of every published result)."""
     layout = folder_layout(cfg.name, cfg.cityscapes_classes)
     train = NpyFolders(cfg.root, "train", layout)
-    return train, NpyFolders(cfg.root, "val", layout, size=train.size)
+    return train, None, NpyFolders(cfg.root, "val", layout, size=train.size)

@@ -1,9 +1,11 @@
 """The real-dataset readers, by ``data.name``: what each provides and how its splits are opened.
 
-A reader is a module function ``open_splits(cfg) -> (train, test)`` returning two ``IndexedImages`` (the
-dataset's training images, from which ``build_splits`` carves the validation split, and its test images; each
-with ``size`` (H, W) and ``num_classes``, samples as ``SyntheticScenes``'), and
-``tasks(cfg)``, the task names it has targets for (checked when a config is validated, before any work).
+A reader is a module function ``open_splits(cfg) -> (train, val, test)`` returning ``IndexedImages`` (the
+dataset's training images; its validation images, or None, and then ``build_splits`` carves the validation split
+from ``train``; its test images; each with ``size`` (H, W) and ``num_classes``, samples as ``SyntheticScenes``'),
+and ``tasks(cfg)``, the task names it has targets for (checked when a config is validated, before any work).
+A split whose images may lack some labels also has ``label_masks()``: task -> bool array over its images (samples
+then carry ``"labelled"``, see ``data.labels``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import DataConfig
-from . import mtan
+from . import folder, mtan, nddr, taskonomy
 from .base import IndexedImages
 
 
@@ -20,7 +22,7 @@ from .base import IndexedImages
 class Reader:
     """How to open one dataset and which tasks it provides."""
 
-    open_splits: Callable[[DataConfig], tuple[IndexedImages, IndexedImages]]
+    open_splits: Callable[[DataConfig], tuple[IndexedImages, IndexedImages | None, IndexedImages]]
     tasks: Callable[[DataConfig], tuple[str, ...]]
 
 
@@ -28,6 +30,9 @@ class Reader:
 READERS: dict[str, Reader] = {
     "nyuv2_mtan": Reader(mtan.open_splits, mtan.tasks),
     "cityscapes": Reader(mtan.open_splits, mtan.tasks),
+    "folder": Reader(folder.open_splits, folder.tasks),
+    "nyuv2_nddr": Reader(nddr.open_splits, nddr.tasks),
+    "taskonomy": Reader(taskonomy.open_splits, taskonomy.tasks),
 }
 
 
