@@ -42,6 +42,9 @@ class DataConfig:
     #: datasets keep their native (non-square) resolution and ignore it; ViT backbones, whose position embedding is
     #: sized from it, are refused on real datasets
     image_size: int = 64
+    #: real datasets: resize every image and dense label to data.image_size squares (the Aux-NAS authors' ViT
+    #: protocol: 224); this is what lets ViT backbones run on them. Taskonomy is always resized
+    resize: bool = False
     #: synthetic: number of training / test images; real datasets ignore both and read every image of
     #: their train / val folders
     num_train: int = 2000
@@ -431,9 +434,10 @@ def _check_dataset(cfg: ExperimentConfig) -> None:
     for key, task in named:
         if task not in provided:
             raise ConfigError(f"{key}: dataset {name} has no {task!r} targets; it provides {', '.join(provided)}")
-    if cfg.model.backbone in VITS:
+    if cfg.model.backbone in VITS and not (cfg.data.resize or name == "taskonomy"):
         raise ConfigError(f"model.backbone: {cfg.model.backbone} needs square data.image_size images for its position "
-                          f"embedding; {name} is read at its native, non-square resolution: use a CNN backbone")
+                          f"embedding; {name} is read at its native resolution: set data.resize=true (and "
+                          "data.image_size) or use a CNN backbone")
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..config import DataConfig
+from .base import Resized
 from .folder import FolderImages
 from .labels import PartiallyLabelled, RandomTargets, labelled_subset
 from .mtan import NpyFolders
@@ -53,17 +54,24 @@ def _keep_fraction(has_label: np.ndarray | None, num_images: int, fraction: floa
     return mask
 
 
+def resizes(cfg: DataConfig) -> bool:
+    """Whether ``build_splits`` resizes a real dataset's samples to ``data.image_size`` squares (``data.resize``;
+    Taskonomy's reader resizes by itself)."""
+    return cfg.resize and cfg.name not in ("synthetic", "taskonomy")
+
+
 def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
     """Build the three splits; the validation images never come from the test split.
 
-    ``cfg.name`` picks the dataset: the synthetic scenes (``num_train`` / ``num_test`` images at ``image_size``)
-    or a real dataset under ``cfg.root`` (``READERS``: every image of its training split, its test split,
-    native resolution). A dataset's own validation split is used as it is; otherwise validation images are
-    carved from the training images with ``cfg.val_fraction`` and ``cfg.seed``. A training split whose images
-    lack some labels (``label_masks()``, e.g. ``FolderImages``) is wrapped in ``PartiallyLabelled`` with its
-    masks; with ``cfg.labelled_fraction`` the training split withholds labels too (that fraction of the images
-    that carry the label keeps it); with ``cfg.random_targets`` its targets of those tasks are random
-    (``RandomTargets``). Validation and test images carry every label their dataset has.
+    ``cfg.name`` picks the dataset: the synthetic scenes (``num_train`` / ``num_test`` images at
+    ``image_size``) or a real dataset under ``cfg.root`` (``READERS``: every image of its training split, its
+    test split, native resolution, or ``data.image_size`` squares with ``data.resize``). A dataset's own
+    validation split is used as it is; otherwise validation images are carved from the training images with
+    ``cfg.val_fraction`` and ``cfg.seed``. A training split whose images lack some labels (``label_masks()``,
+    e.g. ``FolderImages``) is wrapped in ``PartiallyLabelled`` with its masks; with ``cfg.labelled_fraction``
+    the training split withholds labels too (that fraction of the images that carry the label keeps it); with
+    ``cfg.random_targets`` its targets of those tasks are random (``RandomTargets``). Validation and test
+    images carry every label their dataset has.
     """
     if cfg.name == "synthetic":
         full = SyntheticScenes("train", cfg.num_train, cfg.image_size, cfg.seed, cfg.cache_dir, progress=progress)
@@ -87,9 +95,12 @@ def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
         source = "from its training images"
     if progress and cfg.name != "synthetic":
         height, width = full.size
-        tqdm.write(f"{cfg.name} at {cfg.root} ({height}x{width}): {len(train)} train + {len(val)} validation images "
-                   f"({source}), {len(test)} test images")
+        resized = f", resized to {cfg.image_size}x{cfg.image_size}" if resizes(cfg) else ""
+        tqdm.write(f"{cfg.name} at {cfg.root} ({height}x{width}{resized}): {len(train)} train + {len(val)} "
+                   f"validation images ({source}), {len(test)} test images")
     masks = dict(train.label_masks()) if hasattr(train, "label_masks") else {}
+    if resizes(cfg):
+        train, val, test = (Resized(split, (cfg.image_size, cfg.image_size)) for split in (train, val, test))
     if cfg.random_targets:
         train = RandomTargets(train, cfg.random_targets, full.num_classes, cfg.seed)
     for task, fraction in cfg.labelled_fraction.items():

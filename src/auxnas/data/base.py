@@ -6,7 +6,10 @@ import copy
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
+
+from .transforms import resize_sample
 
 
 class IndexedImages(Dataset):
@@ -24,3 +27,17 @@ class IndexedImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class Resized(Dataset):
+    """``dataset``'s samples with every image and dense label resized to ``size`` (``data.resize``): the image
+    bilinearly, labels by nearest neighbour, so depth values, unit normals and ignore labels stay valid."""
+
+    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
+        self.dataset, self.size = dataset, size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return resize_sample(self.dataset[i], self.size)

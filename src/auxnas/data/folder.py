@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
 from ..config import DataConfig
@@ -31,7 +30,7 @@ from ..tasks import TASK_NAMES
 from .base import IndexedImages
 from .files import decode_normals, image_tensor, label_plane, png_size, read_npy, read_png, rgb_array
 from .synthetic import IGNORE_INDEX
-from .transforms import augment, normalise
+from .transforms import augment, normalise, resize
 
 DATASET_FILE = "dataset.yaml"
 #: the folder of the images in every split
@@ -363,18 +362,6 @@ def placeholder(spec: TaskSpec, size: tuple[int, int]) -> torch.Tensor:
     if spec.name in CLASS_TASKS:
         return torch.tensor(0)
     return torch.zeros(3 if spec.name == "normal" else 1, *size)
-
-
-def resize(key: str, value: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``value`` of sample key ``key`` at ``size``: the image bilinearly (antialiased), dense labels by nearest
-    neighbour (no invalid marker blends into a valid value, unit normals stay unit); classes unchanged."""
-    if value.dim() < 2 or tuple(value.shape[-2:]) == tuple(size):
-        return value
-    if key == "image":
-        return F.interpolate(value[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-    if key == "seg":
-        return F.interpolate(value[None, None].float(), size=size, mode="nearest")[0, 0].long()
-    return F.interpolate(value[None], size=size, mode="nearest")[0]
 
 
 def check_label_size(path: Path, label: torch.Tensor, image_path: Path, native: tuple[int, int]) -> None:

@@ -70,3 +70,20 @@ def normalise(image: Tensor) -> Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype)[:, None, None]
     std = torch.tensor(IMAGENET_STD, dtype=image.dtype)[:, None, None]
     return (image - mean) / std
+
+
+def resize(key: str, value: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``value`` of sample key ``key`` at ``size``: the image bilinearly (antialiased), dense labels by nearest
+    neighbour (no invalid marker blends into a valid value, unit normals stay unit); classes unchanged."""
+    if value.dim() < 2 or tuple(value.shape[-2:]) == tuple(size):
+        return value
+    if key == "image":
+        return F.interpolate(value[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    if key == "seg":
+        return F.interpolate(value[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    return F.interpolate(value[None], size=size, mode="nearest")[0]
+
+
+def resize_sample(sample: dict[str, Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
+    """Every image and dense label of ``sample`` at ``size`` (``resize``); other keys unchanged."""
+    return {k: resize(k, v, size) if k == "image" or k in DENSE_LABELS else v for k, v in sample.items()}
