@@ -7,7 +7,7 @@ from test_data_nddr import write_nddr
 from test_data_taskonomy import write_taskonomy
 from test_readers import write_dataset
 
-from auxnas.config import load_config
+from auxnas.config import load_config, resolve_config_path
 from auxnas.train import fit
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
@@ -25,8 +25,10 @@ CASES = {
 }
 
 
-def test_every_paper_config_has_a_case():
+def test_every_paper_config_has_a_case_and_is_packaged():
     assert sorted(p.stem for p in PAPER.glob("*.yaml")) == sorted(CASES)
+    for name in CASES:
+        assert resolve_config_path(f"paper/{name}").resolve() == (PAPER / f"{name}.yaml").resolve()
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -490,10 +490,12 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    packaged = PACKAGED_CONFIGS / f"{path.stem}.yaml"
-    if path.suffix in ("", ".yaml", ".yml") and path.parent == Path(".") and packaged.is_file():
-        return packaged
-    available = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+    if path.suffix in ("", ".yaml", ".yml") and not path.is_absolute() and ".." not in path.parts:
+        packaged = PACKAGED_CONFIGS / path.with_suffix(".yaml")
+        if packaged.is_file():
+            return packaged
+    available = ", ".join(sorted(str(p.relative_to(PACKAGED_CONFIGS).with_suffix(""))
+                                 for p in PACKAGED_CONFIGS.rglob("*.yaml")))
     raise ConfigError(f"{name_or_path}: no such file, and not a packaged config (packaged: {available})")
 
 
