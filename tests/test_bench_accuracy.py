@@ -113,8 +113,9 @@ def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
 
 
 def test_last_overrides_keep_the_config():
-    overrides = ["train.epochs=16", "tasks.aux=[normal]", "train.epochs=1", "tasks.aux=[]", "seed=3"]
-    assert last_overrides(overrides) == ["train.epochs=1", "tasks.aux=[]", "seed=3"]
+    overrides = ["train.epochs=16", "tasks.aux=[normal]", "train.epochs=1", "tasks.aux=[]", "method.name=single",
+                 "seed=3"]
+    assert last_overrides(overrides) == ["train.epochs=1", "tasks.aux=[]", "method.name=single", "seed=3"]
     assert load_config("demo", overrides) == load_config("demo", last_overrides(overrides))
 
 

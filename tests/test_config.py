@@ -21,7 +21,7 @@ def test_packaged_quickstart_loads_by_name():
 
 
 def test_overrides_are_typed(tmp_path):
-    overrides = ["train.lr=1e-4", "tasks.aux=[seg]", "data.augment=false"]
+    overrides = ["train.lr=1e-4", "tasks.aux=[seg]", "method.name=aux_head", "data.augment=false"]
     cfg = load_config(write(tmp_path, "train:\n  epochs: 3\n"), overrides)
     assert cfg.train.epochs == 3
     assert cfg.train.lr == pytest.approx(1e-4)
@@ -46,8 +46,8 @@ def test_int_accepted_for_float(tmp_path):
         ("data:\n  val_fraction: 1.5\n", [], "data.val_fraction"),
         ("tasks:\n  loss_weights: {sge: 2.0}\n", [], "tasks.loss_weights.sge: unknown task"),
         ("train:\n  lr: -1\n", [], "train.lr: must be positive"),
-        ("", ["train.epochs"], "expected key=value"),
-        ("", ["data.image_size=big"], "data.image_size: expected an integer"),
+        ("name: t\n", ["train.epochs"], "expected key=value"),
+        ("name: t\n", ["data.image_size=big"], "data.image_size: expected an integer"),
         ("- a\n- b\n", [], "expected a mapping at the top level"),
         ("train: [\n", [], "not valid YAML"),
     ],

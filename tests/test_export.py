@@ -26,7 +26,7 @@ def train_tiny(out_dir, method: dict):
     cfg = config_from_dict({
         "name": "t", "out_dir": str(out_dir),
         "data": {"image_size": 32, "num_train": 48, "num_test": 8, "val_fraction": 0.25, "batch_size": 8},
-        "tasks": {"primary": "normal", "aux": ["seg"]},
+        "tasks": {"primary": "normal", "aux": [] if method["name"] == "single" else ["seg"]},
         "model": {"backbone": "tiny_resnet"},
         "method": method,
         "train": {"epochs": 1, "lr": 0.003, "max_steps_per_epoch": 2},

@@ -165,7 +165,8 @@ def test_without_penalty_a2p_stays_and_export_refuses(tmp_path):
     ("tiny_vgg", {"name": "adashare_aux"}),
 ])
 def test_export_matches_single_task_cost(tmp_path, backbone, method):
-    cfg = make_config(tmp_path, method, backbone=backbone, epochs=1, max_steps_per_epoch=2)
+    aux = () if method["name"] == "single" else ("seg",)
+    cfg = make_config(tmp_path, method, aux=aux, backbone=backbone, epochs=1, max_steps_per_epoch=2)
     fit(cfg, progress=False)
     report = export_primary(cfg.out_dir, tmp_path / "export")
     assert all(report["checks"].values())

@@ -86,7 +86,7 @@ def test_sigterm_stops_a_training_process_resumably(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "AUXNAS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "auxnas.cli", "train", "demo", *OVERRIDES, "train.epochs=50", "method.name=single",
-            f"out_dir={run}", "--quiet"]
+            "tasks.aux=[]", f"out_dir={run}", "--quiet"]
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "last.pt").is_file() and time.monotonic() < deadline and process.poll() is None:
@@ -102,11 +102,11 @@ def test_sigterm_stops_a_training_process_resumably(tmp_path):
 def test_cuda_or_an_unknown_device_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    assert main(["train", "demo", *OVERRIDES, "train.epochs=1", "method.name=single", "train.device=cuda",
-                 f"out_dir={run}", "--quiet"]) == 2
+    assert main(["train", "demo", *OVERRIDES, "train.epochs=1", "method.name=single", "tasks.aux=[]",
+                 "train.device=cuda", f"out_dir={run}", "--quiet"]) == 2
     assert "device 'cuda': CUDA is not available on this machine; use auto or cpu" in capsys.readouterr().err
     assert not run.exists()  # refused before anything is written
-    assert main(["train", "demo", *OVERRIDES, "train.epochs=1", "method.name=single", f"out_dir={run}",
+    assert main(["train", "demo", *OVERRIDES, "train.epochs=1", "method.name=single", "tasks.aux=[]", f"out_dir={run}",
                  "--quiet"]) == 0
     for device, message in (("cuda:1", "CUDA is not available"), ("gpu", "expected auto, cpu, cuda or cuda:N")):
         assert main(["evaluate", str(run), "--device", device]) == 2

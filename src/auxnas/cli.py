@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import signal
 
     from .config import load_config
+    from .distributed import is_main
     from .train import fit, resume_run
 
     if args.resume is not None and args.config is not None and "=" in args.config:  # an override, not a CONFIG
@@ -47,10 +49,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             result = fit(load_config(args.config, args.overrides), progress=not args.quiet, overwrite=args.overwrite)
     except KeyboardInterrupt:
         run_dir = args.resume if args.resume is not None else load_config(args.config, args.overrides).out_dir
-        print(f"auxnas: interrupted; continue with: auxnas train --resume {run_dir}", file=sys.stderr)
+        if is_main():
+            print(f"auxnas: interrupted; continue with: auxnas train --resume {run_dir}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if not is_main():  # torchrun: rank 0 reports the run
+        return 0
     print(f"run directory: {result.out_dir}  (best epoch {result.best_epoch}, selected on the validation split, "
           f"{result.wall_time_s:.0f} s)")
     print("training images with a label: " + ", ".join(f"{t} {n}" for t, n in result.train_labels.items()))
@@ -170,7 +175,9 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="auxnas", description="Auxiliary-label learning with single-task inference cost (Aux-NAS and baselines)."
+        prog="auxnas", description="Auxiliary-label learning with single-task inference cost (Aux-NAS and baselines).",
+        epilog="An error is one line on stderr (exit status 2); AUXNAS_DEBUG=1 in the environment raises it with its "
+               "traceback instead.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -291,12 +298,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    debug = os.environ.get("AUXNAS_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
     except (
         ConfigError, CheckpointError, ExportError, PretrainedWeightsError, OSError, ValueError, FloatingPointError,
     ) as err:
+        if debug:
+            raise
         print(f"auxnas: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # last resort: no known bad input, e.g. a failure inside torch
+        if debug:
+            raise
+        names = (args.command, getattr(args, "bench_command", None), getattr(args, "data_command", None))
+        command = " ".join(["auxnas", *filter(None, names)])
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        print(f"auxnas: error: unexpected {type(err).__name__} in `{command}`: {first} (set AUXNAS_DEBUG=1 for the "
+              "traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("auxnas: interrupted", file=sys.stderr)

@@ -7,6 +7,8 @@ type are rejected with a :class:`ConfigError` that names the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -55,6 +57,8 @@ class DataConfig:
     seed: int = 0
     #: where generated datasets are cached; None -> $AUXNAS_CACHE or ~/.cache/auxnas
     cache_dir: str | None = None
+    #: images per step: the global batch; under torchrun each of the N processes loads batch_size / N (N must
+    #: divide it; docs/distributed.md)
     batch_size: int = 32
     num_workers: int = 0
     augment: bool = True
@@ -311,6 +315,7 @@ def _check(cfg: ExperimentConfig) -> None:
     from .backbones import BACKBONE_NAMES
     from .tasks import LOSSES, TASK_NAMES
 
+    _check_numbers(cfg)
     positive = {
         "data.image_size": cfg.data.image_size,
         "data.num_train": cfg.data.num_train,
@@ -377,6 +382,9 @@ def _check(cfg: ExperimentConfig) -> None:
     m = cfg.method
     if m.name in ("aux_head", "aux_module", "adashare_aux", "aux_g", "aux_nas") and not cfg.tasks.aux:
         raise ConfigError(f"tasks.aux: method {m.name} needs at least one auxiliary task")
+    if m.name == "single" and cfg.tasks.aux:
+        raise ConfigError(f"tasks.aux: {cfg.tasks.aux} given, but single-task training uses no auxiliary task; remove "
+                          "tasks.aux or choose a method (method.name: aux_head, aux_nas, ...)")
     if m.module_weight < 0 or m.sparsity_weight < 0 or m.sharing_weight < 0:
         raise ConfigError("method.module_weight, method.sparsity_weight and method.sharing_weight must be non-negative")
     if m.temperature_start <= 0 or m.temperature_end <= 0:
@@ -395,8 +403,8 @@ def _check(cfg: ExperimentConfig) -> None:
     for key in ("p2a_init", "a2p_init"):
         if not 0.0 < getattr(m, key) < 1.0:
             raise ConfigError(f"method.{key}: a strength strictly between 0 and 1, got {getattr(m, key)}")
-    if m.arch_lr <= 0 or m.penalty_max < 0:
-        raise ConfigError("method.arch_lr must be positive and method.penalty_max non-negative")
+    if m.penalty_max < 0:
+        raise ConfigError(f"method.penalty_max: must be non-negative, got {m.penalty_max}")
     if m.arch_every < 1:
         raise ConfigError(f"method.arch_every: must be >= 1, got {m.arch_every}")
     if m.arch_every > 1 and m.optimization != "bilevel":
@@ -410,6 +418,73 @@ def _check(cfg: ExperimentConfig) -> None:
                           f"{m.penalty_start}, {m.penalty_end}")
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise ConfigError(f"train.device: expected auto, cpu or cuda[:N], got {cfg.train.device!r}")
+    _check_image_size(cfg)
+
+
+def _numbers(value: Any, key: str) -> typing.Iterator[tuple[str, float]]:
+    """Every float of a config (dataclass, list, mapping) with its key, e.g. ``("tasks.loss_weights.seg", 2.0)``."""
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            yield from _numbers(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{key}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{key}[{i}]")
+    elif isinstance(value, float):
+        yield key, value
+
+
+def _check_numbers(cfg: ExperimentConfig) -> None:
+    """Every number finite; seeds, learning rates, weight decays and the poly power in range."""
+    for key, value in _numbers(cfg, ""):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
+    for key, value in (("seed", cfg.seed), ("data.seed", cfg.data.seed), ("train.weight_decay", cfg.train.weight_decay),
+                       ("method.arch_weight_decay", cfg.method.arch_weight_decay)):
+        if value < 0:
+            raise ConfigError(f"{key}: must be non-negative, got {value}")
+    for key, value in (("train.poly_power", cfg.train.poly_power), ("method.arch_lr", cfg.method.arch_lr)):
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+
+
+def _min_image_size(backbone: str) -> tuple[int, int, str]:
+    """(smallest side, the side must be a multiple of, why) of the images ``backbone`` takes.
+
+    ResNets keep at least one pixel at any size (strided convolutions with padding); a VGG's max-pools floor the
+    map to nothing below 2^pools pixels; a ViT cuts the image into whole patches.
+    """
+    from timm.models.vgg import cfgs
+
+    from .backbones.vgg import VGGS
+    from .backbones.vit import VITS
+
+    if backbone in VITS:
+        spec = VITS[backbone]
+        patch = spec["patch_size"] if isinstance(spec, dict) else int(re.search(r"patch(\d+)", spec).group(1))
+        return patch, patch, f"it cuts images into {patch}x{patch} patches"
+    if backbone in VGGS:
+        spec = VGGS[backbone]
+        layers = cfgs[spec.removesuffix("_bn")] if isinstance(spec, str) else spec
+        last_conv = max(i for i, layer in enumerate(layers) if layer != "M")
+        pools = layers[:last_conv].count("M")
+        return 2**pools, 1, f"its {pools} max-pools leave no pixel below {2**pools} px"
+    return 1, 1, ""
+
+
+def _check_image_size(cfg: ExperimentConfig) -> None:
+    """``data.image_size`` fits the backbone (and the synthetic scenes) wherever images are that size."""
+    if not (cfg.data.name in ("synthetic", "taskonomy") or cfg.data.resize):
+        return  # native resolution: data.image_size is unused
+    size, backbone = cfg.data.image_size, cfg.model.backbone
+    smallest, multiple, why = _min_image_size(backbone)
+    if size % multiple or size < smallest:
+        need = f"a multiple of its patch size {multiple}" if multiple > 1 else f"at least {smallest} px"
+        raise ConfigError(f"data.image_size: {backbone} needs {need} ({why}), got {size}")
+    if cfg.data.name == "synthetic" and size < 16:
+        raise ConfigError(f"data.image_size: the synthetic scenes need at least 16 px, got {size}")
 
 
 def _check_dataset(cfg: ExperimentConfig) -> None:
@@ -502,10 +577,22 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Read a YAML experiment file (or packaged config name), apply overrides, validate."""
     path = resolve_config_path(name_or_path)
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a YAML text file (not UTF-8: byte 0x{raw[err.start]:02x} at position "
+                          f"{err.start})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if data is not None and not isinstance(data, dict):
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: empty config file (no key set); write the keys to change, e.g. out_dir: runs/x, "
+                          "or start from a packaged config such as quickstart")
+    if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return config_from_dict(apply_overrides(data or {}, overrides), source=str(path))
+    return config_from_dict(apply_overrides(data, overrides), source=str(path))

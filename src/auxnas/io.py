@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,10 @@ import torch
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or not an auxnas checkpoint."""
+
+
+#: what every checkpoint written by ``auxnas.train.fit`` holds (``load_trained`` needs them all)
+TRAINED_KEYS = ("model", "config", "num_classes", "epoch")
 
 
 def file_mode(mode: int = 0o666) -> int:
@@ -43,23 +49,68 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def unwritable(folder: Path, err: OSError | None = None) -> str:
+    """Why ``folder`` cannot be written: a file in its place or on its path, else ``err``'s reason."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                return f"{path} is a file, not a folder"
+            break
+    if err is None:
+        return "no permission"
+    where = f": {err.filename}" if err.filename and str(err.filename) != str(folder) else ""
+    return f"{err.strerror or err}{where}"
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (tensors, numbers, strings, nested dicts/lists) atomically."""
     return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", keys: Sequence[str] = ("model", "config")
+) -> dict[str, Any]:
+    """Load a checkpoint without unpickling arbitrary objects (``weights_only=True``); it must hold ``keys``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
-        raise CheckpointError(f"{path}: not an auxnas checkpoint (expected keys 'model' and 'config')")
+    except Exception as err:  # torch raises several types for truncated or foreign files, with long messages
+        text = str(err)
+        found = re.search(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed global|\.? Please|\n|$)", text)
+        detail = found.group(1).strip() if found else next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in text:  # e.g. a whole nn.Module
+            raise CheckpointError(f"{path}: not an auxnas checkpoint: it holds Python objects ({detail}), not only "
+                                  "tensors and plain data (checkpoints are loaded with weights_only=True)") from None
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {detail})") from None
+    missing = [k for k in keys if k not in payload] if isinstance(payload, dict) else list(keys)
+    if missing:
+        if not isinstance(payload, dict):
+            held = f"a {type(payload).__name__}"
+        elif payload:
+            held = "keys " + ", ".join([repr(k) for k in payload][:5]) + (", ..." if len(payload) > 5 else "")
+        else:
+            held = "nothing"
+        raise CheckpointError(f"{path}: not an auxnas checkpoint: it lacks {', '.join(map(repr, missing))} (it holds "
+                              f"{held}; expected keys {', '.join(map(repr, keys))})")
     return payload
+
+
+def weights_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> str | None:
+    """How the state dict ``given`` does not fit a model whose state dict is ``expected``, or None when it does."""
+
+    def shape(value: Any) -> str:
+        return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    reshaped = [f"{k} {shape(given[k])} instead of {shape(v)}" for k, v in expected.items()
+                if k in given and shape(given[k]) != shape(v)]
+    problems = [f"{len(names)} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                for what, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
+                if names]
+    return "; ".join(problems) or None
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -6,11 +6,12 @@ import contextlib
 import dataclasses
 import itertools
 import math
+import os
 import random
 import shutil
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .config import ExperimentConfig, TrainConfig, config_from_dict
+from .config import ConfigError, ExperimentConfig, TrainConfig, config_from_dict
 from .data import PartiallyLabelled, build_splits
+from .distributed import Distributed, SeededSamples, session, world_size
 from .io import load_checkpoint, resolve_checkpoint, save_checkpoint, write_json, write_text
 from .methods import MultiTaskModel, build_model
 from .tasks import Task, build_task, conventions, labelled
@@ -104,6 +106,43 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num
     )
 
 
+def shuffled_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Positions ``0 .. n-1`` in the batches that ``make_loader(dataset_of_n, batch_size, True, seed)`` draws (the
+    same sampler and generator, so the same order)."""
+    loader = DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return [batch.tolist() for batch in loader]
+
+
+def process_loader(
+    dataset: Dataset, batches: Sequence[Sequence[int]], seed: int, dist: Distributed, num_workers: int = 0
+) -> DataLoader:
+    """A loader of this process's part of each of ``batches`` (indices into ``dataset``) of the global batches.
+
+    One process: the batches as they are. Several: each process loads ``Distributed.shard`` of every batch (a
+    batch with fewer images than processes is left out), each image's random draws (augmentation) seeded by its
+    position in the epoch (``SeededSamples``), so that they do not depend on which process loads it.
+    """
+    if dist.enabled:
+        flat = [i for batch in batches for i in batch]
+        dataset = SeededSamples(dataset, flat, seed)
+        ends = list(itertools.accumulate(len(batch) for batch in batches))
+        batches = [dist.shard(range(end - len(batch), end)) for batch, end in zip(batches, ends)
+                   if len(batch) >= dist.world_size]
+    return DataLoader(dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(seed + dist.rank), pin_memory=torch.cuda.is_available())
+
+
+def evaluation_loader(dataset: Dataset, cfg: ExperimentConfig, dist: Distributed) -> DataLoader:
+    """The loader of ``dataset`` for evaluation: all of it in order, or with several processes this process's
+    contiguous part (no image twice, none left out), in batches of its share of ``data.batch_size``."""
+    if not dist.enabled:
+        return make_loader(dataset, cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
+    own, size = dist.shard(range(len(dataset))), cfg.data.batch_size // dist.world_size
+    return DataLoader(dataset, batch_sampler=[own[i : i + size] for i in range(0, len(own), size)],
+                      num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
+                      pin_memory=torch.cuda.is_available())  # its own generator: the global one is the model's
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """bfloat16 autocast on CUDA when enabled; a no-op on CPU."""
     if enabled and device.type == "cuda":
@@ -130,11 +169,13 @@ def task_losses(
 @torch.no_grad()
 def evaluate_model(
     model: MultiTaskModel, loader: DataLoader, device: torch.device, amp: bool = True, progress: bool = False,
-    desc: str = "eval",
+    desc: str = "eval", dist: Distributed | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of every task, pooled over the images of the whole ``loader`` that carry its label.
 
-    Each task's metrics include ``num_images``, how many images they cover.
+    Each task's metrics include ``num_images``, how many images they cover. With several processes (``dist``),
+    each evaluates its part of the set (``evaluation_loader``) and the metrics pool every process's images: rank 0
+    gathers the accumulators, merges them (``Metric.merge``) and hands the metrics to every process.
     """
     was_training = model.training
     model.eval()
@@ -147,7 +188,16 @@ def evaluate_model(
         for name, task in model.tasks.items():
             counts[name] += task.update_metric(metrics[name], preds[name].float(), batch)
     model.train(was_training)
-    return {name: {**metric.compute(), "num_images": counts[name]} for name, metric in metrics.items()}
+    if dist is None or not dist.enabled:
+        return {name: {**metric.compute(), "num_images": counts[name]} for name, metric in metrics.items()}
+    parts, result = dist.gather_on_main((metrics, counts)), None
+    if parts is not None:
+        for other_metrics, other_counts in parts[1:]:
+            for name in metrics:
+                metrics[name].merge(other_metrics[name])
+                counts[name] += other_counts[name]
+        result = {name: {**metric.compute(), "num_images": counts[name]} for name, metric in metrics.items()}
+    return dist.broadcast(result)
 
 
 def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
@@ -202,6 +252,7 @@ def combined_loss(
 def architecture_step(
     model: MultiTaskModel, batch: dict[str, Tensor], weights: dict[str, float], optimizer: torch.optim.Optimizer,
     progress: float, device: torch.device, amp: bool = True,
+    average_gradients: Callable[[list[nn.Parameter]], None] | None = None,
 ) -> float | None:
     """One update of the architecture weights on ``batch`` with the penalty at ``progress`` of training; returns
     its loss, or None (no update) when the batch has no label and there is no penalty.
@@ -210,7 +261,9 @@ def architecture_step(
     on the network step only).
 
     ``backward(inputs=...)`` accumulates gradients into the architecture weights only:
-    autograd skips the network weights' gradient computations entirely.
+    autograd skips the network weights' gradient computations entirely. Data-parallel training passes
+    ``average_gradients`` (``Distributed.average_gradients``): the gradients are averaged over the processes
+    before the update, so the architecture weights stay identical on every process.
     """
     params = model.architecture_parameters()
     terms = [combined_loss(model, batch, weights, device, amp), model.architecture_penalty(progress)]
@@ -220,14 +273,19 @@ def architecture_step(
     loss = sum(terms)
     optimizer.zero_grad(set_to_none=True)
     loss.backward(inputs=params)
+    if average_gradients is not None:
+        average_gradients(params)
     optimizer.step()
     return float(loss.detach())
 
 
-def steps_per_epoch(num_train: int, cfg: ExperimentConfig, bilevel: bool) -> int:
-    """Steps in every epoch (the same for all epochs): one per network batch, of half the data when bilevel."""
+def steps_per_epoch(num_train: int, cfg: ExperimentConfig, bilevel: bool, world_size: int = 1) -> int:
+    """Steps in every epoch (the same for all epochs): one per network batch, of half the data when bilevel.
+
+    With ``world_size`` processes, a last batch with fewer images than processes is left out.
+    """
     n = num_train // 2 if bilevel else num_train
-    steps = math.ceil(n / cfg.data.batch_size)
+    steps = n // cfg.data.batch_size + (n % cfg.data.batch_size >= world_size)
     return steps if cfg.train.max_steps_per_epoch is None else min(steps, cfg.train.max_steps_per_epoch)
 
 
@@ -250,14 +308,18 @@ def oversampled(indices: list[int], has_label: np.ndarray, share: float, generat
 
 
 def epoch_batches(
-    train: Dataset, cfg: ExperimentConfig, epoch: int, bilevel: bool
+    train: Dataset, cfg: ExperimentConfig, epoch: int, bilevel: bool, dist: Distributed | None = None
 ) -> Iterator[tuple[dict[str, Tensor], dict[str, Tensor] | None]]:
     """The ``(network batch, architecture batch or None)`` pairs of one epoch (``steps_per_epoch`` of them).
 
     Bilevel: the training set is reshuffled and split into two disjoint halves every
     epoch; architecture batches come from the first half, network batches from the other.
     With ``data.oversample_primary`` each half's draws are ``oversampled``.
+
+    ``data.batch_size`` is the global batch: with several processes (``dist``) every process draws the same
+    global batches of both halves (same seeds) and loads its part of each (``process_loader``).
     """
+    dist = dist or Distributed()
     seed = cfg.seed * 100_003 + epoch
     bs, workers = cfg.data.batch_size, cfg.data.num_workers
     generator = torch.Generator().manual_seed(seed)
@@ -265,10 +327,13 @@ def epoch_batches(
     share = cfg.data.oversample_primary if primary_mask is not None else None
 
     def loader(indices: list[int] | None, loader_seed: int) -> DataLoader:
+        indices = list(range(len(train))) if indices is None else indices
         if share is not None:
-            draws = oversampled(list(range(len(train))) if indices is None else indices, primary_mask, share, generator)
-            return make_loader(Subset(train, draws), bs, False, loader_seed, workers)
-        return make_loader(train if indices is None else Subset(train, indices), bs, True, loader_seed, workers)
+            draws = oversampled(indices, primary_mask, share, generator)
+            batches = [draws[i : i + bs] for i in range(0, len(draws), bs)]
+        else:
+            batches = [[indices[k] for k in batch] for batch in shuffled_batches(len(indices), bs, loader_seed)]
+        return process_loader(train, batches, loader_seed, dist, workers)
 
     if not bilevel:
         pairs: Iterator = ((batch, None) for batch in loader(None, seed))
@@ -278,7 +343,46 @@ def epoch_batches(
         order = torch.randperm(len(train), generator=generator).tolist()
         half = len(order) // 2
         pairs = zip(loader(order[half:], seed + 2), loader(order[:half], seed + 1))
-    return itertools.islice(pairs, steps_per_epoch(len(train), cfg, bilevel))
+    return itertools.islice(pairs, steps_per_epoch(len(train), cfg, bilevel, dist.world_size))
+
+
+@dataclass
+class BatchCounts:
+    """What one step's global batch holds: its images, and every task's labelled images among them."""
+
+    images: int
+    labelled: dict[str, int]
+
+
+def share_batch(batch: dict[str, Any], tasks: Mapping[str, Task], dist: Distributed) -> BatchCounts:
+    """Count the images and labels of the global batch that ``batch`` (this process's part of it) belongs to.
+
+    With several processes the counts are summed over them (one all-reduce), and ``batch["share"]`` records, for
+    every task the global batch has labels for, this process's loss factor ``world_size * n_p / n``: ``n_p`` and
+    ``n`` are the terms its loss averages over here and in the whole global batch (``Task.loss_normaliser``:
+    labelled images, or valid pixels), so the mean over the processes of their scaled losses is exactly the global
+    batch's loss even when they hold different numbers of labels, and a process without a label of a task
+    labelled elsewhere still back-propagates a (zero) loss of it (``Task.batch_loss``).
+    """
+    size = batch["image"].shape[0]
+    masks = {name: labelled(batch, name) for name in tasks}
+    counts = {name: size if mask is None else int(mask.sum()) for name, mask in masks.items()}
+    if not dist.enabled:
+        return BatchCounts(size, counts)
+    device = batch["image"].device
+    terms = [task.loss_normaliser(batch[name] if masks[name] is None else batch[name][masks[name]])
+             for name, task in tasks.items()]
+    local = torch.cat([torch.tensor([size, *counts.values()], dtype=torch.float64, device=device),
+                       torch.stack([t.to(device, torch.float64) for t in terms])])
+    total = local.clone()
+    dist.sum_([total])
+    k, (size, *total), own_terms = len(tasks), total.tolist(), local[1 + len(tasks) :].tolist()
+    images, total_terms = dict(zip(tasks, total[:k])), dict(zip(tasks, total[k:]))
+    batch["share"] = {
+        name: dist.world_size * own / total_terms[name] if total_terms[name] > 0 else 1.0
+        for name, own in zip(tasks, own_terms) if images[name] > 0
+    }
+    return BatchCounts(int(size), {name: int(n) for name, n in images.items()})
 
 
 #: the files a run writes into its directory
@@ -294,18 +398,26 @@ def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
 
     A run must never pick up a checkpoint it did not write (a diverged run would report the older model).
     """
+    from .io import unwritable
+
     if out_dir.exists() and not out_dir.is_dir():
-        raise RunDirectoryError(f"out_dir {out_dir}: exists and is not a directory")
-    existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
-    if existing and not overwrite:
-        shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
-        raise RunDirectoryError(f"out_dir {out_dir}: not empty ({shown}); choose another out_dir or overwrite its "
-                                "run files (auxnas train --overwrite, fit(..., overwrite=True))")
-    for name in RUN_FILES:
-        if (out_dir / name).is_dir():
-            shutil.rmtree(out_dir / name)
-        (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        raise RunDirectoryError(f"out_dir {out_dir}: exists and is a file, not a folder; choose another out_dir")
+    try:
+        existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+        if existing and not overwrite:
+            shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+            raise RunDirectoryError(f"out_dir {out_dir}: not empty ({shown}); choose another out_dir or overwrite its "
+                                    "run files (auxnas train --overwrite, fit(..., overwrite=True))")
+        for name in RUN_FILES if existing else ():
+            if (out_dir / name).is_dir():
+                shutil.rmtree(out_dir / name)
+            (out_dir / name).unlink(missing_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file on the way, no permission, a read-only file system
+        raise RunDirectoryError(f"out_dir {out_dir}: cannot be written ({unwritable(out_dir, err)}); choose another "
+                                "out_dir") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise RunDirectoryError(f"out_dir {out_dir}: cannot be written (no permission); choose another out_dir")
 
 
 class EpochStats:
@@ -400,6 +512,12 @@ class TrainState:
             self.links["values"].append(self.model.link_strengths())
 
 
+def start_run_dir(out_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
+    """``prepare_run_dir`` and write the resolved ``config.yaml``."""
+    prepare_run_dir(out_dir, overwrite)
+    write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
 def _resumable(out_dir: Path, cfg: ExperimentConfig) -> dict[str, Any]:
     """The ``last.pt`` payload to resume ``cfg`` from in ``out_dir``; fails unless the run's config and
     checkpoint belong together and the checkpoint holds the training state."""
@@ -425,163 +543,193 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, r
     and ``metrics.json`` into ``cfg.out_dir``, which must be empty unless ``overwrite``.
     With ``resume``, continues the run in ``cfg.out_dir`` from its ``last.pt`` (the end of its
     last finished epoch) and ends with the weights an uninterrupted run would have (see ``resume_run``).
+
+    Started by ``torchrun`` with several processes, every process runs this loop on its part of each global
+    batch of ``data.batch_size`` images (``auxnas.distributed``, docs/distributed.md): gradients, losses, label
+    counts and metrics are reduced over the processes, so weights, architecture and selection are identical on
+    every process; rank 0 alone writes files and shows progress. Every process returns the same ``RunResult``.
     """
     start = time.perf_counter()
     out_dir = Path(cfg.out_dir)
-    device = resolve_device(cfg.train.device)
-    if resume:
-        payload = _resumable(out_dir, cfg)
-    else:
-        prepare_run_dir(out_dir, overwrite)
-        write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    seed_everything(cfg.seed)
-    splits = build_splits(cfg.data, progress=progress)
-    tasks = build_tasks(cfg, splits.num_classes)
-    model = build_model(cfg, tasks).to(device)
-    primary = tasks[cfg.tasks.primary]
-    select_metric = primary.main_metric
-    weights = {name: cfg.tasks.loss_weights.get(name, 1.0) for name in tasks}
-    label_counts = splits.train_label_counts(list(tasks))
-    if progress:
-        tqdm.write("training images with a label: " + ", ".join(f"{t} {n}/{len(splits.train)}"
-                                                                for t, n in label_counts.items()))
-    arch_params = model.architecture_parameters()
-    bilevel = bool(arch_params) and cfg.method.optimization == "bilevel"
-    single_level = bool(arch_params) and not bilevel
-
-    val_loader = make_loader(splits.val, cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
-    test_loader = make_loader(splits.test, cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
-    total_steps = steps_per_epoch(len(splits.train), cfg, bilevel) * cfg.train.epochs
-    weighting = build_weighting(cfg.weighting.name, list(model.tasks), primary.name, **cfg.weighting.options)
-    weighting.to(device)
-    optimizer = build_optimizer([{"params": model.network_parameters()}, *weighting.optimizer_groups()], cfg.train)
-    state = TrainState(model, weighting, optimizer, build_schedule(optimizer, total_steps, cfg.train))
-    if arch_params:
-        state.arch_optimizer, state.arch_schedule = build_architecture_optimizer(arch_params, cfg, total_steps)
-    if hasattr(model, "link_strengths"):
-        state.links = {"steps": [], "values": [], "names": {k: [list(p) for p in v]
-                                                           for k, v in model.link_names().items()}}
-    if resume:
-        model.load_state_dict(payload["model"])
-        state.load_state_dict(payload["state"])
+    if cfg.data.batch_size % world_size():
+        raise ConfigError(f"data.batch_size: {cfg.data.batch_size} (the global batch) is not divisible by the "
+                          f"{world_size()} processes; each loads batch_size / processes images")
+    with session(resolve_device(cfg.train.device)) as (dist, device):
+        progress = progress and dist.is_main()
+        if resume:
+            payload = _resumable(out_dir, cfg)  # every process reads the same last.pt
+        else:
+            dist.on_main(lambda: start_run_dir(out_dir, cfg, overwrite))
+        seed_everything(cfg.seed)
+        with dist.main_first():  # rank 0 generates (and caches) the data, the others then read it
+            splits = build_splits(cfg.data, progress=progress)
+        tasks = build_tasks(cfg, splits.num_classes)
+        model = dist.prepare_model(build_model(cfg, tasks).to(device))
+        primary = tasks[cfg.tasks.primary]
+        select_metric = primary.main_metric
+        weights = {name: cfg.tasks.loss_weights.get(name, 1.0) for name in tasks}
+        label_counts = splits.train_label_counts(list(tasks))
         if progress:
-            tqdm.write(f"resuming {out_dir} after epoch {state.epoch}/{cfg.train.epochs} (step {state.step})")
-    else:
-        state.record_links()
+            tqdm.write("training images with a label: " + ", ".join(f"{t} {n}/{len(splits.train)}"
+                                                                    for t, n in label_counts.items()))
+        arch_params = model.architecture_parameters()
+        bilevel = bool(arch_params) and cfg.method.optimization == "bilevel"
+        single_level = bool(arch_params) and not bilevel
 
-    def network_step(batch: dict[str, Tensor], done: float) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """One network update through the weighting method; single level also updates the architecture.
-
-        Returns every task's loss and what the weighting method reports (its effective weights, or gradient
-        norms and cosines with the primary).
-        """
-        losses, extra = checked_losses(model, batch, weights, device, cfg.train.amp)
-        if not losses and extra is None:  # no image of the batch carries any label: nothing to learn from
-            return {}, {}
-        optimizer.zero_grad(set_to_none=True)
+        val_loader = evaluation_loader(splits.val, cfg, dist)
+        test_loader = evaluation_loader(splits.test, cfg, dist)
+        total_steps = steps_per_epoch(len(splits.train), cfg, bilevel, dist.world_size) * cfg.train.epochs
+        weighting = build_weighting(cfg.weighting.name, list(model.tasks), primary.name, **cfg.weighting.options)
+        weighting.to(device)
+        optimizer = build_optimizer([{"params": model.network_parameters()}, *weighting.optimizer_groups()],
+                                    cfg.train)
+        state = TrainState(model, weighting, optimizer, build_schedule(optimizer, total_steps, cfg.train))
+        if arch_params:
+            state.arch_optimizer, state.arch_schedule = build_architecture_optimizer(arch_params, cfg, total_steps)
+        if hasattr(model, "link_strengths"):
+            state.links = {"steps": [], "values": [], "names": {k: [list(p) for p in v]
+                                                               for k, v in model.link_names().items()}}
+        if resume:
+            model.load_state_dict(payload["model"])
+            state.load_state_dict(payload["state"])
+            if progress:
+                tqdm.write(f"resuming {out_dir} after epoch {state.epoch}/{cfg.train.epochs} (step {state.step})")
+        else:
+            state.record_links()
+        # what the network step updates; with several processes their gradients are averaged before each update
+        stepped = [p for group in optimizer.param_groups for p in group["params"]]
         if single_level:
-            state.arch_optimizer.zero_grad(set_to_none=True)
-            penalty = model.architecture_penalty(done)
-            if penalty is not None:
-                penalty.backward()
-        if extra is not None:
-            extra.backward(retain_graph=True)
-        stats = weighting.backward(losses, model.shared_parameters(), weights, model.last_shared_layer())
-        optimizer.step()
-        if single_level:
-            state.arch_optimizer.step()
-        return {name: float(value.detach()) for name, value in losses.items()}, stats
+            stepped += arch_params
+        # several processes: the weighting method averages per-task gradients over them before combining them
+        data_parallel = {"reduce": dist.average_} if dist.enabled else {}
 
-    def checkpoint(val: dict[str, dict[str, float]], with_state: bool) -> dict[str, Any]:
-        payload = {
-            "config": cfg.to_dict(), "model": model.state_dict(), "epoch": state.epoch, "val": val,
-            "num_classes": splits.num_classes, "weighting": weighting.state_dict(),
-        }
-        return {**payload, "state": state.state_dict()} if with_state else payload
+        def network_step(
+            batch: dict[str, Tensor], done: float
+        ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+            """One network update through the weighting method; single level also updates the architecture.
 
-    record_every = max(1, total_steps // 100)
-    log = TensorBoardLog(out_dir, state.epoch + 1) if cfg.train.tensorboard else None
-    optimizers = {"network": optimizer, **({"architecture": state.arch_optimizer} if arch_params else {})}
-    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
-        model.train()
-        running, seen = 0.0, 0
-        task_sums, task_images = dict.fromkeys(model.tasks, 0.0), dict.fromkeys(model.tasks, 0)
-        weighting_stats = EpochStats()
-        bar = tqdm(
-            epoch_batches(splits.train, cfg, epoch, bilevel), total=total_steps // cfg.train.epochs,
-            desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not progress,
-        )
-        for net_batch, arch_batch in bar:
-            done = state.step / max(total_steps, 1)
-            model.set_progress(done)
-            if arch_batch is not None and state.step % cfg.method.arch_every == 0:
-                architecture_step(model, to_device(arch_batch, device), weights, state.arch_optimizer, done, device,
-                                  cfg.train.amp)
-            batch = to_device(net_batch, device)
-            task_values, stats = network_step(batch, done)
-            weighting_stats.add(stats)
-            loss = sum(weights[name] * value for name, value in task_values.items())
-            for name, value in task_values.items():
-                mask = labelled(batch, name)
-                count = batch["image"].shape[0] if mask is None else int(mask.sum())
-                task_sums[name] += value * count
-                task_images[name] += count
-            state.schedule.step()
-            if arch_params:
-                state.arch_schedule.step()
-            state.step += 1
-            if state.step % record_every == 0:
-                state.record_links()
-            running += loss * batch["image"].shape[0]
-            seen += batch["image"].shape[0]
-            bar.set_postfix(loss=f"{running / seen:.4f}")
-        task_means = {name: total / task_images[name] for name, total in task_sums.items() if task_images[name]}
-        weighting.end_epoch(task_means)
-        val = evaluate_model(model, val_loader, device, cfg.train.amp, progress, desc="val")
-        value = val[primary.name][select_metric]
-        record = {
-            "epoch": epoch, "train_loss": running / max(seen, 1), "train_task_losses": task_means,
-            "weighting": weighting_stats.means(), "val": val,
+            Returns every task's loss (the global batch's) and what the weighting method reports (its effective
+            weights, or gradient norms and cosines with the primary).
+            """
+            losses, extra = checked_losses(model, batch, weights, device, cfg.train.amp)
+            if not losses and extra is None:  # no image of the batch carries any label: nothing to learn from
+                return {}, {}
+            optimizer.zero_grad(set_to_none=True)
+            if single_level:
+                state.arch_optimizer.zero_grad(set_to_none=True)
+                penalty = model.architecture_penalty(done)
+                if penalty is not None:
+                    penalty.backward()
+            if extra is not None:
+                extra.backward(retain_graph=True)
+            stats = weighting.backward(losses, model.shared_parameters(), weights, model.last_shared_layer(),
+                                       **data_parallel)
+            dist.average_gradients(stepped)
+            optimizer.step()
+            if single_level:
+                state.arch_optimizer.step()
+            values = torch.stack([value.detach().float() for value in losses.values()]) if losses else None
+            dist.average_([values])  # the processes' scaled losses: their mean is the global batch's loss
+            return dict(zip(losses, [] if values is None else values.tolist())), stats
+
+        def checkpoint(val: dict[str, dict[str, float]], with_state: bool) -> dict[str, Any]:
+            payload = {
+                "config": cfg.to_dict(), "model": model.state_dict(), "epoch": state.epoch, "val": val,
+                "num_classes": splits.num_classes, "weighting": weighting.state_dict(),
+            }
+            return {**payload, "state": state.state_dict()} if with_state else payload
+
+        record_every = max(1, total_steps // 100)
+        log = TensorBoardLog(out_dir, state.epoch + 1) if cfg.train.tensorboard and dist.is_main() else None
+        optimizers = {"network": optimizer, **({"architecture": state.arch_optimizer} if arch_params else {})}
+        for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+            model.train()
+            running, seen = 0.0, 0
+            task_sums, task_images = dict.fromkeys(model.tasks, 0.0), dict.fromkeys(model.tasks, 0)
+            weighting_stats = EpochStats()
+            bar = tqdm(
+                epoch_batches(splits.train, cfg, epoch, bilevel, dist), total=total_steps // cfg.train.epochs,
+                desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not progress,
+            )
+            for net_batch, arch_batch in bar:
+                done = state.step / max(total_steps, 1)
+                model.set_progress(done)
+                if arch_batch is not None and state.step % cfg.method.arch_every == 0:
+                    arch_batch = to_device(arch_batch, device)
+                    share_batch(arch_batch, model.tasks, dist)
+                    architecture_step(model, arch_batch, weights, state.arch_optimizer, done, device, cfg.train.amp,
+                                      dist.average_gradients)
+                batch = to_device(net_batch, device)
+                counts = share_batch(batch, model.tasks, dist)  # of the global batch
+                task_values, stats = network_step(batch, done)
+                weighting_stats.add(stats)
+                loss = sum(weights[name] * value for name, value in task_values.items())
+                for name, value in task_values.items():
+                    task_sums[name] += value * counts.labelled[name]
+                    task_images[name] += counts.labelled[name]
+                state.schedule.step()
+                if arch_params:
+                    state.arch_schedule.step()
+                state.step += 1
+                if state.step % record_every == 0:
+                    state.record_links()
+                running += loss * counts.images
+                seen += counts.images
+                bar.set_postfix(loss=f"{running / seen:.4f}")
+            task_means = {name: total / task_images[name] for name, total in task_sums.items() if task_images[name]}
+            weighting.end_epoch(task_means)
+            dist.broadcast_buffers(model)  # as DistributedDataParallel does; BatchNorm's are equal already
+            val = evaluate_model(model, val_loader, device, cfg.train.amp, progress, desc="val", dist=dist)
+            value = val[primary.name][select_metric]
+            record = {
+                "epoch": epoch, "train_loss": running / max(seen, 1), "train_task_losses": task_means,
+                "weighting": weighting_stats.means(), "val": val,
+            }
+            if "names" in state.links:
+                record["link_strengths"] = model.link_strengths()
+            state.history.append(record)
+            state.epoch = epoch
+            if log is not None:
+                log.epoch(epoch, record, model, state.step / max(total_steps, 1), optimizers)
+            if is_better(value, state.best_value, primary.higher_is_better[select_metric]):
+                state.best_value, state.best_epoch, state.val_best = value, epoch, val
+                if dist.is_main():
+                    save_checkpoint(out_dir / "best.pt", checkpoint(val, with_state=False))
+            if dist.is_main():
+                save_checkpoint(out_dir / "last.pt", checkpoint(val, with_state=True))
+            if progress:
+                tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}  val {primary.name}/"
+                           f"{select_metric} {value:.4f}{'  (best)' if state.best_epoch == epoch else ''}")
+
+        if log is not None:
+            log.close()
+        history, best_epoch = state.history, state.best_epoch
+        if best_epoch == 0:
+            first_bad = next(r["epoch"] for r in history if not math.isfinite(r["val"][primary.name][select_metric]))
+            raise FloatingPointError(
+                f"{out_dir}: the validation metric {primary.name}/{select_metric} was never finite (not finite from "
+                f"epoch {first_bad} on); the run diverged and no checkpoint was selected: lower train.lr or check "
+                "the data"
+            )
+        test_last = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (last)", dist=dist)
+        if dist.is_main():
+            model.load_state_dict(load_checkpoint(out_dir / "best.pt", device)["model"])
+        dist.broadcast_module(model)  # rank 0 read best.pt: the others need not see the run directory
+        test_best = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (best)", dist=dist)
+        result = RunResult(out_dir, best_epoch, state.val_best, test_best, test_last, history,
+                           time.perf_counter() - start, label_counts, conventions(tasks))
+        summary = {
+            "name": cfg.name, "method": cfg.method.name, "primary": primary.name,
+            "selection": f"val {primary.name}/{select_metric}", "conventions": result.conventions,
+            "train_images": len(splits.train),
+            "train_labels": label_counts, "best_epoch": best_epoch, "val_best": state.val_best,
+            "test_best": test_best, "test_last": test_last, "history": history, "wall_time_s": result.wall_time_s,
         }
         if "names" in state.links:
-            record["link_strengths"] = model.link_strengths()
-        state.history.append(record)
-        state.epoch = epoch
-        if log is not None:
-            log.epoch(epoch, record, model, state.step / max(total_steps, 1), optimizers)
-        if is_better(value, state.best_value, primary.higher_is_better[select_metric]):
-            state.best_value, state.best_epoch, state.val_best = value, epoch, val
-            save_checkpoint(out_dir / "best.pt", checkpoint(val, with_state=False))
-        save_checkpoint(out_dir / "last.pt", checkpoint(val, with_state=True))
-        if progress:
-            tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}  val {primary.name}/{select_metric} "
-                       f"{value:.4f}{'  (best)' if state.best_epoch == epoch else ''}")
-
-    if log is not None:
-        log.close()
-    history, best_epoch = state.history, state.best_epoch
-    if best_epoch == 0:
-        first_bad = next(r["epoch"] for r in history if not math.isfinite(r["val"][primary.name][select_metric]))
-        raise FloatingPointError(
-            f"{out_dir}: the validation metric {primary.name}/{select_metric} was never finite (not finite from "
-            f"epoch {first_bad} on); the run diverged and no checkpoint was selected: lower train.lr or check the data"
-        )
-    test_last = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (last)")
-    model.load_state_dict(load_checkpoint(out_dir / "best.pt", device)["model"])
-    test_best = evaluate_model(model, test_loader, device, cfg.train.amp, progress, desc="test (best)")
-    result = RunResult(out_dir, best_epoch, state.val_best, test_best, test_last, history,
-                       time.perf_counter() - start, label_counts, conventions(tasks))
-    summary = {
-        "name": cfg.name, "method": cfg.method.name, "primary": primary.name,
-        "selection": f"val {primary.name}/{select_metric}", "conventions": result.conventions,
-        "train_images": len(splits.train),
-        "train_labels": label_counts, "best_epoch": best_epoch, "val_best": state.val_best,
-        "test_best": test_best, "test_last": test_last, "history": history, "wall_time_s": result.wall_time_s,
-    }
-    if "names" in state.links:
-        summary["link_strengths"] = state.links
-    write_json(out_dir / "metrics.json", summary)
-    return result
+            summary["link_strengths"] = state.links
+        if dist.is_main():
+            write_json(out_dir / "metrics.json", summary)
+        return result
 
 
 def resume_run(run_dir: str | Path, progress: bool = True) -> RunResult:
@@ -601,14 +749,47 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> RunResult:
 def load_trained(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[ExperimentConfig, MultiTaskModel, dict[str, Any]]:
-    """Rebuild the train-time model of a checkpoint (or run directory) with its weights."""
+    """Rebuild the train-time model of a checkpoint (or run directory) with its weights.
+
+    A file that is not a checkpoint of its own config (keys missing, weights of another model) is a one-line
+    ``CheckpointError`` naming it.
+    """
+    from .io import TRAINED_KEYS, CheckpointError, weights_mismatch
+
     ckpt_path = resolve_checkpoint(path)
-    payload = load_checkpoint(ckpt_path)
-    cfg = config_from_dict(payload["config"], source=str(ckpt_path))
-    tasks = build_tasks(cfg, payload["num_classes"])
+    payload = load_checkpoint(ckpt_path, keys=TRAINED_KEYS)
+    cfg = config_from_dict(_without_unused_aux(payload["config"]), source=str(ckpt_path))
+    num_classes, weights = payload["num_classes"], payload["model"]
+    if not isinstance(num_classes, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0 for k, v in num_classes.items()
+    ):
+        raise CheckpointError(f"{ckpt_path}: num_classes: expected a mapping of task to class count, got "
+                              f"{num_classes!r:.100}")
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{ckpt_path}: model: expected the model's weights (a state dict), got "
+                              f"a {type(weights).__name__}")
+    try:
+        tasks = build_tasks(cfg, num_classes)
+    except ValueError as err:  # a class count missing for one of its tasks
+        raise CheckpointError(f"{ckpt_path}: num_classes: {err}") from None
     model = build_model(cfg, tasks)
-    model.load_state_dict(payload["model"])
+    mismatch = weights_mismatch(model.state_dict(), weights)
+    if mismatch:
+        raise CheckpointError(f"{ckpt_path}: its weights do not fit its own config ({cfg.method.name} on "
+                              f"{cfg.model.backbone}, tasks {', '.join(cfg.tasks.all)}): {mismatch}")
+    model.load_state_dict(weights)
     return cfg, model.to(device), payload
+
+
+def _without_unused_aux(config: Any) -> Any:
+    """A checkpoint config of a single-task run that lists auxiliary tasks (allowed before they were refused; the
+    run never used them), without them."""
+    method = config.get("method", {}) if isinstance(config, dict) else None
+    tasks = config.get("tasks", {}) if isinstance(config, dict) else None
+    if isinstance(method, dict) and isinstance(tasks, dict) and method.get("name", "single") == "single" and \
+            tasks.get("aux"):
+        return {**config, "tasks": {**tasks, "aux": []}}
+    return config
 
 
 def evaluate(

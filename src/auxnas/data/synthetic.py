@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..io import atomic_write
+from ..io import atomic_write, unwritable
 from .base import IndexedImages
 from .transforms import hflip, normalise
 
@@ -312,6 +312,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("AUXNAS_CACHE", Path.home() / ".cache" / "auxnas"))
 
 
+def _cache_folder_error(folder: Path, err: OSError | None) -> OSError:
+    """One line naming the cache folder that cannot take a generated dataset, and what to do."""
+    return OSError(f"dataset cache folder {folder}: cannot be written ({unwritable(folder, err)}); set "
+                   "data.cache_dir or AUXNAS_CACHE to a writable folder")
+
+
 def cache_problem(arrays: dict[str, np.ndarray], num_images: int, image_size: int) -> str | None:
     """What makes ``arrays`` (a loaded cache file) not ``num_images`` scenes at ``image_size``, or None."""
     version = arrays.get("format_version")
@@ -364,13 +370,23 @@ class SyntheticScenes(IndexedImages):
                 del arrays["format_version"]
                 return arrays
             warnings.warn(f"{self.cache_path}: not a cache of these scenes ({problem}); regenerating", stacklevel=3)
+        folder = self.cache_path.parent
+        try:  # before generating: a folder that cannot take the cache fails at once
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _cache_folder_error(folder, err) from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise _cache_folder_error(folder, None)
         arrays = generate_scenes(num_images, self.image_size, self.seed, self.split, progress=progress)
 
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 np.savez(handle, format_version=np.array(FORMAT_VERSION), **arrays)
 
-        atomic_write(self.cache_path, save)
+        try:
+            atomic_write(self.cache_path, save)
+        except OSError as err:
+            raise _cache_folder_error(folder, err) from None
         return arrays
 
     @property

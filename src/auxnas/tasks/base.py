@@ -35,6 +35,11 @@ class Metric(ABC):
     def compute(self) -> dict[str, float]:
         """Metric name -> value over everything seen since construction."""
 
+    def merge(self, other: Metric) -> None:
+        """Add what ``other`` (a metric of the same task, fed other images) accumulated, as if ``self`` had seen
+        its images too: how data-parallel evaluation pools the processes' parts of a set."""
+        raise NotImplementedError(f"{type(self).__name__} cannot merge another accumulator")
+
 
 class Task(ABC):
     """One prediction task: target key, output size, loss, metrics.
@@ -65,14 +70,33 @@ class Task(ABC):
     def new_metric(self) -> Metric:
         """A fresh accumulator for this task's metrics."""
 
+    def loss_normaliser(self, target: Tensor) -> Tensor:
+        """How many terms ``loss`` of ``target`` averages over: its images (the default), or for dense tasks its
+        valid pixels. Data-parallel training weights each process's loss by its share of the global count."""
+        return torch.tensor(target.shape[0])
+
     def batch_loss(self, pred: Tensor, batch: Mapping[str, Any]) -> Tensor | None:
-        """``loss`` over the images of ``batch`` that carry this task's label; None when none does."""
+        """``loss`` over the images of ``batch`` that carry this task's label; None when none does.
+
+        A process's part of a data-parallel batch carries ``batch["share"]`` (task -> factor, for the tasks the
+        global batch has labels for; ``auxnas.train.share_batch``): the loss is multiplied by the factor, so that
+        the processes' mean is the global batch's loss, and a task labelled elsewhere but not here gives a zero
+        loss of ``pred`` (every process then back-propagates through the same graph), a task labelled nowhere None.
+        """
         mask = labelled(batch, self.name)
+        share = batch.get("share")
+        if share is not None:
+            if self.name not in share:
+                return None
+            if mask is not None and not bool(mask.any()):
+                return pred.sum() * 0.0
         if mask is None:
-            return self.loss(pred, batch[self.name])
-        if not bool(mask.any()):
+            loss = self.loss(pred, batch[self.name])
+        elif not bool(mask.any()):
             return None
-        return self.loss(pred[mask], batch[self.name][mask])
+        else:
+            loss = self.loss(pred[mask], batch[self.name][mask])
+        return loss if share is None else loss * share[self.name]
 
     def update_metric(self, metric: Metric, pred: Tensor, batch: Mapping[str, Any]) -> int:
         """Add the images of ``batch`` that carry this task's label to ``metric``; return how many."""

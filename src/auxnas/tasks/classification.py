@@ -52,6 +52,11 @@ class TopKMetric(Metric):
         self.top1 += int(hits[:, 0].sum())
         self.topk += int(hits.any(dim=1).sum())
 
+    def merge(self, other: TopKMetric) -> None:
+        self.count += other.count
+        self.top1 += other.top1
+        self.topk += other.topk
+
     def compute(self) -> dict[str, float]:
         """``top1`` and ``top5`` accuracy in percent (``top5`` uses k = min(5, num_classes))."""
         if self.count == 0:

@@ -44,6 +44,11 @@ class DepthMetric(Metric):
         self.abs_total += float(err.sum())
         self.rel_total += float((err / gt).sum())
 
+    def merge(self, other: DepthMetric) -> None:
+        self.count += other.count
+        self.abs_total += other.abs_total
+        self.rel_total += other.rel_total
+
     def compute(self) -> dict[str, float]:
         """Pooled absolute and relative error."""
         if self.count == 0:
@@ -101,6 +106,10 @@ class Depth(Task):
         diff = pred - target
         errors = diff * diff if self.loss_name == "mse" else diff.abs()
         return errors[valid].sum() / valid.sum().clamp(min=1)
+
+    def loss_normaliser(self, target: Tensor) -> Tensor:
+        """Valid pixels (positive target)."""
+        return (target > 0).sum()
 
     def new_metric(self) -> DepthMetric:
         """A fresh error accumulator."""

@@ -78,6 +78,13 @@ class AngleMetric(Metric):
         for i, t in enumerate(THRESHOLDS):
             self.within[i] += int((angles < t).sum())
 
+    def merge(self, other: AngleMetric) -> None:
+        self.angles.extend(other.angles)
+        self.count += other.count
+        self.total += other.total
+        self.total_sq += other.total_sq
+        self.within = [a + b for a, b in zip(self.within, other.within, strict=True)]
+
     def compute(self) -> dict[str, float]:
         """Angular statistics of every valid pixel seen."""
         names = ("mean_angle", "median_angle", "rmse_angle", *THRESHOLD_NAMES)
@@ -119,6 +126,10 @@ class SurfaceNormals(Task):
         else:
             errors = 1 - cosines(pred, target)
         return errors[valid].sum() / valid.sum().clamp(min=1)
+
+    def loss_normaliser(self, target: Tensor) -> Tensor:
+        """Valid pixels (non-zero target normal)."""
+        return _valid(target).sum()
 
     def new_metric(self) -> AngleMetric:
         """A fresh angular-error accumulator."""

@@ -49,6 +49,9 @@ class ConfusionMetric(Metric):
         counts = torch.bincount(target * self.num_classes + labels, minlength=self.num_classes**2)
         self.confusion += counts.view(self.num_classes, self.num_classes)
 
+    def merge(self, other: ConfusionMetric) -> None:
+        self.confusion += other.confusion
+
     def compute(self) -> dict[str, float]:
         """mIoU and pixel accuracy of everything seen, in percent."""
         conf = self.confusion.double()
@@ -89,6 +92,10 @@ class Segmentation(Task):
         pred = dense_pred(pred, target, self.out_channels, None, self.align_corners)
         total = F.cross_entropy(pred, target.long(), ignore_index=self.ignore_index, reduction="sum")
         return total / (target != self.ignore_index).sum().clamp(min=1)
+
+    def loss_normaliser(self, target: Tensor) -> Tensor:
+        """Labelled pixels."""
+        return (target != self.ignore_index).sum()
 
     def new_metric(self) -> ConfusionMetric:
         """A fresh confusion matrix."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 #: what ``backward`` returns for logging: statistic name -> task -> value
 Stats = dict[str, dict[str, float]]
+#: data-parallel training: replaces each tensor of a list by its mean over the processes, in place
+Reduce = Callable[[Sequence[Tensor]], None]
 
 
 class Weighting(nn.Module):
@@ -47,11 +49,19 @@ class Weighting(nn.Module):
         shared: Sequence[nn.Parameter],
         base_weights: Mapping[str, float],
         last_shared_layer: Tensor | None = None,
+        reduce: Reduce | None = None,
     ) -> Stats:
         """Accumulate the gradients of the combined objective; return the step's statistics for logging.
 
         ``shared``: the parameters several tasks reach (what gradient methods act on); ``last_shared_layer``:
         the weight of the last shared layer (where GradNorm measures gradient norms).
+
+        ``reduce`` (data-parallel training; None in one process): averages tensors over the processes. Each
+        process's ``losses`` are its part of the global batch's, scaled so that their mean over the processes
+        is the global batch's loss. A method passes through ``reduce`` every gradient or loss it uses other
+        than linearly (per-task gradients before combining them, GradNorm's norms and loss ratios), so that it
+        acts on the global batch's values, identically on every process; what it accumulates into ``.grad``
+        is averaged over the processes by the caller afterwards.
         """
         raise NotImplementedError
 
@@ -116,6 +126,7 @@ class LossWeighting(Weighting):
         shared: Sequence[nn.Parameter],
         base_weights: Mapping[str, float],
         last_shared_layer: Tensor | None = None,
+        reduce: Reduce | None = None,
     ) -> Stats:
         """One backward of ``sum_t w_t b_t L_t`` (+ the regulariser) over the tasks present; returns
         ``{"weight": w}`` of those tasks."""
@@ -136,7 +147,9 @@ class GradientWeighting(Weighting):
     parameters and every other parameter its graph reaches: the shared parts, flattened, go to
     ``combine``; the other parts are summed into ``.grad`` (their ordinary gradient of the
     base-weighted sum). Shared parameters no loss reaches keep their ``.grad``. Without shared
-    parameters this is exactly the plain weighted sum.
+    parameters this is exactly the plain weighted sum. In data-parallel training the flat per-task
+    gradients are averaged over the processes before ``combine`` (one all-reduce for all tasks), so
+    every process combines the global batch's gradients and gets the same result.
     """
 
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
@@ -150,8 +163,10 @@ class GradientWeighting(Weighting):
         shared: Sequence[nn.Parameter],
         base_weights: Mapping[str, float],
         last_shared_layer: Tensor | None = None,
+        reduce: Reduce | None = None,
     ) -> Stats:
-        """Combine the shared gradients; returns their norms and cosines with the primary's (``{}`` without any)."""
+        """Combine the shared gradients (averaged over the processes first, with ``reduce``); returns their norms
+        and cosines with the primary's (``{}`` without any)."""
         present = [t for t in self.tasks if t in losses]
         weighted = [base_weights[t] * losses[t] for t in present]
         shared = [p for p in shared if p.requires_grad]
@@ -165,6 +180,8 @@ class GradientWeighting(Weighting):
             reached = [r or g is not None for r, g in zip(reached, own)]
             if shared:
                 flat[t] = torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(own, shared)])
+        if reduce is not None and flat:
+            reduce(list(flat.values()))
         if any(reached):
             combined = self.combine(flat, [p.shape for p in shared]).split([p.numel() for p in shared])
             accumulate(shared, [g.view_as(p) if r else None for g, p, r in zip(combined, shared, reached)])

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import LossWeighting, Stats, gradients
+from .base import LossWeighting, Reduce, Stats, gradients
 
 
 class GradNorm(LossWeighting):
@@ -54,23 +54,29 @@ class GradNorm(LossWeighting):
         shared: Sequence[nn.Parameter],
         base_weights: Mapping[str, float],
         last_shared_layer: Tensor | None = None,
+        reduce: Reduce | None = None,
     ) -> Stats:
         """The network backward with the current weights, then the weights' update; adds ``grad_norm`` to the
-        stats: ``|d(b_t L_t)/dW|`` per task."""
+        stats: ``|d(b_t L_t)/dW|`` per task. With ``reduce``, the gradients on ``W`` and the losses are averaged
+        over the processes first (the global batch's)."""
         present = [t for t in self.tasks if t in losses]
         if not present:
             return {}
-        norms = self.gradient_norms(present, losses, base_weights, last_shared_layer)  # before backward frees it
+        norms = self.gradient_norms(present, losses, base_weights, last_shared_layer, reduce)  # before backward
         stats = super().backward(losses, shared, base_weights)
         index = torch.tensor([self.tasks.index(t) for t in present], device=self.task_weights.device)
-        self.update(index, norms, torch.stack([losses[t].detach().float() for t in present]))
+        values = torch.stack([losses[t].detach().float() for t in present])
+        if reduce is not None:
+            reduce([values])
+        self.update(index, norms, values)
         return {**stats, "grad_norm": dict(zip(present, norms.tolist()))}
 
     def gradient_norms(
         self, tasks: Sequence[str], losses: Mapping[str, Tensor], base_weights: Mapping[str, float],
-        layer: Tensor | None,
+        layer: Tensor | None, reduce: Reduce | None = None,
     ) -> Tensor:
-        """``|d(b_t L_t)/dW|`` of ``tasks`` on ``W = layer``; ValueError if it is None or a task's loss misses it."""
+        """``|d(b_t L_t)/dW|`` of ``tasks`` on ``W = layer`` (the gradients averaged over the processes with
+        ``reduce``); ValueError if it is None or a task's loss misses it."""
         if layer is None:
             raise ValueError("gradnorm needs a shared layer every task reaches, and this model has none "
                              "(last_shared_layer is None); use another weighting")
@@ -79,6 +85,8 @@ class GradNorm(LossWeighting):
         if missing:
             raise ValueError(f"gradnorm needs a shared layer every task reaches: the loss of {', '.join(missing)} "
                              f"does not reach the last shared layer")
+        if reduce is not None:
+            reduce(grads)
         return torch.stack([g.norm() for g in grads]).float()
 
     @torch.no_grad()

@@ -1,0 +1,256 @@
+"""Every bad input is one line naming the key or path (exit status 2 at the CLI), never a traceback."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import auxnas.train
+from auxnas.cli import build_parser, main
+from auxnas.config import ConfigError, config_from_dict, load_config
+from auxnas.io import CheckpointError
+from auxnas.methods import build_model
+from auxnas.train import build_tasks, load_trained
+
+NUM_CLASSES = {"seg": 13, "object": 10, "scene": 5}
+ROOT = os.geteuid() == 0  # root writes into read-only folders: the read-only cases cannot be made here
+
+
+def one_line_error(capsys, argv) -> str:
+    """Run the CLI on ``argv``; it must fail with exit status 2 and one line on stderr, no traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("auxnas") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def tiny(**sections) -> dict:
+    """A tiny config as a dict, with ``sections`` merged in."""
+    base = {
+        "data": {"image_size": 32, "num_train": 16, "num_test": 8, "val_fraction": 0.25, "batch_size": 8},
+        "tasks": {"primary": "normal", "aux": []}, "model": {"backbone": "tiny_resnet"},
+        "train": {"epochs": 1, "max_steps_per_epoch": 1},
+    }
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return base
+
+
+# -- configuration: refused before any work, naming the key and what it expects
+
+#: a run of seconds, should a bad value be let through
+SMALL = ["data.image_size=32", "data.num_train=16", "data.num_test=8", "data.batch_size=8", "train.epochs=1",
+         "train.max_steps_per_epoch=1"]
+
+
+@pytest.mark.parametrize(("overrides", "key", "expected"), [
+    (["model.backbone=tiny_vit", "data.image_size=36"], "data.image_size", "multiple of its patch size 8"),
+    (["model.backbone=vit_tiny", "data.image_size=40"], "data.image_size", "multiple of its patch size 16"),
+    (["model.backbone=tiny_vgg", "data.image_size=12"], "data.image_size", "at least 16"),
+    (["data.image_size=8"], "data.image_size", "at least 16"),
+    (["train.poly_power=0"], "train.poly_power", "must be positive"),
+    (["train.poly_power=-0.5"], "train.poly_power", "must be positive"),
+    (["train.lr=nan"], "train.lr", "finite"),
+    (["train.lr=inf"], "train.lr", "finite"),
+    (["train.weight_decay=-0.1"], "train.weight_decay", "non-negative"),
+    (["train.weight_decay=.nan"], "train.weight_decay", "finite"),
+    (["method.arch_lr=inf"], "method.arch_lr", "finite"),
+    (["method.arch_lr=0"], "method.arch_lr", "must be positive"),
+    (["method.arch_weight_decay=nan"], "method.arch_weight_decay", "finite"),
+    (["tasks.loss_weights={normal: .inf}"], "tasks.loss_weights.normal", "finite"),
+    (["seed=-1"], "seed", "non-negative"),
+    (["data.seed=-3"], "data.seed", "non-negative"),
+    (["tasks.aux=[seg]"], "tasks.aux", "single-task training uses no auxiliary task; remove tasks.aux or choose a "
+                                       "method"),
+])
+def test_bad_values_are_refused_before_any_work(tmp_path, capsys, overrides, key, expected):
+    run = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "quickstart", *SMALL, *overrides, f"out_dir={run}", "--quiet"])
+    assert f"{key}:" in err and expected in err
+    assert not run.exists()  # nothing written, no data generated
+    with pytest.raises(ConfigError, match=key):
+        load_config("quickstart", overrides)
+
+
+@pytest.mark.parametrize("name", ["quickstart", "demo"])
+def test_packaged_configs_still_load(name):
+    cfg = load_config(name)
+    assert (cfg.method.name == "single") == (not cfg.tasks.aux)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_an_empty_config_file_is_refused(tmp_path, capsys, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    err = one_line_error(capsys, ["train", str(path), f"out_dir={tmp_path / 'run'}"])
+    assert str(path) in err and "empty" in err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="empty"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", b"train:\n  epochs: 1\x00\x01\n"])
+def test_a_binary_config_file_is_refused(tmp_path, capsys, content):
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(content)
+    err = one_line_error(capsys, ["train", str(path)])
+    assert str(path) in err and "YAML" in err
+    with pytest.raises(ConfigError, match="YAML"):
+        load_config(path)
+
+
+# -- checkpoints: a file that is not a checkpoint of its own config
+
+
+def checkpoint(path: Path, config: dict | None = None, weights: dict | None = None, **payload) -> Path:
+    """Save an auxnas checkpoint of the tiny config (or ``config``), with ``weights`` or fresh ones."""
+    cfg = config_from_dict(tiny())
+    if weights is None:
+        weights = build_model(cfg, build_tasks(cfg, NUM_CLASSES)).state_dict()
+    torch.save({"config": config or cfg.to_dict(), "model": weights, "epoch": 1, "num_classes": NUM_CLASSES,
+                **payload}, path)
+    return path
+
+
+def test_weights_that_do_not_fit_their_config_are_one_line(tmp_path, capsys):
+    vgg = config_from_dict(tiny(model={"backbone": "tiny_vgg"})).to_dict()
+    seg = config_from_dict(tiny(tasks={"primary": "seg"})).to_dict()
+    cases = [
+        (checkpoint(tmp_path / "other-backbone.pt", config=vgg), "do not fit"),
+        (checkpoint(tmp_path / "other-classes.pt", config=seg, num_classes={"seg": 4}), "do not fit"),
+        (checkpoint(tmp_path / "classes-text.pt", config=seg, num_classes="many"), "num_classes"),
+        (checkpoint(tmp_path / "not-weights.pt", weights=[1, 2]), "model"),
+    ]
+    for path, expected in cases:
+        with pytest.raises(CheckpointError, match=expected) as info:
+            load_trained(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+        err = one_line_error(capsys, ["evaluate", str(path), "--quiet"])
+        assert str(path) in err and expected in err
+
+
+@pytest.mark.parametrize("missing", ["num_classes", "epoch", "config", "model"])
+def test_a_checkpoint_without_an_auxnas_key_is_one_line(tmp_path, capsys, missing):
+    path = checkpoint(tmp_path / "ckpt.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload[missing]
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=missing):
+        load_trained(path)
+    err = one_line_error(capsys, ["evaluate", str(path)])
+    assert str(path) in err and missing in err
+
+
+def test_a_pickled_module_or_garbage_is_one_line(tmp_path, capsys):
+    module, garbage = tmp_path / "module.pt", tmp_path / "garbage.pt"
+    torch.save(torch.nn.Linear(2, 2), module)  # torch's refusal of weights_only=True is many lines long
+    garbage.write_bytes(bytes(range(256)))
+    for path, expected in ((module, "holds Python objects"), (garbage, "cannot be read as a checkpoint")):
+        err = one_line_error(capsys, ["evaluate", str(path)])
+        assert str(path) in err and expected in err
+
+
+def test_a_good_checkpoint_still_loads(tmp_path):
+    cfg, model, payload = load_trained(checkpoint(tmp_path / "ok.pt"))
+    assert cfg.model.backbone == "tiny_resnet" and payload["epoch"] == 1
+    older = config_from_dict(tiny()).to_dict()
+    older["tasks"]["aux"] = ["seg"]  # a single-task run of an older auxnas that listed (and never used) an aux task
+    cfg, model, _ = load_trained(checkpoint(tmp_path / "older.pt", config=older))
+    assert cfg.method.name == "single" and cfg.tasks.aux == [] and list(model.tasks) == ["normal"]
+
+
+# -- folders that cannot be written
+
+
+TRAIN = ["train", "quickstart", *SMALL, "--quiet"]
+
+
+def test_a_file_valued_out_dir_is_one_line(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("x")
+    for out_dir in (file, file / "run"):
+        err = one_line_error(capsys, [*TRAIN, f"out_dir={out_dir}"])
+        assert str(out_dir) in err and "choose another out_dir" in err
+    assert file.read_text() == "x"
+
+
+@pytest.mark.skipif(ROOT, reason="root can write into a read-only folder")
+def test_a_read_only_out_dir_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        for out_dir in (folder, folder / "run"):
+            err = one_line_error(capsys, [*TRAIN, f"out_dir={out_dir}"])
+            assert str(out_dir) in err and "choose another out_dir" in err
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_file_valued_cache_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    file = tmp_path / "file"
+    file.write_text("x")
+    for cache in (file, file / "cache"):
+        monkeypatch.setenv("AUXNAS_CACHE", str(cache))
+        err = one_line_error(capsys, [*TRAIN, f"out_dir={tmp_path / 'run-env'}", "--overwrite"])
+        assert str(cache) in err and "set data.cache_dir or AUXNAS_CACHE to a writable folder" in err
+        err = one_line_error(capsys, [*TRAIN, f"out_dir={tmp_path / 'run-key'}", f"data.cache_dir={cache}",
+                                      "--overwrite"])
+        assert str(cache) in err and "set data.cache_dir or AUXNAS_CACHE to a writable folder" in err
+        err = one_line_error(capsys, ["data", "preview", "--out", str(tmp_path / "p.png"), "--image-size", "16",
+                                      "--num", "2"])
+        assert str(cache) in err and "AUXNAS_CACHE" in err
+    assert file.read_text() == "x"
+
+
+@pytest.mark.skipif(ROOT, reason="root can write into a read-only folder")
+def test_a_read_only_cache_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        for cache in (folder, folder / "cache"):
+            monkeypatch.setenv("AUXNAS_CACHE", str(cache))
+            err = one_line_error(capsys, [*TRAIN, f"out_dir={tmp_path / 'run'}", "--overwrite"])
+            assert str(cache) in err and "set data.cache_dir or AUXNAS_CACHE to a writable folder" in err
+    finally:
+        folder.chmod(0o755)
+
+
+# -- anything else that reaches the CLI
+
+
+def test_an_unexpected_runtime_error_is_one_line_naming_the_command(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: something deep\n  with a second line")
+
+    monkeypatch.setattr(auxnas.train, "evaluate", broken)
+    monkeypatch.delenv("AUXNAS_DEBUG", raising=False)
+    err = one_line_error(capsys, ["evaluate", str(tmp_path)])
+    assert "unexpected" in err and "auxnas evaluate" in err and "CUDA error: something deep" in err
+    assert "AUXNAS_DEBUG=1" in err
+
+
+def test_auxnas_debug_re_raises(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("deep")
+
+    monkeypatch.setattr(auxnas.train, "evaluate", broken)
+    monkeypatch.setenv("AUXNAS_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="deep"):
+        main(["evaluate", str(tmp_path)])
+    with pytest.raises(ConfigError, match="train.epochz"):
+        main(["train", "quickstart", "train.epochz=1"])
+    monkeypatch.setenv("AUXNAS_DEBUG", "0")
+    assert main(["train", "quickstart", "train.epochz=1"]) == 2
+    assert "AUXNAS_DEBUG" in build_parser().format_help()
+
+
+def test_keyboard_interrupt_is_unchanged(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(auxnas.train, "evaluate", interrupted)
+    assert main(["evaluate", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "auxnas: interrupted"

@@ -1,0 +1,294 @@
+"""Data-parallel training (torchrun): two processes train like one process on the same global batch.
+
+The two processes use the gloo backend on CPU and are started as ``torchrun`` starts them (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR=127.0.0.1`` and a free ``MASTER_PORT``; nothing beyond localhost);
+each loads half of every global batch of ``data.batch_size`` images. The reference is one process (this one)
+with the same config.
+
+Why the comparison can be tight:
+
+* BatchNorm: with several processes auxnas computes every BatchNorm's batch statistics over the global batch
+  (``auxnas.distributed.global_batch_norm``, differentiable through its all-reduces; ``nn.SyncBatchNorm`` refuses
+  CPU tensors), so the two-process run is the one-process run up to float round-off. Per-process statistics (what
+  plain DDP does) would make the runs differ by design.
+* ``data.augment=false``: augmentation would draw different random numbers in the two setups.
+* SGD for the network: Adam divides every gradient element by its own running magnitude, so the round-off of an
+  element whose gradient is nearly zero becomes a step of about +-lr (with Adam we saw single elements of 4608 move
+  by 1e-3 while all others agreed to 1e-5); with SGD round-off stays round-off. (Aux-NAS's architecture weights
+  keep their Adam optimiser.)
+* tiny_resnet at 32 px with 4 images per process: at much smaller per-process batches (2 images) BatchNorm over
+  a handful of 1x1 maps is ill-conditioned and two one-process runs that differ only in their thread count already
+  drift apart by 1e-4 after a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import auxnas.train as train_module
+from auxnas.config import ConfigError, load_config
+from auxnas.data import build_splits
+from auxnas.distributed import Distributed
+from auxnas.tasks import build_task
+from auxnas.train import epoch_batches, fit
+
+BASE = [
+    "data.image_size=32", "data.num_train=40", "data.num_test=8", "data.val_fraction=0.2", "data.batch_size=8",
+    "data.augment=false", "train.epochs=2", "train.optimizer=sgd", "train.lr=0.01", "train.tensorboard=false",
+    "method.name=aux_nas", "tasks.primary=normal", "tasks.aux=[seg]",
+]
+
+#: one training process: fit (or resume), then its final weights, architecture, result and the files it wrote
+WORKER = textwrap.dedent('''
+    import json, os, sys
+    import torch
+    import auxnas.train as train
+    from auxnas.config import load_config
+
+    out, mode, *overrides = sys.argv[1:]
+    rank = os.environ.get("RANK", "0")
+    writes = []
+    for name in ("save_checkpoint", "write_json", "write_text"):
+        def wrapped(path, *args, _real=getattr(train, name), **kwargs):
+            writes.append(str(path))
+            return _real(path, *args, **kwargs)
+        setattr(train, name, wrapped)
+    evaluate, validations = train.evaluate_model, []
+
+    def capture(model, loader, *args, **kwargs):
+        if kwargs.get("desc") == "val":
+            validations.append(1)
+            if len(validations) == int(os.environ.get("INTERRUPT_AT_VALIDATION", "0")):
+                raise KeyboardInterrupt
+        if kwargs.get("desc") == "test (last)":  # the weights at the end of training
+            arch = {id(p) for p in model.architecture_parameters()}
+            torch.save({"weights": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                        "architecture": {n: p.detach().clone() for n, p in model.named_parameters() if id(p) in arch}},
+                       f"{out}/weights-rank{rank}.pt")
+        return evaluate(model, loader, *args, **kwargs)
+
+    train.evaluate_model = capture
+    try:
+        if mode == "resume":
+            result = train.resume_run(overrides[0], progress=False)
+        else:
+            result = train.fit(load_config("demo", overrides), progress=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    with open(f"{out}/result-rank{rank}.json", "w") as f:
+        json.dump({"history": result.history, "test_best": result.test_best, "test_last": result.test_last,
+                   "writes": writes}, f)
+''')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(command: list[str], world_size: int = 2, timeout: float = 240, extra_env: dict | None = None) -> None:
+    """Run ``command`` as ``world_size`` processes of one data-parallel job (as torchrun would) and wait for all."""
+    port = free_port()
+    procs = []
+    for rank in range(world_size):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+               "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "OMP_NUM_THREADS": "1", **(extra_env or {})}
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=timeout)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for rank, (proc, output) in enumerate(zip(procs, outputs)):
+        expected = (0, 130) if extra_env and "INTERRUPT_AT_VALIDATION" in extra_env else (0,)
+        assert proc.returncode in expected, f"rank {rank} exited with {proc.returncode}:\n{output[-3000:]}"
+
+
+def run_workers(tmp_path: Path, mode: str, args: list[str], **kwargs) -> Path:
+    out = tmp_path / "ddp"
+    out.mkdir(exist_ok=True)
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    launch([sys.executable, str(worker), str(out), mode, *args], **kwargs)
+    return out
+
+
+def run_single(monkeypatch, overrides: list[str]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The one-process reference: its result and its weights at the end of training."""
+    evaluate, final = train_module.evaluate_model, {}
+
+    def capture(model, loader, *args, **kwargs):
+        if kwargs.get("desc") == "test (last)":
+            final.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return evaluate(model, loader, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "evaluate_model", capture)
+        result = fit(load_config("demo", overrides), progress=False)
+    return {"history": result.history, "test_best": result.test_best, "test_last": result.test_last}, final
+
+
+def compare(ddp_dir: Path, single: dict, single_weights: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Assert that both processes ended bitwise equal and match the one-process run; return the differences."""
+    ranks = [torch.load(ddp_dir / f"weights-rank{r}.pt") for r in range(2)]
+    results = [json.loads((ddp_dir / f"result-rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["architecture"], "aux_nas has architecture weights"
+    for name, value in ranks[0]["architecture"].items():  # the architecture is the same on every process
+        assert torch.equal(value, ranks[1]["architecture"][name]), name
+    for name, value in ranks[0]["weights"].items():  # and so is everything else
+        assert torch.equal(value, ranks[1]["weights"][name]), name
+    assert results[0]["history"] == results[1]["history"] and results[0]["test_best"] == results[1]["test_best"]
+    # rank 0 alone writes
+    assert results[1]["writes"] == [] and {Path(p).name for p in results[0]["writes"]} >= {
+        "last.pt", "best.pt", "metrics.json"}
+
+    weights = ranks[0]["weights"]
+    assert weights.keys() == single_weights.keys()
+    max_weight = max(float((weights[k].double() - single_weights[k].double()).abs().max())
+                     for k in weights if weights[k].is_floating_point() and "running_" not in k)
+    for name, value in weights.items():
+        torch.testing.assert_close(value, single_weights[name], atol=1e-4, rtol=1e-4, msg=name)
+    ddp = results[0]
+    metric_diffs = []
+    pairs = [(a["val"], b["val"]) for a, b in zip(ddp["history"], single["history"], strict=True)]
+    for a, b in [*pairs, (ddp["test_last"], single["test_last"]), (ddp["test_best"], single["test_best"])]:
+        for task, values in b.items():
+            for metric, value in values.items():
+                metric_diffs.append(abs(a[task][metric] - value))
+                assert a[task][metric] == pytest.approx(value, abs=1e-3), (task, metric)
+    for a, b in zip(ddp["history"], single["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["train_task_losses"] == pytest.approx(b["train_task_losses"], rel=1e-5)
+    diffs = {"max_weight_diff": max_weight, "max_metric_diff": max(metric_diffs)}
+    print(f"\ndata-parallel vs one process: {diffs}")
+    return diffs
+
+
+@pytest.mark.parametrize("setting", [
+    ["weighting.name=equal"],
+    # a gradient method (per-task gradients averaged before the surgery) with scarce segmentation labels, so that
+    # in some steps one process holds segmentation labels and the other none
+    ["weighting.name=gcs", "data.labelled_fraction={seg: 0.25}"],
+], ids=["equal", "gcs-partial-labels"])
+def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeypatch, setting):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AUXNAS_CACHE", str(cache))
+    overrides = [*BASE, *setting]
+    build_splits(load_config("demo", overrides).data, progress=False)  # generated once, read by every process
+    if "weighting.name=gcs" in setting:  # the case the label shares exist for does occur
+        cfg = load_config("demo", overrides)
+        train = build_splits(cfg.data, progress=False).train
+        seg = [[b["labelled"]["seg"].any().item() for b, _ in epoch_batches(train, cfg, epoch, True,
+                                                                             Distributed(rank, 2))]
+               for epoch in (1, 2) for rank in range(2)]
+        assert any(a != b for ranks in zip(seg[0::2], seg[1::2]) for a, b in zip(*ranks))
+    ddp = run_workers(tmp_path, "fit", [*overrides, f"out_dir={tmp_path / 'ddp-run'}"])
+    assert "config.yaml" in {Path(p).name for p in json.loads((ddp / "result-rank0.json").read_text())["writes"]}
+    single, weights = run_single(monkeypatch, [*overrides, f"out_dir={tmp_path / 'single-run'}"])
+    diffs = compare(ddp, single, weights)
+    assert diffs["max_weight_diff"] < 1e-4
+
+
+@pytest.mark.slow
+def test_an_interrupted_data_parallel_run_resumes(tmp_path, monkeypatch):
+    """Both processes stop after epoch 2's training (before its checkpoint); ``resume_run`` in two processes, each
+    loading the same last.pt, ends where one uninterrupted process does."""
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    overrides = [*BASE, "train.epochs=3", "weighting.name=pcgrad_aux"]
+    build_splits(load_config("demo", overrides).data, progress=False)
+    run = tmp_path / "ddp-run"
+    run_workers(tmp_path, "fit", [*overrides, f"out_dir={run}"], extra_env={"INTERRUPT_AT_VALIDATION": "2"})
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+    ddp = run_workers(tmp_path, "resume", [str(run)])
+    single, weights = run_single(monkeypatch, [*overrides, f"out_dir={tmp_path / 'single-run'}"])
+    compare(ddp, single, weights)
+
+
+def test_torchrun_runs_the_command_line(tmp_path):
+    """``torchrun --nproc_per_node 2 -m auxnas train ...``: one report (rank 0's), one complete run directory."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not installed")
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUXNAS_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+         "-m", "auxnas", "train", "demo", *BASE, "train.epochs=1", "data.augment=true", f"out_dir={run}", "--quiet"],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.count("run directory:") == 1  # rank 0 alone reports
+    assert {"config.yaml", "best.pt", "last.pt", "metrics.json"} <= {p.name for p in run.iterdir()}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["history"][0]["val"]["normal"]["num_images"] == 8  # the whole validation split, pooled once
+
+
+def test_the_global_batch_must_split_evenly(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    cfg = load_config("demo", [*BASE, f"out_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match="data.batch_size: 8 .* not divisible by the 3 processes"):
+        fit(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_process_loads_its_part_of_the_same_global_batches(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    for batch_size, steps, sizes in [(6, 3, [3] * 10 + [2] * 2), (8, 2, [4] * 8)]:
+        cfg = load_config("demo", [*BASE, "data.num_train=43", f"data.batch_size={batch_size}"])
+        train = build_splits(cfg.data, progress=False).train  # 34 images: two halves of 17
+        one = list(epoch_batches(train, cfg, 1, True))
+        parts = [list(epoch_batches(train, cfg, 1, True, Distributed(rank, 2))) for rank in range(2)]
+        # 17 = 6 + 6 + 5 (the last batch split 3 + 2); 17 = 8 + 8 + 1: a batch smaller than the processes is left out
+        assert len(one) == 3 and len(parts[0]) == len(parts[1]) == steps
+        assert train_module.steps_per_epoch(len(train), cfg, True, 2) == steps
+        got = []
+        for whole, a, b in zip(one, *parts):
+            for half in range(2):  # network and architecture batches alike
+                for key in ("seg", "normal", "image"):
+                    assert torch.equal(torch.cat([a[half][key], b[half][key]]), whole[half][key])
+                got += [a[half]["image"].shape[0], b[half]["image"].shape[0]]
+        assert sorted(got, reverse=True) == sizes
+
+
+def test_metrics_pool_the_parts_of_a_set():
+    torch.manual_seed(0)
+    for name in ("seg", "normal", "depth", "object"):
+        task = build_task(name, {"seg": 5, "object": 7})
+        shape = (6, task.out_channels, 8, 8) if task.kind == "dense" else (6, task.out_channels)
+        pred = torch.randn(shape)
+        if name == "seg":
+            target = torch.randint(0, 5, (6, 8, 8))
+        elif name == "normal":
+            target = torch.nn.functional.normalize(torch.randn(6, 3, 8, 8), dim=1)
+        elif name == "depth":
+            target = torch.rand(6, 1, 8, 8) + 0.1
+        else:
+            target = torch.randint(0, 7, (6,))
+        whole, first, second = task.new_metric(), task.new_metric(), task.new_metric()
+        whole.update(pred, target)
+        first.update(pred[:2], target[:2])
+        second.update(pred[2:], target[2:])
+        first.merge(second)
+        assert first.compute() == pytest.approx(whole.compute(), rel=1e-9), name
+
+
+def test_shares_partition_a_batch():
+    for n in range(0, 12):
+        parts = [Distributed(rank, 3).shard(range(n)) for rank in range(3)]
+        assert [i for p in parts for i in p] == list(range(n))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
