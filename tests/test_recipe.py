@@ -1,5 +1,7 @@
 """The authors' recipe: single-task runs first, then the method initialised from them, continuing when rerun."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -45,3 +47,12 @@ def test_recipe_trains_single_tasks_then_the_method_from_them(tmp_path, monkeypa
     assert main(["recipe", "demo", *OVERRIDES, "--out", str(out), "--quiet"]) == 0
     with pytest.raises(AssertionError, match="trained again"):  # another config is another run
         auxnas.recipe.run_recipe("demo", [*OVERRIDES, "train.lr=0.01"], out_dir=out, progress=False)
+
+
+def test_a_run_initialised_from_others_evaluates_after_they_are_gone(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "recipe"
+    auxnas.recipe.run_recipe("demo", OVERRIDES, out_dir=out, progress=False)
+    for stage in ("single-normal", "single-seg"):
+        shutil.rmtree(out / stage)
+    assert main(["evaluate", str(out / "aux_g"), "--json"]) == 0  # the checkpoint holds every weight

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .config import ConfigError, ExperimentConfig, TrainConfig, config_from_dict
+from .config import ConfigError, ExperimentConfig, InitConfig, TrainConfig, config_from_dict
 from .data import PartiallyLabelled, build_splits
 from .distributed import Distributed, SeededSamples, session, world_size
 from .io import load_checkpoint, resolve_checkpoint, save_checkpoint, write_json, write_text
@@ -772,7 +772,9 @@ def load_trained(
         tasks = build_tasks(cfg, num_classes)
     except ValueError as err:  # a class count missing for one of its tasks
         raise CheckpointError(f"{ckpt_path}: num_classes: {err}") from None
-    model = build_model(cfg, tasks)
+    # the checkpoint holds every weight: no backbone weights or single-task runs to read (they may be gone)
+    weightless = dataclasses.replace(cfg, init=InitConfig(), model=dataclasses.replace(cfg.model, pretrained=None))
+    model = build_model(weightless, tasks)
     mismatch = weights_mismatch(model.state_dict(), weights)
     if mismatch:
         raise CheckpointError(f"{ckpt_path}: its weights do not fit its own config ({cfg.method.name} on "
