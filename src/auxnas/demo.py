@@ -100,8 +100,8 @@ def run_demo(
         f"Over {len(seeds)} seeds, better than Single beyond the seed spread: {', '.join(better) or 'none'}; "
         f"worse: {', '.join(worse) or 'none'}. Every other difference, including a one-seed number that looks "
         "better or worse, lies within the seed spread: it is not evidence either way. These are 96 updates of a "
-        "tiny network: in the accuracy benchmark's investigations (README, Results) the one gain seen here, "
-        "Aux-G's, vanished with 4x longer training, where single-task improved by 7 degrees."
+        "tiny network: in the accuracy benchmark's investigations of this setting (README, Results), Aux-G's gain "
+        "at this budget vanished with 4x longer training, where single-task improved by 7 degrees."
     )
     wall = time.perf_counter() - start
     a2p_max = nas["export"]["a2p_max"]
