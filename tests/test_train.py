@@ -218,3 +218,20 @@ def test_cli_bench_commands_run(tmp_path, capsys):
     assert (tmp_path / "cost-cpu.json").is_file() and (tmp_path / "cost-cpu.md").is_file()
     with pytest.raises(SystemExit):
         main(["bench", "accuracy", "--preset", "nope"])
+
+
+def test_a_trailing_batch_of_one_image_is_left_out(tmp_path, monkeypatch):
+    """17 training images in batches of 8: 8, 8 and 1; BatchNorm cannot train on the last one."""
+    from auxnas.config import load_config
+    from auxnas.train import steps_per_epoch
+
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    base = ["data.image_size=32", "data.num_train=21", "data.val_fraction=0.2", "data.num_test=4",
+            "data.batch_size=8", "train.epochs=1", "tasks.primary=seg", "tasks.aux=[]", "method.name=single",
+            "train.tensorboard=false"]
+    cfg = load_config("demo", [*base, f"out_dir={tmp_path / 'run'}"])
+    assert steps_per_epoch(17, cfg, bilevel=False) == 2 and steps_per_epoch(18, cfg, bilevel=False) == 3
+    assert fit(cfg, progress=False).best_epoch == 1
+    tiny = load_config("demo", [*base, "data.num_train=3", "data.val_fraction=0.5", f"out_dir={tmp_path / 'tiny'}"])
+    with pytest.raises(ValueError, match="make no batch of at least 2 images"):
+        fit(tiny, progress=False)

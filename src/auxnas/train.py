@@ -127,7 +127,7 @@ def process_loader(
         dataset = SeededSamples(dataset, flat, seed)
         ends = list(itertools.accumulate(len(batch) for batch in batches))
         batches = [dist.shard(range(end - len(batch), end)) for batch, end in zip(batches, ends)
-                   if len(batch) >= dist.world_size]
+                   if len(batch) >= max(dist.world_size, MIN_TRAIN_BATCH)]
     return DataLoader(dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers,
                       generator=torch.Generator().manual_seed(seed + dist.rank), pin_memory=torch.cuda.is_available())
 
@@ -279,13 +279,17 @@ def architecture_step(
     return float(loss.detach())
 
 
+#: the fewest images a training batch may have: BatchNorm cannot train on one
+MIN_TRAIN_BATCH = 2
+
+
 def steps_per_epoch(num_train: int, cfg: ExperimentConfig, bilevel: bool, world_size: int = 1) -> int:
     """Steps in every epoch (the same for all epochs): one per network batch, of half the data when bilevel.
 
-    With ``world_size`` processes, a last batch with fewer images than processes is left out.
+    A last batch with fewer than ``MIN_TRAIN_BATCH`` images, or than ``world_size`` processes, is left out.
     """
     n = num_train // 2 if bilevel else num_train
-    steps = n // cfg.data.batch_size + (n % cfg.data.batch_size >= world_size)
+    steps = n // cfg.data.batch_size + (n % cfg.data.batch_size >= max(world_size, MIN_TRAIN_BATCH))
     return steps if cfg.train.max_steps_per_epoch is None else min(steps, cfg.train.max_steps_per_epoch)
 
 
@@ -579,6 +583,10 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, r
         val_loader = evaluation_loader(splits.val, cfg, dist)
         test_loader = evaluation_loader(splits.test, cfg, dist)
         total_steps = steps_per_epoch(len(splits.train), cfg, bilevel, dist.world_size) * cfg.train.epochs
+        if total_steps == 0:
+            halved = "halved by the bilevel search, " if bilevel else ""
+            raise ValueError(f"{len(splits.train)} training images ({halved}in batches of {cfg.data.batch_size}) "
+                             f"make no batch of at least {MIN_TRAIN_BATCH} images: use more training images")
         weighting = build_weighting(cfg.weighting.name, list(model.tasks), primary.name, **cfg.weighting.options)
         weighting.to(device)
         optimizer = build_optimizer([{"params": model.network_parameters()}, *weighting.optimizer_groups()],
