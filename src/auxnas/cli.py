@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .backbones.weights import PretrainedWeightsError
+from .bench.accuracy import PRESETS
 from .config import ConfigError
-from .export import ExportError, check_threshold
+from .export import FORMATS, ExportError, check_threshold
 from .io import CheckpointError
 
 
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--threshold", type=_threshold, default=0.01,
                     help="largest a2p strength that may be cut, in [0, 1)")
     ex.add_argument("--force", action="store_true", help="export even when a2p strengths exceed the threshold")
-    ex.add_argument("--format", nargs="+", default=[], choices=["torchscript", "onnx", "pt2"],
+    ex.add_argument("--format", nargs="+", default=[], choices=list(FORMATS),
                     help="deployment formats written beside model.safetensors, each checked against PyTorch "
                          "(onnx needs pip install 'auxnas[export]')")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
@@ -254,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     acc = bench.add_parser("accuracy", help="every method vs single-task over seeds, with paired intervals",
                            description="Train every row of the preset over several seeds and compare each with "
                                        "single-task (mean ± std, paired 95 %% interval, Δm).")
-    acc.add_argument("--preset", choices=["quick", "full", "smoke"], default="quick")
+    acc.add_argument("--preset", choices=list(PRESETS), default="quick")
     acc.add_argument("--out", default="benchmarks/results", help="folder of accuracy-<preset>.json and .md")
     acc.add_argument("--runs", default="runs/bench-accuracy", help="folder of the individual runs")
     acc.add_argument("--settings", nargs="+", default=None, help="only these settings of the preset")

@@ -21,7 +21,7 @@ from .io import write_json, write_text
 from .plots import plot_link_heatmap, plot_link_history
 from .tasks import build_task
 
-#: benchmark row -> its label in the demo's report, in the report's order
+#: benchmark row (single-task and the ``demo`` preset's rows) -> its label in the demo's report, in its order
 DEMO_ROWS = {
     "single": "Single", "aux_head": "Aux-Head", "aux_g-layer": "Aux-G-Layer", "aux_nas": "Aux-NAS",
     "aux_nas-random_aux": "Aux-NAS, random aux",
@@ -56,7 +56,7 @@ def run_demo(
     demo = PRESETS["demo"]
     bench = run_accuracy_benchmark(
         "smoke" if quick else "demo", out, out / "runs", progress=progress, settings=demo.settings,
-        rows=[r for r in DEMO_ROWS if r != "single"], seeds=PRESETS["smoke"].seeds if quick else demo.seeds,
+        rows=demo.rows, seeds=PRESETS["smoke"].seeds if quick else demo.seeds,
         reuse=False, overrides=overrides, tag="custom" if overrides else None,
     )
     setting = demo.settings[0]

@@ -41,15 +41,16 @@ def recipe_stages(cfg: ExperimentConfig, out_dir: str | os.PathLike) -> list[tup
     return stages
 
 
-def _finished(cfg: ExperimentConfig) -> bool:
-    """Whether ``cfg.out_dir`` holds a finished run of exactly ``cfg``."""
+def _finished_metrics(cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """The test metrics of the selected checkpoint of a finished run of exactly ``cfg`` in ``cfg.out_dir``, or
+    None when there is none."""
     run = Path(cfg.out_dir)
     try:
         saved = yaml.safe_load((run / "config.yaml").read_text())
-        json.loads((run / "metrics.json").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())
     except (OSError, ValueError, yaml.YAMLError):
-        return False
-    return saved == cfg.to_dict()
+        return None
+    return metrics["test_best"] if saved == cfg.to_dict() else None
 
 
 def run_recipe(
@@ -62,10 +63,10 @@ def run_recipe(
     cfg = load_config(config, overrides)
     results: dict[str, Any] = {}
     for stage, stage_cfg in recipe_stages(cfg, out_dir if out_dir is not None else cfg.out_dir):
-        if _finished(stage_cfg):
+        metrics = _finished_metrics(stage_cfg)
+        if metrics is not None:
             if progress:
                 print(f"== {stage}: finished earlier in {stage_cfg.out_dir} ==", flush=True)
-            metrics = json.loads((Path(stage_cfg.out_dir) / "metrics.json").read_text())["test_best"]
         else:
             if progress:
                 print(f"== {stage}: training ({stage_cfg.method.name} on {stage_cfg.tasks.all}) ==", flush=True)
