@@ -403,14 +403,10 @@ def _check(cfg: ExperimentConfig) -> None:
     for key in ("p2a_init", "a2p_init"):
         if not 0.0 < getattr(m, key) < 1.0:
             raise ConfigError(f"method.{key}: a strength strictly between 0 and 1, got {getattr(m, key)}")
-    if m.penalty_max < 0:
-        raise ConfigError(f"method.penalty_max: must be non-negative, got {m.penalty_max}")
     if m.arch_every < 1:
         raise ConfigError(f"method.arch_every: must be >= 1, got {m.arch_every}")
     if m.arch_every > 1 and m.optimization != "bilevel":
         raise ConfigError("method.arch_every: only bilevel optimisation has separate architecture steps")
-    if m.arch_weight_decay < 0:
-        raise ConfigError(f"method.arch_weight_decay: must be non-negative, got {m.arch_weight_decay}")
     if len(m.arch_betas) != 2 or not all(0.0 <= b < 1.0 for b in m.arch_betas):
         raise ConfigError(f"method.arch_betas: two numbers in [0, 1), got {m.arch_betas}")
     if not 0.0 <= m.penalty_start <= m.penalty_end <= 1.0:
@@ -442,7 +438,8 @@ def _check_numbers(cfg: ExperimentConfig) -> None:
         if not math.isfinite(value):
             raise ConfigError(f"{key}: must be a finite number, got {value}")
     for key, value in (("seed", cfg.seed), ("data.seed", cfg.data.seed), ("train.weight_decay", cfg.train.weight_decay),
-                       ("method.arch_weight_decay", cfg.method.arch_weight_decay)):
+                       ("method.arch_weight_decay", cfg.method.arch_weight_decay),
+                       ("method.penalty_max", cfg.method.penalty_max)):
         if value < 0:
             raise ConfigError(f"{key}: must be non-negative, got {value}")
     for key, value in (("train.poly_power", cfg.train.poly_power), ("method.arch_lr", cfg.method.arch_lr)):
