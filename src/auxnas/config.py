@@ -110,7 +110,8 @@ class ModelConfig:
     """Backbone of every branch."""
 
     backbone: str = "tiny_resnet"
-    #: local weights file for the backbone, or "hub" for timm hub weights (needs network)
+    #: local weights file for the backbone, "hub" for timm hub weights (needs network), or "packaged" for the
+    #: ImageNet weights installed with auxnas (efficientnet_lite0)
     pretrained: str | None = None
     dilated: bool = False
 
@@ -312,7 +313,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def _check(cfg: ExperimentConfig) -> None:
     """Cross-field checks that types alone cannot express."""
-    from .backbones import BACKBONE_NAMES
+    from .backbones import BACKBONE_NAMES, EFFICIENTNETS
     from .tasks import LOSSES, TASK_NAMES
 
     _check_numbers(cfg)
@@ -370,6 +371,9 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"model.backbone: unknown backbone {cfg.model.backbone!r}; valid: {', '.join(BACKBONE_NAMES)}"
         )
+    if cfg.model.pretrained == "packaged" and cfg.model.backbone not in EFFICIENTNETS:
+        raise ConfigError(f"model.pretrained: 'packaged' weights are installed with auxnas for "
+                          f"{', '.join(EFFICIENTNETS)} only, not {cfg.model.backbone}; pass a local weights file")
     for name in cfg.init.aux:
         if name not in cfg.tasks.aux:
             raise ConfigError(f"init.aux.{name}: not an auxiliary task of this run {cfg.tasks.aux}")

@@ -19,6 +19,8 @@ from torch import nn
 CLASSIFIER_PREFIXES = ("fc.", "head.", "head_drop.", "pre_logits.", "fc_norm.", "classifier.")
 #: values of ``pretrained`` that ask timm for its hub weights
 HUB = ("hub", "timm")
+#: value of ``pretrained`` that asks for weights installed with auxnas (``backbones.efficientnet``)
+PACKAGED = "packaged"
 
 StateDict = dict[str, torch.Tensor]
 
@@ -67,9 +69,13 @@ def hub_state_dict(timm_name: str) -> StateDict:
         ) from None
 
 
-def load_backbone_weights(model: nn.Module, state: StateDict, source: str) -> None:
-    """Load ``state`` (timm key names) into the timm ``model``; classifier keys may be missing or extra."""
-    state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+def load_backbone_weights(model: nn.Module, state: StateDict, source: str, classifier: bool = False) -> None:
+    """Load ``state`` (timm key names) into the timm ``model``; classifier keys may be missing or extra.
+
+    ``classifier``: load the classifier keys that ``state`` has too (for a model kept whole, not split).
+    """
+    if not classifier:
+        state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
@@ -91,15 +97,19 @@ def load_pretrained(
     pretrained: str | os.PathLike | None,
     timm_name: str | None,
     filter_fn: Callable[[StateDict, nn.Module], StateDict] | None = None,
+    classifier: bool = False,
 ) -> None:
     """Load weights into a freshly built timm ``model`` in place.
 
     ``pretrained``: None (keep the random init), a file path, or ``"hub"``/``"timm"`` for
     timm's weights of ``timm_name``. ``filter_fn`` adapts a state dict to ``model``
-    (e.g. resamples ViT position embeddings to another image size).
+    (e.g. resamples ViT position embeddings to another image size). ``classifier``: see ``load_backbone_weights``.
     """
     if pretrained is None:
         return
+    if pretrained == PACKAGED:
+        raise ValueError(f"pretrained={PACKAGED!r}: weights are installed with auxnas for efficientnet_lite0 only, "
+                         f"not {timm_name or 'the tiny configurations'}; pass a local weights file")
     if pretrained in HUB:
         if timm_name is None:
             raise ValueError("no hub weights exist for the tiny configurations; pass a local weights file")
@@ -108,4 +118,4 @@ def load_pretrained(
         state, source = read_state_dict(pretrained), str(pretrained)
     if filter_fn is not None:
         state = filter_fn(state, model)
-    load_backbone_weights(model, state, source)
+    load_backbone_weights(model, state, source, classifier)
