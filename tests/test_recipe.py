@@ -1,9 +1,10 @@
 """The authors' recipe: single-task runs first, then the method initialised from them, continuing when rerun."""
 
+import json
 import shutil
 
-import pytest
 import torch
+import yaml
 
 import auxnas.recipe
 from auxnas.cli import main
@@ -45,8 +46,29 @@ def test_recipe_trains_single_tasks_then_the_method_from_them(tmp_path, monkeypa
 
     monkeypatch.setattr(auxnas.recipe, "fit", no_training)
     assert main(["recipe", "demo", *OVERRIDES, "--out", str(out), "--quiet"]) == 0
-    with pytest.raises(AssertionError, match="trained again"):  # another config is another run
-        auxnas.recipe.run_recipe("demo", [*OVERRIDES, "train.lr=0.01"], out_dir=out, progress=False)
+
+
+def test_a_rerun_with_another_config_never_replaces_finished_stages(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "recipe"
+    stages = dict(recipe_stages(load_config("demo", OVERRIDES), out))
+    for stage, cfg in stages.items():  # finished stages, as a finished recipe leaves them
+        (out / stage).mkdir(parents=True)
+        (out / stage / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (out / stage / "metrics.json").write_text(json.dumps({"test_best": {cfg.tasks.primary: {"mean_angle": 30.0}}}))
+        (out / stage / "best.pt").write_bytes(b"weights")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished stage was trained again")
+
+    monkeypatch.setattr(auxnas.recipe, "fit", no_training)
+    assert main(["recipe", "demo", *OVERRIDES, "--out", str(out), "--quiet"]) == 0  # the same config continues
+    capsys.readouterr()
+    assert main(["recipe", "demo", *OVERRIDES, "train.lr=0.01", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"auxnas: error: {out / 'single-normal'}: holds a run of another config")
+    assert "train.lr: recorded 0.002, now 0.01" in err and "choose another --out" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_a_run_initialised_from_others_evaluates_after_they_are_gone(tmp_path, monkeypatch):

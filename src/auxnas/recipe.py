@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from .config import ExperimentConfig, InitConfig, load_config
-from .train import fit
+from .train import RunDirectoryError, fit
 
 
 def recipe_stages(cfg: ExperimentConfig, out_dir: str | os.PathLike) -> list[tuple[str, ExperimentConfig]]:
@@ -41,16 +41,43 @@ def recipe_stages(cfg: ExperimentConfig, out_dir: str | os.PathLike) -> list[tup
     return stages
 
 
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``config`` as dotted key -> value (``train.lr``), the form of overrides."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(recorded: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: recorded A, now B`` for every key whose value differs between two configs, ``out_dir`` left out (a
+    run that moved is the same run)."""
+    old, now = _flat(recorded), _flat(new)
+    return [f"{key}: recorded {old.get(key, '(unset)')}, now {now.get(key, '(unset)')}"
+            for key in sorted(old.keys() | now.keys()) if key != "out_dir" and old.get(key) != now.get(key)]
+
+
 def _finished_metrics(cfg: ExperimentConfig) -> dict[str, Any] | None:
-    """The test metrics of the selected checkpoint of a finished run of exactly ``cfg`` in ``cfg.out_dir``, or
-    None when there is none."""
+    """The test metrics of the selected checkpoint of a finished run of ``cfg`` in ``cfg.out_dir``, or None when
+    there is none. A run of another config there, finished or not, is refused: training the stage would replace
+    it."""
     run = Path(cfg.out_dir)
     try:
         saved = yaml.safe_load((run / "config.yaml").read_text())
-        metrics = json.loads((run / "metrics.json").read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return None
-    return metrics["test_best"] if saved == cfg.to_dict() else None
+    changes = config_changes(saved, cfg.to_dict()) if isinstance(saved, dict) else []
+    if changes:
+        shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+        raise RunDirectoryError(f"{run}: holds a run of another config ({shown}); choose another --out, "
+                                "or remove that folder to train the stage again")
+    try:
+        return json.loads((run / "metrics.json").read_text())["test_best"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run_recipe(
@@ -59,7 +86,8 @@ def run_recipe(
 ) -> dict[str, Any]:
     """Train the recipe of ``config`` + ``overrides`` (see ``recipe_stages``) under ``out_dir`` (default: the
     config's ``out_dir``). A stage whose folder already holds a finished run of the same config is kept, so an
-    interrupted recipe continues where it stopped. Returns stage -> its run directory and primary test metrics."""
+    interrupted recipe continues where it stopped; one holding a run of another config is refused
+    (``RunDirectoryError``), never replaced. Returns stage -> its run directory and primary test metrics."""
     cfg = load_config(config, overrides)
     results: dict[str, Any] = {}
     for stage, stage_cfg in recipe_stages(cfg, out_dir if out_dir is not None else cfg.out_dir):
