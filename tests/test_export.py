@@ -1,7 +1,9 @@
 """Export: what cutting the a2p links changes (``a2p_cut``), threshold validation, FLOPs of attention."""
 
+import glob
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -148,18 +150,88 @@ def test_deployment_formats_match_pytorch_at_any_batch_size(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "run"]  # no staging folder left behind
 
 
+def test_the_onnx_file_is_self_contained_when_copied_elsewhere(tmp_path, monkeypatch):
+    """`cp DIR/* elsewhere/` gives a model onnxruntime runs: weights embedded, or (too large to embed) in a plainly
+    named model.onnx.data beside it."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    run = train_tiny(tmp_path / "run", {"name": "single"})
+    images = torch.randn(3, 3, 32, 32)
+    for limit, files in ((auxnas.export.ONNX_EMBED_LIMIT, ["model.onnx"]), (0, ["model.onnx", "model.onnx.data"])):
+        monkeypatch.setattr(auxnas.export, "ONNX_EMBED_LIMIT", limit)
+        out, copy = tmp_path / f"export-{limit}", tmp_path / f"copy-{limit}"
+        report = export_primary(run, out, formats=["onnx"])
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith("model.onnx")) == files
+        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # nothing hidden
+        assert report["formats"]["onnx"]["files"] == files
+        copy.mkdir()
+        for path in glob.glob(str(out / "*")):  # what `cp DIR/* elsewhere/` copies: no hidden file
+            shutil.copy(path, copy)
+        shutil.rmtree(out)
+        session = onnxruntime.InferenceSession(str(copy / "model.onnx"), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"image": images.numpy()})[0])
+        with torch.no_grad():
+            expected = load_exported(copy)(images)
+        assert (got - expected).abs().max() <= 1e-4
+
+
+def one_line_error(capsys, argv) -> str:
+    """Run the CLI on ``argv``; it must fail with exit status 2 and one line on stderr."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("auxnas: error: ") and "\n" not in err, err
+    return err
+
+
 def test_an_existing_export_folder_is_refused_unless_overwrite(tmp_path, capsys):
     run = train_tiny(tmp_path / "run", {"name": "single"})
     out = tmp_path / "export"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    assert main(["export", str(run), "--out", str(out)]) == 2
-    assert "export folder exists and is not empty; pass --overwrite" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    export_primary(run, out)
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["export_report.json", "exported.yaml", "model.safetensors"]
+    err = one_line_error(capsys, ["export", str(run), "--out", str(out)])
+    assert f"{out}: holds an earlier export; pass --overwrite" in err
     assert main(["export", str(run), "--out", str(out), "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["export_report.json", "exported.yaml", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == written
     with pytest.raises(ValueError, match="unknown export format"):
         export_primary(run, tmp_path / "other", formats=["tflite"])
+
+
+def test_overwrite_replaces_only_an_earlier_export_never_other_files(tmp_path, capsys):
+    """Like `train --overwrite`, `export --overwrite` never deletes a file it did not write: it refuses instead."""
+    run = train_tiny(tmp_path / "run", {"name": "single"})
+    out = tmp_path / "export"
+    export_primary(run, out)
+    (out / "notes.txt").write_text("mine")
+    (out / "plots").mkdir()
+    for flag in ([], ["--overwrite"]):
+        err = one_line_error(capsys, ["export", str(run), "--out", str(out), *flag])
+        assert f"{out}: holds files an export does not write (notes.txt, plots/)" in err and "--out" in err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "plots").is_dir()
+    assert (out / "model.safetensors").is_file()
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_export_never_writes_into_or_over_a_run_folder(tmp_path, capsys):
+    run = train_tiny(tmp_path / "run", {"name": "single"})
+    assert {"config.yaml", "best.pt", "last.pt", "metrics.json", "tensorboard"} <= {p.name for p in run.iterdir()}
+    other = shutil.copytree(run, tmp_path / "other-run")  # another training run
+    before = snapshot(tmp_path)
+    for flag in ([], ["--overwrite"]):
+        for source in (run, run / "best.pt"):
+            err = one_line_error(capsys, ["export", str(source), "--out", str(run), *flag])
+            assert f"{run}: is a training run folder (config.yaml, best.pt" in err and "choose another --out" in err
+            assert "export folder" not in err and "pass --overwrite" not in err
+        err = one_line_error(capsys, ["export", str(run), "--out", str(other), *flag])
+        assert f"{other}: is a training run folder" in err
+        err = one_line_error(capsys, ["export", str(run), "--out", str(tmp_path), *flag])  # a folder holding the run
+        assert f"{tmp_path}: holds {run}, which this export reads" in err and "choose another --out" in err
+    assert snapshot(tmp_path) == before
+    assert main(["export", str(run), "--out", str(run / "export")]) == 0  # a new folder inside the run is fine
+    kept = {k: v for k, v in snapshot(tmp_path).items() if k.parts[:2] != ("run", "export")}
+    assert kept == before
 
 
 def test_a_failed_export_leaves_no_folder_behind(tmp_path, monkeypatch):

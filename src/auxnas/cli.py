@@ -113,8 +113,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
           f"FLOPs/image {report['flops_per_image']['exported']:,} (single-task "
           f"{report['flops_per_image']['single_task']:,})")
     for fmt, written in report["formats"].items():
-        print(f"  {fmt}: {Path(args.out) / written['file']}, max |{fmt} - PyTorch| {written['max_abs_diff']:.2e} "
-              f"at batch sizes {written['batch_sizes_checked']}")
+        beside = "".join(f" + {name} (keep it beside)" for name in written["files"] if name != written["file"])
+        print(f"  {fmt}: {Path(args.out) / written['file']}{beside}, max |{fmt} - PyTorch| "
+              f"{written['max_abs_diff']:.2e} at batch sizes {written['batch_sizes_checked']}")
     if report["forced"]:
         print("  WARNING: exported with --force although a2p links are above the threshold; see export_report.json")
     return 0
@@ -216,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", nargs="+", default=[], choices=list(FORMATS),
                     help="deployment formats written beside model.safetensors, each checked against PyTorch "
                          "(onnx needs pip install 'auxnas[export]')")
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier export in --out (a folder holding any other file is refused)")
     ex.set_defaults(func=_cmd_export)
 
     recipe = sub.add_parser(
@@ -224,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "initialised from them",
         description="Train CONFIG's primary task alone, each auxiliary task alone, then CONFIG's method with "
                     "init.primary / init.aux set to those runs, into OUT/single-<task> and OUT/<method>. "
-                    "Finished stages of the same config are kept, so a rerun continues.")
+                    "Finished stages of the same config are kept, so a rerun continues; a stage folder holding a "
+                    "run of another config is refused, never replaced.")
     recipe.add_argument("config")
     recipe.add_argument("overrides", nargs="*", metavar="key=value")
     recipe.add_argument("--out", default=None, help="folder of the stages' runs (default: the config's out_dir)")

@@ -26,6 +26,7 @@ import contextlib
 import io
 import math
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -47,7 +48,7 @@ from .io import atomic_write, file_mode, write_json, write_text
 from .methods import AdaShare, LinkedBranches, MultiTaskModel
 from .methods.adashare import skipped_cell
 from .tasks import build_task
-from .train import load_trained, make_loader
+from .train import RUN_FILES, load_trained, make_loader
 
 #: max |exported - trained| allowed on real inputs (float32 round-off only)
 OUTPUT_TOLERANCE = 1e-5
@@ -55,6 +56,13 @@ OUTPUT_TOLERANCE = 1e-5
 FORMAT_TOLERANCE = 1e-4
 #: deployment format -> the file ``export_primary`` writes for it
 FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "pt2": "model.pt2"}
+#: ONNX weights above this many bytes go to ``model.onnx.data`` beside ``model.onnx`` (a protobuf file stops at
+#: 2 GiB; torch's exporter uses the same bound); below it ``model.onnx`` is one self-contained file
+ONNX_EMBED_LIMIT = 1536 * 2**20
+#: every file an export writes (``model.onnx.data`` only for ONNX weights above ``ONNX_EMBED_LIMIT``)
+EXPORT_FILES = ("model.safetensors", "exported.yaml", "export_report.json", *FORMATS.values(), "model.onnx.data")
+#: the hidden weights file that ONNX exports of earlier versions left beside ``model.onnx``
+_OLD_ONNX_DATA = re.compile(r"\.model\.onnx\..+\.tmp\.data")
 
 
 class ExportError(RuntimeError):
@@ -127,7 +135,10 @@ def _quietly(write: Any) -> Any:
 
 
 def write_format(network: nn.Module, example: torch.Tensor, fmt: str, path: Path) -> None:
-    """Write ``network`` (eval mode) in deployment format ``fmt`` to ``path``, with a dynamic batch size."""
+    """Write ``network`` (eval mode) in deployment format ``fmt`` to ``path``, with a dynamic batch size.
+
+    ONNX embeds the weights, so the file runs wherever it is copied; weights above ``ONNX_EMBED_LIMIT`` go to
+    ``<path>.data`` beside it, which must travel with it."""
     if fmt == "torchscript":
         _quietly(lambda: torch.jit.trace(network, example).save(str(path)))
     elif fmt == "pt2":
@@ -140,9 +151,11 @@ def write_format(network: nn.Module, example: torch.Tensor, fmt: str, path: Path
         except ImportError:
             raise ExportError("--format onnx needs the onnx packages: pip install 'auxnas[export]'") from None
         batch = torch.export.Dim("batch", min=1)
-        _quietly(lambda: torch.onnx.export(network, (example,), str(path), input_names=["image"],
-                                           output_names=["output"], dynamic_shapes=({0: batch},), dynamo=True,
-                                           verbose=False))
+        program = _quietly(lambda: torch.onnx.export(network, (example,), input_names=["image"],
+                                                     output_names=["output"], dynamic_shapes=({0: batch},),
+                                                     dynamo=True, verbose=False))
+        size = sum(t.numel() * t.element_size() for t in network.state_dict().values())
+        _quietly(lambda: program.save(str(path), external_data=size > ONNX_EMBED_LIMIT))
     else:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
 
@@ -171,6 +184,37 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
+def _written_by_export(path: Path) -> bool:
+    """Whether ``path`` is a file an export writes (an earlier export's, in a folder ``--overwrite`` may replace)."""
+    return path.is_file() and (path.name in EXPORT_FILES or _OLD_ONNX_DATA.fullmatch(path.name) is not None)
+
+
+def _check_out_dir(out: Path, source: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse an ``out`` the export of ``source`` must not write: a file, a training run folder, a folder holding
+    ``source``, a folder holding anything an export does not write, or an earlier export unless ``overwrite``.
+
+    The export replaces ``out`` as a whole, so it never removes a file it did not write, nor a run."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: is a file; the export needs a folder")
+    run_files = [name for name in RUN_FILES if (out / name).exists()]
+    if "config.yaml" in run_files and len(run_files) > 1:
+        raise FileExistsError(f"{out}: is a training run folder ({', '.join(run_files)}); an export never writes into "
+                              f"a run: choose another --out, e.g. {out / 'export'}")
+    source = Path(source)
+    if out.exists() and source.resolve().is_relative_to(out.resolve()):
+        beside = source if source.is_dir() else source.parent
+        raise FileExistsError(f"{out}: holds {source}, which this export reads; an export never writes over its "
+                              f"source: choose another --out, e.g. {beside / 'export'}")
+    existing = sorted(out.iterdir()) if out.is_dir() else []
+    foreign = [p.name + ("/" if p.is_dir() else "") for p in existing if not _written_by_export(p)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise FileExistsError(f"{out}: holds files an export does not write ({shown}); --overwrite replaces only an "
+                              "earlier export: choose another --out")
+    if existing and not overwrite:
+        raise FileExistsError(f"{out}: holds an earlier export; pass --overwrite (overwrite=True) to replace it")
+
+
 def export_primary(
     path: str | os.PathLike, out_dir: str | os.PathLike, threshold: float = 0.01, force: bool = False,
     num_inputs: int = 8, formats: Sequence[str] = (), overwrite: bool = False,
@@ -180,16 +224,13 @@ def export_primary(
     ``threshold``: the largest a2p strength that may be cut, a finite number in [0, 1). ``formats``: deployment
     formats written beside the safetensors weights (``FORMATS``), each loaded back by its runtime and compared
     with the PyTorch network at two batch sizes. The folder is written in a temporary folder beside it and moved
-    into place; an existing, non-empty ``out_dir`` is refused unless ``overwrite``.
+    into place. ``out_dir`` must not be a training run or hold the exported run (``_check_out_dir``); a non-empty
+    one is replaced only if it holds an earlier export and nothing else, and only with ``overwrite``.
     """
     threshold = check_threshold(threshold)
     formats = _check_formats(formats)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: is a file; the export needs a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: export folder exists and is not empty; pass --overwrite (overwrite=True) "
-                              "to replace it")
+    _check_out_dir(out, path, overwrite)
     cfg, model, payload = load_trained(path)
     model.eval()
     links = a2p_strengths(model)
@@ -280,6 +321,7 @@ def export_primary(
         write_text(staging / "exported.yaml", yaml.safe_dump(spec, sort_keys=False))
         report["formats"] = _write_formats(network, images, formats, staging)
         write_json(staging / "export_report.json", report)
+        _check_out_dir(out, path, overwrite)  # again: the folder may have changed while the export ran
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
@@ -295,13 +337,16 @@ def _write_formats(network: nn.Module, images: torch.Tensor, formats: list[str],
         expected = network(images)
     for fmt in formats:
         path = folder / FORMATS[fmt]
-        # traced at batch 2: torch.export specialises a batch of 1 to a constant
-        atomic_write(path, lambda tmp, fmt=fmt: write_format(network, images[:2], fmt, tmp))
+        # traced at batch 2: torch.export specialises a batch of 1 to a constant; written under its own name (the
+        # folder is the staging folder), as ONNX names its external weights after it
+        write_format(network, images[:2], fmt, path)
         diff = max(float((run_format(fmt, path, images[:n]) - expected[:n]).abs().max()) for n in (1, len(images)))
         if not diff <= FORMAT_TOLERANCE:
             raise ExportError(f"{path}: {fmt} outputs differ from the PyTorch network by {diff:.3g} "
                               f"(tolerance {FORMAT_TOLERANCE})")
-        written[fmt] = {"file": FORMATS[fmt], "max_abs_diff": diff, "batch_sizes_checked": [1, len(images)]}
+        files = sorted(p.name for p in folder.iterdir() if p.name.startswith(FORMATS[fmt]))
+        written[fmt] = {"file": FORMATS[fmt], "files": files, "max_abs_diff": diff,
+                        "batch_sizes_checked": [1, len(images)]}
     return written
 
 
