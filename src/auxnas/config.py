@@ -217,6 +217,10 @@ class TrainConfig:
     #: TensorBoard scalars in RUN_DIR/tensorboard (losses, task weights, metrics, architecture weights,
     #: regulariser, learning rates), beside the JSON files
     tensorboard: bool = True
+    #: every this many network steps (0: never), measure each task's weighted-loss gradient on the parameters every
+    #: task's loss reaches (``shared_parameters``) and its cosine with the primary's; with a2p links, also evaluate
+    #: the validation split with them kept each epoch. Recorded per epoch in the history; changes no weight
+    diagnose_every: int = 0
 
 
 @dataclass
@@ -328,6 +332,8 @@ def _check(cfg: ExperimentConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
+    if cfg.train.diagnose_every < 0:
+        raise ConfigError(f"train.diagnose_every: must be non-negative (0: off), got {cfg.train.diagnose_every}")
     if cfg.train.max_steps_per_epoch is not None and cfg.train.max_steps_per_epoch <= 0:
         raise ConfigError(f"train.max_steps_per_epoch: must be positive or null, got {cfg.train.max_steps_per_epoch}")
     if not 0.0 < cfg.data.val_fraction < 1.0:
@@ -509,7 +515,8 @@ def _check_dataset(cfg: ExperimentConfig) -> None:
              *((f"data.random_targets[{i}]", t) for i, t in enumerate(cfg.data.random_targets))]
     for key, task in named:
         if task not in provided:
-            raise ConfigError(f"{key}: dataset {name} has no {task!r} targets; it provides {', '.join(provided)}")
+            only = " (layout: the synthetic scenes' seg in 4 coarse classes only)" if task == "layout" else ""
+            raise ConfigError(f"{key}: dataset {name} has no {task!r} targets{only}; it provides {', '.join(provided)}")
     if cfg.model.backbone in VITS and not (cfg.data.resize or name == "taskonomy"):
         raise ConfigError(f"model.backbone: {cfg.model.backbone} needs square data.image_size images for its position "
                           f"embedding; {name} is read at its native resolution: set data.resize=true (and "

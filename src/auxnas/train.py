@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -169,9 +170,12 @@ def task_losses(
 @torch.no_grad()
 def evaluate_model(
     model: MultiTaskModel, loader: DataLoader, device: torch.device, amp: bool = True, progress: bool = False,
-    desc: str = "eval", dist: Distributed | None = None,
+    desc: str = "eval", dist: Distributed | None = None, keep_a2p: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Metrics of every task, pooled over the images of the whole ``loader`` that carry its label.
+
+    ``keep_a2p``: evaluate the train-time network of a model with a2p links (``LinkedBranches``) with them kept,
+    instead of the deployed network that cuts them.
 
     Each task's metrics include ``num_images``, how many images they cover. With several processes (``dist``),
     each evaluates its part of the set (``evaluation_loader``) and the metrics pool every process's images: rank 0
@@ -184,7 +188,7 @@ def evaluate_model(
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         batch = to_device(batch, device)
         with autocast(device, amp):
-            preds = model(batch["image"])
+            preds = model(batch["image"], cut_a2p=False) if keep_a2p else model(batch["image"])
         for name, task in model.tasks.items():
             counts[name] += task.update_metric(metrics[name], preds[name].float(), batch)
     model.train(was_training)
@@ -424,6 +428,26 @@ def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
         raise RunDirectoryError(f"out_dir {out_dir}: cannot be written (no permission); choose another out_dir")
 
 
+def shared_gradient_stats(
+    losses: Mapping[str, Tensor], weights: Mapping[str, float], shared: list[nn.Parameter], primary: str
+) -> dict[str, dict[str, float]]:
+    """Each task's weighted-loss gradient norm on ``shared`` and its cosine with the primary's (diagnostics).
+
+    Uses ``torch.autograd.grad`` on the step's own graph, so it changes no gradient, weight or statistic.
+    """
+    grads = {}
+    for name, loss in losses.items():
+        parts = torch.autograd.grad(weights[name] * loss, shared, retain_graph=True, allow_unused=True)
+        grads[name] = torch.cat([torch.zeros(p.numel(), device=p.device) if g is None else g.detach().flatten().float()
+                                 for g, p in zip(parts, shared)])
+    stats: dict[str, dict[str, float]] = {"shared_grad_norm": {n: float(g.norm()) for n, g in grads.items()}}
+    if primary in grads:
+        stats["shared_grad_cos_primary"] = {
+            n: float(F.cosine_similarity(g, grads[primary], dim=0)) for n, g in grads.items() if n != primary
+        }
+    return stats
+
+
 class EpochStats:
     """Per-epoch means of what the weighting method reports each step (statistic -> task -> value)."""
 
@@ -622,6 +646,8 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, r
             losses, extra = checked_losses(model, batch, weights, device, cfg.train.amp)
             if not losses and extra is None:  # no image of the batch carries any label: nothing to learn from
                 return {}, {}
+            if diagnose_every and state.step % diagnose_every == 0:
+                diagnostics.add(shared_gradient_stats(losses, weights, model.shared_parameters(), primary.name))
             optimizer.zero_grad(set_to_none=True)
             if single_level:
                 state.arch_optimizer.zero_grad(set_to_none=True)
@@ -648,13 +674,15 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, r
             return {**payload, "state": state.state_dict()} if with_state else payload
 
         record_every = max(1, total_steps // 100)
+        diagnose_every = cfg.train.diagnose_every
+        keeps_a2p = bool(getattr(model, "a2p", None))
         log = TensorBoardLog(out_dir, state.epoch + 1) if cfg.train.tensorboard and dist.is_main() else None
         optimizers = {"network": optimizer, **({"architecture": state.arch_optimizer} if arch_params else {})}
         for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
             model.train()
             running, seen = 0.0, 0
             task_sums, task_images = dict.fromkeys(model.tasks, 0.0), dict.fromkeys(model.tasks, 0)
-            weighting_stats = EpochStats()
+            weighting_stats, diagnostics = EpochStats(), EpochStats()
             bar = tqdm(
                 epoch_batches(splits.train, cfg, epoch, bilevel, dist), total=total_steps // cfg.train.epochs,
                 desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=not progress,
@@ -695,6 +723,11 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, r
             }
             if "names" in state.links:
                 record["link_strengths"] = model.link_strengths()
+            if diagnose_every:
+                record["diagnostics"] = diagnostics.means()
+                if keeps_a2p:
+                    record["val_a2p_kept"] = evaluate_model(model, val_loader, device, cfg.train.amp, progress,
+                                                            desc="val (a2p kept)", dist=dist, keep_a2p=True)
             state.history.append(record)
             state.epoch = epoch
             if log is not None:
