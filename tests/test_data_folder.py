@@ -262,6 +262,8 @@ def test_npy_errors_name_the_file(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ({"tasks": {"seg": {"classes": 5}}, "colour": 1}, r"dataset\.yaml: colour: unknown key; valid keys: tasks, size"),
     ({"tasks": {"sky": {}}}, r"dataset\.yaml: tasks\.sky: unknown task; valid tasks: seg, normal"),
+    ({"tasks": {"layout": {}}}, r"tasks\.layout: a task of the synthetic scenes only; valid tasks: seg, normal, depth, "
+                                r"disparity, object, scene$"),
     ({"tasks": {"seg": {}}}, r"dataset\.yaml: tasks\.seg\.classes: required for seg"),
     ({"tasks": {"scene": None}}, r"dataset\.yaml: tasks\.scene\.classes: required for scene"),
     ({"tasks": {"seg": {"classes": 3, "scale": 2}}}, r"tasks\.seg\.scale: unknown key; valid keys of seg: folder, cl"),

@@ -187,3 +187,16 @@ def test_random_targets_replace_training_labels_only(tmp_path):
     assert torch.equal(splits.val[0]["seg"], clean.val[0]["seg"])  # held-out labels stay real
     with pytest.raises(ConfigError, match="primary task 'normal' must keep its real targets"):
         config(tmp_path, random_targets=["normal"])
+
+
+def test_layout_takes_partial_labels_and_random_targets(tmp_path):
+    cfg = config(tmp_path, aux=("layout",), labelled_fraction={"layout": 0.25}, random_targets=["layout"],
+                 augment=False)
+    splits = build_splits(cfg.data, progress=False)
+    assert splits.num_classes["layout"] == 4
+    assert splits.train_label_counts(["layout", "normal"]) == {"layout": 8, "normal": 32}
+    clean = build_splits(dataclasses.replace(cfg.data, random_targets=[], labelled_fraction={}), progress=False)
+    noisy, real = splits.train[3], clean.train[3]
+    assert noisy["layout"].dtype == real["layout"].dtype == torch.int64
+    assert (noisy["layout"] != real["layout"]).float().mean() > 0.5 and int(noisy["layout"].max()) < 4
+    assert torch.equal(splits.val[0]["layout"], clean.val[0]["layout"])

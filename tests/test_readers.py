@@ -194,6 +194,8 @@ def test_errors_name_the_folder_or_file(tmp_path, nyuv2):
     ({"tasks": {"primary": "seg", "aux": ["scene"]}},
      r"tasks.aux\[0\]: dataset nyuv2_mtan has no 'scene' targets; it provides seg, depth, normal"),
     ({"tasks": {"primary": "disparity"}}, "tasks.primary: dataset nyuv2_mtan has no 'disparity'"),
+    ({"tasks": {"primary": "seg", "aux": ["layout"]}},
+     r"tasks.aux\[0\]: dataset nyuv2_mtan has no 'layout' targets \(layout: the synthetic scenes' seg in 4 coarse "),
     ({"tasks": {"primary": "seg", "aux": ["depth"]}, "data": {"random_targets": ["object"]}},
      r"data.random_targets\[0\]: dataset nyuv2_mtan"),
     ({"tasks": {"primary": "seg"}, "model": {"backbone": "tiny_vit"}}, "model.backbone: tiny_vit needs square"),

@@ -12,10 +12,12 @@ from auxnas.data.synthetic import (
     DISPARITY_SCALE,
     FORMAT_VERSION,
     IGNORE_INDEX,
+    LAYOUT_CLASSES,
     SEG_CLASSES,
     SyntheticScenes,
     generate_scenes,
     intrinsics,
+    layout_labels,
 )
 
 
@@ -143,6 +145,7 @@ def test_sample_format_and_flip_augmentation(tmp_path):
             break
     assert flipped is not None
     assert torch.equal(flipped["seg"], sample["seg"].flip(-1))
+    assert torch.equal(flipped["layout"], sample["layout"].flip(-1))
     assert torch.allclose(flipped["normal"][0], -sample["normal"][0].flip(-1))
     assert torch.allclose(flipped["normal"][1:], sample["normal"][1:].flip(-1))
 
@@ -151,7 +154,22 @@ def test_subset_views_without_copy(tmp_path):
     full = SyntheticScenes("train", 8, 32, cache_dir=tmp_path, progress=False)
     view = full.subset([5, 2], augment=False)
     assert len(view) == 2 and torch.equal(view[0]["depth"], full[5]["depth"])
-    assert view.num_classes == {"seg": 9, "object": 6, "scene": 5}
+    assert view.num_classes == {"seg": 9, "object": 6, "scene": 5, "layout": 4}
+
+
+def test_layout_is_seg_in_four_coarse_classes(tmp_path):
+    assert LAYOUT_CLASSES == ("floor", "wall", "ceiling", "object")
+    seg = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, IGNORE_INDEX]], dtype=np.uint8)
+    assert layout_labels(seg).tolist() == [[0, 1, 2, 3, 3], [3, 3, 3, 3, IGNORE_INDEX]]
+    scenes = SyntheticScenes("train", 4, 32, cache_dir=tmp_path, progress=False)
+    assert np.array_equal(scenes.arrays["layout"], layout_labels(scenes.arrays["seg"]))
+    sample = scenes[1]
+    assert sample["layout"].dtype == torch.int64 and torch.equal(sample["layout"], torch.from_numpy(
+        layout_labels(sample["seg"].numpy().astype(np.uint8)).astype(np.int64)))
+    with np.load(scenes.cache_path) as data:  # derived at load time: the cache format is unchanged
+        assert "layout" not in data.files
+    again = SyntheticScenes("train", 4, 32, cache_dir=tmp_path, progress=False)  # read from the cache
+    assert np.array_equal(again.arrays["layout"], scenes.arrays["layout"])
 
 
 def test_preview_png(tmp_path):

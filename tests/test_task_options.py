@@ -20,7 +20,7 @@ from auxnas.methods import build_model
 from auxnas.tasks import LOSSES, TASK_NAMES, Classification, Depth, Segmentation, SurfaceNormals, build_task
 from auxnas.train import build_tasks, evaluate, fit
 
-NUM_CLASSES = {"seg": 4, "object": 3, "scene": 3}
+NUM_CLASSES = {"seg": 4, "object": 3, "scene": 3, "layout": 4}
 
 
 def column(values: list[float]) -> torch.Tensor:
@@ -37,7 +37,7 @@ def test_defaults_are_todays_behaviour():
     built = {name: build_task(name, NUM_CLASSES, **tasks.task_options(name)) for name in TASK_NAMES}
     assert {name: task.loss_name for name, task in built.items()} == {
         "seg": "cross_entropy", "normal": "cosine", "depth": "l1", "disparity": "l1", "object": "cross_entropy",
-        "scene": "cross_entropy"}
+        "scene": "cross_entropy", "layout": "cross_entropy"}
     assert built["normal"].conventions() == {"loss": "cosine", "align_corners": False, "normal_angle": "unit"}
     assert built["seg"].conventions() == {"loss": "cross_entropy", "align_corners": False, "miou_classes": "present"}
     assert built["object"].conventions() == {"loss": "cross_entropy"}

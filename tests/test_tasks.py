@@ -18,7 +18,7 @@ from auxnas.tasks import (
     build_task,
 )
 
-NUM_CLASSES = {"seg": 13, "object": 10, "scene": 7}
+NUM_CLASSES = {"seg": 13, "object": 10, "scene": 7, "layout": 4}
 
 
 def logits_for(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -235,6 +235,7 @@ def test_build_task():
     assert isinstance(tasks["normal"], SurfaceNormals) and tasks["normal"].out_channels == 3
     assert isinstance(tasks["depth"], Depth) and isinstance(tasks["disparity"], Depth)
     assert tasks["object"].out_channels == 10 and tasks["scene"].out_channels == 7
+    assert isinstance(tasks["layout"], Segmentation) and tasks["layout"].out_channels == 4
     for name, task in tasks.items():
         assert task.name == name
         assert task.main_metric in task.higher_is_better
@@ -242,6 +243,8 @@ def test_build_task():
         build_task("edges", NUM_CLASSES)
     with pytest.raises(ValueError, match="'scene'"):
         build_task("scene", {"seg": 13})
+    with pytest.raises(ValueError, match=r"num_classes\['layout'\] is missing"):
+        build_task("layout", {"seg": 13})
 
 
 # --- delta_m ----------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ class DataSplits:
     train: Dataset
     val: Dataset
     test: Dataset
-    #: class counts of the label kinds that have classes ("seg", "object", "scene")
+    #: class counts of the label kinds that have classes ("seg", "layout", "object", "scene")
     num_classes: dict[str, int]
 
     def train_label_counts(self, tasks: list[str]) -> dict[str, int]:

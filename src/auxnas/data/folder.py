@@ -112,8 +112,9 @@ def read_spec(root: str | os.PathLike) -> FolderSpec:
     specs, folders = {}, {}
     for name, settings in data["tasks"].items():
         where = f"tasks.{name}"
-        if name not in TASK_NAMES:
-            raise fail(where, f"unknown task; valid tasks: {', '.join(TASK_NAMES)}")
+        if name not in TASK_KEYS:
+            what = "a task of the synthetic scenes only" if name in TASK_NAMES else "unknown task"
+            raise fail(where, f"{what}; valid tasks: {', '.join(TASK_KEYS)}")
         settings = {} if settings is None else settings
         if not isinstance(settings, dict):
             raise fail(where, f"expected a mapping of settings (or nothing), got {settings!r:.60}")

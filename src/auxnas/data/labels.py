@@ -95,7 +95,7 @@ def random_target(
     """A random target with the shape and dtype of ``real`` (see ``RandomTargets``)."""
     if task in ("object", "scene") and real.is_floating_point() and real.dim() == 1:  # a soft-label vector
         return real[torch.randperm(real.numel(), generator=generator)]
-    if task in ("seg", "object", "scene"):
+    if task in ("seg", "layout", "object", "scene"):
         return torch.randint(num_classes[task], real.shape, generator=generator, dtype=real.dtype)
     if task == "normal":
         return torch.nn.functional.normalize(torch.randn(real.shape, generator=generator), dim=0).to(real.dtype)

@@ -24,26 +24,32 @@ def preview_path(path: str | os.PathLike) -> Path:
     return path if path.suffix.lower() == ".png" else path.with_name(path.name + ".png")
 
 
+def _class_colours(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """An RGB picture of class labels; ignored pixels white."""
+    picture = np.ones(labels.shape + (3,))
+    valid = labels != IGNORE_INDEX
+    picture[valid] = colours[labels[valid]]
+    return picture
+
+
 def save_preview(dataset: SyntheticScenes, path: str | os.PathLike, num_images: int = 8) -> Path:
-    """Write one column per image: RGB, segmentation, depth, normals, disparity; titles give object and scene.
+    """Write one column per image: RGB, segmentation, layout, depth, normals, disparity; titles give object and
+    scene.
 
     Returns the file written (see ``preview_path``)."""
     if num_images <= 0:
         raise ValueError(f"num_images must be positive, got {num_images}")
     num_images = min(num_images, len(dataset))
-    rows = ("RGB", "segmentation", "depth", "normals", "disparity")
+    rows = ("RGB", "segmentation", "layout", "depth", "normals", "disparity")
     fig, axes = plt.subplots(len(rows), num_images, figsize=(1.9 * num_images, 1.9 * len(rows)), squeeze=False)
     colours = plt.get_cmap("tab10")(np.arange(len(SEG_CLASSES)))[:, :3]
     for c in range(num_images):
         j = int(dataset.indices[c])
         a = dataset.arrays
-        seg = a["seg"][j]
-        seg_rgb = np.ones(seg.shape + (3,))
-        valid = seg != IGNORE_INDEX
-        seg_rgb[valid] = colours[seg[valid]]
+        seg_rgb, layout_rgb = (_class_colours(a[key][j], colours) for key in ("seg", "layout"))
         normal = a["normal"][j]
         normal_rgb = np.where((normal != 0).any(-1, keepdims=True), (normal + 1) / 2, 1.0)
-        panels = (a["image"][j], seg_rgb, a["depth"][j], normal_rgb, a["disparity"][j])
+        panels = (a["image"][j], seg_rgb, layout_rgb, a["depth"][j], normal_rgb, a["disparity"][j])
         for r, panel in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(panel, cmap="magma" if panel.ndim == 2 else None, interpolation="nearest")

@@ -15,6 +15,9 @@ from the same geometry:
   facing the camera; the zero vector where invalid.
 * ``object``: class of the object covering most pixels; ``scene``: the room type,
   which sets the room size, the wall palette and the prior over object classes.
+* ``layout``: ``seg`` in 4 coarse classes (``LAYOUT_CLASSES``: floor, wall, ceiling, and
+  every furniture class as object), 255 where ``seg`` is; derived when the scenes are
+  loaded (``layout_labels``), not stored in the cache.
 
 Camera: pixel ``(r, c)`` of an ``S x S`` image looks along
 ``(u * tan(fov/2), v * tan(fov/2), 1)`` with ``u = (2c + 1) / S - 1`` and
@@ -44,6 +47,8 @@ from .transforms import hflip, normalise
 FORMAT_VERSION = 2
 SEG_CLASSES = ("floor", "wall", "ceiling", "cabinet", "table", "ball", "pillar", "ottoman", "vase")
 OBJECT_CLASSES = SEG_CLASSES[3:]
+#: the coarse classes of ``layout``: the room's surfaces, and every object class as one
+LAYOUT_CLASSES = ("floor", "wall", "ceiling", "object")
 SCENE_CLASSES = ("bedroom", "kitchen", "office", "living_room", "storage")
 IGNORE_INDEX = 255
 DISPARITY_SCALE = 1.0
@@ -63,6 +68,15 @@ _ALBEDO = (
     (0.70, 0.35, 0.30), (0.62, 0.60, 0.58), (0.45, 0.38, 0.55), (0.50, 0.55, 0.65),
 )
 _EPS = 1e-4
+
+
+def layout_labels(seg: np.ndarray) -> np.ndarray:
+    """``seg`` labels (any shape, uint8) in ``LAYOUT_CLASSES``: floor, wall and ceiling keep their class, every
+    object class becomes ``object``, ``IGNORE_INDEX`` stays."""
+    table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for c, name in enumerate(SEG_CLASSES):
+        table[c] = LAYOUT_CLASSES.index(name if name in LAYOUT_CLASSES else "object")
+    return table[seg]
 
 
 def intrinsics(fov_deg: float, image_size: int) -> tuple[float, float]:
@@ -356,6 +370,7 @@ class SyntheticScenes(IndexedImages):
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.cache_path = root / f"synthetic-v{FORMAT_VERSION}-{split}-seed{seed}-{image_size}px-n{num_images}.npz"
         self.arrays = self._load_or_generate(num_images, progress)
+        self.arrays["layout"] = layout_labels(self.arrays["seg"])
         self.indices = np.arange(num_images)
 
     def _load_or_generate(self, num_images: int, progress: bool) -> dict[str, np.ndarray]:
@@ -391,7 +406,8 @@ class SyntheticScenes(IndexedImages):
 
     @property
     def num_classes(self) -> dict[str, int]:
-        return {"seg": len(SEG_CLASSES), "object": len(OBJECT_CLASSES), "scene": len(SCENE_CLASSES)}
+        return {"seg": len(SEG_CLASSES), "object": len(OBJECT_CLASSES), "scene": len(SCENE_CLASSES),
+                "layout": len(LAYOUT_CLASSES)}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         j = int(self.indices[i])
@@ -404,6 +420,7 @@ class SyntheticScenes(IndexedImages):
             "normal": torch.from_numpy(a["normal"][j]).permute(2, 0, 1).contiguous(),
             "object": torch.tensor(int(a["object"][j])),
             "scene": torch.tensor(int(a["scene"][j])),
+            "layout": torch.from_numpy(a["layout"][j].astype(np.int64)),
         }
         if self.augment:
             if torch.rand(()) < 0.5:

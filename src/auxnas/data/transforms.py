@@ -1,6 +1,6 @@
 """Label-consistent training augmentation for dense multi-task samples, and the image normalisation.
 
-A sample is a dict of tensors: ``image`` 3xHxW in [0, 1] and any of ``seg`` (HxW int64), ``depth`` and
+A sample is a dict of tensors: ``image`` 3xHxW in [0, 1] and any of ``seg`` and ``layout`` (HxW int64), ``depth`` and
 ``disparity`` (1xHxW, 0 = invalid) and ``normal`` (3xHxW unit vectors, 0 = invalid). Every dense label
 is resampled with nearest neighbours, so invalid markers (255, 0) never blend into valid values.
 """
@@ -17,7 +17,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: zoom factors of the random scale-and-crop (the MTAN-family recipe)
 SCALES = (1.0, 1.2, 1.5)
 #: dense label keys and what a zoom by ``s`` does to their values: depth / s, disparity * s, the rest unchanged
-DENSE_LABELS = {"seg": 0, "depth": -1, "disparity": 1, "normal": 0}
+DENSE_LABELS = {"seg": 0, "layout": 0, "depth": -1, "disparity": 1, "normal": 0}
+#: dense labels that hold classes (H x W int64): resampled as integers
+CLASS_MAPS = ("seg", "layout")
 
 
 def scale_crop(sample: dict[str, Tensor], scale: float, top: float, left: float) -> dict[str, Tensor]:
@@ -38,7 +40,7 @@ def scale_crop(sample: dict[str, Tensor], scale: float, top: float, left: float)
         window = value[..., y0:y0 + crop_h, x0:x0 + crop_w]
         if key == "image":
             out[key] = F.interpolate(window[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        elif key == "seg":
+        elif key in CLASS_MAPS:
             out[key] = F.interpolate(window[None, None].float(), size=(height, width), mode="nearest")[0, 0].long()
         else:
             out[key] = F.interpolate(window[None], size=(height, width), mode="nearest")[0] * scale ** DENSE_LABELS[key]
@@ -79,7 +81,7 @@ def resize(key: str, value: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
         return value
     if key == "image":
         return F.interpolate(value[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-    if key == "seg":
+    if key in CLASS_MAPS:
         return F.interpolate(value[None, None].float(), size=size, mode="nearest")[0, 0].long()
     return F.interpolate(value[None], size=size, mode="nearest")[0]
 

@@ -14,13 +14,14 @@ from .segmentation import MIOU_CLASSES, Segmentation
 __all__ = ["LOSSES", "MIOU_CLASSES", "NORMAL_ANGLES", "TASK_NAMES", "Classification", "Depth", "Metric",
            "Segmentation", "SurfaceNormals", "Task", "build_task", "conventions", "labelled"]
 
-#: every task name the built-in dataset provides a target for
-TASK_NAMES = ("seg", "normal", "depth", "disparity", "object", "scene")
+#: every task name the built-in dataset provides a target for (``layout``: the synthetic scenes only)
+TASK_NAMES = ("seg", "normal", "depth", "disparity", "object", "scene", "layout")
 
 #: task name -> the losses it offers, its default first (docs/tasks.md)
 LOSSES: dict[str, tuple[str, ...]] = {
     "seg": Segmentation.LOSSES, "normal": SurfaceNormals.LOSSES, "depth": Depth.LOSSES,
     "disparity": Depth.LOSSES, "object": Classification.LOSSES, "scene": Classification.LOSSES,
+    "layout": Segmentation.LOSSES,
 }
 
 
@@ -28,7 +29,7 @@ def build_task(
     name: str, num_classes: Mapping[str, int], *, loss: str | None = None, normal_angle: str = "unit",
     miou_classes: str = "present", align_corners: bool = False,
 ) -> Task:
-    """The task ``name``; ``num_classes`` gives the class counts of ``seg``, ``object`` and ``scene``.
+    """The task ``name``; ``num_classes`` gives the class counts of ``seg``, ``layout``, ``object`` and ``scene``.
 
     ``loss``: one of ``LOSSES[name]`` (None: its default). The metric conventions apply to the tasks they concern
     and are ignored by the others: ``normal_angle`` (``unit`` or ``nddr_encoded``) to normals, ``miou_classes``
@@ -44,7 +45,7 @@ def build_task(
     if name not in num_classes:
         raise ValueError(f"task {name!r} needs a class count: num_classes[{name!r}] is missing")
     count = int(num_classes[name])
-    if name == "seg":
+    if name in ("seg", "layout"):
         return Segmentation(count, name, loss=loss, miou_classes=miou_classes, align_corners=align_corners)
     return Classification(count, name, loss=loss)
 

@@ -16,7 +16,7 @@ from .base import LossWeighting
 
 #: the kind of each built-in task (auxnas.tasks), for the Kendall form of uncertainty weighting
 TASK_KINDS = {
-    "seg": "classification", "object": "classification", "scene": "classification",
+    "seg": "classification", "layout": "classification", "object": "classification", "scene": "classification",
     "normal": "regression", "depth": "regression", "disparity": "regression",
 }
 
