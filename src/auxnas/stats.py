@@ -1,4 +1,4 @@
-"""Statistics over seeds: mean ± std and the paired 95 % interval of a difference.
+"""Statistics over seeds: mean ± std, the paired 95 % interval of a difference and of a ratio of means.
 
 No accuracy claim without these: a method is better than a baseline only when the interval of the
 per-seed differences (paired by seed) excludes 0.
@@ -47,3 +47,32 @@ def paired_interval(values: Sequence[float], baseline: Sequence[float]) -> dict[
     low, high = mean - half, mean + half
     verdict = "higher" if low > 0 else "lower" if high < 0 else "no difference"
     return {"mean_diff": mean, "low": low, "high": high, "n": len(diffs), "verdict": verdict}
+
+
+def ratio_interval(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, float | bool]:
+    """Ratio of the means of two paired samples (position = seed) and its 95 % Fieller interval.
+
+    Fieller: the ratios ``r`` for which ``mean(numerator) - r * mean(denominator)`` is not significantly
+    non-zero, with the t quantile of ``n - 1`` degrees of freedom and the pairs' sample covariance. ``bounded``
+    is False, and the interval (-inf, inf), when the denominator's mean is not significantly non-zero (the exact
+    set is then the whole line or the outside of an interval; (-inf, inf) covers both). Used for the share of
+    the floor-to-ceiling gap that a method closes (``auxnas.bench.accuracy``).
+    """
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError(f"need equally many paired values, got {len(numerator)} and {len(denominator)}")
+    n = len(numerator)
+    a, b = statistics.fmean(numerator), statistics.fmean(denominator)
+    ratio = a / b if b != 0 else math.nan
+    if n < 2:
+        return {"ratio": ratio, "low": -math.inf, "high": math.inf, "n": n, "bounded": False}
+    t2 = t_quantile_975(n - 1) ** 2
+    # variances and covariance of the two means
+    v_aa = statistics.variance(numerator) / n
+    v_bb = statistics.variance(denominator) / n
+    v_ab = statistics.covariance(numerator, denominator) / n
+    # (a - r b)^2 <= t^2 (v_aa - 2 r v_ab + r^2 v_bb)  <=>  qa r^2 - 2 qb r + qc <= 0
+    qa, qb, qc = b * b - t2 * v_bb, a * b - t2 * v_ab, a * a - t2 * v_aa
+    if qa <= 0:
+        return {"ratio": ratio, "low": -math.inf, "high": math.inf, "n": n, "bounded": False}
+    root = math.sqrt(max(qb * qb - qa * qc, 0.0))  # >= 0 when qa > 0: the ratio itself satisfies the inequality
+    return {"ratio": ratio, "low": (qb - root) / qa, "high": (qb + root) / qa, "n": n, "bounded": True}
