@@ -41,3 +41,9 @@ def test_first_step_auxiliary_gradient_reaches_only_a_shared_backbone(tmp_path, 
     else:
         assert norms["disparity"] == 0
     assert "diagnostics" in result.history[1] and result.history[1]["diagnostics"] == {}
+
+
+def test_single_task_has_no_shared_parameters_to_diagnose(tmp_path):
+    cfg = _config(tmp_path, "single", 1, "single")
+    cfg.tasks.aux = []
+    assert fit(cfg, progress=False).history[-1]["diagnostics"] == {}

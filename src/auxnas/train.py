@@ -8,9 +8,11 @@ import itertools
 import math
 import os
 import random
+import re
 import shutil
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,17 @@ def build_schedule(
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def advance_schedule(schedule: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Step ``schedule`` once per batch, updated or not, so that the lr of batch k is the schedule's k-th value.
+
+    A batch without any label makes no update; torch takes a schedule step before the optimiser's first one for
+    a misordered loop and warns, which is wrong here: that warning alone is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"), UserWarning)
+        schedule.step()
 
 
 def build_architecture_optimizer(
@@ -646,7 +659,7 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, r
             losses, extra = checked_losses(model, batch, weights, device, cfg.train.amp)
             if not losses and extra is None:  # no image of the batch carries any label: nothing to learn from
                 return {}, {}
-            if diagnose_every and state.step % diagnose_every == 0:
+            if diagnose_every and state.step % diagnose_every == 0 and model.shared_parameters():
                 diagnostics.add(shared_gradient_stats(losses, weights, model.shared_parameters(), primary.name))
             optimizer.zero_grad(set_to_none=True)
             if single_level:
@@ -703,9 +716,9 @@ def fit(cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, r
                 for name, value in task_values.items():
                     task_sums[name] += value * counts.labelled[name]
                     task_images[name] += counts.labelled[name]
-                state.schedule.step()
+                advance_schedule(state.schedule)
                 if arch_params:
-                    state.arch_schedule.step()
+                    advance_schedule(state.arch_schedule)
                 state.step += 1
                 if state.step % record_every == 0:
                     state.record_links()
