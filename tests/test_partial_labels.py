@@ -3,11 +3,13 @@
 import dataclasses
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
+import auxnas.train
 from auxnas.config import ConfigError, config_from_dict
 from auxnas.data import PartiallyLabelled, build_splits, labelled_subset
 from auxnas.methods import LinkedBranches, build_model
@@ -200,3 +202,34 @@ def test_layout_takes_partial_labels_and_random_targets(tmp_path):
     assert noisy["layout"].dtype == real["layout"].dtype == torch.int64
     assert (noisy["layout"] != real["layout"]).float().mean() > 0.5 and int(noisy["layout"].max()) < 4
     assert torch.equal(splits.val[0]["layout"], clean.val[0]["layout"])
+
+
+def test_a_batch_without_labels_advances_the_schedule_without_a_warning(tmp_path, monkeypatch):
+    """The schedule counts batches: the lr of the update on batch k is the schedule's k-th value, also when
+    earlier batches (the first among them) had no label and made no update; torch's ordering warning stays away."""
+    cfg = config(tmp_path, method="single", aux=(), labelled_fraction={"normal": 0.1})
+    cfg.seed = 3  # its first batch carries no label
+    cfg.train = dataclasses.replace(cfg.train, epochs=1, max_steps_per_epoch=None, schedule="poly", poly_power=0.9)
+    labelled_counts, lrs = [], []
+    share_batch, build_optimizer = auxnas.train.share_batch, auxnas.train.build_optimizer
+
+    def counting_share_batch(batch, tasks, dist):
+        counts = share_batch(batch, tasks, dist)
+        labelled_counts.append(counts.labelled["normal"])
+        return counts
+
+    def recording_optimizer(params, train_cfg, betas=(0.9, 0.999)):
+        optimizer = build_optimizer(params, train_cfg, betas)
+        optimizer.register_step_pre_hook(lambda opt, *_: lrs.append(opt.param_groups[0]["lr"]))
+        return optimizer
+
+    monkeypatch.setattr(auxnas.train, "share_batch", counting_share_batch)
+    monkeypatch.setattr(auxnas.train, "build_optimizer", recording_optimizer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(cfg, progress=False)
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    total = len(labelled_counts)
+    updated = [k for k, count in enumerate(labelled_counts) if count]
+    assert total == 8 and labelled_counts[0] == 0 and 0 < len(updated) < total  # the case that warned
+    assert lrs == pytest.approx([cfg.train.lr * (1 - k / total) ** 0.9 for k in updated])
