@@ -7,11 +7,11 @@ from auxnas.config import config_from_dict
 from auxnas.train import fit
 
 
-def _config(tmp_path, method: str, diagnose_every: int, name: str):
+def _config(tmp_path, method: str, diagnose_every: int, name: str, aux: tuple[str, ...] = ("disparity",)):
     return config_from_dict({
         "name": "t", "out_dir": str(tmp_path / name), "seed": 1,
         "data": {"image_size": 32, "num_train": 40, "num_test": 8, "val_fraction": 0.2, "batch_size": 8},
-        "tasks": {"primary": "depth", "aux": ["disparity"]},
+        "tasks": {"primary": "depth", "aux": list(aux)},
         "model": {"backbone": "tiny_resnet"}, "method": {"name": method},
         "train": {"epochs": 2, "diagnose_every": diagnose_every, "tensorboard": False},
     })
@@ -44,6 +44,5 @@ def test_first_step_auxiliary_gradient_reaches_only_a_shared_backbone(tmp_path, 
 
 
 def test_single_task_has_no_shared_parameters_to_diagnose(tmp_path):
-    cfg = _config(tmp_path, "single", 1, "single")
-    cfg.tasks.aux = []
+    cfg = _config(tmp_path, "single", 1, "single", aux=())
     assert fit(cfg, progress=False).history[-1]["diagnostics"] == {}
