@@ -150,3 +150,17 @@ def test_a_tagged_variant_applies_its_overrides_to_every_run(tmp_path, monkeypat
         run_accuracy_benchmark("smoke", tmp_path, tmp_path, progress=False, overrides=["train.lr=0.1"])
     with pytest.raises(ValueError, match="tag: letters"):
         run_accuracy_benchmark("smoke", tmp_path, tmp_path, progress=False, overrides=["train.lr=0.1"], tag="a/b")
+
+
+def test_a_tag_made_with_other_overrides_is_refused(tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    kwargs = {"progress": False, "rows": [], "seeds": [0], "tag": "v"}
+    run_accuracy_benchmark("smoke", out, runs, overrides=["train.lr=0.003"], **kwargs)
+    assert json.loads((runs / "smoke-v" / "variant.json").read_text())["overrides"] == ["train.lr=0.003"]
+    message = r"^tag 'v': .*/variant\.json was made with overrides \['train\.lr=0\.003'\], not \['train\.lr=0\.1'\]"
+    with pytest.raises(ValueError, match=message):
+        run_accuracy_benchmark("smoke", out, runs, overrides=["train.lr=0.1"], **kwargs)
+    with pytest.raises(ValueError, match=r"accuracy-smoke-v\.json was made with overrides"):  # its result file too
+        run_accuracy_benchmark("smoke", out, tmp_path / "other-runs", overrides=["train.lr=0.1"], **kwargs)
+    again = run_accuracy_benchmark("smoke", out, runs, overrides=["train.lr=0.003"], reuse=True, **kwargs)
+    assert again["reused_runs"] == 1  # the same overrides: the same variant, continued

@@ -323,6 +323,21 @@ def _markdown(summary: dict[str, Any]) -> str:
 
 #: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
 RECORD_FILE = "bench_run.json"
+#: the overrides of a variant, in its runs folder: another variant under the same tag is refused
+VARIANT_FILE = "variant.json"
+
+
+def _check_variant(tag: str | None, overrides: list[str], made: Sequence[Path]) -> None:
+    """Refuse ``overrides`` under ``tag`` when a runs folder's variant file or a result file in ``made`` was
+    made with other overrides: their runs would be replaced, or reused and mixed with these."""
+    for path in made:
+        try:
+            old = json.loads(path.read_text())["overrides"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if old != overrides:
+            raise ValueError(f"tag {tag!r}: {path} was made with overrides {old}, not {overrides}; give these "
+                             "another tag (or runs folder)")
 
 
 def _reused_record(run_dir: str, overrides: list[str]) -> dict[str, Any] | None:
@@ -428,7 +443,8 @@ def run_accuracy_benchmark(
     baseline). With ``reuse``, a run whose directory holds the record of a finished run with the same overrides
     is read instead of trained again: settings can run separately (or be interrupted) and be aggregated later.
     ``overrides`` (``key=value``) apply to every run after the setting's and the preset's: a variant of the
-    benchmark (another learning rate, schedule, backbone...), which ``tag`` names. Writes
+    benchmark (another learning rate, schedule, backbone...), which ``tag`` names; a tag whose runs folder or
+    result file was made with other overrides is refused (``variant.json`` in the runs folder records them). Writes
     ``accuracy-<preset>[-<tag>].json`` (every run, the overrides that reproduce it, the aggregated table) and
     the ``.md`` beside it into ``out_dir``; runs go to ``runs_dir/<preset>[-<tag>]/<setting>/<row>/seed<k>``.
     Returns the JSON's content.
@@ -446,6 +462,9 @@ def run_accuracy_benchmark(
     if tag is not None and not tag.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"tag: letters, digits, '-' and '_' only, got {tag!r}")
     name = f"{preset}-{tag}" if tag else preset
+    variant = Path(runs_dir) / name / VARIANT_FILE
+    _check_variant(tag, list(overrides), [variant, Path(out_dir) / f"accuracy-{name}.json"])
+    write_json(variant, {"preset": preset, "tag": tag, "overrides": list(overrides)})
     start = time.perf_counter()
     runs: list[dict[str, Any]] = []
     infos: dict[str, dict[str, Any]] = {}
