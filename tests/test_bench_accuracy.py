@@ -9,10 +9,18 @@ import torch
 
 import auxnas.bench.accuracy
 import auxnas.train
-from auxnas.bench.accuracy import ROWS, SETTINGS, last_overrides, run_accuracy_benchmark
+from auxnas.bench.accuracy import (
+    CEILING,
+    CONTROLS,
+    PRESETS,
+    ROWS,
+    SETTINGS,
+    last_overrides,
+    run_accuracy_benchmark,
+)
 from auxnas.config import load_config
 from auxnas.data import RandomTargets, build_splits
-from auxnas.stats import paired_interval
+from auxnas.stats import mean_std, paired_interval, ratio_interval
 
 ROWS_RUN = ["single", "aux_nas", "aux_nas-random_aux"]
 
@@ -56,8 +64,12 @@ def test_smoke_writes_json_and_markdown(bench):
     assert (info["train_images"], info["val_images"]) == (16, 4)
     assert info["loss_weights"] == {"seg": 1.0, "normal": 4.0}
     assert written["wall_time_s"] > 0
+    assert "ceiling" not in json.dumps([r["row"] for r in written["runs"]])  # seg has every label in a-small
+    assert not written["settings"]["a-small"]["ceiling"] and CEILING not in written["table"]["a-small"]
+    assert written["controls"] == {"row": "aux_head", "settings": {}, "passed": None}
     markdown = (root / "out" / "accuracy-smoke.md").read_text()
     assert markdown == written["markdown"]
+    assert "**No positive control ran**" in markdown
     for label in ROWS_RUN:
         assert f"| {label} |" in markdown
     assert "4 validation images" in markdown
@@ -104,8 +116,10 @@ def test_every_row_makes_the_same_number_of_network_updates(bench):
 
 def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
     labels = [label for label, _ in ROWS]
-    assert len(labels) == len(set(labels)) == 13 and labels[0] == "single"
-    assert len({name for name, _, _ in SETTINGS}) == 8
+    assert len(labels) == len(set(labels)) == 14 and labels[:2] == ["single", CEILING]
+    names = [name for name, _, _ in SETTINGS]
+    assert len(set(names)) == 10 and tuple(names[:2]) == CONTROLS  # the controls are reported first
+    assert PRESETS["controls"].settings == CONTROLS and set(CONTROLS) <= set(PRESETS["quick"].settings)
     with pytest.raises(ValueError, match="unknown rows"):
         run_accuracy_benchmark("smoke", tmp_path, tmp_path, progress=False, rows=["nope"])
     with pytest.raises(ValueError, match="unknown preset"):
@@ -164,3 +178,48 @@ def test_a_tag_made_with_other_overrides_is_refused(tmp_path):
         run_accuracy_benchmark("smoke", out, tmp_path / "other-runs", overrides=["train.lr=0.1"], **kwargs)
     again = run_accuracy_benchmark("smoke", out, runs, overrides=["train.lr=0.003"], reuse=True, **kwargs)
     assert again["reused_runs"] == 1  # the same overrides: the same variant, continued
+
+
+def test_a_tiny_control_reports_floor_ceiling_share_and_verdict(tmp_path):
+    summary = run_accuracy_benchmark("smoke", tmp_path / "out", tmp_path / "runs", progress=False,
+                                     settings=list(CONTROLS), rows=["aux_head"], seeds=[0, 1],
+                                     overrides=["train.lr=0.003"], tag="ctrl")
+    assert [r["label"] for r in summary["rows"]] == ["single", CEILING, "aux_head"]
+    controls = summary["controls"]
+    assert set(controls["settings"]) == set(CONTROLS)
+    for name, primary, aux in (("ctrl-depth", "depth", "disparity"), ("ctrl-layout", "seg", "layout")):
+        info, table, verdict = summary["settings"][name], summary["table"][name], controls["settings"][name]
+        assert (info["primary"], info["aux"], info["ceiling"]) == (primary, aux, True)
+        runs = {row: sorted((r for r in summary["runs"] if r["setting"] == name and r["row"] == row),
+                            key=lambda r: r["seed"]) for row in ("single", CEILING, "aux_head")}
+        for row, row_runs in runs.items():
+            assert [r["seed"] for r in row_runs] == [0, 1]
+            for run in row_runs:  # the variant's overrides reach every row, the ceiling's included
+                cfg = load_config("demo", run["overrides"])
+                assert cfg.train.lr == 0.003
+                assert cfg.data.labelled_fraction == ({} if row == CEILING else {primary: 0.1})
+                assert (run["train_labels"][primary] == info["train_images"]) == (row == CEILING)
+        main, higher = info["main_metric"], primary == "seg"
+        value = {row: [r["test_best"][main] for r in row_runs] for row, row_runs in runs.items()}
+        sign = 1 if higher else -1
+        closed = [sign * (v - f) for v, f in zip(value["aux_head"], value["single"])]
+        gaps = [sign * (c - f) for c, f in zip(value[CEILING], value["single"])]
+        share = table["aux_head"]["share"]["best"]
+        assert share["share"] == pytest.approx((closed[0] + closed[1]) / (gaps[0] + gaps[1]))
+        assert share["gap"] == pytest.approx((gaps[0] + gaps[1]) / 2)
+        interval = ratio_interval(closed, gaps)
+        assert (share["low"], share["high"], share["bounded"]) == (interval["low"], interval["high"],
+                                                                   interval["bounded"])
+        assert verdict["shares"]["aux_head"] == share
+        assert verdict["floor"] == dict(zip(("mean", "std"), mean_std(value["single"])))
+        assert verdict["ceiling"] == dict(zip(("mean", "std"), mean_std(value[CEILING])))
+        assert verdict["passed"] == (share["bounded"] and share["gap"] > 0 and share["low"] > 0)
+    assert controls["passed"] == all(c["passed"] for c in controls["settings"].values())
+    markdown = summary["markdown"]
+    assert markdown.index("## Can this benchmark see a gain?") < markdown.index("## What was measured")
+    for name, verdict in controls["settings"].items():
+        result = "**PASSED**" if verdict["passed"] else "**NOT PASSED**"
+        assert f"| {name} | " in markdown and result in markdown
+    sentence = "**The positive controls passed**" if controls["passed"] else "**The positive controls did not pass**"
+    assert sentence in markdown
+    assert "share of gap selected" in markdown

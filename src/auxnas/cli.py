@@ -257,12 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     cost.set_defaults(func=_cmd_bench_cost)
     acc = bench.add_parser("accuracy", help="every method vs single-task over seeds, with paired intervals",
                            description="Train every row of the preset over several seeds and compare each with "
-                                       "single-task (mean ± std, paired 95 %% interval, Δm).")
+                                       "single-task (mean ± std, paired 95 %% interval, Δm); the positive controls "
+                                       "(floor, ceiling, each row's share of the gap) come first.")
     acc.add_argument("--preset", choices=list(PRESETS), default="quick")
     acc.add_argument("--out", default="benchmarks/results", help="folder of accuracy-<preset>.json and .md")
     acc.add_argument("--runs", default="runs/bench-accuracy", help="folder of the individual runs")
     acc.add_argument("--settings", nargs="+", default=None, help="only these settings of the preset")
-    acc.add_argument("--rows", nargs="+", default=None, help="only these rows (single-task always runs)")
+    acc.add_argument("--rows", nargs="+", default=None,
+                     help="only these rows (single-task always runs, and its ceiling where the primary is partial)")
     acc.add_argument("--seeds", nargs="+", type=int, default=None, help="these seeds instead of the preset's")
     acc.add_argument("--reuse", action="store_true",
                      help="read finished runs with the same overrides from --runs instead of training them again")

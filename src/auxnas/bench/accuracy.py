@@ -6,12 +6,18 @@ many network updates as single-task. Each row is compared with single-task on th
 checkpoint selected on the validation split and of the last one: mean ± std over seeds and the 95 % interval of
 the difference paired by seed (``auxnas.stats``). A row is better or worse only when that interval excludes 0.
 Evaluation cuts a2p links, so every number is that of the exported, single-task-cost primary network.
+
+Where the primary is partially labelled, single-task on those labels is the floor and single-task with every
+label the ceiling (``CEILING``); each row's share of the floor-to-ceiling gap comes with its Fieller interval.
+The positive controls (``CONTROLS``) are such settings where the auxiliary label provably carries what the
+primary lacks: they show whether the benchmark, at its budget, can see a gain at all.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +29,7 @@ from ..data import build_splits
 from ..delta import delta_m, task_delta_metrics
 from ..io import write_json, write_text
 from ..methods import build_model
-from ..stats import mean_std, paired_interval
+from ..stats import mean_std, paired_interval, ratio_interval
 from ..tasks import Task, build_task
 from ..train import build_tasks, fit, steps_per_epoch
 
@@ -40,9 +46,14 @@ COMMON_OVERRIDES = (
 #: placeholder for the setting's auxiliary task in a row's overrides
 AUX = "{aux}"
 
+#: the ceiling of a setting whose primary is partially labelled: single-task with every label and as many batches
+#: as the floor, single-task on the labelled fraction (``single``); runs, like ``single``, in every such setting
+CEILING = "single-all_labels"
+
 #: (label, overrides) of every row; "single" is the baseline and is always run
 ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("single", ("method.name=single", "tasks.aux=[]")),
+    (CEILING, ("method.name=single", "tasks.aux=[]", "data.labelled_fraction={}")),
     ("aux_head", ("method.name=aux_head",)),
     ("aux_head+gcs", ("method.name=aux_head", "weighting.name=gcs")),
     ("aux_module", ("method.name=aux_module",)),
@@ -77,8 +88,16 @@ LARGE = ("data.num_train=640", "data.val_fraction=0.2", "train.epochs=3")
 # Loss weights from the unweighted training losses of single-task runs at these budgets: cross-entropy of seg
 # ~1.5-1.8 and of scene ~1.3-1.5, normals' 1 - cos ~0.4 (4-5x smaller). Normals auxiliary to seg weigh 4, seg
 # auxiliary to normals 0.25, seg auxiliary to scene 1.
-#: (name, description, overrides) of every setting
+# The controls' weights, from the final-epoch training losses of single-task runs at the LARGE budget (seeds 0, 1):
+# depth's l1 1.68 / 2.35 on 10 % of the labels (1.35 / 2.14 on all), disparity's 0.125 / 0.138, 15x smaller:
+# disparity auxiliary to depth weighs 15; seg's cross-entropy 1.49 on 10 % of the labels (the mean over d-10's runs
+# in the full preset; 1.33 / 1.16 on all), layout's 0.78 / 0.68, 2x smaller: layout auxiliary to seg weighs 2.
+#: (name, description, overrides) of every setting; the positive controls first
 SETTINGS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("ctrl-depth", "control: depth primary on 10 % of the larger set, disparity (= 1 / depth) auxiliary on all",
+     (*_tasks("depth", "disparity", 15.0), *LARGE, "data.labelled_fraction={depth: 0.1}")),
+    ("ctrl-layout", "control: seg primary on 10 % of the larger set, layout (seg in 4 classes) auxiliary on all",
+     (*_tasks("seg", "layout", 2.0), *LARGE, "data.labelled_fraction={seg: 0.1}")),
     ("a-small", "(a) seg primary, normal auxiliary, small", (*_tasks("seg", "normal", 4.0), *SMALL)),
     ("a-large", "(a) seg primary, normal auxiliary, larger", (*_tasks("seg", "normal", 4.0), *LARGE)),
     ("b-small", "(b) normal primary, seg auxiliary, small", (*_tasks("normal", "seg", 0.25), *SMALL)),
@@ -90,6 +109,13 @@ SETTINGS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("d-30", "(d) seg primary on 30 % of the larger set, normal auxiliary on all",
      (*_tasks("seg", "normal", 4.0), *LARGE, "data.labelled_fraction={seg: 0.3}")),
 )
+
+#: the positive controls: the auxiliary label carries what the primary lacks (disparity is 1 / depth; layout is a
+#: coarsening of seg), on every image, while the primary has 10 % of its labels
+CONTROLS = ("ctrl-depth", "ctrl-layout")
+#: a control passes when this row's share of the gap is above 0 beyond its interval: hard sharing, the simplest way
+#: to pass information from the auxiliary labels to the primary
+CONTROL_ROW = "aux_head"
 
 
 @dataclass(frozen=True)
@@ -108,13 +134,15 @@ PRESETS: dict[str, Preset] = {
         # 16 training images in 2 batches of 8 (1 per half when bilevel), 4 validation images, 1 epoch
         ("data.num_train=20", "data.val_fraction=0.2", "data.num_test=8", "data.batch_size=8", "train.epochs=1"),
     ),
-    # about 10 min on 2 cores: the claim's two central methods and their noise controls, 5 seeds
+    # the claim's two central methods and their noise controls, with the positive controls, 5 seeds
     "quick": Preset(
-        ("a-small", "d-10"), ("single", "aux_head", "aux_nas", "aux_nas-random_aux", "aux_head-random_aux"),
+        (*CONTROLS, "a-small", "d-10"), ("aux_head", "aux_nas", "aux_nas-random_aux", "aux_head-random_aux"),
         (0, 1, 2, 3, 4),
     ),
-    # about 2 h on 2 cores
+    # every setting and row, 5 seeds (2.4 h on 2 cores before the controls were added)
     "full": Preset(tuple(s[0] for s in SETTINGS), tuple(r[0] for r in ROWS), (0, 1, 2, 3, 4)),
+    # the positive controls alone, 3 seeds: to size the budget (--set train.epochs=...) until they pass
+    "controls": Preset(CONTROLS, ("aux_head", "aux_nas", "aux_nas-random_aux", "aux_head-random_aux"), (0, 1, 2)),
     # `auxnas demo`: the setting where the full preset found the clearest effect, the demo's rows, 5 seeds
     "demo": Preset(("b-small",), ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-random_aux"), (0, 1, 2, 3, 4)),
 }
@@ -188,8 +216,22 @@ def _cell(values: list[float], baseline: list[float] | None, higher_is_better: b
     return cell
 
 
+def gap_share(values: list[float], floor: list[float], ceiling: list[float], higher_is_better: bool) -> dict[str, Any]:
+    """The share of the floor-to-ceiling gap that ``values`` close (lists paired by seed): the mean of ``values -
+    floor`` over the mean of ``ceiling - floor``, both in the metric's better direction, with its 95 % Fieller
+    interval (``ratio_interval``; (-inf, inf) when the gap is not significantly non-zero). ``gap``: the mean of
+    ``ceiling - floor`` in the better direction (positive: the ceiling is better)."""
+    sign = 1.0 if higher_is_better else -1.0
+    closed = [sign * (v - f) for v, f in zip(values, floor)]
+    gaps = [sign * (c - f) for c, f in zip(ceiling, floor)]
+    out = ratio_interval(closed, gaps)
+    return {"share": out["ratio"], "low": out["low"], "high": out["high"], "bounded": out["bounded"], "n": out["n"],
+            "gap": statistics.fmean(gaps)}
+
+
 def _aggregate(runs: list[dict[str, Any]], info: dict[str, Any], rows: list[str], task: Task) -> dict[str, Any]:
-    """One setting's table: per row and checkpoint (best, last), every primary metric and Δm against single.
+    """One setting's table: per row and checkpoint (best, last), every primary metric and Δm against single;
+    with a ceiling, every other row's share of the gap on the main metric (``share``).
 
     Adds each run's Δm to its record and the Δm metrics used (those with a non-zero single-task mean) to ``info``.
     """
@@ -225,8 +267,52 @@ def _aggregate(runs: list[dict[str, Any]], info: dict[str, Any], rows: list[str]
         entry["wall_time_s"] = mean_std([r["wall_time_s"] for r in row_runs])[0]
         a2p = [r["a2p_max"] for r in row_runs if r["a2p_max"] is not None]
         entry["a2p_max"] = mean_std(a2p)[0] if a2p else None
+        if CEILING in by_row and row not in ("single", CEILING):
+            main = task.main_metric
+            entry["share"] = {which: gap_share([r[f"test_{which}"][main] for r in row_runs],
+                                               [r[f"test_{which}"][main] for r in single],
+                                               [r[f"test_{which}"][main] for r in by_row[CEILING]],
+                                               task.higher_is_better[main]) for which in ("best", "last")}
         table[row] = entry
     return table
+
+
+def control_verdicts(infos: dict[str, dict[str, Any]], tables: dict[str, Any]) -> dict[str, Any]:
+    """Per positive control that ran: floor, ceiling, gap, every row's share (selected checkpoint, main metric) and
+    whether it passed (``CONTROL_ROW``'s share interval bounded and above 0, the ceiling better than the floor);
+    ``passed`` overall: every control passed (None when none ran)."""
+    settings = {}
+    for name in CONTROLS:
+        if name not in tables:
+            continue
+        table, main = tables[name], infos[name]["main_metric"]
+        shares = {row: entry["share"]["best"] for row, entry in table.items() if "share" in entry}
+        head = shares.get(CONTROL_ROW)
+        if head is None:
+            passed, reason = None, f"not judged: the {CONTROL_ROW} row did not run"
+        elif not head["bounded"] or head["gap"] <= 0:
+            passed, reason = False, "the ceiling is not better than the floor beyond the seed spread"
+        elif head["low"] <= 0:
+            passed, reason = False, f"{CONTROL_ROW}'s share interval includes 0"
+        else:
+            passed, reason = True, f"{CONTROL_ROW}'s share interval lies above 0"
+        floor, top = table["single"]["best"][main], table[CEILING]["best"][main]
+        settings[name] = {
+            "main_metric": main, "floor": {"mean": floor["mean"], "std": floor["std"]},
+            "ceiling": {"mean": top["mean"], "std": top["std"]}, "gap": top["vs_single"], "shares": shares,
+            "passed": passed, "reason": reason,
+        }
+    return {"row": CONTROL_ROW, "settings": settings,
+            "passed": all(s["passed"] for s in settings.values()) if settings else None}
+
+
+def _share_text(share: dict[str, Any]) -> str:
+    """``+35 % [+12 %, +58 %]``; an unbounded interval says so."""
+    if share["share"] != share["share"]:  # NaN: no gap at all
+        return "undefined (no gap)"
+    interval = (f"[{100 * share['low']:+.0f} %, {100 * share['high']:+.0f} %]" if share["bounded"]
+                else "[unbounded: no significant gap]")
+    return f"{100 * share['share']:+.0f} % {interval}"
 
 
 def _interval_text(cell: dict[str, Any]) -> str:
@@ -243,6 +329,9 @@ def _setting_markdown(info: dict[str, Any], table: dict[str, Any]) -> list[str]:
     losses = ", ".join(f"{t} {v:.3f}" for t, v in info["final_train_losses"].items())
     labels = (f"{info['primary_labels']} of them with a {info['primary']} label"
               if info["primary_labels"] != info["train_images"] else "all labelled")
+    if info["ceiling"]:
+        labels += f"; `{CEILING}` has every label"
+    share = info["ceiling"] and any("share" in entry for entry in table.values())
     lines = [
         f"### {info['name']}: {info['description']} ({info['train_images']} training images)",
         "",
@@ -254,15 +343,17 @@ def _setting_markdown(info: dict[str, Any], table: dict[str, Any]) -> list[str]:
         + f". Δm over {', '.join(info['delta_metrics_used'])}. Final-epoch training losses "
         f"(unweighted, mean over runs on real targets): {losses}.",
         "",
-        f"| row | {main} selected | Δ selected [95 % CI] | {main} last | Δ last [95 % CI] | Δm selected [95 % CI] "
-        "| Δm last [95 % CI] | sel. epoch | a2p max | s/run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| row | {main} selected | Δ selected [95 % CI] | " + ("share of gap selected [95 % CI] | " if share else "")
+        + f"{main} last | Δ last [95 % CI] | Δm selected [95 % CI] | Δm last [95 % CI] | sel. epoch | a2p max "
+        "| s/run |",
+        "|---|---|---|" + ("---|" if share else "") + "---|---|---|---|---|---|---|",
     ]
     for row, entry in table.items():
         best, last = entry["best"][main], entry["last"][main]
         a2p = "—" if entry["a2p_max"] is None else f"{entry['a2p_max']:.1e}"
         cells = [
             row, f"{best['mean']:.2f} ± {best['std']:.2f}", _interval_text(best),
+            *([_share_text(entry["share"]["best"]) if "share" in entry else "—"] if share else []),
             f"{last['mean']:.2f} ± {last['std']:.2f}", _interval_text(last),
             _interval_text(entry["delta_m"]["best"]), _interval_text(entry["delta_m"]["last"]),
             f"{entry['best_epoch']:.1f}/{entry['epochs']}", a2p, f"{entry['wall_time_s']:.0f}",
@@ -271,8 +362,55 @@ def _setting_markdown(info: dict[str, Any], table: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _controls_markdown(controls: dict[str, Any], settings: dict[str, dict[str, Any]]) -> list[str]:
+    """The report's first section: can this benchmark, at this budget, see a gain where one must exist?"""
+    lines = [
+        "## Can this benchmark see a gain?",
+        "",
+        f"Positive controls ({', '.join(f'`{c}`' for c in CONTROLS)}): the auxiliary label carries what the primary "
+        "lacks (disparity is exactly 1 / depth; layout is seg in 4 coarse classes), on every training image, while "
+        f"the primary keeps 10 % of its labels. Floor: `single` on those labels; ceiling: `{CEILING}` (every "
+        "label, the same batches). A row's share of the gap is the mean over seeds of (row − floor) over the mean "
+        "of (ceiling − floor), on the selected checkpoint's main metric, with its 95 % Fieller interval (paired by "
+        f"seed). A control passes when `{CONTROL_ROW}`'s share interval is bounded and above 0.",
+        "",
+    ]
+    results = controls["settings"]
+    if not results:
+        return lines + [
+            "**No positive control ran** (settings: " + ", ".join(settings) + "): nothing here shows that the "
+            "benchmark could see a gain at this budget, so a \"no difference\" below is no evidence of no effect. "
+            "Run the `controls` preset with the same overrides first.", "",
+        ]
+    rows = list(dict.fromkeys(row for c in results.values() for row in c["shares"]))
+    lines += [
+        "| control | main metric | floor | ceiling | gap [95 % CI] | " + " | ".join(f"{r} share" for r in rows)
+        + " | result |",
+        "|---|---|---|---|---|" + "---|" * len(rows) + "---|",
+    ]
+    for name, c in results.items():
+        shares = [_share_text(c["shares"][r]) if r in c["shares"] else "—" for r in rows]
+        result = {True: "**PASSED**", False: "**NOT PASSED**", None: "not judged"}[c["passed"]]
+        floor, top = c["floor"], c["ceiling"]
+        lines.append(f"| {name} | {c['main_metric']} | {floor['mean']:.2f} ± {floor['std']:.2f} | {top['mean']:.2f} "
+                     f"± {top['std']:.2f} | {_interval_text({'vs_single': c['gap']})} | " + " | ".join(shares)
+                     + f" | {result}: {c['reason']} |")
+    lines.append("")
+    if controls["passed"]:
+        lines.append("**The positive controls passed**: at this budget the benchmark sees a gain where one must "
+                     "exist, so its verdicts on the other settings count, \"no difference\" included.")
+    else:
+        failed = [name for name, c in results.items() if not c["passed"]]
+        lines.append(f"**The positive controls did not pass** ({', '.join(failed)}): at this budget the benchmark "
+                     "is not shown to see a gain even where one must exist, so its verdicts on the other settings do "
+                     "not count (a \"no difference\" is no evidence of no effect); they count only once the controls "
+                     "pass (raise the budget, e.g. `--set train.epochs=N --tag NAME`).")
+    return lines + [""]
+
+
 def _markdown(summary: dict[str, Any]) -> str:
-    """The report: overview of the main metric's differences, then one table per setting."""
+    """The report: whether the positive controls passed, overview of the main metric's differences, then one
+    table per setting."""
     settings, tables = summary["settings"], summary["table"]
     rows = [r["label"] for r in summary["rows"]]
     verdicts = {"better": [], "worse": []}
@@ -280,11 +418,14 @@ def _markdown(summary: dict[str, Any]) -> str:
         main = settings[name]["main_metric"]
         for row, entry in table.items():
             d = entry["best"][main]["vs_single"]
-            if d is not None and d["outcome"] in verdicts:
+            if row != CEILING and d is not None and d["outcome"] in verdicts:
                 verdicts[d["outcome"]].append(f"{row} on {name} ({d['mean_diff']:+.2f})")
     lines = [
         f"# Accuracy benchmark (`{summary['preset']}` preset"
         + (f", variant `{summary['tag']}`: {' '.join(summary['overrides'])})" if summary["tag"] else ")"),
+        "",
+        *_controls_markdown(summary["controls"], settings),
+        "## What was measured",
         "",
         "Claim under test: auxiliary labels buy primary accuracy at single-task inference cost. Every number is a "
         "primary-task test metric of the deployed primary network (a2p links cut), mean ± std over seeds "
@@ -298,7 +439,7 @@ def _markdown(summary: dict[str, Any]) -> str:
         f"{summary['wall_time_s']:.0f} s, {summary['reused_runs']} of {len(summary['runs'])} runs reused from "
         "earlier ones).",
         "",
-        "Better than single-task on the selected checkpoint's main metric: "
+        f"Better than single-task on the selected checkpoint's main metric (the ceiling `{CEILING}` left out): "
         + ("; ".join(verdicts["better"]) or "none") + ".",
         "Worse: " + ("; ".join(verdicts["worse"]) or "none") + ".",
         "",
@@ -310,6 +451,9 @@ def _markdown(summary: dict[str, Any]) -> str:
     for row in rows:
         cells = []
         for name, table in tables.items():
+            if row not in table:  # the ceiling, where the primary has every label
+                cells.append("—")
+                continue
             cell = table[row]["best"][settings[name]["main_metric"]]
             cells.append(f"{cell['mean']:.2f}" if cell["vs_single"] is None else _interval_text(cell))
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
@@ -387,19 +531,23 @@ def _run_setting(
     name: str, description: str, base_overrides: list[str], rows: list[str], seeds: list[int], runs_dir: Path,
     progress: bool, reuse: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """Every (seed, row) run of one setting: its description, its run records and its aggregated table."""
+    """Every (seed, row) run of one setting: its description, its run records and its aggregated table.
+
+    The ceiling row runs only where the primary is partially labelled (elsewhere it would be ``single``)."""
     base = load_config(BASE_CONFIG, base_overrides)
     splits = build_splits(base.data, progress=progress)
     primary, aux = base.tasks.primary, base.tasks.aux[0]
     task = build_task(primary, splits.num_classes, **base.tasks.task_options(primary))
     train_images = len(splits.train)
+    ceiling = base.data.labelled_fraction.get(primary, 1.0) < 1.0
+    rows = [row for row in rows if row != CEILING or ceiling]
     info = {
         "name": name, "description": description, "primary": primary, "aux": aux, "main_metric": task.main_metric,
         "loss_weights": base.tasks.loss_weights, "train_images": train_images,
         "primary_labels": splits.train_label_counts([primary])[primary], "val_images": len(splits.val),
         "test_images": len(splits.test), "image_size": base.data.image_size, "batch_size": base.data.batch_size,
         "epochs": base.train.epochs, "network_updates": steps_per_epoch(train_images, base, False) * base.train.epochs,
-        "delta_metrics": delta_metric_names(task),
+        "delta_metrics": delta_metric_names(task), "ceiling": ceiling, "rows": rows,
     }
     runs = []
     for seed in seeds:  # rows inner: a change of load on a shared machine hits every row's wall time alike
@@ -440,20 +588,21 @@ def run_accuracy_benchmark(
     """Train every (setting, row, seed) of ``preset`` and compare each row with single-task.
 
     ``settings``, ``rows`` and ``seeds`` replace the preset's choice (single-task always runs: it is the
-    baseline). With ``reuse``, a run whose directory holds the record of a finished run with the same overrides
-    is read instead of trained again: settings can run separately (or be interrupted) and be aggregated later.
-    ``overrides`` (``key=value``) apply to every run after the setting's and the preset's: a variant of the
-    benchmark (another learning rate, schedule, backbone...), which ``tag`` names; a tag whose runs folder or
-    result file was made with other overrides is refused (``variant.json`` in the runs folder records them). Writes
-    ``accuracy-<preset>[-<tag>].json`` (every run, the overrides that reproduce it, the aggregated table) and
-    the ``.md`` beside it into ``out_dir``; runs go to ``runs_dir/<preset>[-<tag>]/<setting>/<row>/seed<k>``.
-    Returns the JSON's content.
+    baseline; so does the ceiling, ``CEILING``, in settings whose primary is partially labelled). With ``reuse``,
+    a run whose directory holds the record of a finished run with the same overrides is read instead of trained
+    again: settings can run separately (or be interrupted) and be aggregated later. ``overrides`` (``key=value``)
+    apply to every run, the ceiling's included, after the setting's and the preset's: a variant of the benchmark
+    (another learning rate, schedule, backbone...), which ``tag`` names; a tag whose runs folder or result file
+    was made with other overrides is refused (``variant.json`` in the runs folder records them). Writes
+    ``accuracy-<preset>[-<tag>].json`` (every run, the overrides that reproduce it, the aggregated table, the
+    positive controls' verdicts) and the ``.md`` beside it into ``out_dir``; runs go to
+    ``runs_dir/<preset>[-<tag>]/<setting>/<row>/seed<k>``. Returns the JSON's content.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     chosen = PRESETS[preset]
     setting_names = _select("settings", settings if settings is not None else chosen.settings, [s[0] for s in SETTINGS])
-    row_names = _select("rows", ["single", *(rows if rows is not None else chosen.rows)], [r[0] for r in ROWS])
+    row_names = _select("rows", ["single", CEILING, *(rows if rows is not None else chosen.rows)], [r[0] for r in ROWS])
     seed_list = list(seeds if seeds is not None else chosen.seeds)
     if not seed_list or len(set(seed_list)) != len(seed_list):
         raise ValueError(f"seeds: need distinct seeds, got {seed_list}")
@@ -483,8 +632,10 @@ def run_accuracy_benchmark(
         "overrides": list(overrides),
         "budget": "every row makes the network updates of the setting's epochs of single-task; bilevel rows "
                   "(architecture steps on half of each epoch's images) run the epochs that give the same count",
-        "rows": [{"label": label, "overrides": list(o)} for label, o in ROWS if label in row_names],
-        "settings": infos, "table": tables, "runs": runs, "wall_time_s": time.perf_counter() - start,
+        "rows": [{"label": label, "overrides": list(o)} for label, o in ROWS  # those that ran in some setting
+                 if any(label in info["rows"] for info in infos.values())],
+        "settings": infos, "table": tables, "controls": control_verdicts(infos, tables), "runs": runs,
+        "wall_time_s": time.perf_counter() - start,
         "reused_runs": sum(bool(r.get("reused")) for r in runs),
         "run_time_s": sum(r["wall_time_s"] for r in runs),
     }
