@@ -250,13 +250,43 @@ def test_npy_errors_name_the_file(tmp_path):
     dataset = FolderImages(root, "train")
     with pytest.raises(ValueError, match=r"train/normal/0\.npy: 768 vectors are neither unit vectors nor zero"):
         dataset[0]
-    with pytest.raises(ValueError, match=r"train/labels/1\.npy: expected integer class labels"):
+    with pytest.raises(ValueError, match=r"train/labels/1\.npy: labels must be integer classes 0\.\.4 or the ignore "
+                                         r"value -1, got non-integer values, e\.g\. 0\.5 at pixel \(0, 0\)"):
         dataset[1]
-    with pytest.raises(ValueError, match=r"train/range/2\.npy: negative depth"):
+    with pytest.raises(ValueError, match=r"train/range/2\.npy: depth must be finite and >= 0 \(0 = invalid\), got "
+                                         r"values in \[-1, -1\]; mark invalid pixels with 0"):
         dataset[2]
     (root / "train/range/2.npy").unlink()
     with pytest.raises(ValueError, match=r"train/scene/2\.npy: expected one integer class \(an int scalar\)"):
         FolderImages(root, "train")[2]  # depth 2 now unlabelled
+
+
+def test_npy_values_of_a_near_miss_convention_say_what_to_do(tmp_path):
+    root = write_folder(tmp_path / "npy", npy=True, splits={"train": 4, "test": 1})
+    normals = np.load(root / "train/normal/0.npy")
+    np.save(root / "train/normal/0.npy", np.where(normals == 0, 0, (normals + 1) / 2).astype(np.float32))
+    labels = np.load(root / "train/labels/1.npy").astype(np.float32)
+    labels[7, 8] = np.nan
+    np.save(root / "train/labels/1.npy", labels)
+    np.save(root / "train/rgb/2.npy", np.moveaxis(np.load(root / "train/rgb/2.npy"), -1, 0))
+    np.save(root / "train/rgb/3.npy", arrays(3)["image"])  # uint8: read as 8-bit
+    dataset = FolderImages(root, "train")
+    with pytest.raises(ValueError, match=r"train/normal/0\.npy: \d+ vectors are neither unit vectors nor zero "
+                                         r"\(invalid\): norms .*; no component is negative: stored as \(n \+ 1\) / 2\? "
+                                         r"store the unit vectors, 2 \* v - 1$"):
+        dataset[0]
+    with pytest.raises(ValueError, match=r"train/labels/1\.npy: labels must be integer classes 0\.\.4 or the ignore "
+                                         r"value -1, got 1 NaN or infinite values$"):  # no advice to mark it 0
+        dataset[1]
+    with pytest.raises(ValueError, match=r"train/rgb/2\.npy: expected shape \(H, W, 3\), got \(3, 24, 32\): its "
+                                         r"channels come first; store it channels last, \(H, W, C\) = \(24, 32, 3\)$"):
+        dataset[2]
+    with pytest.warns(UserWarning, match=r"train/rgb: 8-bit \(uint8\) \.npy images, read as value / 255"):
+        sample = dataset[3]
+    assert torch.allclose(sample["image"], normalised(arrays(3)["image"]), atol=1e-6)
+    with pytest.warns(UserWarning, match=r"train/rgb: 8-bit"):
+        report = check_folder(root, progress=False)
+    assert len(report["problems"]) == 3 and all("train/" in p for p in report["problems"])
 
 
 @pytest.mark.parametrize("content, message", [
@@ -284,8 +314,8 @@ def test_dataset_yaml_is_validated_strictly(tmp_path, content, message):
 
 def test_config_refuses_tasks_the_folder_does_not_have(root, tmp_path):
     base = ["data.name=folder", f"data.root={root}", f"out_dir={tmp_path / 'run'}"]
-    with pytest.raises(ConfigError, match="tasks.primary: dataset folder has no 'object' targets; it provides seg, "
-                                          "normal, depth, scene"):
+    with pytest.raises(ConfigError, match=r"tasks.primary: dataset folder has no 'object' targets \(.*dataset\.yaml "
+                                          r"names no object task\); it provides seg, normal, depth, scene"):
         load_config("demo", [*base, "tasks.primary=object"])
     (root / "dataset.yaml").unlink()
     with pytest.raises(ConfigError, match=r"dataset\.yaml: missing file"):

@@ -9,21 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from auxnas.config import ConfigError, DataConfig, load_config
 from auxnas.data import build_splits
 from auxnas.data.nddr import NddrImages, open_splits, tasks
 from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SCALES
+from auxnas.tasks import build_task
 from auxnas.train import fit
 
 H, W = 24, 32
-#: encoded normal pixels with known decodings: pixel -> (encoded RGB, expected unit vector or None = invalid)
+#: encoded normal pixels with known decodings: pixel -> (encoded RGB, expected unit vector, None = invalid (zero) or
+#: "grey" = kept as its short decoding v / 127.5 - 1, which tasks.nddr_grey_normals decides about)
 KNOWN = {
     (5, 6): ((255, 0, 255), (1 / math.sqrt(3), -1 / math.sqrt(3), 1 / math.sqrt(3))),
     (5, 7): ((255, 255, 0), (1 / math.sqrt(3), 1 / math.sqrt(3), -1 / math.sqrt(3))),
     (5, 8): ((255, 255, 255), None),   # the NDDR invalid marker
-    (5, 9): ((127, 128, 127), None),   # decodes to almost the zero vector: not a normal
+    (5, 9): ((127, 128, 127), "grey"),   # decodes to almost the zero vector: not a normal
+    (6, 9): ((127, 127, 127), "grey"),   # the grey of every real NDDR normal file
     # one channel off 255 is valid (as in the authors' code)
     (5, 10): ((254, 255, 255), tuple(np.array([254 / 127.5 - 1, 1, 1]) / np.linalg.norm([254 / 127.5 - 1, 1, 1]))),
 }
@@ -93,11 +97,15 @@ def test_sample_decoding_is_exact(nddr):
 
     normal = sample["normal"]
     assert normal.dtype == torch.float32 and normal.shape == (3, H, W)
-    for (r, c), (_, expected) in KNOWN.items():
-        want = torch.zeros(3) if expected is None else torch.tensor(expected, dtype=torch.float32)
+    for (r, c), (rgb, expected) in KNOWN.items():
+        if expected == "grey":
+            want = torch.tensor(rgb, dtype=torch.float32) / 127.5 - 1
+        else:
+            want = torch.zeros(3) if expected is None else torch.tensor(expected, dtype=torch.float32)
         assert torch.allclose(normal[:, r, c], want, atol=1e-6), (r, c)
     assert (normal[:, :4, :4] == 0).all()
-    valid = normal.abs().sum(0) > 0
+    valid = normal.norm(dim=0) >= 0.5
+    assert int((normal.abs().sum(0) > 0).sum()) == int(valid.sum()) + 2  # the two grey pixels are short
     assert torch.allclose(normal.norm(dim=0)[valid], torch.ones(int(valid.sum())), atol=1e-6)
     encoded = np.asarray(Image.open(nddr / "training" / "normal_mask" / "0002.png")).astype(np.float64)
     decoded = encoded / 127.5 - 1
@@ -107,6 +115,37 @@ def test_sample_decoding_is_exact(nddr):
     depth = np.load(nddr / "training" / "depth" / "0002.npy")
     assert sample["depth"].shape == (1, H, W) and torch.equal(sample["depth"][0], torch.from_numpy(depth))
     assert (sample["depth"][:, :4, :4] == 0).all()
+
+
+def test_the_authors_normal_scoring_needs_nddr_encoded_and_grey_score(nddr):
+    """NDDR-CNN, MTL-NAS and the Aux-NAS authors take the angle between the L2-normalised raw 8-bit label and the
+    prediction over every pixel but (255, 255, 255), grey ones included: auxnas's metric with
+    normal_angle=nddr_encoded and nddr_grey_normals=score is theirs (up to the renormalisation of valid labels)."""
+    dataset = NddrImages(nddr, "testing")
+    torch.manual_seed(0)
+    preds = [torch.randn(1, 3, H, W) for _ in range(len(dataset))]
+    theirs, is_grey, is_unit = [], [], []
+    for files, pred in zip(dataset.files, preds, strict=True):
+        label = np.asarray(Image.open(files["normal"])).astype(np.float64)
+        encoded = F.normalize((F.normalize(pred[0].double(), dim=0) + 1) * 127.5, dim=0).permute(1, 2, 0).numpy()
+        cos = (encoded * label / np.linalg.norm(label, axis=-1, keepdims=True)).sum(-1)
+        keep = ~(label == 255).all(-1)
+        theirs.append(np.degrees(np.arccos(np.clip(cos, -1, 1)))[keep])
+        norms = np.linalg.norm(label / 127.5 - 1, axis=-1)
+        is_grey.append((norms < 0.02)[keep])
+        is_unit.append((np.abs(norms - 1) < 0.01)[keep])  # as every real label (KNOWN's are not)
+    theirs, is_grey, is_unit = np.concatenate(theirs), np.concatenate(is_grey), np.concatenate(is_unit)
+    assert is_grey.sum() == 2 * len(dataset)  # (127, 128, 127) and (127, 127, 127) in every file
+    metrics = {}
+    for option in ("score", "invalid"):
+        metrics[option] = build_task("normal", {}, normal_angle="nddr_encoded", nddr_grey_normals=option).new_metric()
+        for i, pred in enumerate(preds):
+            metrics[option].update(pred, dataset[i]["normal"][None])
+    ours = torch.cat(metrics["score"].angles).double().numpy()
+    assert metrics["invalid"].count == theirs.size - is_grey.sum() and ours.size == theirs.size
+    assert np.abs(ours - theirs)[is_grey].max() < 1e-3  # the grey pixels exactly
+    assert np.abs(ours - theirs)[is_unit].max() < 0.5  # the others up to the renormalisation of the decoded label
+    assert is_unit.sum() == ours.size - 5 * len(dataset)
 
 
 def test_list_files_read_the_same_images(tmp_path):
@@ -123,8 +162,8 @@ def test_depth_is_optional(tmp_path):
     root = write_nddr(tmp_path / "nodepth", depth=False)
     assert tasks(DataConfig(name="nyuv2_nddr", root=str(root))) == ("seg", "normal")
     assert set(NddrImages(root, "training")[0]) == {"image", "seg", "normal"}
-    with pytest.raises(ConfigError, match=r"tasks.aux\[0\]: dataset nyuv2_nddr has no 'depth' targets; it provides "
-                                          r"seg, normal"):
+    with pytest.raises(ConfigError, match=r"tasks.aux\[0\]: dataset nyuv2_nddr has no 'depth' targets \(no .*nodepth/"
+                                          r"training/depth\); it provides seg, normal"):
         load_config("demo", ["data.name=nyuv2_nddr", f"data.root={root}", "tasks.primary=seg", "tasks.aux=[depth]"])
     assert tasks(DataConfig(name="nyuv2_nddr", root=str(root.parent / "absent"))) == ("seg", "normal", "depth")
 

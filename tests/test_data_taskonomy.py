@@ -175,8 +175,8 @@ def test_a_domain_missing_in_one_building_is_not_provided(taskonomy):
     (taskonomy / "cosmos" / "class_scene").rmdir()
     assert tasks(_cfg(taskonomy)) == ("seg", "normal", "depth", "object")
     assert "scene" not in open_splits(_cfg(taskonomy))[0][0]
-    with pytest.raises(ConfigError, match=r"tasks.aux\[0\]: dataset taskonomy has no 'scene' targets; it provides "
-                                          r"seg, normal, depth, object"):
+    with pytest.raises(ConfigError, match=r"tasks.aux\[0\]: dataset taskonomy has no 'scene' targets \(no folder "
+                                          r".*cosmos/class_scene\); it provides seg, normal, depth, object"):
         load_config("demo", ["data.name=taskonomy", f"data.root={taskonomy}", "tasks.primary=object",
                              "tasks.aux=[scene]"])
 
@@ -272,6 +272,36 @@ def test_errors_name_the_file_or_folder(tmp_path, taskonomy):
     _corrupt(files / "class_scene" / _name(3, 2, "class_scene", "npy"))
     with pytest.raises(ValueError, match=r"point_3_view_2_domain_class_scene\.npy: unreadable \.npy file"):
         train[2]
+
+
+def test_a_split_file_with_spaces_is_read_and_a_missing_column_named(taskonomy, tmp_path):
+    spaced = (taskonomy / SPLIT_FILE).read_text().replace(",", ", ")
+    (tmp_path / "spaced.csv").write_text(spaced)
+    assert read_split_file(tmp_path / "spaced.csv") == read_split_file(taskonomy / SPLIT_FILE)
+    (tmp_path / "bad.csv").write_text("id, train, validation, test\nallensville, 1, 0, 0\n")
+    with pytest.raises(ValueError, match=r"bad\.csv: expected a CSV with the columns id,train,val,test, got "
+                                         r"id,train,validation,test \(no column val\)$"):
+        read_split_file(tmp_path / "bad.csv")
+
+
+def test_an_8_bit_depth_png_is_reported_at_its_own_shape(taskonomy):
+    depth = taskonomy / "allensville" / "depth_zbuffer" / _name(0, 0, "depth_zbuffer", "png")
+    Image.fromarray(np.zeros((S, S), np.uint8)).save(depth)
+    train = open_splits(_cfg(taskonomy, image_size=8))[0]
+    with pytest.raises(ValueError, match=r"point_0_view_0_domain_depth_zbuffer\.png: expected a 16-bit one-channel "
+                                         r"depth PNG \(units of 1/512 m\), got shape \(16, 16\) dtype uint8; an "
+                                         r"8-bit copy of it has lost the depth: use the original file$"):
+        train[0]
+
+
+def test_a_domain_folder_of_a_near_miss_name_is_named(taskonomy):
+    (taskonomy / "allensville" / "segment_semantic").rename(taskonomy / "allensville" / "segmentsemantic")
+    assert "seg" not in tasks(_cfg(taskonomy))
+    with pytest.raises(ConfigError, match=r"tasks.primary: dataset taskonomy has no 'seg' targets \(no folder "
+                                          r".*allensville/segment_semantic; .*allensville/segmentsemantic is there: "
+                                          r"rename it segment_semantic\); it provides normal, depth, object, scene$"):
+        load_config("demo", ["data.name=taskonomy", f"data.root={taskonomy}", "tasks.primary=seg", "tasks.aux=[]",
+                             "method.name=single"])
 
 
 def test_fit_one_epoch_end_to_end_on_dense_tasks(tmp_path, taskonomy):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,9 @@ import torch
 from auxnas.cli import main
 from auxnas.config import ConfigError, DataConfig, config_from_dict
 from auxnas.data import NpyFolders, PartiallyLabelled, RandomTargets, build_splits
+from auxnas.data.files import resize_nearest
 from auxnas.data.mtan import folder_layout
-from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment, hflip, scale_crop
+from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SCALES, augment, hflip, resize_sample, scale_crop
 from auxnas.tasks import Depth, SurfaceNormals
 from auxnas.train import fit
 
@@ -179,7 +183,7 @@ def test_errors_name_the_folder_or_file(tmp_path, nyuv2):
         NpyFolders(nyuv2, "train", layout)[1]
 
     np.save(nyuv2 / "val" / "image" / "0.npy", np.zeros((H, W + 1, 3), np.float32))
-    with pytest.raises(ValueError, match=r"val/image/0\.npy: expected shape \(24, 32, 3\)"):
+    with pytest.raises(ValueError, match=r"val/image/0\.npy: expected an image of shape \(24, 32, 3\)"):
         build_splits(DataConfig(name="nyuv2_mtan", root=str(nyuv2)), progress=False)
 
     for folder in ("image", "label", "depth", "normal"):
@@ -188,6 +192,96 @@ def test_errors_name_the_folder_or_file(tmp_path, nyuv2):
         (nyuv2 / "val" / folder).rmdir()
     with pytest.raises(FileNotFoundError, match=r"val/image: missing folder \(the nyuv2_mtan layout is"):
         NpyFolders(nyuv2, "val", layout)
+
+
+def test_uint8_images_are_read_as_8_bit_and_said_once(nyuv2):
+    for i in range(6):
+        path = nyuv2 / "train" / "image" / f"{i}.npy"
+        np.save(path, np.round(np.load(path) * 255).astype(np.uint8))
+    dataset = NpyFolders(nyuv2, "train", folder_layout("nyuv2_mtan"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")  # Python's own filter: each message once
+        samples = [dataset[i] for i in range(6)]
+    assert [str(w.message) for w in seen] == [f"{nyuv2 / 'train' / 'image'}: 8-bit (uint8) .npy images, read as "
+                                              "value / 255"]  # once per folder, not per file
+    raw = torch.from_numpy(np.load(nyuv2 / "train" / "image" / "2.npy")).permute(2, 0, 1) / 255
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    assert torch.allclose(samples[2]["image"], (raw - mean) / std)
+
+
+def test_values_are_checked_on_the_first_read_of_each_image_only(nyuv2):
+    dataset = NpyFolders(nyuv2, "train", folder_layout("nyuv2_mtan"))
+    train = dataset.subset([0, 1, 2, 3], augment=True)
+    train[1]
+    assert dataset.checked.tolist() == [False, True, False, False, False, False]  # views share the record
+    path = nyuv2 / "train" / "depth" / "1.npy"
+    np.save(path, -np.load(path))
+    train[1]  # checked already: read as it is (the file was changed after its first read)
+    fresh = NpyFolders(nyuv2, "train", folder_layout("nyuv2_mtan"))
+    for _ in range(2):  # a new dataset checks again, and a failed check leaves the image unchecked
+        with pytest.raises(ValueError, match=r"depth/1\.npy: depth must be finite and >= 0"):
+            fresh[1]
+    assert not fresh.checked.any()
+
+
+def test_documented_split_counts_follow_the_code():
+    """docs/datasets.md's NYUv2 counts are those num_val_images gives (795 training-folder images, 654 test)."""
+    from auxnas.data import num_val_images
+
+    docs = (Path(__file__).parents[1] / "docs" / "datasets.md").read_text()
+    counts = re.findall(r"With `data.val_fraction: 0.1`[,:][^.]*?(\d+) training, (\d+) validation and (\d+) test", docs)
+    assert len(counts) == 2  # nyuv2_mtan and nyuv2_nddr
+    val = num_val_images(795, 0.1)
+    assert all(tuple(map(int, c)) == (795 - val, val, 654) for c in counts), counts
+
+
+#: (source, target) sizes of a label resize: down by 4, 2 and 1.5 (the zoom's 1.5 in reverse), up by 1.5, 2
+SIZES = [(64, 16), (32, 16), (48, 32), (32, 48), (16, 32), (21, 32), (512, 256)]
+
+
+def _nearest_centres(source: int, target: int) -> list[set[int]]:
+    """Per target pixel, the source pixels whose centres are nearest its centre (two at a tie), exactly."""
+    out = []
+    for i in range(target):
+        centre = Fraction(2 * i + 1, 2) * Fraction(source, target)
+        distances = {j: abs(centre - Fraction(2 * j + 1, 2)) for j in range(source)}
+        best = min(distances.values())
+        out.append({j for j, d in distances.items() if d == best})
+    return out
+
+
+@pytest.mark.parametrize(("source", "target"), SIZES)
+def test_resized_labels_stay_aligned_with_the_image(source, target):
+    """A label that is its column (row) index: after a resize, each pixel holds the label of the source pixel whose
+    centre is nearest its own, and agrees within half a pixel with the bilinearly resized image of the same index."""
+    columns = torch.arange(source, dtype=torch.float32).expand(source, source)
+    sample = {"image": columns.expand(3, source, source).clone(), "seg": columns.long(), "depth": columns[None] + 1,
+              "normal": torch.stack([columns, columns.T, columns]) + 1}
+    out = resize_sample(sample, (target, target))
+    nearest = _nearest_centres(source, target)
+    seg, rows = out["seg"], out["normal"][1] - 1
+    assert all(int(seg[0, c]) in nearest[c] for c in range(target)), seg[0].tolist()
+    assert all(int(rows[r, 0]) in nearest[r] for r in range(target))
+    assert torch.equal(out["depth"][0] - 1, seg.float()) and torch.equal(out["normal"][0] - 1, seg.float())
+    interior = slice(2, target - 2)  # away from the borders the bilinear image of the ramp is the ramp
+    assert (seg[:, interior].float() - out["image"][0][:, interior]).abs().max() <= 0.5 + 1e-4
+    numpy_columns = resize_nearest(columns.long().numpy(), (target, target))  # the Taskonomy reader's resize
+    assert np.array_equal(numpy_columns, seg.numpy())
+
+
+@pytest.mark.parametrize("scale", SCALES[1:])
+def test_zoomed_labels_stay_aligned_with_the_image(scale):
+    size = 32
+    columns = torch.arange(size, dtype=torch.float32).expand(size, size)
+    sample = {"image": columns.expand(3, size, size).clone(), "seg": columns.long(), "depth": columns[None] + 1}
+    out = scale_crop(sample, scale, top=0.5, left=0.5)
+    crop = round(size / scale)
+    first = round(0.5 * (size - crop))
+    nearest = _nearest_centres(crop, size)
+    assert all(int(out["seg"][0, c]) - first in nearest[c] for c in range(size)), out["seg"][0].tolist()
+    assert torch.allclose(out["depth"][0] * scale - 1, out["seg"].float())  # depth / zoom, from the same pixels
+    interior = slice(2, size - 2)
+    assert (out["seg"][:, interior].float() - out["image"][0][:, interior]).abs().max() <= 0.5 + 1e-4
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -38,7 +38,8 @@ def test_defaults_are_todays_behaviour():
     assert {name: task.loss_name for name, task in built.items()} == {
         "seg": "cross_entropy", "normal": "cosine", "depth": "l1", "disparity": "l1", "object": "cross_entropy",
         "scene": "cross_entropy", "layout": "cross_entropy"}
-    assert built["normal"].conventions() == {"loss": "cosine", "align_corners": False, "normal_angle": "unit"}
+    assert built["normal"].conventions() == {"loss": "cosine", "align_corners": False, "normal_angle": "unit",
+                                             "nddr_grey_normals": "invalid"}
     assert built["seg"].conventions() == {"loss": "cross_entropy", "align_corners": False, "miou_classes": "present"}
     assert built["object"].conventions() == {"loss": "cross_entropy"}
     assert all(LOSSES[name][0] == task.loss_name for name, task in built.items())  # the default is listed first
@@ -57,6 +58,9 @@ def config(**tasks) -> dict:
     ({"normal_angle": "true"}, "tasks.normal_angle: expected one of 'unit', 'nddr_encoded'"),
     ({"miou_classes": "some"}, "tasks.miou_classes: expected one of 'present', 'all'"),
     ({"align_corners": "yes"}, "tasks.align_corners: expected true/false"),
+    ({"nddr_grey_normals": "valid"}, "tasks.nddr_grey_normals: expected one of 'invalid', 'score'"),
+    ({"nddr_grey_normals": "score"}, "tasks.nddr_grey_normals: score counts the grey normal pixels of "
+                                     "data.name=nyuv2_nddr; synthetic has none (leave it at invalid)"),
 ])
 def test_invalid_options_name_the_key_and_the_valid_values(tasks, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -70,6 +74,8 @@ def test_build_task_rejects_unknown_options():
         build_task("normal", NUM_CLASSES, normal_angle="encoded")
     with pytest.raises(ValueError, match="miou_classes 'every'"):
         build_task("seg", NUM_CLASSES, miou_classes="every")
+    with pytest.raises(ValueError, match="nddr_grey_normals 'yes'; valid: invalid, score"):
+        build_task("normal", NUM_CLASSES, nddr_grey_normals="yes")
 
 
 def test_config_options_reach_every_task_and_head():
@@ -179,6 +185,42 @@ def test_nddr_encoded_angle_by_hand():
     assert encoded.count == 2  # the invalid pixel is excluded either way
 
 
+def _encode(normals: torch.Tensor) -> torch.Tensor:
+    return F.normalize((F.normalize(normals, dim=-1) + 1) * 127.5, dim=-1)
+
+
+def test_grey_normals_are_invalid_or_scored_by_hand():
+    """A grey label pixel, kept by the nyuv2_nddr reader as its short decoding v / 127.5 - 1: invalid by default;
+    scored, as the unit vector whose encoding points along the stored pixel, with nddr_grey_normals=score, so that the
+    nddr_encoded angle is the authors' angle between the L2-normalised raw label and the encoded prediction."""
+    raw = torch.tensor([[127.0, 127.0, 127.0], [127.0, 128.0, 126.0]])
+    up = torch.tensor([0.0, 0.0, 1.0])
+    pixels = torch.cat([up[None], raw / 127.5 - 1, torch.zeros(1, 3)])  # valid, two grey pixels, invalid
+    pred = torch.tensor([[0.2, 0.1, 1.0], [1.0, 2.0, 0.5], [-0.3, 1.0, 0.8], [1.0, 0.0, 0.0]])
+    image = lambda v: v.T.reshape(1, 3, 1, 4)  # noqa: E731
+    metrics = {}
+    for grey in ("invalid", "score"):
+        for angle in ("unit", "nddr_encoded"):
+            task = SurfaceNormals(normal_angle=angle, nddr_grey_normals=grey)
+            metric = task.new_metric()
+            metric.update(image(pred), image(pixels))
+            metrics[grey, angle] = metric
+            assert int(task.loss_normaliser(image(pixels))) == metric.count == (1 if grey == "invalid" else 3)
+    labels = torch.cat([(up[None] + 1) * 127.5, raw])
+    authors = torch.rad2deg(torch.arccos((F.normalize(labels, dim=-1) * _encode(pred[:3])).sum(-1).clamp(-1, 1)))
+    assert metrics["invalid", "nddr_encoded"].compute()["mean_angle"] == pytest.approx(float(authors[0]), abs=1e-3)
+    assert metrics["score", "nddr_encoded"].compute()["mean_angle"] == pytest.approx(float(authors.mean()), abs=1e-3)
+    # the unit angle of the exact grey pixel is measured against (1, 1, 1) / sqrt(3)
+    task = SurfaceNormals(nddr_grey_normals="score")
+    scored = torch.cat([up[None], torch.ones(1, 3) / math.sqrt(3), pred[2:]])
+    metric = task.new_metric()
+    metric.update(image(scored), image(pixels))
+    angles = torch.cat(metric.angles)
+    assert angles[:2].abs().max() < 1e-3 and angles[2] > 1
+    assert task.loss(image(scored), image(pixels)).item() == pytest.approx(float(1 - torch.cos(torch.deg2rad(
+        angles[2].double()))) / 3, rel=1e-4)
+
+
 def test_miou_over_all_classes_counts_absent_ones_as_zero():
     target = torch.tensor([[[0, 0, 1], [1, 2, 255]]])
     labels = torch.tensor([[[0, 1, 1], [1, 0, 2]]])
@@ -234,7 +276,8 @@ def test_result_files_record_the_conventions(tmp_path, capsys):
         "method": {"name": "aux_head"}, "model": {"backbone": "tiny_resnet"},
         "train": {"epochs": 1, "max_steps_per_epoch": 1},
     })
-    expected = {"normal": {"loss": "l1", "align_corners": True, "normal_angle": "nddr_encoded"},
+    expected = {"normal": {"loss": "l1", "align_corners": True, "normal_angle": "nddr_encoded",
+                           "nddr_grey_normals": "invalid"},
                 "seg": {"loss": "cross_entropy", "align_corners": True, "miou_classes": "all"}}
     result = fit(cfg, progress=False)
     assert result.conventions == expected

@@ -88,6 +88,10 @@ class TasksConfig:
     #: normals metric: the angle between unit vectors ("unit"), or the NDDR / MTL-NAS / Aux-NAS authors' angle
     #: between the L2-normalised 0-255 encodings (n + 1) * 127.5 of prediction and label ("nddr_encoded")
     normal_angle: Literal["unit", "nddr_encoded"] = "unit"
+    #: nyuv2_nddr's grey normal label pixels, such as (127, 127, 127), which encode no direction: invalid
+    #: ("invalid"), or labels in the loss and the metrics, as NDDR-CNN / MTL-NAS / AdaShare / the Aux-NAS authors
+    #: count them ("score"; with normal_angle: nddr_encoded, their numbers)
+    nddr_grey_normals: Literal["invalid", "score"] = "invalid"
     #: segmentation mIoU over the classes present in the evaluation set ("present"), or over all classes with
     #: absent ones counting 0 ("all", the Aux-NAS authors' code)
     miou_classes: Literal["present", "all"] = "present"
@@ -102,7 +106,7 @@ class TasksConfig:
     def task_options(self, name: str) -> dict[str, Any]:
         """Keyword arguments of ``auxnas.tasks.build_task`` for task ``name``: its loss and the conventions."""
         return {"loss": self.losses.get(name), "normal_angle": self.normal_angle, "miou_classes": self.miou_classes,
-                "align_corners": self.align_corners}
+                "align_corners": self.align_corners, "nddr_grey_normals": self.nddr_grey_normals}
 
 
 @dataclass
@@ -362,6 +366,9 @@ def _check(cfg: ExperimentConfig) -> None:
     if len(set(cfg.tasks.aux)) != len(cfg.tasks.aux):
         raise ConfigError(f"tasks.aux: repeated task in {cfg.tasks.aux}")
     _check_dataset(cfg)
+    if cfg.tasks.nddr_grey_normals == "score" and cfg.data.name != "nyuv2_nddr":
+        raise ConfigError(f"tasks.nddr_grey_normals: score counts the grey normal pixels of data.name=nyuv2_nddr; "
+                          f"{cfg.data.name} has none (leave it at invalid)")
     for name, weight in cfg.tasks.loss_weights.items():
         if name not in TASK_NAMES:  # a weight for a known task this run does not train is unused, not an error
             raise ConfigError(f"tasks.loss_weights.{name}: unknown task; valid tasks: {', '.join(TASK_NAMES)}")
@@ -515,8 +522,10 @@ def _check_dataset(cfg: ExperimentConfig) -> None:
              *((f"data.random_targets[{i}]", t) for i, t in enumerate(cfg.data.random_targets))]
     for key, task in named:
         if task not in provided:
-            only = " (layout: the synthetic scenes' seg in 4 coarse classes only)" if task == "layout" else ""
-            raise ConfigError(f"{key}: dataset {name} has no {task!r} targets{only}; it provides {', '.join(provided)}")
+            why = "layout: the synthetic scenes' seg in 4 coarse classes only" if task == "layout" else (
+                reader(name).absent(cfg.data, task))
+            raise ConfigError(f"{key}: dataset {name} has no {task!r} targets{f' ({why})' if why else ''}; it provides "
+                              f"{', '.join(provided)}")
     if cfg.model.backbone in VITS and not (cfg.data.resize or name == "taskonomy"):
         raise ConfigError(f"model.backbone: {cfg.model.backbone} needs square data.image_size images for its position "
                           f"embedding; {name} is read at its native resolution: set data.resize=true (and "

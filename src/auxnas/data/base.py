@@ -13,10 +13,16 @@ from .transforms import resize_sample
 
 
 class IndexedImages(Dataset):
-    """A split whose samples are looked up through ``indices`` (positions in its arrays or files)."""
+    """A split whose samples are looked up through ``indices`` (positions in its arrays or files).
+
+    ``checked[j]``: whether the values in the files of image ``j`` have been checked. A reader checks them on the
+    first read of each image only, so that checking costs nothing after the first epoch; views (``subset``) share
+    the record, and each DataLoader worker process keeps its own copy.
+    """
 
     indices: np.ndarray
     augment: bool
+    checked: np.ndarray
 
     def subset(self, indices: Sequence[int], augment: bool) -> IndexedImages:
         """A view over some images of this split (e.g. the validation part of ``train``), sharing its data."""

@@ -1,17 +1,20 @@
-"""Reading the files of real datasets: PNG and ``.npy`` arrays, with errors that name the file, and the decoding
-shared by the readers (encoded normals, label planes, nearest-neighbour resizing)."""
+"""Reading the files of real datasets: PNG and ``.npy`` arrays, with errors that name the file; the checks of their
+values that every reader shares (run on the first read of each file); and the decoding shared by the readers
+(encoded normals, label planes, nearest-neighbour resizing)."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-#: a decoded normal shorter than this cannot be renormalised and is invalid (a real one has norm 1.00 +- 0.01)
-MIN_NORMAL_NORM = 0.5
-
+from ..tasks.normals import MIN_NORMAL_NORM
+from .transforms import NEAREST
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -41,8 +44,16 @@ def check_shape(array: np.ndarray, path: Path, size: tuple[int, int], channels: 
     """``array`` if it is (H, W, channels) ((H, W) for one channel) of ``size``; else a ValueError naming ``path``."""
     expected = (*size, channels) if channels > 1 else tuple(size)
     if array.shape != expected:
-        raise ValueError(f"{path}: expected {what} of shape {expected}, got {array.shape}")
+        raise ValueError(f"{path}: expected {what} of shape {expected}, got {array.shape}"
+                         f"{channels_first(array.shape, channels)}")
     return array
+
+
+def channels_first(shape: tuple[int, ...], channels: int) -> str:
+    """The hint for an array stored (C, H, W) where (H, W, C) is expected, else ""."""
+    if len(shape) == 3 and shape[0] == channels and shape[2] != channels:
+        return f": its channels come first; store it channels last, (H, W, C) = {(*shape[1:], channels)}"
+    return ""
 
 
 def label_plane(array: np.ndarray, path: Path) -> np.ndarray:
@@ -54,26 +65,31 @@ def label_plane(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def decode_normals(encoded: np.ndarray, invalid: np.ndarray | None = None) -> torch.Tensor:
+def decode_normals(encoded: np.ndarray, invalid: np.ndarray | None = None, keep_short: bool = False) -> torch.Tensor:
     """8-bit RGB normals ``(n + 1) * 127.5`` (H, W, 3) -> 3 x H x W unit vectors, renormalised.
 
-    Pixels marked in ``invalid`` (H, W) and those whose decoded vector is shorter than ``MIN_NORMAL_NORM`` become
-    the zero vector.
+    Pixels marked in ``invalid`` (H, W) become the zero vector, and so do those whose decoded vector is shorter than
+    ``MIN_NORMAL_NORM`` (grey pixels, which encode no direction), unless ``keep_short``: they then keep their short
+    decoding, which the normals task counts as invalid or scores (``tasks.nddr_grey_normals``).
     """
     decoded = encoded.transpose(2, 0, 1).astype(np.float32)  # 3 x H x W
     decoded /= np.float32(127.5)
     decoded -= np.float32(1)
     normals = torch.from_numpy(decoded)
     squared = normals[0] * normals[0] + normals[1] * normals[1] + normals[2] * normals[2]
-    valid = squared >= MIN_NORMAL_NORM ** 2
+    long = squared >= MIN_NORMAL_NORM ** 2
+    factor = torch.where(long, squared.clamp_(min=MIN_NORMAL_NORM ** 2).rsqrt_(), 1.0 if keep_short else 0.0)
     if invalid is not None:
-        valid &= ~torch.from_numpy(invalid)
-    return normals.mul_(torch.where(valid, squared.clamp_(min=MIN_NORMAL_NORM ** 2).rsqrt_(), 0.0))
+        factor.masked_fill_(torch.from_numpy(invalid), 0.0)
+    return normals.mul_(factor)
 
 
 def nearest_indices(source: int, target: int) -> np.ndarray:
-    """Source rows (or columns) of a nearest-neighbour resize from ``source`` to ``target`` pixels."""
-    return np.minimum(((np.arange(target) + 0.5) * (source / target)).astype(np.int64), source - 1)
+    """Source rows (or columns) of a nearest-neighbour resize from ``source`` to ``target`` pixels: the source pixel
+    whose centre is nearest each target pixel's centre, computed by the rule of every label resize
+    (``transforms.NEAREST``), so that labels stay aligned with the bilinearly resized image."""
+    positions = torch.arange(source, dtype=torch.float64).view(1, 1, source)
+    return F.interpolate(positions, size=target, mode=NEAREST)[0, 0].long().numpy()
 
 
 def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -97,11 +113,6 @@ def rgb_array(path: Path) -> np.ndarray:
     return array
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# the NDDR layout
-# ---------------------------------------------------------------------------------------------------------------
-
-
 def read_npy(path: Path, mmap: bool = False) -> np.ndarray:
     """``np.load`` with an error that names the file (missing, truncated or not a plain .npy array)."""
     try:
@@ -110,3 +121,79 @@ def read_npy(path: Path, mmap: bool = False) -> np.ndarray:
         raise FileNotFoundError(f"{path}: missing file") from None
     except (OSError, ValueError, EOFError) as err:
         raise ValueError(f"{path}: unreadable .npy file ({err})") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks of the values a file holds; readers run them on the first read of each file (``IndexedImages.checked``)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def check_values(
+    path: Path, array: np.ndarray, what: str, expected: str, low: float | None = None, high: float | None = None,
+    integers: bool = False, hint: str | Callable[[float, float], str] = "",
+) -> None:
+    """A one-line ValueError naming ``path`` unless every value of ``array`` is finite, in [``low``, ``high``] and,
+    with ``integers``, whole. ``what`` names the values and ``expected`` says what they must be (``"depth must be
+    finite and >= 0"``); ``hint`` (or ``hint(min, max)``) says what to do about a known near-miss. Costs a min and
+    a max (and for ``integers`` a comparison) of the array."""
+    lo, hi = array.min(), array.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # min and max propagate NaN
+        found = f"{int(np.count_nonzero(~np.isfinite(array)))} NaN or infinite values"
+    elif (low is not None and lo < low) or (high is not None and hi > high):
+        found = f"values in [{lo:.4g}, {hi:.4g}]"
+    elif integers and array.dtype.kind == "f" and (fraction := array != np.floor(array)).any():
+        where = tuple(int(i) for i in np.argwhere(fraction)[0])
+        found = f"non-integer values, e.g. {array[where]:.4g} at pixel {where}"
+    else:
+        return
+    text = hint(float(lo), float(hi)) if callable(hint) else hint
+    raise ValueError(f"{path}: {what} must be {expected}, got {found}{f'; {text}' if text else ''}")
+
+
+def vector_norms(vectors: np.ndarray) -> np.ndarray:
+    """The norms of (H, W, 3) vectors (8x np.linalg.norm's speed)."""
+    return np.sqrt(vectors[..., 0] ** 2 + vectors[..., 1] ** 2 + vectors[..., 2] ** 2)
+
+
+def check_normals(path: Path, normals: np.ndarray, norms: np.ndarray, low: float, high: float) -> None:
+    """A one-line ValueError naming ``path`` unless every vector of (H, W, 3) ``normals`` (of ``vector_norms``
+    ``norms``) is finite and either zero (invalid) or of a norm in [``low``, ``high``]; normals stored as
+    ``(n + 1) / 2`` (no component negative) are named as such."""
+    if not np.isfinite(norms.max()):
+        count = int(np.count_nonzero(~np.isfinite(norms)))
+        raise ValueError(f"{path}: normals must be finite, got {count} NaN or infinite vectors; mark invalid pixels "
+                         "with the zero vector")
+    valid = norms > 0
+    off = valid & ((norms < low) | (norms > high))
+    if off.any():
+        row, col = np.argwhere(off)[0]
+        spread = f"{norms[valid].min():.3g}..{norms[valid].max():.3g}"
+        hint = ("; no component is negative: stored as (n + 1) / 2? store the unit vectors, 2 * v - 1"
+                if normals[valid].min() >= 0 else "")
+        raise ValueError(f"{path}: {int(off.sum())} vectors are neither unit vectors nor zero (invalid): norms "
+                         f"{spread}, expected {low:g}..{high:g} (e.g. pixel ({row}, {col}) of norm "
+                         f"{norms[row, col]:.3f}){hint}")
+
+
+def _image_hint(low: float, high: float) -> str:
+    if low < 0:
+        return "ImageNet-normalised? store the [0, 1] image, auxnas normalises it"
+    return "0..255 values? divide them by 255, or store uint8" if 1 < high <= 255 else ""
+
+
+def npy_image(path: Path, array: np.ndarray, check: bool = True) -> torch.Tensor:
+    """An (H, W, 3) ``.npy`` image as a 3 x H x W float tensor in [0, 1].
+
+    Float values must be in [0, 1] (checked when ``check``: a float file of other values is an error, since its
+    range alone cannot tell a dark 0..255 image from a [0, 1] one); uint8 is unambiguously 8-bit and read as
+    value / 255, which a warning says once per folder.
+    """
+    if array.dtype == np.uint8:
+        if check:
+            warnings.warn(f"{path.parent}: 8-bit (uint8) .npy images, read as value / 255", stacklevel=2)
+        return image_tensor(array)
+    if array.dtype.kind != "f":
+        raise ValueError(f"{path}: expected float values in [0, 1] (or uint8), got dtype {array.dtype}")
+    if check:
+        check_values(path, array, "image values", "in [0, 1]", 0, 1, hint=_image_hint)
+    return torch.from_numpy(array.astype(np.float32, copy=False)).permute(2, 0, 1).contiguous()

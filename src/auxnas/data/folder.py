@@ -28,7 +28,20 @@ import yaml
 from ..config import DataConfig
 from ..tasks import TASK_NAMES
 from .base import IndexedImages
-from .files import decode_normals, image_tensor, label_plane, png_size, read_npy, read_png, rgb_array
+from .files import (
+    channels_first,
+    check_normals,
+    check_values,
+    decode_normals,
+    image_tensor,
+    label_plane,
+    npy_image,
+    png_size,
+    read_npy,
+    read_png,
+    rgb_array,
+    vector_norms,
+)
 from .synthetic import IGNORE_INDEX
 from .transforms import augment, normalise, resize
 
@@ -241,11 +254,10 @@ def _npy(path: Path, ndim_channels: int) -> np.ndarray:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] != ndim_channels:
         expected = "(H, W) or (H, W, 1)" if ndim_channels == 1 else f"(H, W, {ndim_channels})"
-        raise ValueError(f"{path}: expected shape {expected}, got {array.shape}")
+        raise ValueError(f"{path}: expected shape {expected}, got {array.shape}"
+                         f"{channels_first(array.shape, ndim_channels)}")
     if array.dtype.kind not in "fiu":
         raise ValueError(f"{path}: expected a numeric array, got dtype {array.dtype}")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ValueError(f"{path}: non-finite values (NaN or inf); mark invalid pixels with 0")
     return array
 
 
@@ -255,25 +267,20 @@ def image_size(path: Path) -> tuple[int, int]:
         return png_size(path)
     shape = read_npy(path, mmap=True).shape
     if len(shape) != 3 or shape[2] != 3:
-        raise ValueError(f"{path}: expected shape (H, W, 3), got {shape}")
+        raise ValueError(f"{path}: expected shape (H, W, 3), got {shape}{channels_first(shape, 3)}")
     return shape[0], shape[1]
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """An image file as a 3 x H x W float tensor in [0, 1]: 8-bit RGB PNG / JPG, or float .npy (H, W, 3)."""
+def read_image(path: Path, check: bool = True) -> torch.Tensor:
+    """An image file as a 3 x H x W float tensor in [0, 1]: 8-bit RGB PNG / JPG, or .npy (H, W, 3) float in [0, 1]
+    or uint8 (``files.npy_image``); with ``check``, the values of a .npy file are checked."""
     if path.suffix.lower() == ".npy":
-        array = _npy(path, 3)
-        if array.dtype.kind != "f":
-            raise ValueError(f"{path}: expected float values in [0, 1], got dtype {array.dtype}")
-        low, high = float(array.min()), float(array.max())
-        if low < 0 or high > 1:
-            raise ValueError(f"{path}: expected values in [0, 1], got values in [{low:.4g}, {high:.4g}]")
-        return torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1).contiguous()
+        return npy_image(path, _npy(path, 3), check)
     return image_tensor(rgb_array(path))
 
 
-def read_label(spec: TaskSpec, path: Path) -> torch.Tensor:
-    """A label file as the sample's target at its native size.
+def read_label(spec: TaskSpec, path: Path, check: bool = True) -> torch.Tensor:
+    """A label file as the sample's target at its native size; with ``check``, its values are checked.
 
     seg: H x W int64 (``spec.ignore`` -> ``IGNORE_INDEX``); depth, disparity: 1 x H x W float (0 = invalid);
     normal: 3 x H x W unit vectors (0 = invalid); object, scene: a 0-d int64 class.
@@ -282,9 +289,9 @@ def read_label(spec: TaskSpec, path: Path) -> torch.Tensor:
     if spec.name in CLASS_TASKS and spec.name != "seg":
         return torch.tensor(_read_class(spec, path, suffix))
     if spec.name == "seg":
-        return torch.from_numpy(_read_seg(spec, path, suffix))
+        return torch.from_numpy(_read_seg(spec, path, suffix, check))
     if spec.name == "normal":
-        return _read_normal(spec, path)
+        return _read_normal(spec, path, check)
     if suffix == ".png":
         array = read_png(path)
         if array.ndim != 2 or array.dtype.kind not in "iu" or array.dtype.itemsize < 2:
@@ -292,10 +299,11 @@ def read_label(spec: TaskSpec, path: Path) -> torch.Tensor:
                              f"{array.shape} dtype {array.dtype}")
         values = array.astype(np.float32) / np.float32(spec.scale)
     else:
-        values = _npy(path, 1)[..., 0].astype(np.float32)
-        low = float(values.min())
-        if low < 0:
-            raise ValueError(f"{path}: negative {spec.name} ({low:.4g}); mark invalid pixels with 0")
+        values = _npy(path, 1)[..., 0]
+        if check:
+            check_values(path, values, spec.name, "finite and >= 0 (0 = invalid)", low=0,
+                         hint="mark invalid pixels with 0")
+        values = values.astype(np.float32)
     return torch.from_numpy(values)[None]
 
 
@@ -317,41 +325,40 @@ def _read_class(spec: TaskSpec, path: Path, suffix: str) -> int:
     return value
 
 
-def _read_seg(spec: TaskSpec, path: Path, suffix: str) -> np.ndarray:
+def _read_seg(spec: TaskSpec, path: Path, suffix: str, check: bool) -> np.ndarray:
     if suffix == ".png":
         labels = label_plane(read_png(path), path)
         if labels.dtype.kind not in "iu":
             raise ValueError(f"{path}: expected a PNG of integer class indices, got dtype {labels.dtype}")
     else:
         labels = _npy(path, 1)[..., 0]
-        if labels.dtype.kind == "f" and not (labels == np.round(labels)).all():
-            raise ValueError(f"{path}: expected integer class labels, got fractional values")
+        if check:
+            check_values(path, labels, "labels", f"integer classes 0..{spec.classes - 1} or the ignore value "
+                         f"{spec.ignore}", integers=True)
     labels = labels.astype(np.int64)
     ignored = labels == spec.ignore
-    bad = (labels < 0) | (labels >= spec.classes)
-    bad &= ~ignored
-    if bad.any():
-        values = np.unique(labels[bad])
-        shown = ", ".join(str(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
-        raise ValueError(f"{path}: labels must be classes 0..{spec.classes - 1} or the ignore value {spec.ignore}, "
-                         f"got {shown}")
+    if check:
+        bad = (labels < 0) | (labels >= spec.classes)
+        bad &= ~ignored
+        if bad.any():
+            values = np.unique(labels[bad])
+            shown = ", ".join(str(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+            raise ValueError(f"{path}: labels must be classes 0..{spec.classes - 1} or the ignore value "
+                             f"{spec.ignore}, got {shown}")
     if spec.ignore != IGNORE_INDEX:
         labels[ignored] = IGNORE_INDEX
     return labels
 
 
-def _read_normal(spec: TaskSpec, path: Path) -> torch.Tensor:
+def _read_normal(spec: TaskSpec, path: Path, check: bool) -> torch.Tensor:
     if spec.encoding == "rgb8":
         encoded = rgb_array(path)
         return decode_normals(encoded, invalid=(encoded[..., 0] | encoded[..., 1] | encoded[..., 2]) == 0)
     normals = _npy(path, 3).astype(np.float32)
-    norms = np.sqrt(normals[..., 0] ** 2 + normals[..., 1] ** 2 + normals[..., 2] ** 2)  # 8x np.linalg.norm's speed
+    norms = vector_norms(normals)
+    if check:
+        check_normals(path, normals, norms, 1 - UNIT_TOLERANCE, 1 + UNIT_TOLERANCE)
     valid = norms > 0
-    off = valid & (np.abs(norms - 1) > UNIT_TOLERANCE)
-    if off.any():
-        row, col = np.argwhere(off)[0]
-        raise ValueError(f"{path}: {int(off.sum())} vectors are neither unit vectors nor zero (invalid), e.g. pixel "
-                         f"({row}, {col}) of norm {norms[row, col]:.3f}")
     unit = np.where(valid[..., None], normals / np.where(valid, norms, 1)[..., None], np.float32(0))
     return torch.from_numpy(unit.astype(np.float32, copy=False)).permute(2, 0, 1).contiguous()
 
@@ -398,6 +405,7 @@ class FolderImages(IndexedImages):
         self.split_dir, self.files, self.ids = found.split_dir, found.files, found.ids
         self.augment = augment
         self.indices = np.arange(len(self.ids))
+        self.checked = np.zeros(len(self.ids), dtype=bool)
         #: task -> bool over ``ids``: which images carry its label
         self.has_label = {task: np.array([i in found.files[task] for i in self.ids], dtype=bool)
                           for task in self.spec.tasks}
@@ -420,9 +428,11 @@ class FolderImages(IndexedImages):
         return {task: int(mask.sum()) for task, mask in self.label_masks().items()}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image_id = self.ids[int(self.indices[i])]
+        j = int(self.indices[i])
+        check = not self.checked[j]
+        image_id = self.ids[j]
         image_path = self.files["image"][image_id]
-        image = read_image(image_path)
+        image = read_image(image_path, check)
         native = tuple(image.shape[-2:])
         if self.spec.size is None and native != self.size:
             raise size_mismatch(image_path, native, self.size)
@@ -434,9 +444,10 @@ class FolderImages(IndexedImages):
             if path is None:
                 sample[task] = placeholder(spec, self.size)
                 continue
-            label = read_label(spec, path)
+            label = read_label(spec, path, check)
             check_label_size(path, label, image_path, native)
             sample[task] = resize(task, label, self.size)
+        self.checked[j] = True
         if self.augment:
             sample = augment(sample)
         sample["image"] = normalise(sample["image"])
@@ -447,6 +458,11 @@ class FolderImages(IndexedImages):
 def tasks(cfg: DataConfig) -> tuple[str, ...]:
     """The tasks ``ROOT/dataset.yaml`` names."""
     return tuple(read_spec(cfg.root).tasks)
+
+
+def absent(cfg: DataConfig, task: str) -> str:
+    """Why a folder dataset has no ``task`` targets: its dataset.yaml does not name the task."""
+    return f"{Path(cfg.root) / DATASET_FILE} names no {task} task"
 
 
 def open_splits(cfg: DataConfig) -> tuple[FolderImages, FolderImages | None, FolderImages]:

@@ -8,8 +8,9 @@ Layout: ``ROOT/{train,val}/{folder}/{i}.npy`` with ``i = 0 .. N-1``, HWC arrays,
   disparity) -> ``disparity``; 2975 / 500 images at 128 x 256 (or 256 x 512).
 
 Depth, disparity and normals mark invalid pixels with 0, as the tasks expect; -1 labels become ``IGNORE_INDEX``.
-The image size is read from the files; every file of a dataset must have it. The ``val`` folder is the test
-split of every published result; see docs/datasets.md.
+The image size is read from the files; every file of a dataset must have it. The values of every file are checked on
+its first read (images in [0, 1] or uint8, whole labels in range, finite non-negative depth, unit normals). The
+``val`` folder is the test split of every published result; see docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from ..config import DataConfig
 from .base import IndexedImages
-from .files import read_npy
+from .files import channels_first, check_normals, check_values, npy_image, read_npy, vector_norms
 from .synthetic import IGNORE_INDEX
 from .transforms import augment, normalise
 
@@ -31,6 +32,12 @@ from .transforms import augment, normalise
 DATASET_TASKS = {"nyuv2_mtan": ("seg", "depth", "normal"), "cityscapes": ("seg", "disparity")}
 #: channels of each sample key on disk (1-channel arrays may also be stored as (H, W))
 CHANNELS = {"image": 3, "seg": 1, "depth": 1, "disparity": 1, "normal": 3}
+#: the norms a stored normal may have besides 0 (invalid): unit vectors, up to resampling (a blend of unit vectors is
+#: shorter, a resampling filter may overshoot a little)
+NORMAL_NORMS = (0.0, 1.1)
+#: what a task the dataset lacks is called here, where a near-miss exists
+NEAR_MISSES = {("nyuv2_mtan", "disparity"): "its depth/ folder holds metric depth: use the task depth",
+               ("cityscapes", "depth"): "its depth/ folder holds disparity (inverse depth): use the task disparity"}
 
 
 @dataclass(frozen=True)
@@ -96,19 +103,22 @@ class NpyFolders(IndexedImages):
                                         f"0.npy .. {count - 1}.npy in every folder of {self.split_dir})")
         first = image_dir / "0.npy"
         shape = read_npy(first, mmap=True).shape
-        if size is None and len(shape) == 3:
+        if size is None and len(shape) == 3 and shape[2] == 3:
             size = shape[0], shape[1]
         if size is None or shape != (*size, 3):
-            raise ValueError(f"{first}: expected shape {(*size, 3) if size else '(H, W, 3)'}, got {shape}")
+            raise ValueError(f"{first}: expected an image of shape {(*size, 3) if size else '(H, W, 3)'}, got {shape}"
+                             f"{channels_first(shape, 3)}")
         self.size: tuple[int, int] = size
         self.indices = np.arange(count)
+        self.checked = np.zeros(count, dtype=bool)
 
     @property
     def num_classes(self) -> dict[str, int]:
         return dict(self.layout.num_classes)
 
-    def load(self, key: str, index: int) -> torch.Tensor:
-        """Sample key ``key`` of image ``index`` as a CHW float tensor (``seg``: HxW int64, -1 -> IGNORE_INDEX)."""
+    def load(self, key: str, index: int, check: bool = True) -> torch.Tensor:
+        """Sample key ``key`` of image ``index`` as a CHW float tensor (``seg``: HxW int64, -1 -> IGNORE_INDEX); with
+        ``check``, its values are checked."""
         path = self.split_dir / self.layout.folders[key] / f"{index}.npy"
         array = read_npy(path)
         (height, width), channels = self.size, CHANNELS[key]
@@ -116,21 +126,29 @@ class NpyFolders(IndexedImages):
             array = array[..., None]
         if array.shape != (height, width, channels):
             expected = f"{(height, width, 1)} or {(height, width)}" if channels == 1 else f"{(height, width, 3)}"
-            raise ValueError(f"{path}: expected shape {expected}, got {array.shape}")
+            raise ValueError(f"{path}: expected shape {expected}, got {array.shape}"
+                             f"{channels_first(array.shape, channels)}")
         if array.dtype.kind not in "fiu":
             raise ValueError(f"{path}: expected a numeric array, got dtype {array.dtype}")
+        if key == "image":
+            return npy_image(path, array, check)
         if key == "seg":
-            classes = self.layout.num_classes["seg"]
-            low, high = array.min(), array.max()
-            if low < -1 or high >= classes:
-                raise ValueError(f"{path}: labels must be -1 (ignore) or classes 0..{classes - 1}, "
-                                 f"got values in [{low}, {high}]")
+            if check:
+                classes = self.layout.num_classes["seg"]
+                check_values(path, array[..., 0], "labels", f"-1 (ignore) or classes 0..{classes - 1}", -1,
+                             classes - 1, integers=True)
             return torch.from_numpy(np.where(array[..., 0] < 0, IGNORE_INDEX, array[..., 0]).astype(np.int64))
+        if check and key == "normal":
+            check_normals(path, array, vector_norms(array), *NORMAL_NORMS)
+        elif check:
+            check_values(path, array, key, "finite and >= 0 (0 = invalid)", low=0, hint="mark invalid pixels with 0")
         return torch.from_numpy(array.astype(np.float32, copy=False)).permute(2, 0, 1).contiguous()
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         j = int(self.indices[i])
-        sample = {key: self.load(key, j) for key in self.layout.folders}
+        check = not self.checked[j]
+        sample = {key: self.load(key, j, check) for key in self.layout.folders}
+        self.checked[j] = True
         if self.augment:
             sample = augment(sample)
         sample["image"] = normalise(sample["image"])
@@ -140,6 +158,11 @@ class NpyFolders(IndexedImages):
 def tasks(cfg: DataConfig) -> tuple[str, ...]:
     """The tasks ``nyuv2_mtan`` / ``cityscapes`` have targets for."""
     return DATASET_TASKS[cfg.name]
+
+
+def absent(cfg: DataConfig, task: str) -> str:
+    """Why ``nyuv2_mtan`` / ``cityscapes`` has no ``task`` targets, where another task is what was meant."""
+    return NEAR_MISSES.get((cfg.name, task), "")
 
 
 def open_splits(cfg: DataConfig) -> tuple[NpyFolders, None, NpyFolders]:

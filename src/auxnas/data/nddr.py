@@ -10,7 +10,8 @@ Two layouts under ``data.root``, chosen by whether ``ROOT/list/`` exists:
   the same line by line; optionally ``ROOT/list/{training,testing}_depth.txt`` of ``IMAGE DEPTH.npy`` pairs.
 
 Files: ``img`` 8-bit RGB; ``seg`` 8-bit classes 0..39, 255 = ignore; ``normal_mask`` 8-bit RGB encoding a unit
-normal ``n`` as ``(n + 1) * 127.5``, (255, 255, 255) = invalid; ``depth`` float (H, W) metres, 0 = invalid.
+normal ``n`` as ``(n + 1) * 127.5``, (255, 255, 255) = invalid, grey pixels such as (127, 127, 127) kept as their
+short decodings (``tasks.nddr_grey_normals`` decides about them); ``depth`` float (H, W) metres, 0 = invalid.
 ``training`` is the training split (the validation split is carved from it), ``testing`` the test split.
 """
 
@@ -24,7 +25,17 @@ import torch
 
 from ..config import DataConfig
 from .base import IndexedImages
-from .files import check_shape, decode_normals, image_tensor, label_plane, png_size, read_npy, read_png, rgb_array
+from .files import (
+    check_shape,
+    check_values,
+    decode_normals,
+    image_tensor,
+    label_plane,
+    png_size,
+    read_npy,
+    read_png,
+    rgb_array,
+)
 from .synthetic import IGNORE_INDEX
 from .transforms import augment, normalise
 
@@ -135,7 +146,8 @@ class NddrImages(IndexedImages):
     ``size``: the expected (H, W); None takes it from the first image. ``depth``: read depth (None: when the
     training split has it). With ``augment`` (training only), each sample is randomly scaled, cropped and flipped
     (``transforms.augment``). Files are listed when the split is opened and read on access; a file that is
-    unreadable, of the wrong shape or holds values outside its encoding raises ``ValueError`` naming it.
+    unreadable, of the wrong shape or holds values outside its encoding raises ``ValueError`` naming it (values are
+    checked on the first read of each image).
     """
 
     def __init__(
@@ -155,40 +167,46 @@ class NddrImages(IndexedImages):
             size = png_size(self.files[0]["image"])
         self.size: tuple[int, int] = tuple(size)
         self.indices = np.arange(len(self.files))
+        self.checked = np.zeros(len(self.files), dtype=bool)
 
     @property
     def num_classes(self) -> dict[str, int]:
         return {"seg": NUM_CLASSES}
 
-    def load(self, key: str, path: Path) -> torch.Tensor:
-        """Sample key ``key`` from its file ``path``, decoded and checked."""
+    def load(self, key: str, path: Path, check: bool = True) -> torch.Tensor:
+        """Sample key ``key`` from its file ``path``, decoded; with ``check``, its values are checked."""
         if key == "image":
             return image_tensor(check_shape(rgb_array(path), path, self.size, 3, "an RGB image"))
         if key == "seg":
             labels = check_shape(label_plane(read_png(path), path), path, self.size, 1, "a label image")
-            bad = (labels >= NUM_CLASSES) & (labels != 255)
-            if bad.any() or labels.dtype.kind not in "iu" or labels.min() < 0:
-                values = np.unique(labels[bad | (labels < 0)])[:5].tolist()
-                raise ValueError(f"{path}: labels must be classes 0..{NUM_CLASSES - 1} or 255 (ignore), got "
-                                 f"{values or labels.dtype}")
+            if labels.dtype.kind not in "iu":
+                raise ValueError(f"{path}: expected a label image of integer classes, got dtype {labels.dtype}")
+            if check:
+                bad = ((labels >= NUM_CLASSES) & (labels != 255)) | (labels < 0)
+                if bad.any():
+                    raise ValueError(f"{path}: labels must be classes 0..{NUM_CLASSES - 1} or 255 (ignore), got "
+                                     f"{np.unique(labels[bad])[:5].tolist()}")
             return torch.from_numpy(np.where(labels == 255, IGNORE_INDEX, labels).astype(np.int64))
         if key == "normal":
             encoded = check_shape(rgb_array(path), path, self.size, 3, "an RGB normal image")
-            return decode_normals(encoded, invalid=(encoded[..., 0] & encoded[..., 1] & encoded[..., 2]) == 255)
+            invalid = (encoded[..., 0] & encoded[..., 1] & encoded[..., 2]) == 255
+            return decode_normals(encoded, invalid, keep_short=True)
         array = read_npy(path)
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[..., 0]
         check_shape(array, path, self.size, 1, "a depth map")
         if array.dtype.kind not in "fiu":
             raise ValueError(f"{path}: expected a numeric depth map, got dtype {array.dtype}")
-        if not np.isfinite(array).all() or array.min() < 0:
-            raise ValueError(f"{path}: depth must be finite and >= 0 (0 = invalid), got values in "
-                             f"[{np.nanmin(array)}, {np.nanmax(array)}]")
+        if check:
+            check_values(path, array, "depth", "finite and >= 0 (0 = invalid)", low=0,
+                         hint="mark invalid pixels with 0")
         return torch.from_numpy(array.astype(np.float32))[None]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        files = self.files[int(self.indices[i])]
-        sample = {key: self.load(key, files[key]) for key in self.keys}
+        j = int(self.indices[i])
+        check = not self.checked[j]
+        sample = {key: self.load(key, self.files[j][key], check) for key in self.keys}
+        self.checked[j] = True
         if self.augment:
             sample = augment(sample)
         sample["image"] = normalise(sample["image"])
@@ -202,6 +220,15 @@ def tasks(cfg: DataConfig) -> tuple[str, ...]:
     if root is None or not root.is_dir() or has_depth(root):
         return ("seg", "normal", "depth")
     return ("seg", "normal")
+
+
+def absent(cfg: DataConfig, task: str) -> str:
+    """Why ``nyuv2_nddr`` has no ``task`` targets: depth when its files are not there."""
+    if task != "depth" or cfg.root is None:
+        return ""
+    root = Path(cfg.root)
+    where = root / "list" / f"{SPLITS[0]}_{LISTS['depth']}.txt" if uses_lists(root) else root / SPLITS[0] / "depth"
+    return f"no {where}"
 
 
 def open_splits(cfg: DataConfig) -> tuple[NddrImages, None, NddrImages]:

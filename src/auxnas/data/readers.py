@@ -3,7 +3,8 @@
 A reader is a module function ``open_splits(cfg) -> (train, val, test)`` returning ``IndexedImages`` (the
 dataset's training images; its validation images, or None, and then ``build_splits`` carves the validation split
 from ``train``; its test images; each with ``size`` (H, W) and ``num_classes``, samples as ``SyntheticScenes``'),
-and ``tasks(cfg)``, the task names it has targets for (checked when a config is validated, before any work).
+``tasks(cfg)``, the task names it has targets for (checked when a config is validated, before any work), and
+``absent(cfg, task)``, why it has no targets of a task it lacks (the folder it looked for, a near-miss), or "".
 A split whose images may lack some labels also has ``label_masks()``: task -> bool array over its images (samples
 then carry ``"labelled"``, see ``data.labels``).
 """
@@ -24,15 +25,16 @@ class Reader:
 
     open_splits: Callable[[DataConfig], tuple[IndexedImages, IndexedImages | None, IndexedImages]]
     tasks: Callable[[DataConfig], tuple[str, ...]]
+    absent: Callable[[DataConfig, str], str]
 
 
 #: data.name -> its reader (every name but "synthetic")
 READERS: dict[str, Reader] = {
-    "nyuv2_mtan": Reader(mtan.open_splits, mtan.tasks),
-    "cityscapes": Reader(mtan.open_splits, mtan.tasks),
-    "folder": Reader(folder.open_splits, folder.tasks),
-    "nyuv2_nddr": Reader(nddr.open_splits, nddr.tasks),
-    "taskonomy": Reader(taskonomy.open_splits, taskonomy.tasks),
+    "nyuv2_mtan": Reader(mtan.open_splits, mtan.tasks, mtan.absent),
+    "cityscapes": Reader(mtan.open_splits, mtan.tasks, mtan.absent),
+    "folder": Reader(folder.open_splits, folder.tasks, folder.absent),
+    "nyuv2_nddr": Reader(nddr.open_splits, nddr.tasks, nddr.absent),
+    "taskonomy": Reader(taskonomy.open_splits, taskonomy.tasks, taskonomy.absent),
 }
 
 

@@ -37,7 +37,16 @@ from PIL import Image
 
 from ..config import DataConfig
 from .base import IndexedImages
-from .files import decode_normals, image_tensor, label_plane, read_npy, read_png, resize_nearest, rgb_array
+from .files import (
+    check_values,
+    decode_normals,
+    image_tensor,
+    label_plane,
+    read_npy,
+    read_png,
+    resize_nearest,
+    rgb_array,
+)
 from .synthetic import IGNORE_INDEX
 from .transforms import augment, normalise
 
@@ -64,27 +73,33 @@ def split_file(cfg: DataConfig) -> Path:
 
 
 def read_split_file(path: Path) -> dict[str, list[str]]:
-    """``train`` / ``val`` / ``test`` -> the buildings of that split in a split CSV (``id,train,val,test``)."""
+    """``train`` / ``val`` / ``test`` -> the buildings of that split in a split CSV (``id,train,val,test``; spaces
+    around the values are ignored)."""
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            lines = csv.reader(f)
+            rows = [(lines.line_num, [cell.strip() for cell in row]) for row in lines if row]
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing split file (data.taskonomy_split: a CSV with columns id,train,val,"
                                 "test such as Taskonomy's train_val_test_tiny.csv)") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"{path}: unreadable split file ({err})") from None
     columns = ("id", *SPLITS)
-    if not rows or any(c not in rows[0] for c in columns):
-        found = ",".join(k.strip() for k in rows[0]) if rows else "nothing"
-        raise ValueError(f"{path}: expected a CSV with the columns {','.join(columns)}, got {found}")
+    header = rows[0][1] if rows else []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ValueError(f"{path}: expected a CSV with the columns {','.join(columns)}, got "
+                         f"{','.join(header) if header else 'nothing'} (no column {', '.join(missing)})")
+    position = {c: header.index(c) for c in columns}
     buildings: dict[str, list[str]] = {split: [] for split in SPLITS}
-    for number, row in enumerate(rows, 2):
-        flags = [(row[split] or "").strip() for split in SPLITS]
+    for number, row in rows[1:]:
+        cell = {c: row[i] if i < len(row) else "" for c, i in position.items()}
+        flags = [cell[split] for split in SPLITS]
         if any(flag not in ("0", "1") for flag in flags) or flags.count("1") > 1:
             raise ValueError(f"{path}:{number}: expected 0/1 in {','.join(SPLITS)} with at most one 1, got "
                              f"{','.join(flags)}")
         if "1" in flags:
-            buildings[SPLITS[flags.index("1")]].append(row["id"].strip())
+            buildings[SPLITS[flags.index("1")]].append(cell["id"])
     for split in ("train", "test"):
         if not buildings[split]:
             raise ValueError(f"{path}: no {split} building (no row with {split}=1)")
@@ -171,6 +186,7 @@ class TaskonomyImages(IndexedImages):
             views.extend((b, point, view) for point, view in sorted(images))
         self.views = np.array(views, dtype=np.int64).reshape(-1, 3)
         self.indices = np.arange(len(self.views))
+        self.checked = np.zeros(len(self.views), dtype=bool)
 
     @property
     def num_classes(self) -> dict[str, int]:
@@ -187,12 +203,14 @@ class TaskonomyImages(IndexedImages):
             return image_tensor(np.array(resized))
         return image_tensor(array)
 
-    def _dense(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
-        """A dense label file at ``path``, checked against its image's ``shape`` and resized to ``size``."""
+    @staticmethod
+    def _dense(path: Path, shape: tuple[int, int]) -> np.ndarray:
+        """A dense label file at ``path``, checked against its image's ``shape`` (resize it with ``resize_nearest``
+        once its kind is checked, so that errors give the file's own shape)."""
         array = read_png(path)
         if array.shape[:2] != shape:
             raise ValueError(f"{path}: expected the size {shape} of its rgb image, got shape {array.shape}")
-        return resize_nearest(array, self.size)
+        return array
 
     def _classes(self, key: str, path: Path) -> torch.Tensor:
         values = read_npy(path)
@@ -212,6 +230,7 @@ class TaskonomyImages(IndexedImages):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         index = int(self.indices[i])
+        check = not self.checked[index]
         image = rgb_array(self.path("image", index))
         shape = image.shape[:2]
         sample = {"image": self._image(image)}
@@ -220,17 +239,20 @@ class TaskonomyImages(IndexedImages):
             path = self.path("depth", index)
             raw = self._dense(path, shape)
             if raw.ndim != 2 or raw.dtype.kind not in "iu" or (raw.dtype.itemsize < 2):
-                raise ValueError(f"{path}: expected a 16-bit one-channel depth PNG, got shape {raw.shape} dtype "
-                                 f"{raw.dtype}")
+                hint = "; an 8-bit copy of it has lost the depth: use the original file" if raw.itemsize == 1 else ""
+                raise ValueError(f"{path}: expected a 16-bit one-channel depth PNG (units of 1/512 m), got shape "
+                                 f"{raw.shape} dtype {raw.dtype}{hint}")
+            raw = resize_nearest(raw, self.size)
             depth_invalid = (raw >= DEPTH_INVALID_FROM) | (raw == 0)
             metres = np.where(depth_invalid, 0, raw).astype(np.float32) * np.float32(DEPTH_UNIT)
             sample["depth"] = torch.from_numpy(metres)[None]
         if "seg" in self.keys:
             path = self.path("seg", index)
-            labels = label_plane(self._dense(path, shape), path).astype(np.int64)
-            if labels.min() < 0 or labels.max() > NUM_CLASSES["seg"]:
-                raise ValueError(f"{path}: labels must be 0 (unlabelled) or 1..{NUM_CLASSES['seg']}, got values in "
-                                 f"[{labels.min()}, {labels.max()}]")
+            labels = label_plane(self._dense(path, shape), path)
+            if check:
+                check_values(path, labels, "labels", f"0 (unlabelled) or 1..{NUM_CLASSES['seg']}", 0,
+                             NUM_CLASSES["seg"], integers=True)
+            labels = resize_nearest(labels, self.size).astype(np.int64)
             sample["seg"] = torch.from_numpy(np.where(labels == 0, IGNORE_INDEX, labels - 1))
         if "normal" in self.keys:
             path = self.path("normal", index)
@@ -238,10 +260,11 @@ class TaskonomyImages(IndexedImages):
             if encoded.ndim != 3 or encoded.shape[2] != 3 or encoded.dtype != np.uint8:
                 raise ValueError(f"{path}: expected an 8-bit RGB normal image, got shape {encoded.shape} dtype "
                                  f"{encoded.dtype}")
-            sample["normal"] = decode_normals(encoded, depth_invalid)
+            sample["normal"] = decode_normals(resize_nearest(encoded, self.size), depth_invalid)
         for key in ("object", "scene"):
             if key in self.keys:
                 sample[key] = self._classes(key, self.path(key, index))
+        self.checked[index] = True
         if self.augment:
             sample = augment(sample)
         sample["image"] = normalise(sample["image"])
@@ -263,6 +286,28 @@ def tasks(cfg: DataConfig) -> tuple[str, ...]:
         return tuple(key for key in DOMAINS if key != "image")
     root, buildings = _splits(cfg)
     return available(root, [b for split in SPLITS for b in buildings[split]])[1:]
+
+
+def _squashed(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def absent(cfg: DataConfig, task: str) -> str:
+    """Why the buildings of the splits have no ``task`` targets: the domain folder looked for, and a folder of a
+    near-miss name (``segmentsemantic`` for ``segment_semantic``) beside it."""
+    domain = DOMAINS.get(task)
+    if domain is None or cfg.root is None or not Path(cfg.root).is_dir():
+        return ""
+    root, buildings = _splits(cfg)
+    for building in (b for split in SPLITS for b in buildings[split]):
+        folder = domain_dir(root, building, domain)
+        if not folder.is_dir():
+            home = root if (root / DOMAINS["image"]).is_dir() else root / building
+            near = sorted(e.name for e in os.scandir(home) if e.is_dir() and e.name != domain
+                          and _squashed(e.name) == _squashed(domain))
+            hint = f"; {home / near[0]} is there: rename it {domain}" if near else ""
+            return f"no folder {folder}{hint}"
+    return ""
 
 
 def open_splits(cfg: DataConfig) -> tuple[TaskonomyImages, TaskonomyImages | None, TaskonomyImages]:

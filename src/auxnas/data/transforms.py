@@ -2,7 +2,9 @@
 
 A sample is a dict of tensors: ``image`` 3xHxW in [0, 1] and any of ``seg`` and ``layout`` (HxW int64), ``depth`` and
 ``disparity`` (1xHxW, 0 = invalid) and ``normal`` (3xHxW unit vectors, 0 = invalid). Every dense label
-is resampled with nearest neighbours, so invalid markers (255, 0) never blend into valid values.
+is resampled with nearest neighbours, so invalid markers (255, 0) never blend into valid values, by one rule,
+``NEAREST``: each output pixel takes the source pixel whose centre is nearest its own centre, as the bilinear
+(``align_corners=False``) resampling of the image does, so that labels stay aligned with the image.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ SCALES = (1.0, 1.2, 1.5)
 DENSE_LABELS = {"seg": 0, "layout": 0, "depth": -1, "disparity": 1, "normal": 0}
 #: dense labels that hold classes (H x W int64): resampled as integers
 CLASS_MAPS = ("seg", "layout")
+#: the nearest-neighbour rule of every label resize: centre-aligned (torch's "nearest" takes floor(i * scale),
+#: which shifts labels up to one source pixel up-left of the image)
+NEAREST = "nearest-exact"
 
 
 def scale_crop(sample: dict[str, Tensor], scale: float, top: float, left: float) -> dict[str, Tensor]:
@@ -41,9 +46,9 @@ def scale_crop(sample: dict[str, Tensor], scale: float, top: float, left: float)
         if key == "image":
             out[key] = F.interpolate(window[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         elif key in CLASS_MAPS:
-            out[key] = F.interpolate(window[None, None].float(), size=(height, width), mode="nearest")[0, 0].long()
+            out[key] = F.interpolate(window[None, None].float(), size=(height, width), mode=NEAREST)[0, 0].long()
         else:
-            out[key] = F.interpolate(window[None], size=(height, width), mode="nearest")[0] * scale ** DENSE_LABELS[key]
+            out[key] = F.interpolate(window[None], size=(height, width), mode=NEAREST)[0] * scale ** DENSE_LABELS[key]
     return out
 
 
@@ -82,8 +87,8 @@ def resize(key: str, value: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     if key == "image":
         return F.interpolate(value[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
     if key in CLASS_MAPS:
-        return F.interpolate(value[None, None].float(), size=size, mode="nearest")[0, 0].long()
-    return F.interpolate(value[None], size=size, mode="nearest")[0]
+        return F.interpolate(value[None, None].float(), size=size, mode=NEAREST)[0, 0].long()
+    return F.interpolate(value[None], size=size, mode=NEAREST)[0]
 
 
 def resize_sample(sample: dict[str, Tensor], size: tuple[int, int]) -> dict[str, Tensor]:

@@ -8,10 +8,10 @@ from typing import Any
 from .base import Metric, Task, labelled
 from .classification import Classification
 from .depth import Depth
-from .normals import NORMAL_ANGLES, SurfaceNormals
+from .normals import GREY_NORMALS, NORMAL_ANGLES, SurfaceNormals
 from .segmentation import MIOU_CLASSES, Segmentation
 
-__all__ = ["LOSSES", "MIOU_CLASSES", "NORMAL_ANGLES", "TASK_NAMES", "Classification", "Depth", "Metric",
+__all__ = ["GREY_NORMALS", "LOSSES", "MIOU_CLASSES", "NORMAL_ANGLES", "TASK_NAMES", "Classification", "Depth", "Metric",
            "Segmentation", "SurfaceNormals", "Task", "build_task", "conventions", "labelled"]
 
 #: every task name the built-in dataset provides a target for (``layout``: the synthetic scenes only)
@@ -27,19 +27,21 @@ LOSSES: dict[str, tuple[str, ...]] = {
 
 def build_task(
     name: str, num_classes: Mapping[str, int], *, loss: str | None = None, normal_angle: str = "unit",
-    miou_classes: str = "present", align_corners: bool = False,
+    miou_classes: str = "present", align_corners: bool = False, nddr_grey_normals: str = "invalid",
 ) -> Task:
     """The task ``name``; ``num_classes`` gives the class counts of ``seg``, ``layout``, ``object`` and ``scene``.
 
     ``loss``: one of ``LOSSES[name]`` (None: its default). The metric conventions apply to the tasks they concern
-    and are ignored by the others: ``normal_angle`` (``unit`` or ``nddr_encoded``) to normals, ``miou_classes``
-    (``present`` or ``all``) to segmentation, ``align_corners`` (the resize of a prediction to its label's size,
-    and of a dense head's output to the image size) to every dense task. See docs/tasks.md.
+    and are ignored by the others: ``normal_angle`` (``unit`` or ``nddr_encoded``) and ``nddr_grey_normals``
+    (``invalid`` or ``score``) to normals, ``miou_classes`` (``present`` or ``all``) to segmentation,
+    ``align_corners`` (the resize of a prediction to its label's size, and of a dense head's output to the image
+    size) to every dense task. See docs/tasks.md.
     """
     if name not in TASK_NAMES:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
     if name == "normal":
-        return SurfaceNormals(name, loss=loss, normal_angle=normal_angle, align_corners=align_corners)
+        return SurfaceNormals(name, loss=loss, normal_angle=normal_angle, align_corners=align_corners,
+                              nddr_grey_normals=nddr_grey_normals)
     if name in ("depth", "disparity"):
         return Depth(name, loss=loss, align_corners=align_corners)
     if name not in num_classes:
