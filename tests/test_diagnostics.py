@@ -46,3 +46,10 @@ def test_first_step_auxiliary_gradient_reaches_only_a_shared_backbone(tmp_path, 
 def test_single_task_has_no_shared_parameters_to_diagnose(tmp_path):
     cfg = _config(tmp_path, "single", 1, "single", aux=())
     assert fit(cfg, progress=False).history[-1]["diagnostics"] == {}
+
+
+def test_fusion_init_lets_the_auxiliary_gradient_reach_the_primary_from_the_first_step(tmp_path):
+    cfg = _config(tmp_path, "aux_nas", 1000, "init")
+    cfg.method.fusion_init = 0.5
+    norms = fit(cfg, progress=False).history[0]["diagnostics"]["shared_grad_norm"]
+    assert norms["disparity"] > 0

@@ -1,5 +1,6 @@
 """Connectivity matrices and the fusion op."""
 
+import pytest
 import torch
 
 from auxnas.fusion import Fusion, connectivity_matrix, links_of
@@ -49,3 +50,16 @@ def test_bn_relu_post_is_applied():
     fusion = Fusion(3, [3], "map", norm="bn_relu").eval()
     out = fusion(-torch.ones(1, 3, 2, 2), [torch.ones(1, 3, 2, 2)], torch.tensor([1.0]))
     assert (out >= 0).all()
+
+
+@pytest.mark.parametrize("feature_format", ["map", "tokens"])
+def test_fusion_init_passes_equally_wide_sources_in_from_the_start(feature_format):
+    """init 0.2 over two sources: each as wide as the target adds 0.1 x its strength-weighted features; a source of
+    another width starts at zero."""
+    fusion = Fusion(8, [8, 4, 8], feature_format, init=0.2)
+    shape = (2, 8, 3, 3) if feature_format == "map" else (2, 5, 8)
+    narrow = (2, 4, 3, 3) if feature_format == "map" else (2, 5, 4)
+    x, y1, y2, y3 = torch.randn(shape), torch.randn(shape), torch.randn(narrow), torch.randn(shape)
+    out = fusion(x, [y1, y2, y3], torch.tensor([0.5, 1.0, 1.0]))
+    torch.testing.assert_close(out, x + 0.2 / 3 * (0.5 * y1 + y3))
+    assert torch.equal(Fusion(8, [8], feature_format)(x, [y1], torch.tensor([1.0])), x)  # default 0: no effect

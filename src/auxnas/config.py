@@ -144,6 +144,10 @@ class MethodConfig:
     #: fusion op after the residual sum: nothing (authors' ViT code) or BatchNorm + ReLU (paper's CNN form;
     #: feature maps only, and it does not start from the single-task networks: docs/methods.md)
     fusion_norm: Literal["none", "bn_relu"] = "none"
+    #: aux_g, aux_nas: the fusion ops' initial weight on the other branch's features, spread over the links into a
+    #: cell as identity blocks (authors' code: NDDR init, 0 as in the paper: fused branches start as single-task
+    #: ones and no auxiliary gradient reaches the primary branch until the weights grow; docs/methods.md)
+    fusion_init: float = 0.0
     #: initial strengths sigmoid(logit) of searched links (authors' code: p2a 0.5, a2p 0.001)
     p2a_init: float = 0.5
     a2p_init: float = 0.001
@@ -417,6 +421,8 @@ def _check(cfg: ExperimentConfig) -> None:
                           "would put a ReLU on the residual stream after every fused block; use none")
     if m.window < 1:
         raise ConfigError(f"method.window: must be >= 1, got {m.window}")
+    if not 0.0 <= m.fusion_init <= 1.0:
+        raise ConfigError(f"method.fusion_init: a weight in [0, 1], got {m.fusion_init}")
     for key in ("p2a_init", "a2p_init"):
         if not 0.0 < getattr(m, key) < 1.0:
             raise ConfigError(f"method.{key}: a strength strictly between 0 and 1, got {getattr(m, key)}")

@@ -12,6 +12,10 @@ link strengths and ``W`` a zero-initialised 1x1 convolution (a linear map on
 ViT tokens), so a fused network starts exactly as its single-task branches.
 ``post`` is the identity (default, as in the authors' ViT code) or BatchNorm +
 ReLU (the paper's CNN form).
+
+``init`` > 0 starts ``W`` instead at ``init / k`` times the identity on each of the ``k`` sources as wide as the
+target (the authors' code exposes this as the NDDR ``init``; 0 there and in the paper): the sources then pass
+into the target, and the target's loss reaches the sources' branches, from the first step.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class Fusion(nn.Module):
         source_channels: Sequence[int],
         feature_format: Literal["map", "tokens"],
         norm: FusionNorm = "none",
+        init: float = 0.0,
     ) -> None:
         super().__init__()
         if not source_channels:
@@ -93,6 +98,13 @@ class Fusion(nn.Module):
         else:
             self.proj = nn.Linear(total, channels, bias=False)
         nn.init.zeros_(self.proj.weight)
+        matrix = self.proj.weight if feature_format == "tokens" else self.proj.weight[:, :, 0, 0]  # out x in view
+        offset = 0
+        with torch.no_grad():
+            for width in source_channels:
+                if width == channels:
+                    matrix[:, offset : offset + width] = torch.eye(channels) * init / len(source_channels)
+                offset += width
         self.post: nn.Module = FusionPost(channels, feature_format) if norm == "bn_relu" else nn.Identity()
 
     def forward(self, x: Tensor, sources: Sequence[Tensor], strengths: Tensor) -> Tensor:

@@ -79,6 +79,6 @@ def build_model(cfg: ExperimentConfig, tasks: dict[str, Task]) -> MultiTaskModel
             tasks, primary, branches, p2a=links, a2p=links if searched and m.search == "both" else None,
             search_p2a=searched, p2a_init=m.p2a_init, a2p_init=m.a2p_init, norm=m.fusion_norm,
             penalty_max=m.penalty_max, penalty_start=m.penalty_start, penalty_end=m.penalty_end,
-            penalty_reduction=m.penalty_reduction,
+            penalty_reduction=m.penalty_reduction, fusion_init=m.fusion_init,
         )
     raise ValueError(f"method.name: unknown method {m.name!r}; valid: {', '.join(METHOD_NAMES)}")

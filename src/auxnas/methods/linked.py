@@ -61,6 +61,7 @@ class LinkSet(nn.Module):
         init_strength: float,
         norm: FusionNorm,
         with_fusions: bool = True,
+        fusion_init: float = 0.0,
     ) -> None:
         super().__init__()
         self.links = links_of(matrix)
@@ -74,7 +75,7 @@ class LinkSet(nn.Module):
         self.fusions = nn.ModuleDict()
         for i in sorted({t for t, _ in self.links}) if with_fusions else ():
             sources = [source.cell_channels[j] for t, j in self.links if t == i]
-            self.fusions[str(i)] = Fusion(target.cell_channels[i], sources, target.feature_format, norm)
+            self.fusions[str(i)] = Fusion(target.cell_channels[i], sources, target.feature_format, norm, fusion_init)
 
     def strengths(self) -> Tensor:
         """One strength in [0, 1] per link."""
@@ -95,6 +96,7 @@ class LinkedBranches(MultiTaskModel):
         search_p2a: p2a strengths are learnable (Aux-NAS) or fixed at 1 (Aux-G).
         p2a_init, a2p_init: initial strengths of searched links.
         norm: fusion op post-processing, "none" or "bn_relu".
+        fusion_init: the fusion ops' initial weight on the sources (``Fusion``; 0: they start as the branches).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class LinkedBranches(MultiTaskModel):
         penalty_start: float = 0.5,
         penalty_end: float = 0.8,
         penalty_reduction: Literal["mean", "sum"] = "mean",
+        fusion_init: float = 0.0,
     ) -> None:
         super().__init__(tasks, primary)
         if len(tasks) < 2:
@@ -128,7 +131,8 @@ class LinkedBranches(MultiTaskModel):
         self.norm = norm
         self.penalty = (penalty_max, penalty_start, penalty_end, penalty_reduction)
         self.p2a = nn.ModuleDict({
-            a: LinkSet(p2a, branches[a], main, search_p2a, p2a_init, norm) for a in self.aux_names
+            a: LinkSet(p2a, branches[a], main, search_p2a, p2a_init, norm, fusion_init=fusion_init)
+            for a in self.aux_names
         })
         self.a2p = nn.ModuleDict(
             {a: LinkSet(a2p, main, branches[a], True, a2p_init, norm, with_fusions=False) for a in self.aux_names}
@@ -140,7 +144,8 @@ class LinkedBranches(MultiTaskModel):
         self.primary_fusions = nn.ModuleDict()
         for i in targets:
             sources = [branches[a].cell_channels[j] for a in self.a2p for _, j in self.a2p[a].incoming(i)]
-            self.primary_fusions[str(i)] = Fusion(main.cell_channels[i], sources, main.feature_format, norm)
+            self.primary_fusions[str(i)] = Fusion(main.cell_channels[i], sources, main.feature_format, norm,
+                                                  fusion_init)
 
     @property
     def primary_branch(self) -> Branch:
