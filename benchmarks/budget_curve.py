@@ -39,7 +39,7 @@ def point_overrides(point: str) -> tuple[str, list[str], int]:
                  f"train.diagnose_every={DIAGNOSE_EVERY}"]
     if backbone == "efficientnet_lite0":
         overrides.append("model.pretrained=packaged")
-    return f"{backbone}-{px}px-e{epochs}-lr{lr:g}", overrides, epochs
+    return f"{backbone}-{px}px-e{epochs}-lr{lr:g}".replace(".", "p"), overrides, epochs
 
 
 def _row(point: str, summary: dict[str, Any]) -> dict[str, Any]:

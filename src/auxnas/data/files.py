@@ -159,20 +159,22 @@ def check_normals(path: Path, normals: np.ndarray, norms: np.ndarray, low: float
     """A one-line ValueError naming ``path`` unless every vector of (H, W, 3) ``normals`` (of ``vector_norms``
     ``norms``) is finite and either zero (invalid) or of a norm in [``low``, ``high``]; normals stored as
     ``(n + 1) / 2`` (no component negative) are named as such."""
-    if not np.isfinite(norms.max()):
+    top = norms.max()
+    if not np.isfinite(top):
         count = int(np.count_nonzero(~np.isfinite(norms)))
         raise ValueError(f"{path}: normals must be finite, got {count} NaN or infinite vectors; mark invalid pixels "
                          "with the zero vector")
+    if top <= high and (low <= 0 or np.where(norms > 0, norms, high).min() >= low):
+        return
     valid = norms > 0
     off = valid & ((norms < low) | (norms > high))
-    if off.any():
-        row, col = np.argwhere(off)[0]
-        spread = f"{norms[valid].min():.3g}..{norms[valid].max():.3g}"
-        hint = ("; no component is negative: stored as (n + 1) / 2? store the unit vectors, 2 * v - 1"
-                if normals[valid].min() >= 0 else "")
-        raise ValueError(f"{path}: {int(off.sum())} vectors are neither unit vectors nor zero (invalid): norms "
-                         f"{spread}, expected {low:g}..{high:g} (e.g. pixel ({row}, {col}) of norm "
-                         f"{norms[row, col]:.3f}){hint}")
+    row, col = np.argwhere(off)[0]
+    spread = f"{norms[valid].min():.3g}..{top:.3g}"
+    hint = ("; no component is negative: stored as (n + 1) / 2? store the unit vectors, 2 * v - 1"
+            if normals[valid].min() >= 0 else "")
+    raise ValueError(f"{path}: {int(off.sum())} vectors are neither unit vectors nor zero (invalid): norms "
+                     f"{spread}, expected {low:g}..{high:g} (e.g. pixel ({row}, {col}) of norm "
+                     f"{norms[row, col]:.3f}){hint}")
 
 
 def _image_hint(low: float, high: float) -> str:
