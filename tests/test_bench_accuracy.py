@@ -10,6 +10,7 @@ import torch
 import auxnas.bench.accuracy
 import auxnas.train
 from auxnas.bench.accuracy import (
+    AUX_SINGLE,
     CEILING,
     CONTROLS,
     INVESTIGATION_ROWS,
@@ -117,8 +118,8 @@ def test_every_row_makes_the_same_number_of_network_updates(bench):
 
 def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
     labels = [label for label, _ in ROWS]
-    assert len(labels) == len(set(labels)) == 18 and labels[:2] == ["single", CEILING]
-    assert set(PRESETS["full"].rows) == set(labels) - {label for label, _ in INVESTIGATION_ROWS}
+    assert len(labels) == len(set(labels)) == 21 and labels[:2] == ["single", CEILING]
+    assert set(PRESETS["full"].rows) == set(labels) - {label for label, _ in INVESTIGATION_ROWS} - {AUX_SINGLE}
     names = [name for name, _, _ in SETTINGS]
     assert len(set(names)) == 10 and tuple(names[:2]) == CONTROLS  # the controls are reported first
     assert PRESETS["controls"].settings == CONTROLS and set(CONTROLS) <= set(PRESETS["quick"].settings)
@@ -225,3 +226,25 @@ def test_a_tiny_control_reports_floor_ceiling_share_and_verdict(tmp_path):
     sentence = "**The positive controls passed**" if controls["passed"] else "**The positive controls did not pass**"
     assert sentence in markdown
     assert "share of gap selected" in markdown
+
+
+def test_the_recipe_rows_start_from_the_seeds_single_task_runs(tmp_path):
+    """aux_nas-recipe starts its primary branch from the seed's single run and its auxiliary branch from a
+    single-task run on the auxiliary task (run for it, in no table); it is compared with single-task continued
+    from its own run, its fair baseline."""
+    summary = run_accuracy_benchmark("smoke", tmp_path / "out", tmp_path / "runs", progress=False,
+                                     rows=["single-continued", "aux_nas-recipe"])
+    by_row = {(r["row"], r["seed"]): r for r in summary["runs"]}
+    for seed in (0, 1):
+        single, aux = by_row[("single", seed)]["run_dir"], by_row[(AUX_SINGLE, seed)]["run_dir"]
+        assert "tasks.primary=normal" in by_row[(AUX_SINGLE, seed)]["overrides"]
+        assert f"init.primary={single}" in by_row[("single-continued", seed)]["overrides"]
+        recipe = by_row[("aux_nas-recipe", seed)]["overrides"]
+        assert f"init.primary={single}" in recipe and f"init.aux={{normal: {aux}}}" in recipe
+    table = summary["table"]["a-small"]
+    assert AUX_SINGLE not in table
+    vs = table["aux_nas-recipe"]["vs_baseline"]
+    expected = paired_interval(*[[by_row[(row, s)]["test_best"]["miou"] for s in (0, 1)]
+                                 for row in ("aux_nas-recipe", "single-continued")])
+    assert vs["row"] == "single-continued" and vs["mean_diff"] == pytest.approx(expected["mean_diff"])
+    assert "against its fair baseline single-continued" in summary["markdown"]

@@ -63,6 +63,14 @@ INVESTIGATION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aux_g-fusion_init", ("method.name=aux_g", "method.granularity=layer", "method.fusion_init=0.5")),
 )
 
+#: a row's overrides may name the run directory of an earlier row of the same seed: ``{run:<row>}``
+RUN = "{run:%s}"
+#: single-task on the auxiliary task: the auxiliary branch of the authors' recipe, run for it, in no table
+AUX_SINGLE = "single-aux"
+
+#: rows whose fair baseline is another row than single-task (same updates of the primary branch)
+BASELINES = {"aux_nas-recipe": "single-continued"}
+
 #: (label, overrides) of every row; "single" is the baseline and is always run
 ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("single", ("method.name=single", "tasks.aux=[]")),
@@ -80,6 +88,12 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aux_nas+pcgrad_aux", ("method.name=aux_nas", "weighting.name=pcgrad_aux")),
     ("aux_nas+gcs", ("method.name=aux_nas", "weighting.name=gcs")),
     *INVESTIGATION_ROWS,
+    # the authors' recipe: both branches start from the seed's single-task runs and train as many updates again;
+    # its fair control is single-task continued from its own run for as many updates (the primary branch's total)
+    (AUX_SINGLE, ("method.name=single", f"tasks.primary={AUX}", "tasks.aux=[]")),
+    ("single-continued", ("method.name=single", "tasks.aux=[]", f"init.primary={RUN % 'single'}")),
+    ("aux_nas-recipe", ("method.name=aux_nas", f"init.primary={RUN % 'single'}",
+                        f"init.aux={{{AUX}: {RUN % AUX_SINGLE}}}")),
     ("aux_nas-random_aux", ("method.name=aux_nas", f"data.random_targets=[{AUX}]")),
     ("aux_head-random_aux", ("method.name=aux_head", f"data.random_targets=[{AUX}]")),
 )
@@ -154,8 +168,8 @@ PRESETS: dict[str, Preset] = {
         (0, 1, 2, 3, 4),
     ),
     # every setting and row but the investigation's, 5 seeds (2.4 h on 2 cores before the controls were added)
-    "full": Preset(tuple(s[0] for s in SETTINGS), tuple(r[0] for r in ROWS if r not in INVESTIGATION_ROWS),
-                   (0, 1, 2, 3, 4)),
+    "full": Preset(tuple(s[0] for s in SETTINGS),
+                   tuple(r[0] for r in ROWS if r not in INVESTIGATION_ROWS and r[0] != AUX_SINGLE), (0, 1, 2, 3, 4)),
     # the positive controls alone, 3 seeds: to size the budget (--set train.epochs=...) until they pass
     "controls": Preset(CONTROLS, ("aux_head", "aux_nas", "aux_nas-random_aux", "aux_head-random_aux"), (0, 1, 2)),
     # `auxnas demo`: the setting where the full preset found the clearest effect, the demo's rows, 5 seeds
@@ -171,9 +185,19 @@ def _select(kind: str, wanted: Sequence[Any], known: Sequence[Any]) -> list[Any]
     return [k for k in known if k in wanted]
 
 
-def row_overrides(row: str, aux: str) -> list[str]:
-    """The overrides of ``row`` with the setting's auxiliary task filled in."""
-    return [o.replace(AUX, aux) for o in dict(ROWS)[row]]
+def row_overrides(row: str, aux: str, runs_dir: Path | None = None, seed: int = 0) -> list[str]:
+    """The overrides of ``row`` with the setting's auxiliary task and the run directories it names
+    (``runs_dir/<row>/seed<seed>``) filled in."""
+    overrides = [o.replace(AUX, aux) for o in dict(ROWS)[row]]
+    for dependency in row_dependencies(row):
+        overrides = [o.replace(RUN % dependency, str(Path(runs_dir or ".") / dependency / f"seed{seed}"))
+                     for o in overrides]
+    return overrides
+
+
+def row_dependencies(row: str) -> list[str]:
+    """The rows whose runs (of the same seed) ``row`` starts from."""
+    return [other for other, _ in ROWS if any(RUN % other in o for o in dict(ROWS)[row])]
 
 
 def last_overrides(overrides: Sequence[str]) -> list[str]:
@@ -288,6 +312,12 @@ def _aggregate(runs: list[dict[str, Any]], info: dict[str, Any], rows: list[str]
                                                [r[f"test_{which}"][main] for r in single],
                                                [r[f"test_{which}"][main] for r in by_row[CEILING]],
                                                task.higher_is_better[main]) for which in ("best", "last")}
+        if BASELINES.get(row) in by_row:
+            main, baseline = task.main_metric, by_row[BASELINES[row]]
+            interval = paired_interval([r["test_best"][main] for r in row_runs],
+                                       [r["test_best"][main] for r in baseline])
+            entry["vs_baseline"] = {"row": BASELINES[row], "metric": main, **interval,
+                                    "outcome": _outcome(interval, task.higher_is_better[main])}
         table[row] = entry
     return table
 
@@ -374,6 +404,12 @@ def _setting_markdown(info: dict[str, Any], table: dict[str, Any]) -> list[str]:
             f"{entry['best_epoch']:.1f}/{entry['epochs']}", a2p, f"{entry['wall_time_s']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    for row, entry in table.items():
+        if "vs_baseline" in entry:
+            d = entry["vs_baseline"]
+            lines += ["", f"{row} against its fair baseline {d['row']} (as many updates of the primary branch), "
+                          f"{d['metric']} selected: {d['mean_diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}], "
+                          f"{d['outcome']}."]
     return lines
 
 
@@ -553,6 +589,8 @@ def _run_setting(
     splits = build_splits(base.data, progress=progress)
     primary, aux = base.tasks.primary, base.tasks.aux[0]
     task = build_task(primary, splits.num_classes, **base.tasks.task_options(primary))
+    main_metric = {t: build_task(t, splits.num_classes, **base.tasks.task_options(t)).main_metric
+                   for t in (primary, aux)}
     train_images = len(splits.train)
     ceiling = base.data.labelled_fraction.get(primary, 1.0) < 1.0
     rows = [row for row in rows if row != CEILING or ceiling]
@@ -565,9 +603,10 @@ def _run_setting(
         "delta_metrics": delta_metric_names(task), "ceiling": ceiling, "rows": rows,
     }
     runs = []
+    needed = [r for r, _ in ROWS if r in rows or any(r in row_dependencies(x) for x in rows)]  # in ROWS order
     for seed in seeds:  # rows inner: a change of load on a shared machine hits every row's wall time alike
-        for row in rows:
-            overrides = [*base_overrides, *row_overrides(row, aux)]
+        for row in needed:
+            overrides = [*base_overrides, *row_overrides(row, aux, runs_dir, seed)]
             cfg = load_config(BASE_CONFIG, overrides)
             bilevel = uses_bilevel(cfg, splits.num_classes)
             overrides = last_overrides([
@@ -576,7 +615,8 @@ def _run_setting(
             ])
             cfg = load_config(BASE_CONFIG, overrides)
             runs.append(_run_record(
-                name, row, seed, overrides, cfg, bilevel, train_images, task.main_metric, progress, reuse,
+                name, row, seed, overrides, cfg, bilevel, train_images, main_metric[cfg.tasks.primary], progress,
+                reuse,
             ))
     info["bilevel_epochs"] = next((r["epochs"] for r in runs if r["bilevel"]), None)
     info["final_train_losses"] = {}
@@ -617,7 +657,8 @@ def run_accuracy_benchmark(
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     chosen = PRESETS[preset]
     setting_names = _select("settings", settings if settings is not None else chosen.settings, [s[0] for s in SETTINGS])
-    row_names = _select("rows", ["single", CEILING, *(rows if rows is not None else chosen.rows)], [r[0] for r in ROWS])
+    row_names = _select("rows", ["single", CEILING, *(rows if rows is not None else chosen.rows)],
+                        [r[0] for r in ROWS if r[0] != AUX_SINGLE])
     seed_list = list(seeds if seeds is not None else chosen.seeds)
     if not seed_list or len(set(seed_list)) != len(seed_list):
         raise ValueError(f"seeds: need distinct seeds, got {seed_list}")
