@@ -170,6 +170,14 @@ PRESETS: dict[str, Preset] = {
     # every setting and row but the investigation's, 5 seeds (2.4 h on 2 cores before the controls were added)
     "full": Preset(tuple(s[0] for s in SETTINGS),
                    tuple(r[0] for r in ROWS if r not in INVESTIGATION_ROWS and r[0] != AUX_SINGLE), (0, 1, 2, 3, 4)),
+    # issue 15's rerun at a budget the controls passed (--set ... --tag): the controls and settings (a), (b), (d) on
+    # the larger set (32 batches an epoch, as the controls), the central rows and the authors' recipe, 5 seeds
+    "central": Preset(
+        (*CONTROLS, "a-large", "b-large", "d-10"),
+        ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-p2a_only", "aux_nas-random_aux", "aux_head-random_aux",
+         "single-continued", "aux_nas-recipe"),
+        (0, 1, 2, 3, 4),
+    ),
     # the positive controls alone, 3 seeds: to size the budget (--set train.epochs=...) until they pass
     "controls": Preset(CONTROLS, ("aux_head", "aux_nas", "aux_nas-random_aux", "aux_head-random_aux"), (0, 1, 2)),
     # `auxnas demo`: the setting where the full preset found the clearest effect, the demo's rows, 5 seeds
