@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from auxnas.cli import main
 from auxnas.config import ConfigError, DataConfig, config_from_dict
@@ -222,6 +223,14 @@ def test_values_are_checked_on_the_first_read_of_each_image_only(nyuv2):
         with pytest.raises(ValueError, match=r"depth/1\.npy: depth must be finite and >= 0"):
             fresh[1]
     assert not fresh.checked.any()
+
+
+def test_images_checked_in_dataloader_workers_stay_checked(nyuv2):
+    dataset = NpyFolders(nyuv2, "train", folder_layout("nyuv2_mtan"))
+    for _ in DataLoader(dataset.subset([0, 2, 4], augment=False), batch_size=1, num_workers=2):
+        pass
+    # the workers' record is the dataset's: the next epoch's workers skip these checks
+    assert dataset.checked.tolist() == [True, False, True, False, True, False]
 
 
 def test_documented_split_counts_follow_the_code():

@@ -15,14 +15,13 @@ from .transforms import resize_sample
 class IndexedImages(Dataset):
     """A split whose samples are looked up through ``indices`` (positions in its arrays or files).
 
-    ``checked[j]``: whether the values in the files of image ``j`` have been checked. A reader checks them on the
-    first read of each image only, so that checking costs nothing after the first epoch; views (``subset``) share
-    the record, and each DataLoader worker process keeps its own copy.
+    ``checked[j]``: whether the values in the files of image ``j`` have been checked (``unchecked``). A reader checks
+    them on the first read of each image only, so that checking costs nothing after that.
     """
 
     indices: np.ndarray
     augment: bool
-    checked: np.ndarray
+    checked: torch.Tensor
 
     def subset(self, indices: Sequence[int], augment: bool) -> IndexedImages:
         """A view over some images of this split (e.g. the validation part of ``train``), sharing its data."""
@@ -33,6 +32,13 @@ class IndexedImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def unchecked(count: int) -> torch.Tensor:
+    """The record of ``count`` images none of whose values have been checked yet, in shared memory: views
+    (``subset``), DataLoader worker processes and the epochs after the first all share it, so that each image is
+    checked once per dataset object."""
+    return torch.zeros(count, dtype=torch.bool).share_memory_()
 
 
 class Resized(Dataset):

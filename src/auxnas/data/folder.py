@@ -27,7 +27,7 @@ import yaml
 
 from ..config import DataConfig
 from ..tasks import TASK_NAMES
-from .base import IndexedImages
+from .base import IndexedImages, unchecked
 from .files import (
     channels_first,
     check_normals,
@@ -405,7 +405,7 @@ class FolderImages(IndexedImages):
         self.split_dir, self.files, self.ids = found.split_dir, found.files, found.ids
         self.augment = augment
         self.indices = np.arange(len(self.ids))
-        self.checked = np.zeros(len(self.ids), dtype=bool)
+        self.checked = unchecked(len(self.ids))
         #: task -> bool over ``ids``: which images carry its label
         self.has_label = {task: np.array([i in found.files[task] for i in self.ids], dtype=bool)
                           for task in self.spec.tasks}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from .base import IndexedImages
+from .base import IndexedImages, unchecked
 from .files import channels_first, check_normals, check_values, npy_image, read_npy, vector_norms
 from .synthetic import IGNORE_INDEX
 from .transforms import augment, normalise
@@ -110,7 +110,7 @@ class NpyFolders(IndexedImages):
                              f"{channels_first(shape, 3)}")
         self.size: tuple[int, int] = size
         self.indices = np.arange(count)
-        self.checked = np.zeros(count, dtype=bool)
+        self.checked = unchecked(count)
 
     @property
     def num_classes(self) -> dict[str, int]:

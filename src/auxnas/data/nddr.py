@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from .base import IndexedImages
+from .base import IndexedImages, unchecked
 from .files import (
     check_shape,
     check_values,
@@ -167,7 +167,7 @@ class NddrImages(IndexedImages):
             size = png_size(self.files[0]["image"])
         self.size: tuple[int, int] = tuple(size)
         self.indices = np.arange(len(self.files))
-        self.checked = np.zeros(len(self.files), dtype=bool)
+        self.checked = unchecked(len(self.files))
 
     @property
     def num_classes(self) -> dict[str, int]:

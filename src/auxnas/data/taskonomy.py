@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from ..config import DataConfig
-from .base import IndexedImages
+from .base import IndexedImages, unchecked
 from .files import (
     check_values,
     decode_normals,
@@ -186,7 +186,7 @@ class TaskonomyImages(IndexedImages):
             views.extend((b, point, view) for point, view in sorted(images))
         self.views = np.array(views, dtype=np.int64).reshape(-1, 3)
         self.indices = np.arange(len(self.views))
-        self.checked = np.zeros(len(self.views), dtype=bool)
+        self.checked = unchecked(len(self.views))
 
     @property
     def num_classes(self) -> dict[str, int]:
