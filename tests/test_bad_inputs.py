@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_readers import write_dataset
 
 import auxnas.train
 from auxnas.cli import build_parser, main
 from auxnas.config import ConfigError, config_from_dict, load_config
+from auxnas.data.mtan import NpyFolders, folder_layout
 from auxnas.io import CheckpointError
 from auxnas.methods import build_model
 from auxnas.train import build_tasks, load_trained
@@ -261,8 +263,6 @@ def test_keyboard_interrupt_is_unchanged(tmp_path, capsys, monkeypatch):
 
 
 def _mtan(tmp_path: Path, name: str = "nyuv2_mtan") -> Path:
-    from test_readers import write_dataset
-
     return write_dataset(tmp_path / name, name)
 
 
@@ -307,8 +307,6 @@ MTAN_VALUES = [
 
 @pytest.mark.parametrize(("folder", "change", "message"), [c[1:] for c in MTAN_VALUES], ids=[c[0] for c in MTAN_VALUES])
 def test_mtan_files_of_wrong_values_are_one_line(tmp_path, folder, change, message):
-    from auxnas.data.mtan import NpyFolders, folder_layout
-
     root = _mtan(tmp_path)
     _edit(root, folder, change)
     dataset = NpyFolders(root, "train", folder_layout("nyuv2_mtan"))
@@ -319,8 +317,6 @@ def test_mtan_files_of_wrong_values_are_one_line(tmp_path, folder, change, messa
 
 
 def test_cityscapes_nan_disparity_is_one_line(tmp_path):
-    from auxnas.data.mtan import NpyFolders, folder_layout
-
     root = _mtan(tmp_path, "cityscapes")
     _edit(root, "depth", lambda d: _nan_at(d, np.inf))
     with pytest.raises(ValueError, match=r"depth/1\.npy: disparity must be finite and >= 0 \(0 = invalid\), got 1 NaN "
@@ -329,8 +325,6 @@ def test_cityscapes_nan_disparity_is_one_line(tmp_path):
 
 
 def test_an_image_stored_channels_first_says_so(tmp_path):
-    from auxnas.data.mtan import NpyFolders, folder_layout
-
     root = _mtan(tmp_path)
     for i in range(6):
         _edit(root, "image", lambda x: np.moveaxis(x, -1, 0), i)
