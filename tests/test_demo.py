@@ -7,16 +7,19 @@ from auxnas.cli import main
 from auxnas.demo import DEMO_ROWS
 
 
-def test_demo_quick_writes_report_statistics_exports_and_plots(tmp_path, monkeypatch):
+def test_demo_quick_writes_report_statistics_exports_and_plots(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out  # --quiet removes progress bars, not the result
+    assert "| Aux-NAS |" in printed and f"report: {out / 'report.md'}" in printed
     report = (out / "report.md").read_text()
     for label in DEMO_ROWS.values():
         assert f"| {label} |" in report
     summary = json.loads((out / "demo.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["setting"] == "b-small"
     assert summary["verdict"] in report and "within the seed spread" in summary["verdict"]
+    assert "These are 2 updates of a tiny network: a smoke run" in summary["verdict"]  # its own budget, not 96
     rows = {r["row"]: r for r in summary["rows"]}
     assert list(rows) == list(DEMO_ROWS)
     assert rows["single"]["cell"]["vs_single"] is None

@@ -124,7 +124,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, quick=args.quick, overrides=args.overrides, progress=not args.quiet)
+    summary = run_demo(args.out, quick=args.quick, overrides=args.overrides, progress=not args.quiet)
+    print(summary["table"])
+    print(summary["verdict"])
+    print(f"report: {summary['report']}  ({summary['wall_time_s']:.0f} s)")
     return 0
 
 
@@ -257,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     cost.set_defaults(func=_cmd_bench_cost)
     acc = bench.add_parser("accuracy", help="every method vs single-task over seeds, with paired intervals",
                            description="Train every row of the preset over several seeds and compare each with "
-                                       "single-task (mean ± std, paired 95 %% interval, Δm); the positive controls "
+                                       "single-task (mean ± std, paired 95 % interval, Δm); the positive controls "
                                        "(floor, ceiling, each row's share of the gap) come first.")
     acc.add_argument("--preset", choices=list(PRESETS), default="quick")
     acc.add_argument("--out", default="benchmarks/results", help="folder of accuracy-<preset>.json and .md")

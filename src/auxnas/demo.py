@@ -50,7 +50,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train every row of the accuracy benchmark's ``demo`` preset over its seeds (``quick``: the ``smoke``
     preset's tiny data, 2 seeds), export and cost each row's seed-0 primary network; write ``report.md``, plots,
-    ``demo.json`` and the benchmark's ``accuracy-*.json``. ``overrides`` apply to every run."""
+    ``demo.json`` and the benchmark's ``accuracy-*.json``; return ``demo.json``'s content (its ``table``,
+    ``verdict``, ``report``). ``overrides`` apply to every run; ``progress``: progress bars and per-run lines."""
     start = time.perf_counter()
     out = Path(out_dir)
     demo = PRESETS["demo"]
@@ -99,9 +100,11 @@ def run_demo(
     verdict = (
         f"Over {len(seeds)} seeds, better than Single beyond the seed spread: {', '.join(better) or 'none'}; "
         f"worse: {', '.join(worse) or 'none'}. Every other difference, including a one-seed number that looks "
-        "better or worse, lies within the seed spread: it is not evidence either way. These are 96 updates of a "
-        "tiny network: in the accuracy benchmark's investigations of this setting (README, Results), Aux-G's gain "
-        "at this budget vanished with 4x longer training, where single-task improved by 7 degrees."
+        f"better or worse, lies within the seed spread: it is not evidence either way. These are "
+        f"{info['network_updates']} updates of a tiny network"
+        + (": a smoke run of the machinery, too short for any verdict." if quick else
+           ": in the accuracy benchmark's investigations of this setting (README, Results), Aux-G's gain at this "
+           "budget vanished with 4x longer training, where single-task improved by 7 degrees.")
     )
     wall = time.perf_counter() - start
     a2p_max = nas["export"]["a2p_max"]
@@ -141,10 +144,6 @@ def run_demo(
     write_text(out / "report.md", "\n".join(lines) + "\n")
     summary = {"setting": setting, "seeds": seeds, "main_metric": main, "verdict": verdict,
                "rows": [{k: v for k, v in r.items() if k != "export"} for r in rows], "wall_time_s": wall,
-               "table": table_md, "figures": [str(f) for f in figures]}
+               "table": table_md, "figures": [str(f) for f in figures], "report": str(out / "report.md")}
     write_json(out / "demo.json", summary)
-    if progress:
-        print(table_md)
-        print(verdict)
-        print(f"report: {out / 'report.md'}  ({wall:.0f} s)")
     return summary
