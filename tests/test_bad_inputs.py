@@ -344,3 +344,19 @@ def test_a_bad_dataset_file_stops_training_with_one_line(tmp_path, capsys):
                                   "data.batch_size=2", "train.epochs=1", f"out_dir={tmp_path / 'run'}", "--quiet"])
     assert "depth must be finite and >= 0 (0 = invalid), got 1 NaN or infinite values" in err
     assert str(root / "train" / "depth") in err
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["demo", "--quick"], "demo"), (["bench", "accuracy", "--preset", "smoke"], "bench accuracy"),
+    (["bench", "cost"], "bench cost"), (["export", "RUN", "--out", "OUT"], "export"), (["evaluate", "RUN"], "evaluate"),
+])
+def test_single_process_commands_refuse_to_start_under_torchrun(argv, command, monkeypatch, capsys, tmp_path):
+    """torchrun starts every command on every rank: a single-process one would write and time the same thing twice,
+    or wait on collectives forever. It refuses in one line before doing anything."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "runs in one process, but torchrun started 2" in err
+    assert f"`auxnas {command}` runs in one process" in err
+    assert list(tmp_path.iterdir()) == []

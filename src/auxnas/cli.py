@@ -298,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the commands that run under torchrun, one process per device (every other one refuses to start there)
+DATA_PARALLEL_COMMANDS = ("train", "recipe")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``auxnas`` console script."""
     parser = build_parser()
@@ -308,6 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = os.environ.get("AUXNAS_DEBUG", "") not in ("", "0")
+    processes = os.environ.get("WORLD_SIZE", "1")
+    if processes not in ("", "1") and args.command not in DATA_PARALLEL_COMMANDS:
+        names = (args.command, getattr(args, "bench_command", None), getattr(args, "data_command", None))
+        command = " ".join(["auxnas", *filter(None, names)])
+        print(f"auxnas: error: `{command}` runs in one process, but torchrun started {processes} (WORLD_SIZE): run "
+              f"it without torchrun (only {' and '.join(DATA_PARALLEL_COMMANDS)} train data-parallel)", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except (
