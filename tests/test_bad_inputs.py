@@ -335,13 +335,16 @@ def test_an_image_stored_channels_first_says_so(tmp_path):
         NpyFolders(root, "train", folder_layout("nyuv2_mtan"))
 
 
-def test_a_bad_dataset_file_stops_training_with_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_dataset_file_stops_training_with_one_line(tmp_path, capsys, workers):
+    """Also when a DataLoader worker reads the file (torch re-raises its error with the worker's traceback)."""
     root = _mtan(tmp_path)
     for i in range(6):
         _edit(root, "depth", _nan_at, i)
     err = one_line_error(capsys, ["train", "quickstart", "data.name=nyuv2_mtan", f"data.root={root}",
                                   "tasks.primary=seg", "tasks.aux=[depth]", "method.name=aux_head",
-                                  "data.batch_size=2", "train.epochs=1", f"out_dir={tmp_path / 'run'}", "--quiet"])
+                                  f"data.num_workers={workers}", "data.batch_size=2", "train.epochs=1",
+                                  f"out_dir={tmp_path / 'run'}", "--quiet"])
     assert "depth must be finite and >= 0 (0 = invalid), got 1 NaN or infinite values" in err
     assert str(root / "train" / "depth") in err
 

@@ -298,6 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(err: BaseException) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker (whose message carries the worker's
+    traceback), the message of the original error, its last line."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if last.startswith(type(err).__name__ + ": ") else last
+
+
 #: the commands that run under torchrun, one process per device (every other one refuses to start there)
 DATA_PARALLEL_COMMANDS = ("train", "recipe")
 
@@ -326,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as err:
         if debug:
             raise
-        print(f"auxnas: error: {err}", file=sys.stderr)
+        print(f"auxnas: error: {_message(err)}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # last resort: no known bad input, e.g. a failure inside torch
         if debug:
