@@ -14,7 +14,8 @@ from auxnas.config import ConfigError, config_from_dict, load_config
 from auxnas.data.mtan import NpyFolders, folder_layout
 from auxnas.io import CheckpointError
 from auxnas.methods import build_model
-from auxnas.train import build_tasks, load_trained
+from auxnas.tasks import build_tasks
+from auxnas.train import load_trained
 
 NUM_CLASSES = {"seg": 13, "object": 10, "scene": 5}
 ROOT = os.geteuid() == 0  # root writes into read-only folders: the read-only cases cannot be made here

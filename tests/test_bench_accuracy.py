@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import auxnas.bench.accuracy
-import auxnas.train
+import auxnas.engine.state
 from auxnas.bench.accuracy import (
     AUX_SINGLE,
     CEILING,
@@ -32,7 +32,7 @@ def bench(tmp_path_factory):
     """One smoke benchmark with the noise row added, counting each run's network-optimiser steps."""
     root = tmp_path_factory.mktemp("bench")
     steps: list[int] = []
-    build_optimizer = auxnas.train.build_optimizer
+    build_optimizer = auxnas.engine.state.build_optimizer
 
     def counting_optimizer(params, cfg, betas=(0.9, 0.999)):
         optimizer = build_optimizer(params, cfg, betas)
@@ -44,7 +44,7 @@ def bench(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
-        patch.setattr(auxnas.train, "build_optimizer", counting_optimizer)
+        patch.setattr(auxnas.engine.state, "build_optimizer", counting_optimizer)
         summary = run_accuracy_benchmark("smoke", root / "out", root / "runs", progress=False, rows=ROWS_RUN)
     return summary, root, steps
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from auxnas.bench import run_cost_benchmark
+from auxnas.bench.cost import run_cost_benchmark
 from auxnas.bench.cost import ARCH_EVERY, EXPORTED_METHODS, GRADIENT_METHODS, TARGETS, time_interleaved, time_ratio
 
 

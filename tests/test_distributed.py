@@ -35,12 +35,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import auxnas.train as train_module
 from auxnas.config import ConfigError, load_config
 from auxnas.data import build_splits
 from auxnas.distributed import Distributed
+from auxnas.engine.loaders import epoch_batches, steps_per_epoch
 from auxnas.tasks import build_task
-from auxnas.train import epoch_batches, fit
+from auxnas.train import Callback, fit
 
 BASE = [
     "data.image_size=32", "data.num_train=40", "data.num_test=8", "data.val_fraction=0.2", "data.batch_size=8",
@@ -52,37 +52,42 @@ BASE = [
 WORKER = textwrap.dedent('''
     import json, os, sys
     import torch
+    import auxnas.engine.callbacks, auxnas.engine.fit, auxnas.engine.run_dir
     import auxnas.train as train
     from auxnas.config import load_config
 
     out, mode, *overrides = sys.argv[1:]
     rank = os.environ.get("RANK", "0")
     writes = []
-    for name in ("save_checkpoint", "write_json", "write_text"):
-        def wrapped(path, *args, _real=getattr(train, name), **kwargs):
+    for module, name in ((auxnas.engine.callbacks, "save_checkpoint"), (auxnas.engine.fit, "write_json"),
+                         (auxnas.engine.run_dir, "write_text")):  # every file a run writes
+        def wrapped(path, *args, _real=getattr(module, name), **kwargs):
             writes.append(str(path))
             return _real(path, *args, **kwargs)
-        setattr(train, name, wrapped)
-    evaluate, validations = train.evaluate_model, []
+        setattr(module, name, wrapped)
 
-    def capture(model, loader, *args, **kwargs):
-        if kwargs.get("desc") == "val":
-            validations.append(1)
-            if len(validations) == int(os.environ.get("INTERRUPT_AT_VALIDATION", "0")):
+    class Observe(train.Callback):
+        """Stops at the INTERRUPT_AT_VALIDATION-th validation; saves the weights at the end of training."""
+
+        validations = 0
+
+        def on_validated(self, run, record):
+            self.validations += 1
+            if self.validations == int(os.environ.get("INTERRUPT_AT_VALIDATION", "0")):
                 raise KeyboardInterrupt
-        if kwargs.get("desc") == "test (last)":  # the weights at the end of training
+
+        def on_train_end(self, run):
+            model = run.model
             arch = {id(p) for p in model.architecture_parameters()}
             torch.save({"weights": {k: v.detach().clone() for k, v in model.state_dict().items()},
                         "architecture": {n: p.detach().clone() for n, p in model.named_parameters() if id(p) in arch}},
                        f"{out}/weights-rank{rank}.pt")
-        return evaluate(model, loader, *args, **kwargs)
 
-    train.evaluate_model = capture
     try:
         if mode == "resume":
-            result = train.resume_run(overrides[0], progress=False)
+            result = train.resume_run(overrides[0], progress=False, callbacks=[Observe()])
         else:
-            result = train.fit(load_config("demo", overrides), progress=False)
+            result = train.fit(load_config("demo", overrides), progress=False, callbacks=[Observe()])
     except KeyboardInterrupt:
         sys.exit(130)
     with open(f"{out}/result-rank{rank}.json", "w") as f:
@@ -130,16 +135,13 @@ def run_workers(tmp_path: Path, mode: str, args: list[str], **kwargs) -> Path:
 
 def run_single(monkeypatch, overrides: list[str]) -> tuple[dict, dict[str, torch.Tensor]]:
     """The one-process reference: its result and its weights at the end of training."""
-    evaluate, final = train_module.evaluate_model, {}
+    final = {}
 
-    def capture(model, loader, *args, **kwargs):
-        if kwargs.get("desc") == "test (last)":
-            final.update({k: v.detach().clone() for k, v in model.state_dict().items()})
-        return evaluate(model, loader, *args, **kwargs)
+    class Capture(Callback):
+        def on_train_end(self, run):
+            final.update({k: v.detach().clone() for k, v in run.model.state_dict().items()})
 
-    with monkeypatch.context() as patch:
-        patch.setattr(train_module, "evaluate_model", capture)
-        result = fit(load_config("demo", overrides), progress=False)
+    result = fit(load_config("demo", overrides), progress=False, callbacks=[Capture()])
     return {"history": result.history, "test_best": result.test_best, "test_last": result.test_last}, final
 
 
@@ -256,7 +258,7 @@ def test_every_process_loads_its_part_of_the_same_global_batches(tmp_path, monke
         # 17 = 6 + 6 + 5 (the last batch split 3 + 2); 17 = 8 + 8 + 1: a batch of one image is left out, in one
         # process as in two
         assert len(one) == len(parts[0]) == len(parts[1]) == steps
-        assert train_module.steps_per_epoch(len(train), cfg, True, 2) == steps
+        assert steps_per_epoch(len(train), cfg, True, 2) == steps
         got = []
         for whole, a, b in zip(one, *parts):
             for half in range(2):  # network and architecture batches alike

@@ -15,10 +15,11 @@ from auxnas.cli import main
 from auxnas.config import config_from_dict
 from auxnas.cost import count_flops
 from auxnas.data import build_splits
+from auxnas.engine.loaders import make_loader
 from auxnas.export import FORMATS, ExportError, export_primary, load_exported, run_format
 from auxnas.io import load_checkpoint, save_checkpoint
 from auxnas.tasks import build_task
-from auxnas.train import evaluate, fit, load_trained, make_loader
+from auxnas.train import evaluate, fit, load_trained
 
 NUM_VAL = 12  # 25 % of 48 training images
 

@@ -9,20 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-import auxnas.train
+import auxnas.engine.fit
+import auxnas.engine.state
 from auxnas.config import ConfigError, config_from_dict
 from auxnas.data import PartiallyLabelled, build_splits, labelled_subset
+from auxnas.engine.evaluation import evaluate_model
+from auxnas.engine.loaders import make_loader, oversampled
+from auxnas.engine.state import build_train_state
+from auxnas.engine.steps import architecture_step, task_losses
 from auxnas.methods import LinkedBranches, build_model
-from auxnas.tasks import build_task
-from auxnas.train import (
-    architecture_step,
-    build_tasks,
-    evaluate_model,
-    fit,
-    make_loader,
-    oversampled,
-    task_losses,
-)
+from auxnas.tasks import build_task, build_tasks
+from auxnas.train import fit
 from auxnas.weighting import WEIGHTING_NAMES, build_weighting
 
 NUM_CLASSES = {"seg": 9, "object": 6, "scene": 5}
@@ -124,8 +121,8 @@ def test_every_method_trains_on_a_batch_with_missing_primary_labels(tmp_path, me
     touched = any(g is not None and g.abs().sum() > 0 for g in head_grads)
     assert touched == (primary_labels == "some")  # no spurious gradient into the primary head
     if model.architecture_parameters():
-        arch = torch.optim.Adam(model.architecture_parameters(), lr=0.01)
-        loss = architecture_step(model, batch, weights, arch, 0.9, torch.device("cpu"))
+        state = build_train_state(cfg, model, torch.device("cpu"), total_steps=10)
+        loss = architecture_step(state, batch, progress=0.9)
         assert loss is None or math.isfinite(loss)
 
 
@@ -211,7 +208,7 @@ def test_a_batch_without_labels_advances_the_schedule_without_a_warning(tmp_path
     cfg.seed = 3  # its first batch carries no label
     cfg.train = dataclasses.replace(cfg.train, epochs=1, max_steps_per_epoch=None, schedule="poly", poly_power=0.9)
     labelled_counts, lrs = [], []
-    share_batch, build_optimizer = auxnas.train.share_batch, auxnas.train.build_optimizer
+    share_batch, build_optimizer = auxnas.engine.fit.share_batch, auxnas.engine.state.build_optimizer
 
     def counting_share_batch(batch, tasks, dist):
         counts = share_batch(batch, tasks, dist)
@@ -223,8 +220,8 @@ def test_a_batch_without_labels_advances_the_schedule_without_a_warning(tmp_path
         optimizer.register_step_pre_hook(lambda opt, *_: lrs.append(opt.param_groups[0]["lr"]))
         return optimizer
 
-    monkeypatch.setattr(auxnas.train, "share_batch", counting_share_batch)
-    monkeypatch.setattr(auxnas.train, "build_optimizer", recording_optimizer)
+    monkeypatch.setattr(auxnas.engine.fit, "share_batch", counting_share_batch)
+    monkeypatch.setattr(auxnas.engine.state, "build_optimizer", recording_optimizer)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit(cfg, progress=False)

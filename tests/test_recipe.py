@@ -13,7 +13,7 @@ from auxnas.data import build_splits
 from auxnas.io import load_checkpoint
 from auxnas.methods import build_model
 from auxnas.recipe import recipe_stages
-from auxnas.train import build_tasks
+from auxnas.tasks import build_tasks
 
 OVERRIDES = [
     "data.image_size=32", "data.num_train=24", "data.num_test=8", "data.val_fraction=0.25", "data.batch_size=8",

@@ -10,11 +10,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import auxnas.train
+import auxnas.engine.fit
 from auxnas.cli import main
 from auxnas.config import load_config
 from auxnas.io import load_checkpoint
-from auxnas.train import RunDirectoryError, fit, resume_run
+from auxnas.train import Callback, RunDirectoryError, fit, resume_run
 
 OVERRIDES = [
     "data.image_size=32", "data.num_train=40", "data.num_test=8", "data.val_fraction=0.2", "data.batch_size=8",
@@ -22,17 +22,15 @@ OVERRIDES = [
 ]
 
 
-def interrupt_at_validation(monkeypatch, call: int) -> None:
-    """Raise KeyboardInterrupt at the ``call``-th validation: after that epoch's training, before its checkpoint."""
-    evaluate_model, calls = auxnas.train.evaluate_model, []
+class InterruptAtValidation(Callback):
+    """Raise KeyboardInterrupt at epoch ``epoch``'s validation: after its training, before its checkpoint."""
 
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validated(self, run, record) -> None:
+        if record["epoch"] == self.epoch:
             raise KeyboardInterrupt
-        return evaluate_model(*args, **kwargs)
-
-    monkeypatch.setattr(auxnas.train, "evaluate_model", interrupted)
 
 
 @pytest.mark.parametrize("method", [
@@ -43,10 +41,8 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, 
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
     whole = fit(load_config("demo", [*OVERRIDES, *method, f"out_dir={tmp_path / 'whole'}"]), progress=False)
     cut = load_config("demo", [*OVERRIDES, *method, f"out_dir={tmp_path / 'cut'}"])
-    with monkeypatch.context() as patch:
-        interrupt_at_validation(patch, call=2)  # epoch 2 trained, not saved: resumes after epoch 1
-        with pytest.raises(KeyboardInterrupt):
-            fit(cut, progress=False)
+    with pytest.raises(KeyboardInterrupt):  # epoch 2 trained, not saved: resumes after epoch 1
+        fit(cut, progress=False, callbacks=[InterruptAtValidation(2)])
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
     resumed = resume_run(tmp_path / "cut", progress=False)
     for name in ("last.pt", "best.pt"):
@@ -62,8 +58,10 @@ def test_resume_from_the_command_line_and_refusals(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     args = ["train", "demo", *OVERRIDES, "method.name=aux_head", f"out_dir={run}", "--quiet"]
-    with monkeypatch.context() as patch:
-        interrupt_at_validation(patch, call=3)
+    with monkeypatch.context() as patch:  # the command line takes no callback: add one to fit's
+        end_epoch = auxnas.engine.fit.end_epoch
+        patch.setattr(auxnas.engine.fit, "end_epoch",
+                      lambda run, record, callbacks: end_epoch(run, record, [*callbacks, InterruptAtValidation(3)]))
         assert main(args) == 130
     assert f"continue with: auxnas train --resume {run}" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--quiet"]) == 0

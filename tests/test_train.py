@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import auxnas.train as train_module
 from auxnas.cli import main
 from auxnas.config import config_from_dict
 from auxnas.data import build_splits
+from auxnas.engine.evaluation import is_better
+from auxnas.engine.loaders import steps_per_epoch
+from auxnas.engine.optim import build_architecture_optimizer
 from auxnas.io import CheckpointError, load_checkpoint
-from auxnas.train import RunDirectoryError, build_architecture_optimizer, evaluate, fit
+from auxnas.train import Callback, RunDirectoryError, evaluate, fit
 
 
 @pytest.fixture
@@ -132,21 +134,20 @@ def test_a_non_empty_out_dir_is_refused_unless_overwrite(tiny_config, capsys):
     assert again.best_epoch == 1
 
 
-def test_a_diverged_run_never_reports_an_older_checkpoint(tiny_config, monkeypatch):
+class Diverged(Callback):
+    """Every epoch's validation metric turns NaN, as a diverged run's does."""
+
+    def on_validated(self, run, record):
+        record["val"]["normal"]["mean_angle"] = float("nan")
+
+
+def test_a_diverged_run_never_reports_an_older_checkpoint(tiny_config):
     tiny_config.train = dataclasses.replace(tiny_config.train, epochs=2, max_steps_per_epoch=1)
     fit(tiny_config, progress=False)  # an earlier, healthy run leaves best.pt behind
-    real = train_module.evaluate_model
-
-    def diverged(model, loader, *args, **kwargs):
-        metrics = real(model, loader, *args, **kwargs)
-        metrics["normal"]["mean_angle"] = float("nan")
-        return metrics
-
-    monkeypatch.setattr(train_module, "evaluate_model", diverged)
     with pytest.raises(FloatingPointError, match=r"never finite \(not finite from epoch 1 on\)"):
-        fit(tiny_config, progress=False, overwrite=True)
+        fit(tiny_config, progress=False, overwrite=True, callbacks=[Diverged()])
     assert not (Path(tiny_config.out_dir) / "best.pt").exists()  # the older run's checkpoint is gone, not reused
-    assert not train_module.is_better(float("inf"), None, higher_is_better=False)
+    assert not is_better(float("inf"), None, higher_is_better=False)
 
 
 @pytest.mark.parametrize("schedule", ["follow", "constant"])
@@ -223,7 +224,6 @@ def test_cli_bench_commands_run(tmp_path, capsys):
 def test_a_trailing_batch_of_one_image_is_left_out(tmp_path, monkeypatch):
     """17 training images in batches of 8: 8, 8 and 1; BatchNorm cannot train on the last one."""
     from auxnas.config import load_config
-    from auxnas.train import steps_per_epoch
 
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
     base = ["data.image_size=32", "data.num_train=21", "data.val_fraction=0.2", "data.num_test=4",

@@ -1,4 +1,7 @@
-"""The ``auxnas`` command line; every command is one call into the library."""
+"""The ``auxnas`` command line; every command is one call into the library.
+
+Each command imports what it runs when it runs: the parser, ``--help`` and argument errors load no torch.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .backbones.weights import PretrainedWeightsError
-from .bench.accuracy import PRESETS
+from .bench.presets import PRESETS
 from .config import ConfigError
-from .export import FORMATS, ExportError, check_threshold
-from .io import CheckpointError
+from .errors import CheckpointError, ExportError, PretrainedWeightsError
+from .export_options import FORMATS, check_threshold
 
 
 def _format_metrics(metrics: dict[str, dict[str, float]]) -> str:
@@ -132,7 +134,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_cost(args: argparse.Namespace) -> int:
-    from .bench import run_cost_benchmark
+    from .bench.cost import run_cost_benchmark
 
     run_cost_benchmark(args.preset, args.out, device=args.device, progress=not args.quiet)
     print(f"wrote {args.out}/cost-*.json and .md")
@@ -150,7 +152,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
-    from .bench import run_accuracy_benchmark
+    from .bench.accuracy import run_accuracy_benchmark
 
     run_accuracy_benchmark(args.preset, args.out, runs_dir=args.runs, progress=not args.quiet,
                            settings=args.settings, rows=args.rows, seeds=args.seeds, reuse=args.reuse,

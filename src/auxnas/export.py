@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import re
 import shutil
@@ -43,19 +42,21 @@ from torch.utils.data import DataLoader
 from .backbones import Branch, build_branch
 from .cost import count_flops, count_parameters
 from .data import build_splits
+from .engine.checkpoints import load_trained
+from .engine.loaders import make_loader
+from .engine.run_dir import RUN_FILES
+from .errors import ExportError
+from .export_options import FORMATS, check_threshold
 from .fusion import FusionPost
 from .io import atomic_write, file_mode, write_json, write_text
 from .methods import AdaShare, LinkedBranches, MultiTaskModel
 from .methods.adashare import skipped_cell
 from .tasks import build_task
-from .train import RUN_FILES, load_trained, make_loader
 
 #: max |exported - trained| allowed on real inputs (float32 round-off only)
 OUTPUT_TOLERANCE = 1e-5
 #: max |deployment format - PyTorch network| (other runtimes order float operations differently)
 FORMAT_TOLERANCE = 1e-4
-#: deployment format -> the file ``export_primary`` writes for it
-FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "pt2": "model.pt2"}
 #: ONNX weights above this many bytes go to ``model.onnx.data`` beside ``model.onnx`` (a protobuf file stops at
 #: 2 GiB; torch's exporter uses the same bound); below it ``model.onnx`` is one self-contained file
 ONNX_EMBED_LIMIT = 1536 * 2**20
@@ -63,17 +64,6 @@ ONNX_EMBED_LIMIT = 1536 * 2**20
 EXPORT_FILES = ("model.safetensors", "exported.yaml", "export_report.json", *FORMATS.values(), "model.onnx.data")
 #: the hidden weights file that ONNX exports of earlier versions left beside ``model.onnx``
 _OLD_ONNX_DATA = re.compile(r"\.model\.onnx\..+\.tmp\.data")
-
-
-class ExportError(RuntimeError):
-    """The model cannot be exported as a single-task network (a check failed)."""
-
-
-def check_threshold(threshold: float) -> float:
-    """``threshold`` if it is a finite number in [0, 1) (a link strength below 1 that can be cut), else ValueError."""
-    if not (math.isfinite(threshold) and 0.0 <= threshold < 1.0):
-        raise ValueError(f"export threshold must be a finite number in [0, 1), got {threshold!r}")
-    return float(threshold)
 
 
 def a2p_strengths(model: MultiTaskModel) -> list[dict[str, Any]]:

@@ -13,10 +13,7 @@ from typing import Any
 
 import torch
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable or not an auxnas checkpoint."""
-
+from .errors import CheckpointError as CheckpointError  # raised here, importable from here
 
 #: what every checkpoint written by ``auxnas.train.fit`` holds (``load_trained`` needs them all)
 TRAINED_KEYS = ("model", "config", "num_classes", "epoch")

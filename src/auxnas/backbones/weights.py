@@ -15,6 +15,8 @@ import timm
 import torch
 from torch import nn
 
+from ..errors import PretrainedWeightsError
+
 #: state-dict prefixes of classifier parts that a branch does not use
 CLASSIFIER_PREFIXES = ("fc.", "head.", "head_drop.", "pre_logits.", "fc_norm.", "classifier.")
 #: values of ``pretrained`` that ask timm for its hub weights
@@ -47,10 +49,6 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a state dict of tensors")
     return state
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Hub weights were asked for but cannot be had (no network and not cached)."""
 
 
 def hub_state_dict(timm_name: str) -> StateDict:

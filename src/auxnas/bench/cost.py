@@ -44,19 +44,13 @@ from tqdm.auto import tqdm
 from ..config import ExperimentConfig, config_from_dict
 from ..cost import attention_flop_rules, count_flops, count_parameters
 from ..data.synthetic import OBJECT_CLASSES, SCENE_CLASSES, SEG_CLASSES
+from ..engine.runtime import autocast, resolve_device, seed_everything
+from ..engine.state import TrainState, build_train_state
+from ..engine.steps import architecture_step, network_step
 from ..io import write_json, write_text
 from ..methods import MultiTaskModel, build_model
-from ..train import (
-    architecture_step,
-    autocast,
-    build_architecture_optimizer,
-    build_optimizer,
-    build_tasks,
-    checked_losses,
-    resolve_device,
-    seed_everything,
-)
-from ..weighting import Weighting, build_weighting
+from ..tasks import build_tasks
+from ..weighting import build_weighting
 
 PRIMARY = "normal"
 #: auxiliary tasks in the order they are added (K = 1, 2, 3)
@@ -244,47 +238,37 @@ def bench_config(
 def bench_model(spec: BackboneSpec, method: str, device: torch.device, aux: Sequence[str] = AUX_TASKS[:1]
                 ) -> MultiTaskModel:
     """The train-time model of ``method`` on the primary task and ``aux`` (none for ``single``)."""
-    cfg = bench_config(spec, method, aux=() if method == "single" else aux)
+    return bench_model_of(bench_config(spec, method, aux=() if method == "single" else aux), device)
+
+
+def bench_state(cfg: ExperimentConfig, device: torch.device, model: MultiTaskModel | None = None) -> TrainState:
+    """The training state of ``cfg``'s model (or ``model``) on ``device``, as ``fit`` builds it, set to
+    ``ARCH_PROGRESS`` of training."""
+    model = bench_model_of(cfg, device) if model is None else model
+    model.train().set_progress(ARCH_PROGRESS)
+    return build_train_state(cfg, model, device, total_steps=1)
+
+
+def bench_model_of(cfg: ExperimentConfig, device: torch.device) -> MultiTaskModel:
+    """The train-time model of ``cfg`` on ``device``."""
     return build_model(cfg, build_tasks(cfg, NUM_CLASSES)).to(device)
 
 
-class Trainer:
-    """One train-time model with its optimisers and weighting, stepping on a fixed batch the way ``fit`` does."""
+def network_call(state: TrainState, batch: dict[str, Tensor]) -> Callable[[], object]:
+    """``fit``'s network step (``auxnas.engine.steps.network_step``) on ``batch``."""
+    return lambda: network_step(state, batch, ARCH_PROGRESS)
 
-    def __init__(self, cfg: ExperimentConfig, batch: dict[str, Tensor], device: torch.device,
-                 model: MultiTaskModel | None = None) -> None:
-        tasks = build_tasks(cfg, NUM_CLASSES)
-        self.cfg, self.batch, self.device = cfg, batch, device
-        self.model = (build_model(cfg, tasks) if model is None else model).to(device).train()
-        self.model.set_progress(ARCH_PROGRESS)
-        self.weights = {name: cfg.tasks.loss_weights.get(name, 1.0) for name in tasks}
-        self.weighting: Weighting = build_weighting(cfg.weighting.name, list(tasks), cfg.tasks.primary,
-                                                    **cfg.weighting.options).to(device)
-        groups = [{"params": self.model.network_parameters()}, *self.weighting.optimizer_groups()]
-        self.optimizer = build_optimizer(groups, cfg.train)
-        arch = self.model.architecture_parameters()
-        self.arch_optimizer = build_architecture_optimizer(arch, cfg, total_steps=1)[0] if arch else None
 
-    def network_step(self) -> None:
-        """One network update as ``fit``'s bilevel network step: the losses, the weighting's backward on the
-        shared parameters, the optimiser step."""
-        losses, extra = checked_losses(self.model, self.batch, self.weights, self.device, self.cfg.train.amp)
-        self.optimizer.zero_grad(set_to_none=True)
-        if extra is not None:
-            extra.backward(retain_graph=True)
-        self.weighting.backward(losses, self.model.shared_parameters(), self.weights, self.model.last_shared_layer())
-        self.optimizer.step()
+def architecture_call(state: TrainState, batch: dict[str, Tensor]) -> Callable[[], object]:
+    """``fit``'s architecture step (``auxnas.engine.steps.architecture_step``) on ``batch``."""
+    return lambda: architecture_step(state, batch, ARCH_PROGRESS)
 
-    def architecture_step(self) -> None:
-        """One update of the architecture weights: ``auxnas.train.architecture_step`` itself."""
-        architecture_step(self.model, self.batch, self.weights, self.arch_optimizer, ARCH_PROGRESS, self.device,
-                          self.cfg.train.amp)
 
-    def iteration(self) -> None:
-        """A training iteration: the architecture step (when the model has architecture weights), the network step."""
-        if self.arch_optimizer is not None:
-            self.architecture_step()
-        self.network_step()
+def iteration(state: TrainState, batch: dict[str, Tensor]) -> None:
+    """A training iteration: the architecture step (bilevel search only), then the network step."""
+    if state.bilevel:
+        architecture_step(state, batch, ARCH_PROGRESS)
+    network_step(state, batch, ARCH_PROGRESS)
 
 
 def _sync(device: torch.device) -> Callable[[], None]:
@@ -340,9 +324,9 @@ def peak_memory(spec: BackboneSpec, method: str, primary: str, aux: tuple[str, .
         torch.cuda.reset_peak_memory_stats(target)
     else:
         base = _peak_rss_bytes()
-    trainer = Trainer(bench_config(spec, method, primary, aux), batch, target)
+    state = bench_state(bench_config(spec, method, primary, aux), target)
     for _ in range(iterations):
-        trainer.iteration()
+        iteration(state, batch)
     if target.type == "cuda":
         torch.cuda.synchronize(target)
         return (torch.cuda.max_memory_allocated(target) - base) / MIB
@@ -408,16 +392,16 @@ def inference_part(spec: BackboneSpec, device: torch.device, batch: dict[str, Te
 def training_part(spec: BackboneSpec, device: torch.device, batch: dict[str, Tensor]) -> Part:
     """Items 2, 4 and 6: the primary and auxiliary single-task steps, Aux-NAS's architecture step and its network
     step with K = 1 (2, 3) auxiliary tasks."""
-    trainers = {"single_normal": Trainer(bench_config(spec, "single"), batch, device),
-                "single_seg": Trainer(bench_config(spec, "single", primary=AUX_TASKS[0]), batch, device)}
-    trainers.update({f"aux_nas_k{k}": Trainer(bench_config(spec, "aux_nas", aux=AUX_TASKS[:k]), batch, device)
-                     for k in _ks(spec)})
-    calls = {"single_normal": trainers["single_normal"].network_step,
-             "single_seg": trainers["single_seg"].network_step,
-             "aux_nas_k1_architecture": trainers["aux_nas_k1"].architecture_step}
-    calls.update({f"aux_nas_k{k}_network": trainers[f"aux_nas_k{k}"].network_step for k in _ks(spec)})
+    states = {"single_normal": bench_state(bench_config(spec, "single"), device),
+              "single_seg": bench_state(bench_config(spec, "single", primary=AUX_TASKS[0]), device)}
+    states.update({f"aux_nas_k{k}": bench_state(bench_config(spec, "aux_nas", aux=AUX_TASKS[:k]), device)
+                   for k in _ks(spec)})
+    calls = {"single_normal": network_call(states["single_normal"], batch),
+             "single_seg": network_call(states["single_seg"], batch),
+             "aux_nas_k1_architecture": architecture_call(states["aux_nas_k1"], batch)}
+    calls.update({f"aux_nas_k{k}_network": network_call(states[f"aux_nas_k{k}"], batch) for k in _ks(spec)})
     return Part(calls, {name: count_step_flops(call) for name, call in calls.items()},
-                {name: count_parameters(t.model) for name, t in trainers.items()}, spec.rounds)
+                {name: count_parameters(state.model) for name, state in states.items()}, spec.rounds)
 
 
 def weighting_aux_tasks() -> tuple[str, ...]:
@@ -442,8 +426,8 @@ def weighting_part(spec: BackboneSpec, device: torch.device, batch: dict[str, Te
         model = bench_model(spec, method, device, aux)  # shared by the weightings: weight values do not change costs
         params[method] = count_parameters(model)
         for weighting in ("equal", *GRADIENT_METHODS):
-            trainer = Trainer(bench_config(spec, method, aux=aux, weighting=weighting), batch, device, model)
-            calls[f"{method}/{weighting}"] = trainer.network_step
+            state = bench_state(bench_config(spec, method, aux=aux, weighting=weighting), device, model)
+            calls[f"{method}/{weighting}"] = network_call(state, batch)
     return Part(calls, {name: count_step_flops(call) for name, call in calls.items()}, params, spec.weighting_rounds)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Metric, Task, labelled
 from .classification import Classification
@@ -11,8 +11,11 @@ from .depth import Depth
 from .normals import GREY_NORMALS, NORMAL_ANGLES, SurfaceNormals
 from .segmentation import MIOU_CLASSES, Segmentation
 
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
+
 __all__ = ["GREY_NORMALS", "LOSSES", "MIOU_CLASSES", "NORMAL_ANGLES", "TASK_NAMES", "Classification", "Depth", "Metric",
-           "Segmentation", "SurfaceNormals", "Task", "build_task", "conventions", "labelled"]
+           "Segmentation", "SurfaceNormals", "Task", "build_task", "build_tasks", "conventions", "labelled"]
 
 #: every task name the built-in dataset provides a target for (``layout``: the synthetic scenes only)
 TASK_NAMES = ("seg", "normal", "depth", "disparity", "object", "scene", "layout")
@@ -55,3 +58,8 @@ def build_task(
 def conventions(tasks: Mapping[str, Task]) -> dict[str, dict[str, Any]]:
     """Task name -> the loss and metric conventions it uses (``Task.conventions``): what a result file records."""
     return {name: task.conventions() for name, task in tasks.items()}
+
+
+def build_tasks(cfg: ExperimentConfig, num_classes: Mapping[str, int]) -> dict[str, Task]:
+    """The run's tasks, primary first, with their configured losses and metric conventions."""
+    return {name: build_task(name, num_classes, **cfg.tasks.task_options(name)) for name in cfg.tasks.all}

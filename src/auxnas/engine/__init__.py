@@ -1,0 +1,14 @@
+"""The training engine, one module per part; ``auxnas.train`` is its public face (``fit``, ``evaluate``, ...).
+
+* ``runtime``: seeds, device, autocast, moving batches
+* ``optim``: the network and architecture optimisers and schedules
+* ``loaders``: the epochs' batch pairs, evaluation loaders, what a global batch holds
+* ``state``: ``TrainState`` (what the steps read and the loop changes; what ``last.pt`` holds), built by
+  ``build_train_state``
+* ``steps``: ``network_step`` and ``architecture_step`` over a ``TrainState``
+* ``evaluation``: metrics over a loader, and of a saved run
+* ``checkpoints``: checkpoint payloads and ``load_trained``
+* ``run_dir``: the run directory's files and refusals
+* ``callbacks``: diagnostics, TensorBoard and checkpoints hung on the loop
+* ``fit``: ``build_run``, ``train_epoch``, ``end_epoch``, ``fit``, ``resume_run``
+"""

@@ -1,0 +1,173 @@
+"""The loaders of a run: the training epochs' batch pairs (shuffled, halved for the bilevel search, oversampled,
+sharded over processes) and the evaluation loaders; and what one global batch holds."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import ExperimentConfig
+from ..data import PartiallyLabelled
+from ..distributed import Distributed, SeededSamples
+from ..tasks import Task, labelled
+
+#: the fewest images a training batch may have: BatchNorm cannot train on one
+MIN_TRAIN_BATCH = 2
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
+    """A loader whose order (and augmentation draws) depend only on ``seed``."""
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=False,
+        generator=torch.Generator().manual_seed(seed), pin_memory=torch.cuda.is_available(),
+    )
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Positions ``0 .. n-1`` in the batches that ``make_loader(dataset_of_n, batch_size, True, seed)`` draws (the
+    same sampler and generator, so the same order)."""
+    loader = DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return [batch.tolist() for batch in loader]
+
+
+def process_loader(
+    dataset: Dataset, batches: Sequence[Sequence[int]], seed: int, dist: Distributed, num_workers: int = 0
+) -> DataLoader:
+    """A loader of this process's part of each of ``batches`` (indices into ``dataset``) of the global batches.
+
+    One process: the batches as they are. Several: each process loads ``Distributed.shard`` of every batch (a
+    batch with fewer images than processes is left out), each image's random draws (augmentation) seeded by its
+    position in the epoch (``SeededSamples``), so that they do not depend on which process loads it.
+    """
+    if dist.enabled:
+        flat = [i for batch in batches for i in batch]
+        dataset = SeededSamples(dataset, flat, seed)
+        ends = list(itertools.accumulate(len(batch) for batch in batches))
+        batches = [dist.shard(range(end - len(batch), end)) for batch, end in zip(batches, ends)
+                   if len(batch) >= max(dist.world_size, MIN_TRAIN_BATCH)]
+    return DataLoader(dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(seed + dist.rank), pin_memory=torch.cuda.is_available())
+
+
+def evaluation_loader(dataset: Dataset, cfg: ExperimentConfig, dist: Distributed) -> DataLoader:
+    """The loader of ``dataset`` for evaluation: all of it in order, or with several processes this process's
+    contiguous part (no image twice, none left out), in batches of its share of ``data.batch_size``."""
+    if not dist.enabled:
+        return make_loader(dataset, cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
+    own, size = dist.shard(range(len(dataset))), cfg.data.batch_size // dist.world_size
+    return DataLoader(dataset, batch_sampler=[own[i : i + size] for i in range(0, len(own), size)],
+                      num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
+                      pin_memory=torch.cuda.is_available())  # its own generator: the global one is the model's
+
+
+def steps_per_epoch(num_train: int, cfg: ExperimentConfig, bilevel: bool, world_size: int = 1) -> int:
+    """Steps in every epoch (the same for all epochs): one per network batch, of half the data when bilevel.
+
+    A last batch with fewer than ``MIN_TRAIN_BATCH`` images, or than ``world_size`` processes, is left out.
+    """
+    n = num_train // 2 if bilevel else num_train
+    steps = n // cfg.data.batch_size + (n % cfg.data.batch_size >= max(world_size, MIN_TRAIN_BATCH))
+    return steps if cfg.train.max_steps_per_epoch is None else min(steps, cfg.train.max_steps_per_epoch)
+
+
+def oversampled(indices: list[int], has_label: np.ndarray, share: float, generator: torch.Generator) -> list[int]:
+    """``len(indices)`` draws from ``indices`` in which the images with the primary label make up ``share``.
+
+    Those images are cycled (each drawn at least once) and the others fill the rest, drawn without
+    replacement; the result is shuffled. With at least ``share`` of them labelled already, every image once.
+    """
+    labelled = [i for i in indices if has_label[i]]
+    unlabelled = [i for i in indices if not has_label[i]]
+    wanted = round(share * len(indices))
+    if not labelled or wanted <= len(labelled):
+        draws = indices
+    else:
+        cycled = [labelled[k] for k in torch.randperm(len(labelled), generator=generator).tolist()]
+        rest = [unlabelled[k] for k in torch.randperm(len(unlabelled), generator=generator).tolist()]
+        draws = [cycled[k % len(cycled)] for k in range(wanted)] + rest[: len(indices) - wanted]
+    return [draws[k] for k in torch.randperm(len(draws), generator=generator).tolist()]
+
+
+def epoch_batches(
+    train: Dataset, cfg: ExperimentConfig, epoch: int, bilevel: bool, dist: Distributed | None = None
+) -> Iterator[tuple[dict[str, Tensor], dict[str, Tensor] | None]]:
+    """The ``(network batch, architecture batch or None)`` pairs of one epoch (``steps_per_epoch`` of them).
+
+    Bilevel: the training set is reshuffled and split into two disjoint halves every
+    epoch; architecture batches come from the first half, network batches from the other.
+    With ``data.oversample_primary`` each half's draws are ``oversampled``.
+
+    ``data.batch_size`` is the global batch: with several processes (``dist``) every process draws the same
+    global batches of both halves (same seeds) and loads its part of each (``process_loader``).
+    """
+    dist = dist or Distributed()
+    seed = cfg.seed * 100_003 + epoch
+    bs, workers = cfg.data.batch_size, cfg.data.num_workers
+    generator = torch.Generator().manual_seed(seed)
+    primary_mask = train.labelled.get(cfg.tasks.primary) if isinstance(train, PartiallyLabelled) else None
+    share = cfg.data.oversample_primary if primary_mask is not None else None
+
+    def loader(indices: list[int] | None, loader_seed: int) -> DataLoader:
+        indices = list(range(len(train))) if indices is None else indices
+        if share is not None:
+            draws = oversampled(indices, primary_mask, share, generator)
+            batches = [draws[i : i + bs] for i in range(0, len(draws), bs)]
+        else:
+            batches = [[indices[k] for k in batch] for batch in shuffled_batches(len(indices), bs, loader_seed)]
+        return process_loader(train, batches, loader_seed, dist, workers)
+
+    if not bilevel:
+        pairs: Iterator = ((batch, None) for batch in loader(None, seed))
+    else:
+        if len(train) < 2:
+            raise ValueError("bilevel optimisation needs at least 2 training images")
+        order = torch.randperm(len(train), generator=generator).tolist()
+        half = len(order) // 2
+        pairs = zip(loader(order[half:], seed + 2), loader(order[:half], seed + 1))
+    return itertools.islice(pairs, steps_per_epoch(len(train), cfg, bilevel, dist.world_size))
+
+
+@dataclass
+class BatchCounts:
+    """What one step's global batch holds: its images, and every task's labelled images among them."""
+
+    images: int
+    labelled: dict[str, int]
+
+
+def share_batch(batch: dict[str, Any], tasks: Mapping[str, Task], dist: Distributed) -> BatchCounts:
+    """Count the images and labels of the global batch that ``batch`` (this process's part of it) belongs to.
+
+    With several processes the counts are summed over them (one all-reduce), and ``batch["share"]`` records, for
+    every task the global batch has labels for, this process's loss factor ``world_size * n_p / n``: ``n_p`` and
+    ``n`` are the terms its loss averages over here and in the whole global batch (``Task.loss_normaliser``:
+    labelled images, or valid pixels), so the mean over the processes of their scaled losses is exactly the global
+    batch's loss even when they hold different numbers of labels, and a process without a label of a task
+    labelled elsewhere still back-propagates a (zero) loss of it (``Task.batch_loss``).
+    """
+    size = batch["image"].shape[0]
+    masks = {name: labelled(batch, name) for name in tasks}
+    counts = {name: size if mask is None else int(mask.sum()) for name, mask in masks.items()}
+    if not dist.enabled:
+        return BatchCounts(size, counts)
+    device = batch["image"].device
+    terms = [task.loss_normaliser(batch[name] if masks[name] is None else batch[name][masks[name]])
+             for name, task in tasks.items()]
+    local = torch.cat([torch.tensor([size, *counts.values()], dtype=torch.float64, device=device),
+                       torch.stack([t.to(device, torch.float64) for t in terms])])
+    total = local.clone()
+    dist.sum_([total])
+    k, (size, *total), own_terms = len(tasks), total.tolist(), local[1 + len(tasks) :].tolist()
+    images, total_terms = dict(zip(tasks, total[:k])), dict(zip(tasks, total[k:]))
+    batch["share"] = {
+        name: dist.world_size * own / total_terms[name] if total_terms[name] > 0 else 1.0
+        for name, own in zip(tasks, own_terms) if images[name] > 0
+    }
+    return BatchCounts(int(size), {name: int(n) for name, n in images.items()})

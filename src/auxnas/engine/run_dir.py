@@ -1,0 +1,68 @@
+"""The run directory: what a run writes there, and the refusals that keep it from mixing two runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ExperimentConfig
+from ..io import load_checkpoint, unwritable, write_text
+
+#: the files a run writes into its directory
+RUN_FILES = ("config.yaml", "best.pt", "last.pt", "metrics.json", "tensorboard")
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used (it already holds files and overwriting was not asked for)."""
+
+
+def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
+    """Create ``out_dir``; refuse a non-empty one unless ``overwrite``, which removes an earlier run's files.
+
+    A run must never pick up a checkpoint it did not write (a diverged run would report the older model).
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirectoryError(f"out_dir {out_dir}: exists and is a file, not a folder; choose another out_dir")
+    try:
+        existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+        if existing and not overwrite:
+            shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+            raise RunDirectoryError(f"out_dir {out_dir}: not empty ({shown}); choose another out_dir or overwrite its "
+                                    "run files (auxnas train --overwrite, fit(..., overwrite=True))")
+        for name in RUN_FILES if existing else ():
+            if (out_dir / name).is_dir():
+                shutil.rmtree(out_dir / name)
+            (out_dir / name).unlink(missing_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file on the way, no permission, a read-only file system
+        raise RunDirectoryError(f"out_dir {out_dir}: cannot be written ({unwritable(out_dir, err)}); choose another "
+                                "out_dir") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise RunDirectoryError(f"out_dir {out_dir}: cannot be written (no permission); choose another out_dir")
+
+
+def start_run_dir(out_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> None:
+    """``prepare_run_dir`` and write the resolved ``config.yaml``."""
+    prepare_run_dir(out_dir, overwrite)
+    write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def resumable_checkpoint(out_dir: Path, cfg: ExperimentConfig) -> dict[str, Any]:
+    """The ``last.pt`` payload to resume ``cfg`` from in ``out_dir``; fails unless the run's config and
+    checkpoint belong together and the checkpoint holds the training state."""
+    last = out_dir / "last.pt"
+    if not last.is_file():
+        raise RunDirectoryError(f"{out_dir}: no last.pt to resume from (the run stopped before its first epoch "
+                                "ended): start it again with --overwrite")
+    payload = load_checkpoint(last)
+    if {**payload.get("config", {}), "out_dir": None} != {**cfg.to_dict(), "out_dir": None}:  # may have moved
+        raise RunDirectoryError(f"{last}: was written with another config than {out_dir / 'config.yaml'}; the "
+                                "folder mixes two runs: start again with --overwrite")
+    if "state" not in payload:
+        raise RunDirectoryError(f"{last}: holds no training state (a checkpoint of an older auxnas or a finished "
+                                "run's export); start again with --overwrite")
+    return payload

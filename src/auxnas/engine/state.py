@@ -1,0 +1,140 @@
+"""What a run changes as it trains, built in one place (``build_train_state``): the model, its optimisers and
+schedules, the weighting method, the progress and selection so far, and the random number generators' states.
+``TrainState.state_dict`` is what ``last.pt`` holds and ``--resume`` restores."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ExperimentConfig
+from ..distributed import Distributed
+from ..methods import MultiTaskModel
+from ..weighting import Weighting, build_weighting
+from .optim import build_architecture_optimizer, build_optimizer, build_schedule
+
+
+def rng_state() -> dict[str, Any]:
+    """The random number generators' states (Python, NumPy, torch CPU and CUDA), in weights-only-loadable types."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(), "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                  "cached": cached},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+
+
+@dataclass
+class TrainState:
+    """Everything the steps read and the loop changes: what ``last.pt`` holds and ``--resume`` restores.
+
+    The model, its optimisers and schedules, the weighting method, what the steps need to know (loss weights,
+    device, autocast, single-level search, the processes), the progress (step, finished epochs; the regulariser
+    ramp and data order follow from them), the selection so far, the history, and the link strengths recorded
+    along training. ``state_dict`` adds the random number generators.
+    """
+
+    model: MultiTaskModel
+    weighting: Weighting
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    #: task -> its weight in the static weighted sum of the losses (``tasks.loss_weights``)
+    loss_weights: dict[str, float]
+    device: torch.device
+    amp: bool
+    arch_optimizer: torch.optim.Optimizer | None = None
+    arch_schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+    #: single-level search: the network step also updates the architecture weights (no architecture step)
+    single_level: bool = False
+    dist: Distributed = dataclasses.field(default_factory=Distributed)
+    #: network updates made, and epochs finished
+    step: int = 0
+    epoch: int = 0
+    best_value: float | None = None
+    best_epoch: int = 0
+    val_best: dict[str, Any] = dataclasses.field(default_factory=dict)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: link strengths recorded along training (``steps``, ``values``, ``names``)
+    links: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def bilevel(self) -> bool:
+        """Whether architecture steps on their own batches alternate with the network steps."""
+        return self.arch_optimizer is not None and not self.single_level
+
+    def stepped_parameters(self) -> list[nn.Parameter]:
+        """What the network step updates (and, with several processes, averages the gradients of)."""
+        stepped = [p for group in self.optimizer.param_groups for p in group["params"]]
+        return stepped + self.model.architecture_parameters() if self.single_level else stepped
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain containers of tensors and numbers (a checkpoint loadable with ``weights_only=True``)."""
+        optional = {k: getattr(self, k).state_dict() for k in ("arch_optimizer", "arch_schedule")
+                    if getattr(self, k) is not None}
+        return {
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), **optional,
+            "weighting": self.weighting.state_dict(), "step": self.step, "epoch": self.epoch,
+            "best_value": self.best_value, "best_epoch": self.best_epoch, "val_best": self.val_best,
+            "history": self.history, "links": self.links, "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``'s content (the model's weights are loaded separately)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.arch_optimizer is not None:
+            self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+            self.arch_schedule.load_state_dict(state["arch_schedule"])
+        self.weighting.load_state_dict(state["weighting"])
+        for key in ("step", "epoch", "best_value", "best_epoch", "val_best", "history", "links"):
+            setattr(self, key, state[key])
+        set_rng_state(state["rng"])
+
+    def record_links(self) -> None:
+        """Append the model's current link strengths (models with links only)."""
+        if "names" in self.links:
+            self.links["steps"].append(self.step)
+            self.links["values"].append(self.model.link_strengths())
+
+
+def build_train_state(
+    cfg: ExperimentConfig, model: MultiTaskModel, device: torch.device, total_steps: int,
+    dist: Distributed | None = None,
+) -> TrainState:
+    """The training state of ``model`` (on ``device``) under ``cfg``: the weighting method, the network optimiser
+    (the network's parameters and the weighting's own) and its schedule over ``total_steps`` network steps, and
+    for a model with architecture weights their optimiser and schedule (``method.arch_*``)."""
+    weighting = build_weighting(cfg.weighting.name, list(model.tasks), cfg.tasks.primary, **cfg.weighting.options)
+    weighting.to(device)
+    optimizer = build_optimizer([{"params": model.network_parameters()}, *weighting.optimizer_groups()], cfg.train)
+    arch_params = model.architecture_parameters()
+    state = TrainState(
+        model, weighting, optimizer, build_schedule(optimizer, total_steps, cfg.train),
+        loss_weights={name: cfg.tasks.loss_weights.get(name, 1.0) for name in model.tasks}, device=device,
+        amp=cfg.train.amp, single_level=bool(arch_params) and cfg.method.optimization != "bilevel",
+        dist=dist or Distributed(),
+    )
+    if arch_params:
+        state.arch_optimizer, state.arch_schedule = build_architecture_optimizer(arch_params, cfg, total_steps)
+    if hasattr(model, "link_strengths"):
+        state.links = {"steps": [], "values": [], "names": {k: [list(p) for p in v]
+                                                           for k, v in model.link_names().items()}}
+    return state
