@@ -7,8 +7,15 @@ import math
 
 import pytest
 
-from auxnas.bench.cost import run_cost_benchmark
-from auxnas.bench.cost import ARCH_EVERY, EXPORTED_METHODS, GRADIENT_METHODS, TARGETS, time_interleaved, time_ratio
+from auxnas.bench.cost import (
+    ARCH_EVERY,
+    EXPORTED_METHODS,
+    GRADIENT_METHODS,
+    TARGETS,
+    run_cost_benchmark,
+    time_interleaved,
+    time_ratio,
+)
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,10 @@ def imported(*args: str) -> dict:
     return json.loads(done.stderr.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["export", "--help"], ["bench", "accuracy", "--help"],
-                                  ["nonsense"], ["export", "run", "--out", "x", "--threshold", "2"],
-                                  ["bench", "accuracy", "--preset", "nope"]])
+@pytest.mark.parametrize("args", [
+    ["--help"], ["train", "--help"], ["export", "--help"], ["bench", "accuracy", "--help"], ["nonsense"],
+    ["export", "run", "--out", "x", "--threshold", "2"], ["bench", "accuracy", "--preset", "nope"],
+])
 def test_help_and_argument_errors_import_no_torch(args):
     result = imported(*args)
     assert result["code"] in (0, 2)

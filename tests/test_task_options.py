@@ -17,8 +17,17 @@ from auxnas.config import ConfigError, TasksConfig, config_from_dict
 from auxnas.data.labels import random_target
 from auxnas.export import export_primary, load_exported
 from auxnas.methods import build_model
-from auxnas.tasks import LOSSES, TASK_NAMES, Classification, Depth, Segmentation, SurfaceNormals, build_task
-from auxnas.train import build_tasks, evaluate, fit
+from auxnas.tasks import (
+    LOSSES,
+    TASK_NAMES,
+    Classification,
+    Depth,
+    Segmentation,
+    SurfaceNormals,
+    build_task,
+    build_tasks,
+)
+from auxnas.train import evaluate, fit
 
 NUM_CLASSES = {"seg": 4, "object": 3, "scene": 3, "layout": 4}
 

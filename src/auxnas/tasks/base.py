@@ -79,9 +79,10 @@ class Task(ABC):
         """``loss`` over the images of ``batch`` that carry this task's label; None when none does.
 
         A process's part of a data-parallel batch carries ``batch["share"]`` (task -> factor, for the tasks the
-        global batch has labels for; ``auxnas.engine.loaders.share_batch``): the loss is multiplied by the factor, so that
-        the processes' mean is the global batch's loss, and a task labelled elsewhere but not here gives a zero
-        loss of ``pred`` (every process then back-propagates through the same graph), a task labelled nowhere None.
+        global batch has labels for; ``auxnas.engine.loaders.share_batch``): the loss is multiplied by the factor,
+        so that the processes' mean is the global batch's loss, and a task labelled elsewhere but not here gives a
+        zero loss of ``pred`` (every process then back-propagates through the same graph), a task labelled nowhere
+        None.
         """
         mask = labelled(batch, self.name)
         share = batch.get("share")
