@@ -16,6 +16,7 @@ from auxnas.io import CheckpointError
 from auxnas.methods import build_model
 from auxnas.tasks import build_tasks
 from auxnas.train import load_trained
+from auxnas.validate import validate
 
 NUM_CLASSES = {"seg": 13, "object": 10, "scene": 5}
 ROOT = os.geteuid() == 0  # root writes into read-only folders: the read-only cases cannot be made here
@@ -74,7 +75,7 @@ def test_bad_values_are_refused_before_any_work(tmp_path, capsys, overrides, key
     assert f"{key}:" in err and expected in err
     assert not run.exists()  # nothing written, no data generated
     with pytest.raises(ConfigError, match=key):
-        load_config("quickstart", overrides)
+        validate(load_config("quickstart", overrides))
 
 
 @pytest.mark.parametrize("name", ["quickstart", "demo"])

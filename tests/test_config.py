@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from auxnas.config import ConfigError, ExperimentConfig, load_config, parse_override
+from auxnas.validate import validate
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -54,8 +55,8 @@ def test_int_accepted_for_float(tmp_path):
 )
 def test_bad_configs_name_the_key(tmp_path, text, overrides, message):
     path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as err:
-        load_config(path, overrides)
+    with pytest.raises(ConfigError) as err:  # the schema's errors, then the components' (as `auxnas train` checks)
+        validate(load_config(path, overrides), source=str(path))
     assert message in str(err.value)
     if "key=value" not in message:
         assert str(path) in str(err.value)

@@ -21,6 +21,7 @@ from auxnas.data.folder import read_spec
 from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from auxnas.tasks import build_task
 from auxnas.train import fit
+from auxnas.validate import validate
 
 H, W = 24, 32
 YAML = {"tasks": {"seg": {"classes": 5}, "normal": {"encoding": "rgb8"}, "depth": None, "scene": {"classes": 3}}}
@@ -316,10 +317,10 @@ def test_config_refuses_tasks_the_folder_does_not_have(root, tmp_path):
     base = ["data.name=folder", f"data.root={root}", f"out_dir={tmp_path / 'run'}"]
     with pytest.raises(ConfigError, match=r"tasks.primary: dataset folder has no 'object' targets \(.*dataset\.yaml "
                                           r"names no object task\); it provides seg, normal, depth, scene"):
-        load_config("demo", [*base, "tasks.primary=object"])
+        validate(load_config("demo", [*base, "tasks.primary=object"]))
     (root / "dataset.yaml").unlink()
     with pytest.raises(ConfigError, match=r"dataset\.yaml: missing file"):
-        load_config("demo", [*base, "tasks.primary=seg", "tasks.aux=[normal]"])
+        validate(load_config("demo", [*base, "tasks.primary=seg", "tasks.aux=[normal]"]))
 
 
 def test_check_folder_reports_counts_ranges_and_every_problem(tmp_path):

@@ -18,6 +18,7 @@ from auxnas.data.nddr import NddrImages, open_splits, tasks
 from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SCALES
 from auxnas.tasks import build_task
 from auxnas.train import fit
+from auxnas.validate import validate
 
 H, W = 24, 32
 #: encoded normal pixels with known decodings: pixel -> (encoded RGB, expected unit vector, None = invalid (zero) or
@@ -164,7 +165,8 @@ def test_depth_is_optional(tmp_path):
     assert set(NddrImages(root, "training")[0]) == {"image", "seg", "normal"}
     with pytest.raises(ConfigError, match=r"tasks.aux\[0\]: dataset nyuv2_nddr has no 'depth' targets \(no .*nodepth/"
                                           r"training/depth\); it provides seg, normal"):
-        load_config("demo", ["data.name=nyuv2_nddr", f"data.root={root}", "tasks.primary=seg", "tasks.aux=[depth]"])
+        validate(load_config("demo", ["data.name=nyuv2_nddr", f"data.root={root}", "tasks.primary=seg",
+                                      "tasks.aux=[depth]"]))
     assert tasks(DataConfig(name="nyuv2_nddr", root=str(root.parent / "absent"))) == ("seg", "normal", "depth")
 
 

@@ -15,6 +15,7 @@ from auxnas.data import build_splits
 from auxnas.data.taskonomy import open_splits, read_split_file, tasks
 from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SCALES
 from auxnas.train import fit
+from auxnas.validate import validate
 
 S = 16
 #: building -> its split; "unused" is listed with no split and has no folder
@@ -177,8 +178,8 @@ def test_a_domain_missing_in_one_building_is_not_provided(taskonomy):
     assert "scene" not in open_splits(_cfg(taskonomy))[0][0]
     with pytest.raises(ConfigError, match=r"tasks.aux\[0\]: dataset taskonomy has no 'scene' targets \(no folder "
                                           r".*cosmos/class_scene\); it provides seg, normal, depth, object"):
-        load_config("demo", ["data.name=taskonomy", f"data.root={taskonomy}", "tasks.primary=object",
-                             "tasks.aux=[scene]"])
+        validate(load_config("demo", ["data.name=taskonomy", f"data.root={taskonomy}", "tasks.primary=object",
+                                      "tasks.aux=[scene]"]))
 
 
 def test_augmentation_flips_normal_x_and_divides_depth_by_the_zoom(taskonomy):
@@ -228,12 +229,12 @@ def test_errors_name_the_file_or_folder(tmp_path, taskonomy):
                                                 r"layout is"):
         open_splits(_cfg(taskonomy, taskonomy_split=str(tmp_path / "bad.csv")))
     with pytest.raises(ConfigError, match=r"merom/rgb: missing folder of building merom"):
-        load_config("demo", ["data.name=taskonomy", f"data.root={taskonomy}",
-                             f"data.taskonomy_split={tmp_path / 'bad.csv'}"])
+        validate(load_config("demo", ["data.name=taskonomy", f"data.root={taskonomy}",
+                                      f"data.taskonomy_split={tmp_path / 'bad.csv'}"]))
     # a config whose data is elsewhere (a checkpoint's) still loads; opening the splits reports the folder
     assert tasks(_cfg(tmp_path / "nowhere")) == ("seg", "normal", "depth", "object", "scene")
     with pytest.raises(ConfigError, match=r"data.taskonomy_split: expected the path of a \.csv building split"):
-        load_config("demo", ["data.name=taskonomy", f"data.root={taskonomy}", "data.taskonomy_split=tiny"])
+        validate(load_config("demo", ["data.name=taskonomy", f"data.root={taskonomy}", "data.taskonomy_split=tiny"]))
 
     files = taskonomy / "beechwood"
     (files / "normal" / _name(3, 2, "normal", "png")).unlink()

@@ -20,6 +20,7 @@ from auxnas.data.transforms import normalise
 from auxnas.export import export_primary
 from auxnas.tasks import build_task
 from auxnas.train import fit
+from auxnas.validate import validate
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -79,7 +80,7 @@ def test_branch_taps_strides_4_to_32():
 
 def test_packaged_weights_only_for_efficientnet():
     with pytest.raises(ConfigError, match="model.pretrained: .*packaged.* efficientnet_lite0"):
-        config_from_dict({"model": {"backbone": "resnet18", "pretrained": "packaged"}})
+        validate(config_from_dict({"model": {"backbone": "resnet18", "pretrained": "packaged"}}))
     with pytest.raises(ValueError, match="packaged"):
         build_branch("resnet18", DEPTH, pretrained="packaged")
 

@@ -20,6 +20,7 @@ from auxnas.engine.steps import architecture_step, task_losses
 from auxnas.methods import LinkedBranches, build_model
 from auxnas.tasks import build_task, build_tasks
 from auxnas.train import fit
+from auxnas.validate import validate
 from auxnas.weighting import WEIGHTING_NAMES, build_weighting
 
 NUM_CLASSES = {"seg": 9, "object": 6, "scene": 5}
@@ -60,7 +61,7 @@ def test_only_training_images_lose_labels(tmp_path):
 @pytest.mark.parametrize("fractions", [{"normal": 0.0}, {"normal": 1.5}, {"nope": 0.5}])
 def test_bad_fractions_are_refused(tmp_path, fractions):
     with pytest.raises(ConfigError, match="data.labelled_fraction"):
-        config(tmp_path, labelled_fraction=fractions)
+        validate(config(tmp_path, labelled_fraction=fractions))
 
 
 def test_masked_loss_uses_only_labelled_images():

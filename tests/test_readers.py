@@ -21,6 +21,7 @@ from auxnas.data.mtan import folder_layout
 from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SCALES, augment, hflip, resize_sample, scale_crop
 from auxnas.tasks import Depth, SurfaceNormals
 from auxnas.train import fit
+from auxnas.validate import validate
 
 H, W = 24, 32
 
@@ -306,9 +307,10 @@ def test_zoomed_labels_stay_aligned_with_the_image(scale):
     ({"tasks": {"primary": "seg"}, "data": {"cityscapes_classes": 8}}, "data.cityscapes_classes: expected one of"),
 ])
 def test_config_checks_of_real_datasets(overrides, message):
-    data = {**overrides, "data": {"name": "nyuv2_mtan", "root": "/data/nyuv2", **overrides.get("data", {})}}
+    method = {"method": {"name": "aux_head"}} if overrides["tasks"].get("aux") else {}
+    data = {**overrides, **method, "data": {"name": "nyuv2_mtan", "root": "/data/nyuv2", **overrides.get("data", {})}}
     with pytest.raises(ConfigError, match=message):
-        config_from_dict(data)
+        validate(config_from_dict(data))
 
 
 @pytest.mark.parametrize("name, aux", [("nyuv2_mtan", "depth"), ("cityscapes", "disparity")])

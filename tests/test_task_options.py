@@ -28,6 +28,7 @@ from auxnas.tasks import (
     build_tasks,
 )
 from auxnas.train import evaluate, fit
+from auxnas.validate import validate
 
 NUM_CLASSES = {"seg": 4, "object": 3, "scene": 3, "layout": 4}
 
@@ -55,7 +56,7 @@ def test_defaults_are_todays_behaviour():
 
 
 def config(**tasks) -> dict:
-    return {"tasks": {"primary": "seg", "aux": ["normal"], **tasks}}
+    return {"method": {"name": "aux_head"}, "tasks": {"primary": "seg", "aux": ["normal"], **tasks}}
 
 
 @pytest.mark.parametrize(("tasks", "message"), [
@@ -73,7 +74,7 @@ def config(**tasks) -> dict:
 ])
 def test_invalid_options_name_the_key_and_the_valid_values(tasks, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        config_from_dict(config(**tasks))
+        validate(config_from_dict(config(**tasks)))
 
 
 def test_build_task_rejects_unknown_options():

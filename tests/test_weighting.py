@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from auxnas.validate import validate
 from auxnas.weighting import TASK_KINDS, WEIGHTING_NAMES, build_weighting, task_kind
 from auxnas.weighting.surgery import CAGrad, cagrad_weights
 
@@ -485,7 +486,8 @@ def test_degenerate_configurations_are_config_errors():
     from auxnas.config import ConfigError, config_from_dict
 
     with pytest.raises(ConfigError, match="dwa with fix_primary=true and one auxiliary task"):
-        config_from_dict({"tasks": {"primary": "normal", "aux": ["seg"]}, "weighting": {"name": "dwa"}})
+        validate(config_from_dict({"tasks": {"primary": "normal", "aux": ["seg"]}, "method": {"name": "aux_head"},
+                                   "weighting": {"name": "dwa"}}))
 
 
 def three_task_losses(gradients_of, present):

@@ -34,9 +34,7 @@ def _format_conventions(conventions: dict[str, dict[str, object]]) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     import signal
 
-    from .config import load_config
-    from .distributed import is_main
-    from .train import fit, resume_run
+    from .config import load_config, resolve_config_path
 
     if args.resume is not None and args.config is not None and "=" in args.config:  # an override, not a CONFIG
         args.config, args.overrides = None, [args.config, *args.overrides]
@@ -44,14 +42,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("auxnas train: give either CONFIG [key=value ...] or --resume RUN_DIR")
     if args.resume is not None and (args.overrides or args.overwrite):
         raise ValueError("auxnas train --resume: a resumed run keeps its own config; no overrides or --overwrite")
+    cfg = None if args.config is None else load_config(args.config, args.overrides)  # a typo answers before torch
+
+    from .distributed import is_main
+    from .train import fit, resume_run
+    from .validate import validate
+
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill ends like Ctrl-C: resumable
     try:
-        if args.resume is not None:
+        if cfg is None:
             result = resume_run(args.resume, progress=not args.quiet)
         else:
-            result = fit(load_config(args.config, args.overrides), progress=not args.quiet, overwrite=args.overwrite)
+            result = fit(validate(cfg, source=str(resolve_config_path(args.config))), progress=not args.quiet,
+                         overwrite=args.overwrite)
     except KeyboardInterrupt:
-        run_dir = args.resume if args.resume is not None else load_config(args.config, args.overrides).out_dir
+        run_dir = args.resume if cfg is None else cfg.out_dir
         if is_main():
             print(f"auxnas: interrupted; continue with: auxnas train --resume {run_dir}", file=sys.stderr)
         return 130

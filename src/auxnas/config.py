@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from collections.abc import Sequence
@@ -324,10 +323,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def _check(cfg: ExperimentConfig) -> None:
-    """Cross-field checks that types alone cannot express."""
-    from .backbones import BACKBONE_NAMES, EFFICIENTNETS
-    from .tasks import LOSSES, TASK_NAMES
-
+    """Cross-field checks that types alone cannot express and that need no component (``auxnas.validate`` checks
+    the sections against the tasks, dataset readers, backbones and weighting methods)."""
     _check_numbers(cfg)
     positive = {
         "data.image_size": cfg.data.image_size,
@@ -346,20 +343,11 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"train.max_steps_per_epoch: must be positive or null, got {cfg.train.max_steps_per_epoch}")
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: must be between 0 and 1 (exclusive), got {cfg.data.val_fraction}")
-    named = [("tasks.primary", cfg.tasks.primary)] + [(f"tasks.aux[{i}]", a) for i, a in enumerate(cfg.tasks.aux)]
-    for key, name in named:
-        if name not in TASK_NAMES:
-            raise ConfigError(f"{key}: unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
     for name, fraction in cfg.data.labelled_fraction.items():
-        if name not in TASK_NAMES:
-            raise ConfigError(f"data.labelled_fraction.{name}: unknown task; valid tasks: {', '.join(TASK_NAMES)}")
         if not 0.0 <= fraction <= 1.0:
             raise ConfigError(f"data.labelled_fraction.{name}: a fraction in [0, 1], got {fraction}")
     if cfg.data.labelled_fraction.get(cfg.tasks.primary, 1.0) == 0.0:
         raise ConfigError(f"data.labelled_fraction.{cfg.tasks.primary}: the primary task needs some labelled images")
-    for name in cfg.data.random_targets:
-        if name not in TASK_NAMES:
-            raise ConfigError(f"data.random_targets: unknown task {name!r}; valid tasks: {', '.join(TASK_NAMES)}")
     if cfg.tasks.primary in cfg.data.random_targets:
         raise ConfigError(f"data.random_targets: the primary task {cfg.tasks.primary!r} must keep its real targets")
     share = cfg.data.oversample_primary
@@ -369,37 +357,15 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"tasks.aux: the primary task {cfg.tasks.primary!r} cannot also be auxiliary")
     if len(set(cfg.tasks.aux)) != len(cfg.tasks.aux):
         raise ConfigError(f"tasks.aux: repeated task in {cfg.tasks.aux}")
-    _check_dataset(cfg)
     if cfg.tasks.nddr_grey_normals == "score" and cfg.data.name != "nyuv2_nddr":
         raise ConfigError(f"tasks.nddr_grey_normals: score counts the grey normal pixels of data.name=nyuv2_nddr; "
                           f"{cfg.data.name} has none (leave it at invalid)")
     for name, weight in cfg.tasks.loss_weights.items():
-        if name not in TASK_NAMES:  # a weight for a known task this run does not train is unused, not an error
-            raise ConfigError(f"tasks.loss_weights.{name}: unknown task; valid tasks: {', '.join(TASK_NAMES)}")
         if weight < 0:
             raise ConfigError(f"tasks.loss_weights.{name}: must be non-negative, got {weight}")
-    for name, loss in cfg.tasks.losses.items():  # like a weight, a loss for a task this run does not train is unused
-        if name not in TASK_NAMES:
-            raise ConfigError(f"tasks.losses.{name}: unknown task; valid tasks: {', '.join(TASK_NAMES)}")
-        if loss not in LOSSES[name]:
-            raise ConfigError(f"tasks.losses.{name}: unknown loss {loss!r} for task {name}; valid: "
-                              f"{', '.join(LOSSES[name])}")
-    if cfg.model.backbone not in BACKBONE_NAMES:
-        raise ConfigError(
-            f"model.backbone: unknown backbone {cfg.model.backbone!r}; valid: {', '.join(BACKBONE_NAMES)}"
-        )
-    if cfg.model.pretrained == "packaged" and cfg.model.backbone not in EFFICIENTNETS:
-        raise ConfigError(f"model.pretrained: 'packaged' weights are installed with auxnas for "
-                          f"{', '.join(EFFICIENTNETS)} only, not {cfg.model.backbone}; pass a local weights file")
     for name in cfg.init.aux:
         if name not in cfg.tasks.aux:
             raise ConfigError(f"init.aux.{name}: not an auxiliary task of this run {cfg.tasks.aux}")
-    from .weighting import build_weighting
-
-    try:
-        build_weighting(cfg.weighting.name, cfg.tasks.all, cfg.tasks.primary, **cfg.weighting.options)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(str(err)) from None
     m = cfg.method
     if m.name in ("aux_head", "aux_module", "adashare_aux", "aux_g", "aux_nas") and not cfg.tasks.aux:
         raise ConfigError(f"tasks.aux: method {m.name} needs at least one auxiliary task")
@@ -414,11 +380,6 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"method.curriculum_end: must be in (0, 1], got {m.curriculum_end}")
     if not 0.0 < m.policy_init < 1.0:
         raise ConfigError(f"method.policy_init: a probability strictly between 0 and 1, got {m.policy_init}")
-    from .backbones import VITS
-
-    if m.fusion_norm == "bn_relu" and m.name in ("aux_g", "aux_nas") and cfg.model.backbone in VITS:
-        raise ConfigError(f"method.fusion_norm: bn_relu is for feature maps, not ViT tokens ({cfg.model.backbone}): it "
-                          "would put a ReLU on the residual stream after every fused block; use none")
     if m.window < 1:
         raise ConfigError(f"method.window: must be >= 1, got {m.window}")
     if not 0.0 <= m.fusion_init <= 1.0:
@@ -437,7 +398,10 @@ def _check(cfg: ExperimentConfig) -> None:
                           f"{m.penalty_start}, {m.penalty_end}")
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise ConfigError(f"train.device: expected auto, cpu or cuda[:N], got {cfg.train.device!r}")
-    _check_image_size(cfg)
+    if cfg.data.name != "synthetic" and cfg.data.root is None:
+        raise ConfigError(f"data.root: data.name={cfg.data.name} needs the dataset folder (see docs/datasets.md)")
+    if cfg.data.name == "synthetic" and cfg.data.image_size < 16:
+        raise ConfigError(f"data.image_size: the synthetic scenes need at least 16 px, got {cfg.data.image_size}")
 
 
 def _numbers(value: Any, key: str) -> typing.Iterator[tuple[str, float]]:
@@ -468,74 +432,6 @@ def _check_numbers(cfg: ExperimentConfig) -> None:
     for key, value in (("train.poly_power", cfg.train.poly_power), ("method.arch_lr", cfg.method.arch_lr)):
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
-
-
-def _min_image_size(backbone: str) -> tuple[int, int, str]:
-    """(smallest side, the side must be a multiple of, why) of the images ``backbone`` takes.
-
-    ResNets keep at least one pixel at any size (strided convolutions with padding); a VGG's max-pools floor the
-    map to nothing below 2^pools pixels; a ViT cuts the image into whole patches.
-    """
-    from timm.models.vgg import cfgs
-
-    from .backbones.vgg import VGGS
-    from .backbones.vit import VITS
-
-    if backbone in VITS:
-        spec = VITS[backbone]
-        patch = spec["patch_size"] if isinstance(spec, dict) else int(re.search(r"patch(\d+)", spec).group(1))
-        return patch, patch, f"it cuts images into {patch}x{patch} patches"
-    if backbone in VGGS:
-        spec = VGGS[backbone]
-        layers = cfgs[spec.removesuffix("_bn")] if isinstance(spec, str) else spec
-        last_conv = max(i for i, layer in enumerate(layers) if layer != "M")
-        pools = layers[:last_conv].count("M")
-        return 2**pools, 1, f"its {pools} max-pools leave no pixel below {2**pools} px"
-    return 1, 1, ""
-
-
-def _check_image_size(cfg: ExperimentConfig) -> None:
-    """``data.image_size`` fits the backbone (and the synthetic scenes) wherever images are that size."""
-    if not (cfg.data.name in ("synthetic", "taskonomy") or cfg.data.resize):
-        return  # native resolution: data.image_size is unused
-    size, backbone = cfg.data.image_size, cfg.model.backbone
-    smallest, multiple, why = _min_image_size(backbone)
-    if size % multiple or size < smallest:
-        need = f"a multiple of its patch size {multiple}" if multiple > 1 else f"at least {smallest} px"
-        raise ConfigError(f"data.image_size: {backbone} needs {need} ({why}), got {size}")
-    if cfg.data.name == "synthetic" and size < 16:
-        raise ConfigError(f"data.image_size: the synthetic scenes need at least 16 px, got {size}")
-
-
-def _check_dataset(cfg: ExperimentConfig) -> None:
-    """A real dataset needs ``data.root``, provides only some tasks and is not square (no ViT backbones)."""
-    from .backbones import VITS
-    from .data.readers import reader
-
-    name = cfg.data.name
-    if name == "synthetic":
-        return
-    if cfg.data.root is None:
-        raise ConfigError(f"data.root: data.name={name} needs the dataset folder (see docs/datasets.md)")
-    if name == "taskonomy" and not cfg.data.taskonomy_split.strip().lower().endswith(".csv"):
-        raise ConfigError(f"data.taskonomy_split: expected the path of a .csv building split, got "
-                          f"{cfg.data.taskonomy_split!r}")
-    try:
-        provided = reader(name).tasks(cfg.data)
-    except (OSError, ValueError) as err:
-        raise ConfigError(str(err)) from None
-    named = [("tasks.primary", cfg.tasks.primary), *((f"tasks.aux[{i}]", a) for i, a in enumerate(cfg.tasks.aux)),
-             *((f"data.random_targets[{i}]", t) for i, t in enumerate(cfg.data.random_targets))]
-    for key, task in named:
-        if task not in provided:
-            why = "layout: the synthetic scenes' seg in 4 coarse classes only" if task == "layout" else (
-                reader(name).absent(cfg.data, task))
-            raise ConfigError(f"{key}: dataset {name} has no {task!r} targets{f' ({why})' if why else ''}; it provides "
-                              f"{', '.join(provided)}")
-    if cfg.model.backbone in VITS and not (cfg.data.resize or name == "taskonomy"):
-        raise ConfigError(f"model.backbone: {cfg.model.backbone} needs square data.image_size images for its position "
-                          f"embedding; {name} is read at its native resolution: set data.resize=true (and "
-                          "data.image_size) or use a CNN backbone")
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:

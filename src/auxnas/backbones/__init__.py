@@ -8,6 +8,11 @@ that install with auxnas and load offline (``pretrained="packaged"``).
 
 from __future__ import annotations
 
+import re
+
+from timm.models.vgg import cfgs
+
+from ..config import ConfigError, ExperimentConfig
 from ..tasks import Task
 from .branch import Branch
 from .efficientnet import EFFICIENTNETS, efficientnet_branch
@@ -16,7 +21,7 @@ from .resnet import RESNETS, resnet_branch
 from .vgg import VGGS, vgg_branch
 from .vit import VITS, vit_branch
 
-__all__ = ["BACKBONE_NAMES", "EFFICIENTNETS", "VITS", "Branch", "build_branch", "build_head"]
+__all__ = ["BACKBONE_NAMES", "EFFICIENTNETS", "VITS", "Branch", "build_branch", "build_head", "check_config"]
 
 BACKBONE_NAMES = (*RESNETS, *VGGS, *VITS, *EFFICIENTNETS)
 
@@ -53,3 +58,53 @@ def build_head(branch: Branch, task: Task, image_size: int = 64) -> DenseHead | 
     taps = [branch.cell_channels[i] for i in branch.stage_ends]
     return make_head(task.kind, task.out_channels, taps, branch.feature_format, branch.num_prefix_tokens,
                      branch.patch_size, align_corners=getattr(task, "align_corners", False))
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """The ``model`` section against the data and method: a known backbone, packaged weights only where installed,
+    no BatchNorm + ReLU fusion on ViT tokens, square images for a ViT, an image size the backbone takes.
+    ``ConfigError`` naming the key."""
+    backbone, data = cfg.model.backbone, cfg.data
+    if backbone not in BACKBONE_NAMES:
+        raise ConfigError(f"model.backbone: unknown backbone {backbone!r}; valid: {', '.join(BACKBONE_NAMES)}")
+    if cfg.model.pretrained == "packaged" and backbone not in EFFICIENTNETS:
+        raise ConfigError(f"model.pretrained: 'packaged' weights are installed with auxnas for "
+                          f"{', '.join(EFFICIENTNETS)} only, not {backbone}; pass a local weights file")
+    if cfg.method.fusion_norm == "bn_relu" and cfg.method.name in ("aux_g", "aux_nas") and backbone in VITS:
+        raise ConfigError(f"method.fusion_norm: bn_relu is for feature maps, not ViT tokens ({backbone}): it "
+                          "would put a ReLU on the residual stream after every fused block; use none")
+    if backbone in VITS and data.name != "synthetic" and not (data.resize or data.name == "taskonomy"):
+        raise ConfigError(f"model.backbone: {backbone} needs square data.image_size images for its position "
+                          f"embedding; {data.name} is read at its native resolution: set data.resize=true (and "
+                          "data.image_size) or use a CNN backbone")
+    _check_image_size(cfg)
+
+
+def _min_image_size(backbone: str) -> tuple[int, int, str]:
+    """(smallest side, the side must be a multiple of, why) of the images ``backbone`` takes.
+
+    ResNets keep at least one pixel at any size (strided convolutions with padding); a VGG's max-pools floor the
+    map to nothing below 2^pools pixels; a ViT cuts the image into whole patches.
+    """
+    if backbone in VITS:
+        spec = VITS[backbone]
+        patch = spec["patch_size"] if isinstance(spec, dict) else int(re.search(r"patch(\d+)", spec).group(1))
+        return patch, patch, f"it cuts images into {patch}x{patch} patches"
+    if backbone in VGGS:
+        spec = VGGS[backbone]
+        layers = cfgs[spec.removesuffix("_bn")] if isinstance(spec, str) else spec
+        last_conv = max(i for i, layer in enumerate(layers) if layer != "M")
+        pools = layers[:last_conv].count("M")
+        return 2**pools, 1, f"its {pools} max-pools leave no pixel below {2**pools} px"
+    return 1, 1, ""
+
+
+def _check_image_size(cfg: ExperimentConfig) -> None:
+    """``data.image_size`` fits the backbone wherever images are that size."""
+    if not (cfg.data.name in ("synthetic", "taskonomy") or cfg.data.resize):
+        return  # native resolution: data.image_size is unused
+    size, backbone = cfg.data.image_size, cfg.model.backbone
+    smallest, multiple, why = _min_image_size(backbone)
+    if size % multiple or size < smallest:
+        need = f"a multiple of its patch size {multiple}" if multiple > 1 else f"at least {smallest} px"
+        raise ConfigError(f"data.image_size: {backbone} needs {need} ({why}), got {size}")

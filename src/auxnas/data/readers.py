@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig, ExperimentConfig
 from . import folder, mtan, nddr, taskonomy
 from .base import IndexedImages
 
@@ -43,3 +43,26 @@ def reader(name: str) -> Reader:
     if name not in READERS:
         raise ValueError(f"data.name: unknown dataset {name!r}; known: synthetic, {', '.join(READERS)}")
     return READERS[name]
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """A real dataset's section: the building split is a CSV (taskonomy), and the dataset provides every task the
+    config trains or randomises. Reads the dataset's description (not its images); ``ConfigError`` naming the key."""
+    name = cfg.data.name
+    if name == "synthetic":
+        return
+    if name == "taskonomy" and not cfg.data.taskonomy_split.strip().lower().endswith(".csv"):
+        raise ConfigError(f"data.taskonomy_split: expected the path of a .csv building split, got "
+                          f"{cfg.data.taskonomy_split!r}")
+    try:
+        provided = reader(name).tasks(cfg.data)
+    except (OSError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    named = [("tasks.primary", cfg.tasks.primary), *((f"tasks.aux[{i}]", a) for i, a in enumerate(cfg.tasks.aux)),
+             *((f"data.random_targets[{i}]", t) for i, t in enumerate(cfg.data.random_targets))]
+    for key, task in named:
+        if task not in provided:
+            why = "layout: the synthetic scenes' seg in 4 coarse classes only" if task == "layout" else (
+                reader(name).absent(cfg.data, task))
+            raise ConfigError(f"{key}: dataset {name} has no {task!r} targets{f' ({why})' if why else ''}; it provides "
+                              f"{', '.join(provided)}")

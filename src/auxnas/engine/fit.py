@@ -22,6 +22,7 @@ from ..distributed import Distributed, session, world_size
 from ..io import load_checkpoint, write_json
 from ..methods import MultiTaskModel, build_model
 from ..tasks import Task, build_tasks, conventions
+from ..validate import validate
 from .callbacks import Callback, Checkpoints, Diagnostics, EpochStats, TensorBoard
 from .evaluation import evaluate_model, is_better
 from .loaders import MIN_TRAIN_BATCH, epoch_batches, evaluation_loader, share_batch, steps_per_epoch
@@ -214,7 +215,7 @@ def fit(
     ``cfg.out_dir``, which must be empty unless ``overwrite``. With ``resume``, continues the run in
     ``cfg.out_dir`` from its ``last.pt`` (the end of its last finished epoch) and ends with the weights an
     uninterrupted run would have (see ``resume_run``). ``callbacks`` run after the built-in ones (diagnostics,
-    TensorBoard, checkpoints).
+    TensorBoard, checkpoints). ``cfg`` is first checked against the components it names (``auxnas.validate``).
 
     Started by ``torchrun`` with several processes, every process runs this loop on its part of each global
     batch of ``data.batch_size`` images (``auxnas.distributed``, docs/distributed.md): gradients, losses, label
@@ -223,6 +224,7 @@ def fit(
     """
     start = time.perf_counter()
     out_dir = Path(cfg.out_dir)
+    validate(cfg)
     if cfg.data.batch_size % world_size():
         raise ConfigError(f"data.batch_size: {cfg.data.batch_size} (the global batch) is not divisible by the "
                           f"{world_size()} processes; each loads batch_size / processes images")

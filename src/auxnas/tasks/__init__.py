@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..config import ConfigError, ExperimentConfig
 from .base import Metric, Task, labelled
 from .classification import Classification
 from .depth import Depth
 from .normals import GREY_NORMALS, NORMAL_ANGLES, SurfaceNormals
 from .segmentation import MIOU_CLASSES, Segmentation
 
-if TYPE_CHECKING:
-    from ..config import ExperimentConfig
-
 __all__ = ["GREY_NORMALS", "LOSSES", "MIOU_CLASSES", "NORMAL_ANGLES", "TASK_NAMES", "Classification", "Depth", "Metric",
-           "Segmentation", "SurfaceNormals", "Task", "build_task", "build_tasks", "conventions", "labelled"]
+           "Segmentation", "SurfaceNormals", "Task", "build_task", "build_tasks", "check_config", "conventions",
+           "labelled"]
 
 #: every task name the built-in dataset provides a target for (``layout``: the synthetic scenes only)
 TASK_NAMES = ("seg", "normal", "depth", "disparity", "object", "scene", "layout")
@@ -63,3 +62,25 @@ def conventions(tasks: Mapping[str, Task]) -> dict[str, dict[str, Any]]:
 def build_tasks(cfg: ExperimentConfig, num_classes: Mapping[str, int]) -> dict[str, Task]:
     """The run's tasks, primary first, with their configured losses and metric conventions."""
     return {name: build_task(name, num_classes, **cfg.tasks.task_options(name)) for name in cfg.tasks.all}
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """Every task the config names is a built-in task, and every loss it names one its task offers; a weight or a
+    loss for a task this run does not train is unused, not an error. ``ConfigError`` naming the key."""
+    valid = f"valid tasks: {', '.join(TASK_NAMES)}"
+    for key, name in [("tasks.primary", cfg.tasks.primary), *((f"tasks.aux[{i}]", a) for i, a in
+                                                               enumerate(cfg.tasks.aux))]:
+        if name not in TASK_NAMES:
+            raise ConfigError(f"{key}: unknown task {name!r}; {valid}")
+    for section, names in (("data.labelled_fraction", cfg.data.labelled_fraction),
+                           ("tasks.loss_weights", cfg.tasks.loss_weights), ("tasks.losses", cfg.tasks.losses)):
+        for name in names:
+            if name not in TASK_NAMES:
+                raise ConfigError(f"{section}.{name}: unknown task; {valid}")
+    for name in cfg.data.random_targets:
+        if name not in TASK_NAMES:
+            raise ConfigError(f"data.random_targets: unknown task {name!r}; {valid}")
+    for name, loss in cfg.tasks.losses.items():
+        if loss not in LOSSES[name]:
+            raise ConfigError(f"tasks.losses.{name}: unknown loss {loss!r} for task {name}; valid: "
+                              f"{', '.join(LOSSES[name])}")

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..config import ConfigError, ExperimentConfig
 from .base import GradientWeighting, LossWeighting, Stats, Weighting
 from .gradnorm import GradNorm
 from .loss_weights import DWA, TASK_KINDS, Equal, Uncertainty, task_kind
@@ -13,7 +14,7 @@ from .surgery import GCS, CAGrad, PCGrad, PCGradAux
 
 __all__ = [
     "TASK_KINDS", "WEIGHTINGS", "WEIGHTING_NAMES", "GradientWeighting", "LossWeighting", "Stats", "Weighting",
-    "build_weighting", "task_kind",
+    "build_weighting", "check_config", "task_kind",
 ]
 
 WEIGHTINGS: dict[str, type[Weighting]] = {
@@ -50,3 +51,12 @@ def build_weighting(
     if reason is not None:
         raise ValueError(f"weighting: {name} {reason}")
     return method
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """The ``weighting`` section: a known method whose options it takes and which can differ from ``equal`` with
+    the config's tasks. ``ConfigError`` naming the key."""
+    try:
+        build_weighting(cfg.weighting.name, cfg.tasks.all, cfg.tasks.primary, **cfg.weighting.options)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from None
