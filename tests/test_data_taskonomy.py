@@ -301,8 +301,8 @@ def test_a_domain_folder_of_a_near_miss_name_is_named(taskonomy):
     with pytest.raises(ConfigError, match=r"tasks.primary: dataset taskonomy has no 'seg' targets \(no folder "
                                           r".*allensville/segment_semantic; .*allensville/segmentsemantic is there: "
                                           r"rename it segment_semantic\); it provides normal, depth, object, scene$"):
-        load_config("demo", ["data.name=taskonomy", f"data.root={taskonomy}", "tasks.primary=seg", "tasks.aux=[]",
-                             "method.name=single"])
+        validate(load_config("demo", ["data.name=taskonomy", f"data.root={taskonomy}", "tasks.primary=seg",
+                                      "tasks.aux=[]", "method.name=single"]))
 
 
 def test_fit_one_epoch_end_to_end_on_dense_tasks(tmp_path, taskonomy):
