@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from auxnas.fusion import Fusion, connectivity_matrix, links_of
+from auxnas.methods.aux_nas import Fusion, connectivity_matrix, links_of
 
 
 def test_authors_vit_search_space_has_24_links_per_direction():

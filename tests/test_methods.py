@@ -18,6 +18,7 @@ from auxnas.io import load_checkpoint
 from auxnas.methods import LinkedBranches, SharedBackbone, build_model
 from auxnas.tasks import build_tasks
 from auxnas.train import fit, load_trained
+from auxnas.validate import validate
 
 NUM_CLASSES = {"seg": 9, "object": 6, "scene": 5}
 
@@ -257,7 +258,7 @@ def test_aux_nas_shared_parameters_include_the_primary_fusion_ops(tmp_path):
 
 def test_bn_relu_fusion_is_refused_on_token_backbones(tmp_path):
     with pytest.raises(ValueError, match="bn_relu is for feature maps"):
-        make_config(tmp_path, {"name": "aux_nas", "fusion_norm": "bn_relu"}, backbone="tiny_vit")
+        validate(make_config(tmp_path, {"name": "aux_nas", "fusion_norm": "bn_relu"}, backbone="tiny_vit"))
     cfg = make_config(tmp_path, {"name": "aux_nas"}, backbone="tiny_vit")
     cfg.method = dataclasses.replace(cfg.method, fusion_norm="bn_relu")  # past the config check: the model refuses
     with pytest.raises(ValueError, match="bn_relu is for feature maps"):

@@ -47,10 +47,10 @@ from .engine.loaders import make_loader
 from .engine.run_dir import RUN_FILES
 from .errors import ExportError
 from .export_options import FORMATS, check_threshold
-from .fusion import FusionPost
 from .io import atomic_write, file_mode, write_json, write_text
-from .methods import AdaShare, LinkedBranches, MultiTaskModel
+from .methods import MultiTaskModel
 from .methods.adashare import skipped_cell
+from .methods.aux_nas import FusionPost
 from .tasks import build_task
 
 #: max |exported - trained| allowed on real inputs (float32 round-off only)
@@ -66,26 +66,8 @@ EXPORT_FILES = ("model.safetensors", "exported.yaml", "export_report.json", *FOR
 _OLD_ONNX_DATA = re.compile(r"\.model\.onnx\..+\.tmp\.data")
 
 
-def a2p_strengths(model: MultiTaskModel) -> list[dict[str, Any]]:
-    """Every auxiliary-to-primary link: auxiliary task, target and source cell, strength."""
-    if not isinstance(model, LinkedBranches):
-        return []
-    out = []
-    for aux, links in model.a2p.items():
-        for (target, source), value in zip(links.links, links.strengths().tolist()):
-            out.append({"aux": aux, "primary_cell": target, "aux_cell": source, "strength": value})
-    return out
-
-
-def _fused_cells(model: MultiTaskModel) -> list[int]:
-    """Primary cells whose fusion norm + ReLU the exported network keeps."""
-    if isinstance(model, LinkedBranches) and model.norm == "bn_relu":
-        return model.fused_primary_cells()
-    return []
-
-
 @torch.no_grad()
-def _a2p_cut_effect(model: LinkedBranches, loader: DataLoader) -> dict[str, Any]:
+def _a2p_cut_effect(model: MultiTaskModel, loader: DataLoader) -> dict[str, Any]:
     """What cutting the a2p links changes on every image of ``loader``: max |uncut - cut| of the primary
     outputs, and the primary's pooled metrics of the uncut and the cut model (eval mode both), in
     ``evaluate_model``'s form."""
@@ -223,7 +205,7 @@ def export_primary(
     _check_out_dir(out, path, overwrite)
     cfg, model, payload = load_trained(path)
     model.eval()
-    links = a2p_strengths(model)
+    links = model.a2p_links()
     above = [link for link in links if link["strength"] >= threshold]
     if above and not force:
         listed = ", ".join(
@@ -240,17 +222,18 @@ def export_primary(
     splits = build_splits(cfg.data, progress=False)
     images = next(iter(make_loader(splits.test, num_inputs, False, cfg.seed)))["image"]
     with torch.no_grad():
-        trained = model(images, cut_a2p=True) if isinstance(model, LinkedBranches) else model(images)
+        trained = model(images)  # eval mode: the model as deployed (a model with a2p links cuts them)
         diff = float((network(images) - trained[cfg.tasks.primary]).abs().max())
     a2p_cut = None  # nothing is cut without a2p links
-    if isinstance(model, LinkedBranches) and model.a2p:
+    if links:
         val = make_loader(splits.val, cfg.data.batch_size, False, cfg.seed, cfg.data.num_workers)
         a2p_cut = _a2p_cut_effect(model, val)
 
     task = model.tasks[cfg.tasks.primary]
     single = build_branch(cfg.model.backbone, task, image_size=cfg.data.image_size, dilated=cfg.model.dilated)
     example = images[:1]
-    fused = _fused_cells(model)
+    extras = model.export_extras()
+    fused, skipped, shortcut = extras["fusion_post_cells"], extras["skipped_cells"], extras["shortcut_cells"]
     params = {"exported": count_parameters(network), "single_task": count_parameters(single),
               "train_time_model": count_parameters(model)}
     flops = {"exported": count_flops(network, example), "single_task": count_flops(single, example)}
@@ -282,8 +265,6 @@ def export_primary(
         failures = [f for f in failures if f != "params_equal_single_task"]
         if params["extra"] != expected_extra_params:
             failures.append("params_extra_is_kept_norms")
-    skipped = model.skipped_cells() if isinstance(model, AdaShare) else []
-    shortcut = [i for i in skipped if i in model.shortcut_cells] if skipped else []  # replaced by their shortcut
     report["skipped_cells"], report["shortcut_cells"] = skipped, shortcut
     if skipped:  # plain AdaShare: the primary skips these cells; cheaper by exactly them, less kept shortcuts
         failures = [f for f in failures if f not in ("params_equal_single_task", "flops_equal_single_task")]

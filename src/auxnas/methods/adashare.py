@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbones import Branch
+from ..backbones import Branch, build_head
+from ..config import ExperimentConfig
 from ..tasks import Task
 from .base import MultiTaskModel
 
@@ -257,3 +259,26 @@ class AdaShare(MultiTaskModel):
         for i in self.skipped_cells():
             branch.cells[i] = skipped_cell(branch.cells[i], i in self.shortcut_cells)
         return branch
+
+    def export_extras(self) -> dict[str, list[int]]:
+        """The primary's skipped cells (none for AdaShare-Aux), and those of them replaced by their shortcut."""
+        skipped = self.skipped_cells()
+        return {"fusion_post_cells": [], "skipped_cells": skipped,
+                "shortcut_cells": [i for i in skipped if i in self.shortcut_cells]}
+
+
+def build(cfg: ExperimentConfig, tasks: dict[str, Task], branch: Callable[[Task], Branch]) -> AdaShare:
+    """AdaShare (``adashare``), or AdaShare-Aux (``adashare_aux``: the primary executes every cell).
+
+    ``branch(task)`` builds a task's branch (initialised as ``init.*`` asks).
+    """
+    m, size = cfg.method, cfg.data.image_size
+    main = branch(tasks[cfg.tasks.primary])
+    heads = {name: build_head(main, task, size) for name, task in tasks.items() if name != cfg.tasks.primary}
+    return AdaShare(
+        tasks, cfg.tasks.primary, main, heads, image_size=size, fix_primary=m.name == "adashare_aux",
+        sampling=m.adashare_sampling, skip_downsample=m.adashare_skip_downsample, sparsity=m.adashare_sparsity,
+        sparsity_weight=m.sparsity_weight, sharing_weight=m.sharing_weight,
+        temperature_start=m.temperature_start, temperature_end=m.temperature_end,
+        curriculum=m.curriculum, curriculum_end=m.curriculum_end, policy_init=m.policy_init,
+    )

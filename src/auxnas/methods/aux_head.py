@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from ..backbones import Branch
+from ..backbones import Branch, build_head
+from ..config import ExperimentConfig
 from ..tasks import Task
 from .base import MultiTaskModel
 
@@ -50,3 +52,14 @@ class SharedBackbone(MultiTaskModel):
 
     def primary_network(self) -> Branch:
         return copy.deepcopy(self.branch)
+
+
+def build(cfg: ExperimentConfig, tasks: dict[str, Task], branch: Callable[[Task], Branch]) -> SharedBackbone:
+    """Aux-Head: the primary branch with a head per auxiliary task.
+
+    ``branch(task)`` builds a task's branch (initialised as ``init.*`` asks).
+    """
+    main = branch(tasks[cfg.tasks.primary])
+    heads = {name: build_head(main, task, cfg.data.image_size) for name, task in tasks.items()
+             if name != cfg.tasks.primary}
+    return SharedBackbone(tasks, cfg.tasks.primary, main, heads)

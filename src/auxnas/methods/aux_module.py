@@ -13,17 +13,18 @@ module is skipped in evaluation and absent from ``primary_network``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbones import Branch
-from ..fusion import Fusion
+from ..backbones import Branch, build_head
+from ..config import ExperimentConfig
 from ..tasks import Task
 from .aux_head import SharedBackbone
+from .aux_nas.fusion import Fusion
 
 #: prediction key of the auxiliary module's output for task ``t``: ``f"{t}{MODULE_SUFFIX}"``
 MODULE_SUFFIX = "@module"
@@ -64,7 +65,8 @@ class AuxiliaryModule(nn.Module):
 
     At stage ``s`` each column computes its raw feature from the shared stage output and its own fused
     stage ``s - 1`` feature; then every column adds a zero-initialised projection of the other columns' raw
-    features (``auxnas.fusion.Fusion``, strength 1). Column ``t``'s head decodes its fused stage features.
+    features (``auxnas.methods.aux_nas.fusion.Fusion``, strength 1). Column ``t``'s head decodes its fused stage
+    features.
 
     Args:
         stage_channels: width of the shared output at each stage end.
@@ -166,3 +168,15 @@ class AuxModuleNet(SharedBackbone):
     def module_parameters(self) -> list[nn.Parameter]:
         """Parameters of the train-time auxiliary module (absent from the export)."""
         return list(self.aux_module.parameters())
+
+
+def build(cfg: ExperimentConfig, tasks: dict[str, Task], branch: Callable[[Task], Branch]) -> AuxModuleNet:
+    """Aux-Head trained with the auxiliary module (a head per task in its columns).
+
+    ``branch(task)`` builds a task's branch (initialised as ``init.*`` asks).
+    """
+    main = branch(tasks[cfg.tasks.primary])
+    size = cfg.data.image_size
+    heads = {name: build_head(main, task, size) for name, task in tasks.items() if name != cfg.tasks.primary}
+    module_heads = {name: build_head(main, task, size) for name, task in tasks.items()}
+    return AuxModuleNet(tasks, cfg.tasks.primary, main, heads, module_heads, module_weight=cfg.method.module_weight)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from ..tasks import Task
@@ -62,3 +64,14 @@ class MultiTaskModel(nn.Module):
     def primary_network(self) -> nn.Module:
         """The deployable primary-only network (a plain module, no auxiliary part)."""
         raise NotImplementedError
+
+    def a2p_links(self) -> list[dict[str, Any]]:
+        """Every auxiliary-to-primary link the export cuts (``aux``, ``primary_cell``, ``aux_cell``, ``strength``);
+        none for methods whose primary network reads nothing of the auxiliary tasks."""
+        return []
+
+    def export_extras(self) -> dict[str, list[int]]:
+        """Where ``primary_network`` differs from the single-task network, by cell: ``fusion_post_cells`` (a kept
+        BatchNorm + ReLU after the cell), ``skipped_cells`` (cells it skips), ``shortcut_cells`` (skipped cells
+        replaced by their shortcut). All empty: exactly the single-task network."""
+        return {"fusion_post_cells": [], "skipped_cells": [], "shortcut_cells": []}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 from torch import Tensor
 
 from ..backbones import Branch
+from ..config import ExperimentConfig
 from ..tasks import Task
 from .base import MultiTaskModel
 
@@ -23,3 +25,12 @@ class SingleTask(MultiTaskModel):
 
     def primary_network(self) -> Branch:
         return copy.deepcopy(self.branch)
+
+
+def build(cfg: ExperimentConfig, tasks: dict[str, Task], branch: Callable[[Task], Branch]) -> SingleTask:
+    """The single-task model of ``cfg``'s primary task.
+
+    ``branch(task)`` builds a task's branch (initialised as ``init.*`` asks).
+    """
+    primary = tasks[cfg.tasks.primary]
+    return SingleTask(branch(primary), primary)

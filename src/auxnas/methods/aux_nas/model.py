@@ -18,30 +18,23 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..backbones import Branch
-from ..fusion import Fusion, FusionNorm, links_of
-from ..tasks import Task
-from .base import MultiTaskModel
+from ...backbones import Branch
+from ...tasks import Task
+from ..base import MultiTaskModel
+from .fusion import Fusion, FusionNorm
+from .penalty import a2p_penalty, penalty_weight
+from .search_space import links_of
 
 
 def _logit(p: float) -> float:
     if not 0.0 < p < 1.0:
         raise ValueError(f"initial link strength must be in (0, 1), got {p}")
     return math.log(p / (1.0 - p))
-
-
-def penalty_weight(progress: float, lambda_max: float, start: float, end: float) -> float:
-    """0 before ``start``, linear to ``lambda_max`` at ``end``, then constant (fractions of training)."""
-    if progress <= start:
-        return 0.0
-    if progress >= end or end <= start:
-        return lambda_max
-    return lambda_max * (progress - start) / (end - start)
 
 
 class LinkSet(nn.Module):
@@ -178,10 +171,8 @@ class LinkedBranches(MultiTaskModel):
     def architecture_penalty(self, progress: float) -> Tensor | None:
         if not self.a2p:
             return None
-        reduction = self.penalty[3]
         strengths = torch.cat([links.strengths() for links in self.a2p.values()])
-        l1 = strengths.mean() if reduction == "mean" else strengths.sum()
-        return self.penalty_weight(progress) * l1
+        return a2p_penalty(strengths, progress, *self.penalty)
 
     def penalty_weight(self, progress: float) -> float | None:
         if not self.a2p:
@@ -238,3 +229,14 @@ class LinkedBranches(MultiTaskModel):
     def fused_primary_cells(self) -> list[int]:
         """Primary cells followed by a fusion op (whose norm/activation the export keeps in bn_relu mode)."""
         return sorted(int(k) for k in self.primary_fusions)
+
+    def a2p_links(self) -> list[dict[str, Any]]:
+        return [{"aux": aux, "primary_cell": target, "aux_cell": source, "strength": value}
+                for aux, links in self.a2p.items()
+                for (target, source), value in zip(links.links, links.strengths().tolist())]
+
+    def export_extras(self) -> dict[str, list[int]]:
+        """The export cuts the a2p links and deletes the auxiliary branches, the p2a links and every fusion op; in
+        ``bn_relu`` mode it keeps the norm + ReLU after each fused primary cell."""
+        kept = self.fused_primary_cells() if self.norm == "bn_relu" else []
+        return {"fusion_post_cells": kept, "skipped_cells": [], "shortcut_cells": []}
