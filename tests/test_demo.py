@@ -1,10 +1,15 @@
 """The default job in its smoke version: every method over seeds, exported, costed and judged against Single."""
 
 import json
+import math
+import statistics
 from pathlib import Path
+
+import pytest
 
 from auxnas.cli import main
 from auxnas.demo import DEMO_ROWS
+from auxnas.stats import t_quantile_975
 
 
 def test_demo_quick_writes_report_statistics_exports_and_plots(tmp_path, monkeypatch, capsys):
@@ -27,10 +32,31 @@ def test_demo_quick_writes_report_statistics_exports_and_plots(tmp_path, monkeyp
         assert row["params_ratio"] == 1.0 and row["flops_ratio"] == 1.0
         assert len(row["cell"]["values"]) == 2 and row["seed_value"] == row["cell"]["values"][0]
         assert (Path(row["run_dir"]) / "export" / "export_report.json").is_file()
-    outcome = rows["aux_nas"]["cell"]["vs_single"]
-    assert outcome["outcome"] in ("better", "worse", "no difference") and outcome["n"] == 2
+    # every row's numbers are its runs' test metrics, and its verdict against Single follows from them
+    bench = json.loads((out / "accuracy-smoke.json").read_text())
+    main_metric, single = summary["main_metric"], rows["single"]["cell"]["values"]
+    assert main_metric == "mean_angle"  # normals primary: lower is better
+    for name, row in rows.items():
+        runs = sorted((r for r in bench["runs"] if r["row"] == name), key=lambda r: r["seed"])
+        assert row["cell"]["values"] == [r["test_best"][main_metric] for r in runs]
+        metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        assert row["seed_value"] == metrics["test_best"]["normal"][main_metric]
+        assert row["cell"]["mean"] == pytest.approx(statistics.fmean(row["cell"]["values"]))
+        if name == "single":
+            continue
+        diffs = [v - s for v, s in zip(row["cell"]["values"], single)]
+        half = t_quantile_975(1) * statistics.stdev(diffs) / math.sqrt(2)
+        outcome = row["cell"]["vs_single"]
+        assert outcome["n"] == 2 and outcome["mean_diff"] == pytest.approx(statistics.fmean(diffs))
+        assert (outcome["low"], outcome["high"]) == pytest.approx((outcome["mean_diff"] - half,
+                                                                   outcome["mean_diff"] + half))
+        expected = "better" if outcome["high"] < 0 else "worse" if outcome["low"] > 0 else "no difference"
+        assert outcome["outcome"] == expected
+        assert (row["label"] in summary["verdict"].split("better than Single beyond the seed spread: ")[1]
+                .split(";")[0]) == (expected == "better")
+        export = json.loads((Path(row["run_dir"]) / "export" / "export_report.json").read_text())
+        assert all(export["checks"].values()) and not export["forced"]
     for figure in ("link_strengths.png", "link_heatmap.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
-    bench = json.loads((out / "accuracy-smoke.json").read_text())
     assert len({r["network_updates"] for r in bench["runs"]}) == 1  # the same budget for every method and seed
     assert bench["runs"][0]["run_dir"].startswith(str(out / "runs"))

@@ -1,5 +1,6 @@
 """Every configs/paper/*.yaml trains for two steps on a fixture of its dataset with a tiny backbone."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from test_data_taskonomy import write_taskonomy
 from test_readers import write_dataset
 
 from auxnas.config import load_config, resolve_config_path
+from auxnas.io import load_checkpoint
 from auxnas.train import fit
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
@@ -42,6 +44,21 @@ def test_paper_config_runs_on_its_fixture(tmp_path, name):
     ])
     full = load_config(PAPER / f"{name}.yaml", [f"data.root={root}"])
     assert full.method.name == "aux_nas" and full.tasks.aux  # what the paper runs, before shrinking
+    assert (cfg.method, cfg.tasks, cfg.weighting) == (full.method, full.tasks, full.weighting)  # shrunk, not changed
     result = fit(cfg, progress=False)
-    assert result.best_epoch == 1
+    assert result.best_epoch == 1 and len(result.history) == 1
     assert result.conventions[cfg.tasks.primary]  # the result file says which conventions produced it
+    # every task was trained on and evaluated, on every image of the test split
+    losses = result.history[0]["train_task_losses"]
+    assert set(losses) == set(cfg.tasks.all) and all(math.isfinite(v) and v > 0 for v in losses.values())
+    assert set(result.test_best) == set(cfg.tasks.all)
+    assert len({m["num_images"] for m in result.test_best.values()}) == 1 and result.test_best[cfg.tasks.primary][
+        "num_images"] > 0
+    # the search ran: an architecture step before every network step (one or two: the fixtures are small), each
+    # updating every link logit and the network step every weight of the network
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
+    steps = float(state["step"])
+    assert steps in (1.0, 2.0) and state["links"]["steps"][-1] == steps
+    assert {float(s["step"]) for s in state["arch_optimizer"]["state"].values()} == {steps}
+    assert len(state["arch_optimizer"]["state"]) == len(state["links"]["names"])  # one logit vector per link set
+    assert state["optimizer"]["state"]  # Adam's moments or SGD's momentum: the network step updated the weights
