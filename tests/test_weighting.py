@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from auxnas.validate import validate
-from auxnas.weighting import TASK_KINDS, WEIGHTING_NAMES, build_weighting, task_kind
+from auxnas.weighting import TASK_KINDS, WEIGHTING_NAMES, WEIGHTINGS, GradientWeighting, build_weighting, task_kind
 from auxnas.weighting.surgery import CAGrad, cagrad_weights
 
 TASKS = ["p", "a"]
@@ -598,14 +598,20 @@ def test_state_round_trips_through_a_weights_only_checkpoint(name):
         assert any(v != 1.0 for v in stats["weight"].values())  # the state mattered
 
 
-@pytest.mark.parametrize("name", WEIGHTING_NAMES)
-@pytest.mark.parametrize("method", ["aux_head", "aux_nas"])
-def test_every_weighting_trains_with_real_methods(tmp_path, name, method):
+#: weightings that combine per-task gradients (they report gradient norms and cosines, no weights)
+GRADIENT_NAMES = [name for name in WEIGHTING_NAMES if issubclass(WEIGHTINGS[name], GradientWeighting)]
+#: method -> the final weights under ``equal`` (computed once)
+_EQUAL_WEIGHTS: dict[str, dict[str, torch.Tensor]] = {}
+
+
+def trained_weights(tmp_path, method: str, name: str) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Three one-step epochs of ``method`` under weighting ``name``: the history and the final weights."""
     from auxnas.config import config_from_dict
+    from auxnas.io import load_checkpoint
     from auxnas.train import fit
 
     cfg = config_from_dict({
-        "out_dir": str(tmp_path / "run"),
+        "out_dir": str(tmp_path / f"run-{method}-{name}"),
         "data": {"image_size": 32, "num_train": 16, "num_test": 4, "val_fraction": 0.25, "batch_size": 4},
         "tasks": {"primary": "normal", "aux": ["seg", "depth"]},
         "model": {"backbone": "tiny_resnet"},
@@ -614,5 +620,35 @@ def test_every_weighting_trains_with_real_methods(tmp_path, name, method):
         "train": {"epochs": 3, "max_steps_per_epoch": 1},
     })
     result = fit(cfg, progress=False)
-    assert all(math.isfinite(h["train_loss"]) for h in result.history)
     assert math.isfinite(result.test_best["normal"]["mean_angle"])
+    return result.history, load_checkpoint(result.out_dir / "last.pt")["model"]
+
+
+@pytest.mark.parametrize("name", WEIGHTING_NAMES)
+@pytest.mark.parametrize("method", ["aux_head", "aux_nas"])
+def test_every_weighting_trains_with_real_methods(tmp_path, name, method):
+    """In ``fit``, every weighting reports its statistics for every task each epoch, and steers the updates: the
+    weights end elsewhere than under ``equal`` from the same seed."""
+    history, weights = trained_weights(tmp_path, method, name)
+    tasks, aux = {"normal", "seg", "depth"}, {"seg", "depth"}
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+    for record in history:
+        stats = record["weighting"]
+        if name in GRADIENT_NAMES:
+            assert set(stats) == {"grad_norm", "cos_primary"} and set(stats["cos_primary"]) == aux
+            assert all(-1.0 <= v <= 1.0 for v in stats["cos_primary"].values())
+        else:
+            assert set(stats["weight"]) == tasks and set(stats) == {"weight", *(("grad_norm",) if name == "gradnorm"
+                                                                               else ())}
+        # a gradient may be 0 at first (zero-initialised heads and fusion ops), not after three updates
+        assert all(v >= 0 for v in stats.get("grad_norm", {}).values())
+    if name in GRADIENT_NAMES or name == "gradnorm":
+        assert history[-1]["weighting"]["grad_norm"]["normal"] > 0
+    if name in ("uncertainty", "dwa", "gradnorm"):  # weights learnt or adapted from the loss history
+        assert any(v != 1.0 for v in history[-1]["weighting"]["weight"].values())
+    if name == "equal":
+        _EQUAL_WEIGHTS[method] = weights
+    else:
+        equal = _EQUAL_WEIGHTS.get(method) or trained_weights(tmp_path, method, "equal")[1]
+        _EQUAL_WEIGHTS[method] = equal
+        assert any(not torch.equal(weights[k], equal[k]) for k in weights)
