@@ -203,7 +203,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeyp
     assert "config.yaml" in {Path(p).name for p in json.loads((ddp / "result-rank0.json").read_text())["writes"]}
     single, weights = run_single(monkeypatch, [*overrides, f"out_dir={tmp_path / 'single-run'}"])
     diffs = compare(ddp, single, weights)
-    assert diffs["max_weight_diff"] < 1e-4
+    assert diffs["max_weight_diff"] < 2e-6  # measured 9.2e-7 in both settings (docs/distributed.md)
 
 
 @pytest.mark.slow
@@ -218,7 +218,7 @@ def test_an_interrupted_data_parallel_run_resumes(tmp_path, monkeypatch):
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
     ddp = run_workers(tmp_path, "resume", [str(run)])
     single, weights = run_single(monkeypatch, [*overrides, f"out_dir={tmp_path / 'single-run'}"])
-    compare(ddp, single, weights)
+    assert compare(ddp, single, weights)["max_weight_diff"] < 5e-6  # measured 2.5e-6 (docs/distributed.md)
 
 
 def test_torchrun_runs_the_command_line(tmp_path):
