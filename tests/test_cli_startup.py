@@ -40,3 +40,11 @@ def test_python_m_auxnas_help_imports_no_torch():
     assert done.returncode == 0 and "usage: auxnas" in done.stdout
     modules = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
     assert "auxnas" in modules and "torch" not in modules
+
+
+def test_the_config_is_a_leaf():
+    """``auxnas.config`` (schema, YAML and overrides) imports nothing else of auxnas, nor torch."""
+    probe = ("import sys, auxnas.config; print(sorted(m for m in sys.modules if m.startswith('auxnas') or "
+             "m.split('.')[0] == 'torch'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "['auxnas', 'auxnas.config']", done.stderr
