@@ -7,15 +7,8 @@ import math
 
 import pytest
 
-from auxnas.bench.cost import (
-    ARCH_EVERY,
-    EXPORTED_METHODS,
-    GRADIENT_METHODS,
-    TARGETS,
-    run_cost_benchmark,
-    time_interleaved,
-    time_ratio,
-)
+from auxnas.bench.cost import ARCH_EVERY, EXPORTED_METHODS, GRADIENT_METHODS, TARGETS, run_cost_benchmark
+from auxnas.bench.timing import time_interleaved, time_ratio
 
 
 @pytest.fixture(scope="module")

@@ -28,21 +28,18 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig, config_from_dict
-from ..cost import attention_flop_rules, count_flops, count_parameters
+from ..cost import count_flops, count_parameters
 from ..data.synthetic import OBJECT_CLASSES, SCENE_CLASSES, SEG_CLASSES
 from ..engine.runtime import autocast, resolve_device, seed_everything
 from ..engine.state import TrainState, build_train_state
@@ -51,6 +48,9 @@ from ..io import write_json, write_text
 from ..methods import MultiTaskModel, build_model
 from ..tasks import build_tasks
 from ..weighting import build_weighting
+from .cost_markdown import format_markdown
+from .processes import in_fresh_process, peak_rss_bytes, start_method, warm_up_kernels
+from .timing import count_step_flops, flops_ratio, summarize, time_interleaved, time_ratio
 
 PRIMARY = "normal"
 #: auxiliary tasks in the order they are added (K = 1, 2, 3)
@@ -126,71 +126,6 @@ PRESETS: dict[str, dict[str, Preset]] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------- measuring
-
-
-def time_interleaved(
-    calls: Mapping[str, Callable[[], object]], rounds: int, warmup: int, sync: Callable[[], None] = lambda: None,
-    desc: str = "timing", progress: bool = False,
-) -> dict[str, list[float]]:
-    """Wall times (ms) of every call, ``rounds`` samples each, after ``warmup`` untimed rounds.
-
-    Every round runs each call once (A, B, C, A, B, C, ...), so load changes hit all calls alike;
-    the starting call rotates from round to round, so none always follows the same one. Sample
-    ``r`` of every call comes from round ``r``: per-round ratios are paired.
-    """
-    names = list(calls)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in tqdm(range(-warmup, rounds), desc=desc, leave=False, disable=not progress):
-        for i in range(len(names)):
-            name = names[(r + i) % len(names)]
-            sync()
-            start = time.perf_counter()
-            calls[name]()
-            sync()
-            if r >= 0:
-                samples[name].append((time.perf_counter() - start) * 1000.0)
-    return samples
-
-
-def summarize(times: Sequence[float]) -> dict[str, float]:
-    """Median, quartiles, extremes and count of a list of times."""
-    low, q25, median, q75, high = np.percentile(times, [0, 25, 50, 75, 100]).tolist()
-    return {"median": median, "q25": q25, "q75": q75, "min": low, "max": high, "n": len(times)}
-
-
-def _combine(values: Mapping[str, float], coefficients: Mapping[str, float]) -> float:
-    return sum(c * values[name] for name, c in coefficients.items())
-
-
-def time_ratio(
-    samples: Mapping[str, Sequence[float]], num: Mapping[str, float], den: Mapping[str, float]
-) -> dict[str, float]:
-    """``sum c_n median(n) / sum c_d median(d)`` over calls of one interleaved loop, and the quartiles of the
-    same ratio taken round by round (how much the noise moves it)."""
-    medians = {name: statistics.median(s) for name, s in samples.items()}
-    rounds = [{name: s[r] for name, s in samples.items()} for r in range(len(next(iter(samples.values()))))]
-    q25, q75 = np.percentile([_combine(t, num) / _combine(t, den) for t in rounds], [25, 75]).tolist()
-    return {"value": _combine(medians, num) / _combine(medians, den), "rounds_q25": q25, "rounds_q75": q75}
-
-
-def flops_ratio(flops: Mapping[str, int], num: Mapping[str, float], den: Mapping[str, float]) -> float:
-    """The FLOP counterpart of ``time_ratio``."""
-    return _combine(flops, num) / _combine(flops, den)
-
-
-def count_step_flops(step: Callable[[], object]) -> int:
-    """FLOPs of one call of ``step`` (a training step: forward and backward), by ``torch.utils.flop_counter``.
-
-    As ``auxnas.cost.count_flops``: matrix products, convolutions and attention, with rules for the
-    fused attention kernels torch has none for (the CPU backward included). Runs the step once.
-    """
-    counter = FlopCounterMode(display=False, custom_mapping=attention_flop_rules())
-    with counter:
-        step()
-    return int(counter.get_total_flops())
-
-
 class Checks:
     """Every target of a run: each check is returned for the place it belongs and listed for the summary."""
 
@@ -238,20 +173,16 @@ def bench_config(
 def bench_model(spec: BackboneSpec, method: str, device: torch.device, aux: Sequence[str] = AUX_TASKS[:1]
                 ) -> MultiTaskModel:
     """The train-time model of ``method`` on the primary task and ``aux`` (none for ``single``)."""
-    return bench_model_of(bench_config(spec, method, aux=() if method == "single" else aux), device)
+    cfg = bench_config(spec, method, aux=() if method == "single" else aux)
+    return build_model(cfg, build_tasks(cfg, NUM_CLASSES)).to(device)
 
 
 def bench_state(cfg: ExperimentConfig, device: torch.device, model: MultiTaskModel | None = None) -> TrainState:
     """The training state of ``cfg``'s model (or ``model``) on ``device``, as ``fit`` builds it, set to
     ``ARCH_PROGRESS`` of training."""
-    model = bench_model_of(cfg, device) if model is None else model
+    model = build_model(cfg, build_tasks(cfg, NUM_CLASSES)).to(device) if model is None else model
     model.train().set_progress(ARCH_PROGRESS)
     return build_train_state(cfg, model, device, total_steps=1)
-
-
-def bench_model_of(cfg: ExperimentConfig, device: torch.device) -> MultiTaskModel:
-    """The train-time model of ``cfg`` on ``device``."""
-    return build_model(cfg, build_tasks(cfg, NUM_CLASSES)).to(device)
 
 
 def network_call(state: TrainState, batch: dict[str, Tensor]) -> Callable[[], object]:
@@ -289,23 +220,6 @@ def _eval_forward(net: nn.Module, x: Tensor, device: torch.device, **kwargs: Any
 # ---------------------------------------------------------------------------------------------- memory
 
 
-def _peak_rss_bytes() -> int:
-    """The process's peak resident set size so far (``getrusage``: kB on Linux, bytes on macOS)."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def _warm_up_kernels(device: torch.device) -> None:
-    """One step of a throwaway convolution + linear model, so that the libraries' one-off allocations
-    (thread pools, kernel caches) fall before the baseline."""
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).to(device)
-    optimizer = torch.optim.Adam(model.parameters())
-    model(torch.zeros(2, 3, 8, 8, device=device)).sum().backward()
-    optimizer.step()
-
-
 def peak_memory(spec: BackboneSpec, method: str, primary: str, aux: tuple[str, ...], device: str,
                 iterations: int) -> float:
     """MiB of peak memory that ``iterations`` training iterations of one model add over the batch alone:
@@ -317,33 +231,20 @@ def peak_memory(spec: BackboneSpec, method: str, primary: str, aux: tuple[str, .
     target = torch.device(device)
     seed_everything(0)
     batch = random_batch(spec, target)
-    _warm_up_kernels(target)
+    warm_up_kernels(target)
     if target.type == "cuda":
         torch.cuda.synchronize(target)
         base = torch.cuda.memory_allocated(target)
         torch.cuda.reset_peak_memory_stats(target)
     else:
-        base = _peak_rss_bytes()
+        base = peak_rss_bytes()
     state = bench_state(bench_config(spec, method, primary, aux), target)
     for _ in range(iterations):
         iteration(state, batch)
     if target.type == "cuda":
         torch.cuda.synchronize(target)
         return (torch.cuda.max_memory_allocated(target) - base) / MIB
-    return (_peak_rss_bytes() - base) / MIB
-
-
-def _start_method() -> str:
-    """``forkserver`` where available: every child is forked from a clean server that has imported this module
-    once (fast, no parent state); ``spawn`` elsewhere."""
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def _in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a new process (its own peak memory and allocator state)."""
-    context = multiprocessing.get_context(_start_method())
-    with ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(fn, *args).result()
+    return (peak_rss_bytes() - base) / MIB
 
 
 def memory_method(device: torch.device, iterations: int) -> str:
@@ -353,7 +254,7 @@ def memory_method(device: torch.device, iterations: int) -> str:
             "initialised: weights, gradients, optimiser state, activations")
     if device.type == "cuda":
         return f"torch.cuda.max_memory_allocated minus the allocation before the model is built; {what}"
-    return f"peak resident set size (getrusage ru_maxrss), {_start_method()} child processes; {what}"
+    return f"peak resident set size (getrusage ru_maxrss), {start_method()} child processes; {what}"
 
 
 # ---------------------------------------------------------------------------------------------- parts
@@ -437,7 +338,7 @@ def measure_memory(spec: BackboneSpec, preset: Preset, device: torch.device, pro
     runs = {"single_normal": ("single", PRIMARY, ()), "single_seg": ("single", AUX_TASKS[0], ())}
     runs.update({f"aux_nas_k{k}": ("aux_nas", PRIMARY, AUX_TASKS[:k]) for k in _ks(spec)})
     bar = tqdm(runs.items(), desc=f"{spec.name} memory", leave=False, disable=not progress)
-    return {name: _in_fresh_process(peak_memory, spec, method, primary, aux, str(device), preset.memory_iterations)
+    return {name: in_fresh_process(peak_memory, spec, method, primary, aux, str(device), preset.memory_iterations)
             for name, (method, primary, aux) in bar}
 
 
@@ -617,7 +518,7 @@ def run_cost_benchmark(
     if target.type == "cpu" and sys.platform == "win32":
         raise RuntimeError("the CPU cost benchmark measures peak memory with getrusage, which Windows lacks")
     chosen = PRESETS[preset][target.type]
-    if _start_method() == "forkserver":  # start the server now: its imports overlap the first models' building
+    if start_method() == "forkserver":  # start the server now: its imports overlap the first models' building
         multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
         forkserver.ensure_running()
     checks = Checks()
@@ -654,92 +555,3 @@ def run_cost_benchmark(
     write_json(out / f"cost-{target.type}.json", result)
     write_text(out / f"cost-{target.type}.md", format_markdown(result))
     return result
-
-
-# ---------------------------------------------------------------------------------------------- markdown
-
-
-def _spread(stats: Mapping[str, float]) -> str:
-    return f"{stats['median']:.1f} [{stats['q25']:.1f}, {stats['q75']:.1f}]"
-
-
-def _ratio(ratio: Mapping[str, float]) -> str:
-    return f"{ratio['value']:.3f} [{ratio['rounds_q25']:.3f}, {ratio['rounds_q75']:.3f}]"
-
-
-def _met(check: Mapping[str, Any]) -> str:
-    return f"{check['rule']} {check['target']:g}: {'yes' if check['met'] else '**no**'}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-
-
-def format_markdown(result: Mapping[str, Any]) -> str:
-    """The JSON of ``run_cost_benchmark`` as markdown tables."""
-    info = result["device"]
-    met = sum(row["met"] for row in result["checks"])
-    lines = [
-        f"# Cost benchmark: {info['kind']}, preset `{result['preset']}`", "",
-        f"{info.get('gpu', info['cpu'])}; torch {info['torch']}, CPU threads {info['cpu_threads']}"
-        f"{', bf16 autocast' if info['autocast'] else ''}; wall time {result['wall_time_s']:.0f} s. "
-        f"**{met} of {len(result['checks'])} targets met.**", "",
-        f"Timing: {result['timing']}. Times in ms as median [quartiles]; ratios as value [per-round quartiles]. "
-        f"Memory: {result['memory_method']}.", "",
-    ]
-    for name, b in result["backbones"].items():
-        spec, inference, training = b["spec"], b["inference"]["networks"], b["training"]
-        lines += [f"## {name}: {spec['image_size']} px, batch {spec['batch']}", "",
-                  "Inference (eval forward of the batch; exported primary networks against the single-task one):", ""]
-        rows = []
-        for net, e in inference.items():
-            ratios = ("—", "—", "—") if net == "single" else (
-                f"{e['params_ratio']:.3f}", f"{e['flops_ratio']:.3f}", _ratio(e["latency_ratio"]))
-            checked = "all" if net == "single" or "checks" not in e else (
-                "yes" if all(c["met"] for c in e["checks"].values()) else "**no**")
-            rows.append([net, f"{e['params']:,}", ratios[0], f"{e['flops_per_image'] / 1e9:.3f}", ratios[1],
-                         _spread(e["latency_ms"]), ratios[2], checked if net in EXPORTED_METHODS else "—"])
-        lines += _table(["network", "params", "params ×", "GFLOPs/image", "FLOPs ×", "latency ms", "latency ×",
-                         "targets met"], rows)
-        lines += ["", "Training steps (FLOPs per step of the batch):", ""]
-        lines += _table(["step", "ms", "GFLOPs", "params"], [
-            [step, _spread(e["ms"]), f"{e['flops'] / 1e9:.2f}",
-             f"{training['params'][step.removesuffix('_network').removesuffix('_architecture')]:,}"]
-            for step, e in training["steps"].items()])
-        r = training["ratios"]
-        rows = [["network step / (primary + aux single-task steps)", r["network_step"]],
-                ["architecture step / network step", r["architecture_to_network"]],
-                *[[f"search iteration ({k}) / (primary + aux single-task steps)", v]
-                  for k, v in r["search_iteration"].items()]]
-        memory = b["memory"]
-        lines += [""] + _table(["ratio", "time", "FLOPs", "target"], [
-            *[[what, _ratio(e["time"]), f"{e['flops']:.3f}", _met(e["check"])] for what, e in rows],
-            ["peak memory: Aux-NAS iteration / (primary + aux single-task)", f"{memory['ratio']['value']:.3f}", "—",
-             _met(memory["ratio"]["check"])],
-        ])
-        lines += ["", "Peak training memory (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in memory["peak_mib"].items())]
-        if "k_scaling" in b:
-            lines += ["", f"Aux-NAS with K auxiliary tasks against {b['k_scaling']['model']}:", ""]
-            rows = []
-            for k, e in b["k_scaling"]["by_k"].items():
-                cells = [k, ", ".join(e["aux_tasks"]) or "(single-task)"]
-                for q, fmt in (("network_step_ms", "{:.1f}"), ("params", "{:,.0f}"), ("peak_memory_mib", "{:.0f}")):
-                    cells.append(fmt.format(e[q]) + (f" (pred. {fmt.format(e['predicted'][q])}, "
-                                                     f"{e['relative_error'][q]:+.1%})" if "predicted" in e else ""))
-                rows.append(cells)
-            lines += _table(["K", "auxiliary tasks", "network step ms", "params", "peak MiB"], rows)
-        if "weighting_overhead" in b:
-            w = b["weighting_overhead"]
-            lines += ["", f"Gradient methods' network-step overhead over equal ({', '.join(w['aux_tasks'])} "
-                          "auxiliary):", ""]
-            lines += _table(["model", "weighting", "ms", "× equal", "FLOPs ×"], [
-                [model, weighting, _spread(e["ms"]), _ratio(e["overhead"]), f"{e['flops_ratio']:.3f}"]
-                for model in ("aux_head", "aux_nas") for weighting, e in w[model].items()])
-        lines.append("")
-    missed = [row for row in result["checks"] if not row["met"]]
-    if missed:
-        lines += ["## Targets missed", ""]
-        lines += [f"- {row['where']}: {row['what']} = {row['value']:.4g} (target {row['rule']} {row['target']:g})"
-                  for row in missed]
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,42 @@
+"""Peak memory in fresh processes: the resident set size of this process, and running a function in a new one."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size so far (``getrusage``: kB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def warm_up_kernels(device: torch.device) -> None:
+    """One step of a throwaway convolution + linear model, so that the libraries' one-off allocations
+    (thread pools, kernel caches) fall before the baseline."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).to(device)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.zeros(2, 3, 8, 8, device=device)).sum().backward()
+    optimizer.step()
+
+
+def start_method() -> str:
+    """``forkserver`` where available: every child is forked from a clean server that has imported this module
+    once (fast, no parent state); ``spawn`` elsewhere."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a new process (its own peak memory and allocator state)."""
+    context = multiprocessing.get_context(start_method())
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
