@@ -9,17 +9,8 @@ import torch
 
 import auxnas.bench.accuracy
 import auxnas.engine.state
-from auxnas.bench.accuracy import (
-    AUX_SINGLE,
-    CEILING,
-    CONTROLS,
-    INVESTIGATION_ROWS,
-    PRESETS,
-    ROWS,
-    SETTINGS,
-    last_overrides,
-    run_accuracy_benchmark,
-)
+from auxnas.bench.accuracy import last_overrides, run_accuracy_benchmark
+from auxnas.bench.presets import AUX_SINGLE, CEILING, CONTROLS, INVESTIGATION_ROWS, PRESETS, ROWS, SETTINGS
 from auxnas.config import load_config
 from auxnas.data import RandomTargets, build_splits
 from auxnas.stats import mean_std, paired_interval, ratio_interval
