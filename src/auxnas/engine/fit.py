@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -80,7 +81,8 @@ class Run:
 
 
 def build_run(
-    cfg: ExperimentConfig, dist: Distributed, device: Any, progress: bool, resume_from: dict[str, Any] | None = None
+    cfg: ExperimentConfig, dist: Distributed, device: torch.device, progress: bool,
+    resume_from: dict[str, Any] | None = None,
 ) -> Run:
     """Seed, build the data, the model (data-parallel with several processes), the loaders and the training state
     of ``cfg``; with ``resume_from`` (a ``last.pt`` payload) restore the weights and the state it holds."""
@@ -170,7 +172,7 @@ def end_epoch(run: Run, record: dict[str, Any], callbacks: Sequence[Callback] = 
                    f"{run.select_metric} {value:.4f}{'  (best)' if state.best_epoch == epoch else ''}")
 
 
-def test_and_report(run: Run, wall_start: float) -> RunResult:
+def evaluate_and_report(run: Run, wall_start: float) -> RunResult:
     """The test metrics of the last weights and of the selected (best) checkpoint, which the model ends with;
     ``metrics.json``."""
     state, model, dist, primary, metric = run.state, run.model, run.dist, run.primary, run.select_metric
@@ -249,7 +251,7 @@ def fit(
             end_epoch(run, train_epoch(run, epoch, hooks), hooks)
         for callback in hooks:
             callback.on_train_end(run)
-        return test_and_report(run, start)
+        return evaluate_and_report(run, start)
 
 
 def resume_run(run_dir: str | Path, progress: bool = True, callbacks: Sequence[Callback] = ()) -> RunResult:
