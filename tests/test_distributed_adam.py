@@ -35,7 +35,8 @@ import torch
 from auxnas.config import load_config
 from auxnas.data import build_splits
 from auxnas.distributed import Distributed
-from auxnas.train import epoch_batches, fit
+from auxnas.engine.loaders import epoch_batches
+from auxnas.train import fit
 
 SETTING = [
     "data.image_size=32", "data.num_train=40", "data.num_test=8", "data.val_fraction=0.2", "data.batch_size=8",
