@@ -365,3 +365,18 @@ def test_single_process_commands_refuse_to_start_under_torchrun(argv, command, m
     assert len(err.splitlines()) == 1 and "runs in one process, but torchrun started 2" in err
     assert f"`auxnas {command}` runs in one process" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# -- a run directory that cannot be resumed as it is
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"name: x\ntrain: {epochs: 2\nseed: [\n", "not valid YAML"),
+    (b"name: caf\xe9\n", "not UTF-8"),
+])
+def test_a_broken_run_config_on_resume_is_one_line(tmp_path, capsys, content, expected):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_bytes(content)
+    err = one_line_error(capsys, ["train", "--resume", str(run)])
+    assert str(run / "config.yaml") in err and expected in err and "--overwrite" in err

@@ -493,9 +493,8 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"{name_or_path}: no such file, and not a packaged config (packaged: {available})")
 
 
-def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read a YAML experiment file (or packaged config name), apply overrides, validate."""
-    path = resolve_config_path(name_or_path)
+def read_config_file(path: Path) -> Any:
+    """The YAML content of ``path``; a file that is not UTF-8 YAML text is a one-line ``ConfigError`` naming it."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -509,6 +508,13 @@ def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Expe
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return data
+
+
+def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a YAML experiment file (or packaged config name), apply overrides, validate."""
+    path = resolve_config_path(name_or_path)
+    data = read_config_file(path)
     if data is None:
         raise ConfigError(f"{path}: empty config file (no key set); write the keys to change, e.g. out_dir: runs/x, "
                           "or start from a packaged config such as quickstart")

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import ConfigError, ExperimentConfig, config_from_dict
+from ..config import ConfigError, ExperimentConfig, config_from_dict, read_config_file
 from ..data import DataSplits, build_splits
 from ..distributed import Distributed, session, world_size
 from ..io import load_checkpoint, write_json
@@ -262,7 +261,14 @@ def resume_run(run_dir: str | Path, progress: bool = True, callbacks: Sequence[C
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise RunDirectoryError(f"{run_dir}: no config.yaml; is it a run directory written by `auxnas train`?")
-    cfg = config_from_dict(yaml.safe_load(config.read_text()), source=str(config))
+    try:
+        data = read_config_file(config)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{config}: expected a mapping at the top level, got {type(data).__name__}")
+    except ConfigError as err:
+        raise ConfigError(f"{err}; it is the run's own config (written by `auxnas train`): restore it, or start the "
+                          "run again with --overwrite") from None
+    cfg = config_from_dict(data, source=str(config))
     if Path(cfg.out_dir).resolve() != run_dir.resolve():  # the folder was moved: it is still the same run
         cfg = dataclasses.replace(cfg, out_dir=str(run_dir))
     return fit(cfg, progress=progress, resume=True, callbacks=callbacks)
