@@ -1,11 +1,13 @@
 """Every bad input is one line naming the key or path (exit status 2 at the CLI), never a traceback."""
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_data_folder import write_folder
 from test_readers import write_dataset
 
 import auxnas.train
@@ -380,3 +382,15 @@ def test_a_broken_run_config_on_resume_is_one_line(tmp_path, capsys, content, ex
     (run / "config.yaml").write_bytes(content)
     err = one_line_error(capsys, ["train", "--resume", str(run)])
     assert str(run / "config.yaml") in err and expected in err and "--overwrite" in err
+
+
+def test_a_val_folder_without_the_primary_label_is_refused_before_training(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", splits={"train": 8, "val": 4, "test": 4})
+    shutil.rmtree(root / "val" / "seg")
+    (root / "val" / "seg").mkdir()
+    run = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "demo", "data.name=folder", f"data.root={root}", "data.batch_size=4",
+                                  "tasks.primary=seg", "tasks.aux=[normal]", "method.name=aux_head",
+                                  "model.backbone=tiny_resnet", "train.epochs=1", f"out_dir={run}", "--quiet"])
+    assert f"{root / 'val'}: the validation split has no seg label" in err and "add seg labels" in err
+    assert not (run / "last.pt").exists()  # refused before training

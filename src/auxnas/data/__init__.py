@@ -19,7 +19,7 @@ from .readers import READERS, reader
 from .synthetic import SyntheticScenes
 
 __all__ = ["READERS", "DataSplits", "FolderImages", "NpyFolders", "PartiallyLabelled", "RandomTargets",
-           "SyntheticScenes", "build_splits", "labelled_subset", "num_val_images", "reader"]
+           "SyntheticScenes", "build_splits", "check_validation_labels", "labelled_subset", "num_val_images", "reader"]
 
 
 @dataclass
@@ -36,6 +36,20 @@ class DataSplits:
         """Task -> number of training images that carry its label."""
         counts = self.train.label_counts() if hasattr(self.train, "label_counts") else {}
         return {task: counts.get(task, len(self.train)) for task in tasks}
+
+
+def check_validation_labels(splits: DataSplits, primary: str) -> None:
+    """Refuse a validation split none of whose images carries the primary label: the checkpoint is selected on
+    that label, and the run would train to the end and then report that it diverged."""
+    val = splits.val.dataset if isinstance(splits.val, Resized) else splits.val
+    counts = val.label_counts() if hasattr(val, "label_counts") else {}
+    if counts.get(primary, len(val)) == 0:
+        given = val.split_dir.name == "val"
+        where = val.split_dir if given else f"{val.split_dir} (the {len(val)} validation images carved from it)"
+        hint = "or remove the val folder to carve validation images from train" if given else \
+            "or raise data.val_fraction"
+        raise ValueError(f"{where}: the validation split has no {primary} label (none of its {len(val)} images has "
+                         f"one), and the checkpoint is selected on it: add {primary} labels to its images, {hint}")
 
 
 def num_val_images(num_images: int, val_fraction: float) -> int:
