@@ -394,3 +394,41 @@ def test_a_val_folder_without_the_primary_label_is_refused_before_training(tmp_p
                                   "model.backbone=tiny_resnet", "train.epochs=1", f"out_dir={run}", "--quiet"])
     assert f"{root / 'val'}: the validation split has no seg label" in err and "add seg labels" in err
     assert not (run / "last.pt").exists()  # refused before training
+
+
+def test_resuming_a_finished_run_without_its_last_checkpoint_says_it_finished(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*TRAIN, f"out_dir={run}"]) == 0
+    capsys.readouterr()
+    (run / "last.pt").unlink()
+    err = one_line_error(capsys, ["train", "--resume", str(run)])
+    assert f"{run}: the run finished (metrics.json) but its last.pt is missing" in err
+    assert "stopped before its first epoch" not in err
+
+
+@pytest.mark.parametrize(("env", "saved", "expected"), [
+    ({}, False, "interrupted before the first epoch ended: nothing to resume from"),
+    ({}, True, "continue with: auxnas train --resume {run}"),
+    ({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "4"}, True,
+     "continue with: torchrun --nproc_per_node 4 -m auxnas train --resume {run}"),
+    ({"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}, True,
+     "continue with: torchrun --nnodes 2 --node_rank R --master_addr HOST --master_port PORT --nproc_per_node 8 -m "
+     "auxnas train --resume {run} (on each node)"),
+])
+def test_the_interrupt_hint_advises_only_a_resume_that_works(tmp_path, capsys, monkeypatch, env, saved, expected):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    run.mkdir()
+    if saved:
+        (run / "last.pt").write_bytes(b"")
+    monkeypatch.setattr(auxnas.train, "fit", interrupted)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main([*TRAIN, f"out_dir={run}"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "auxnas: interrupted; " + expected.format(run=run) if saved else expected in err
+    assert saved or "--resume" not in err

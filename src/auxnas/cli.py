@@ -31,6 +31,17 @@ def _format_conventions(conventions: dict[str, dict[str, object]]) -> str:
                      for task, values in conventions.items())
 
 
+def _resume_command(run_dir: str | Path) -> str:
+    """The command that continues the run in ``run_dir``: under torchrun (``WORLD_SIZE`` > 1) with its processes."""
+    world = int(os.environ.get("WORLD_SIZE") or 1)
+    if world <= 1:
+        return f"auxnas train --resume {run_dir}"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or world)
+    nodes = "" if local == world else f"--nnodes {world // local} --node_rank R --master_addr HOST --master_port PORT "
+    where = "" if local == world else " (on each node)"
+    return f"torchrun {nodes}--nproc_per_node {local} -m auxnas train --resume {run_dir}{where}"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import signal
 
@@ -57,8 +68,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          overwrite=args.overwrite)
     except KeyboardInterrupt:
         run_dir = args.resume if cfg is None else cfg.out_dir
-        if is_main():
-            print(f"auxnas: interrupted; continue with: auxnas train --resume {run_dir}", file=sys.stderr)
+        if is_main() and (Path(run_dir) / "last.pt").is_file():
+            print(f"auxnas: interrupted; continue with: {_resume_command(run_dir)}", file=sys.stderr)
+        elif is_main():
+            print(f"auxnas: interrupted before the first epoch ended: nothing to resume from; start the run again with "
+                  f"the same command (it reuses {run_dir})", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

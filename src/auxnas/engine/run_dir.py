@@ -55,6 +55,10 @@ def resumable_checkpoint(out_dir: Path, cfg: ExperimentConfig) -> dict[str, Any]
     """The ``last.pt`` payload to resume ``cfg`` from in ``out_dir``; fails unless the run's config and
     checkpoint belong together and the checkpoint holds the training state."""
     last = out_dir / "last.pt"
+    if not last.is_file() and (out_dir / "metrics.json").is_file():
+        raise RunDirectoryError(f"{out_dir}: the run finished (metrics.json) but its last.pt is missing, so it cannot "
+                                "be continued; its results and best.pt are still there (auxnas evaluate, auxnas export)"
+                                "; to train it again choose another out_dir (--overwrite would replace this run)")
     if not last.is_file():
         raise RunDirectoryError(f"{out_dir}: no last.pt to resume from (the run stopped before its first epoch "
                                 "ended): start it again with --overwrite")
