@@ -432,3 +432,22 @@ def test_the_interrupt_hint_advises_only_a_resume_that_works(tmp_path, capsys, m
     err = capsys.readouterr().err.strip()
     assert err == "auxnas: interrupted; " + expected.format(run=run) if saved else expected in err
     assert saved or "--resume" not in err
+
+
+def test_resuming_on_other_data_is_refused(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", splits={"train": 10, "test": 4})
+    run = tmp_path / "run"
+    train = ["train", "demo", "data.name=folder", f"data.root={root}", "data.val_fraction=0.2", "data.batch_size=4",
+             "tasks.primary=seg", "tasks.aux=[normal]", "method.name=aux_head", "model.backbone=tiny_resnet",
+             "train.epochs=1", f"out_dir={run}", "--quiet"]
+    assert main(train) == 0
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0  # the same data: resumes (a finished run ends)
+    capsys.readouterr()
+    for path in (root / "train").glob("*/9.*"):
+        path.rename(path.with_stem("x9"))  # the same count, another image
+    err = one_line_error(capsys, ["train", "--resume", str(run)])
+    assert f"{run / 'data.json'}: the data differ" in err and "train: 8 images then and now, but not the same" in err
+    for path in (root / "train").glob("*/x9.*"):
+        path.unlink()
+    err = one_line_error(capsys, ["train", "--resume", str(run)])
+    assert "train: 8 images then, 7 now" in err

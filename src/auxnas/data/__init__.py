@@ -3,7 +3,9 @@ and the split into train / val / test."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,7 +13,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..config import DataConfig
-from .base import Resized
+from .base import IndexedImages, Resized
 from .folder import FolderImages
 from .labels import PartiallyLabelled, RandomTargets, labelled_subset
 from .mtan import NpyFolders
@@ -36,6 +38,19 @@ class DataSplits:
         """Task -> number of training images that carry its label."""
         counts = self.train.label_counts() if hasattr(self.train, "label_counts") else {}
         return {task: counts.get(task, len(self.train)) for task in tasks}
+
+    def record(self) -> dict[str, dict[str, Any]]:
+        """Split -> ``split_record``: what a run records at its start and a resume must find again."""
+        return {"train": split_record(self.train), "val": split_record(self.val), "test": split_record(self.test)}
+
+
+def split_record(split: Dataset) -> dict[str, Any]:
+    """What a run trained on of one split: its image count and a fingerprint of its image names (the sha256 of
+    the sorted names; no file is read)."""
+    while not isinstance(split, IndexedImages):  # Resized, PartiallyLabelled, RandomTargets
+        split = split.dataset
+    names = "\n".join(sorted(split.image_names()))
+    return {"images": len(split), "fingerprint": hashlib.sha256(names.encode()).hexdigest()}
 
 
 def check_validation_labels(splits: DataSplits, primary: str) -> None:

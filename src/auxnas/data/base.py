@@ -33,6 +33,10 @@ class IndexedImages(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def image_names(self) -> list[str]:
+        """Names of this view's images (by default their positions), for the record of what a run trained on."""
+        return [str(j) for j in self.indices]
+
 
 def unchecked(count: int) -> torch.Tensor:
     """The record of ``count`` images none of whose values have been checked yet, in shared memory: views

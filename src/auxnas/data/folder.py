@@ -419,6 +419,9 @@ class FolderImages(IndexedImages):
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.spec.tasks)
 
+    def image_names(self) -> list[str]:
+        return [self.ids[j] for j in self.indices]
+
     def label_masks(self) -> dict[str, np.ndarray]:
         """Task -> bool over this view's images: which carry its label (a file exists)."""
         return {task: mask[self.indices] for task, mask in self.has_label.items()}

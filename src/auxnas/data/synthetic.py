@@ -373,6 +373,10 @@ class SyntheticScenes(IndexedImages):
         self.arrays["layout"] = layout_labels(self.arrays["seg"])
         self.indices = np.arange(num_images)
 
+    def image_names(self) -> list[str]:
+        """Positions under the scenes' parameters (split, seed, size, count): the synthetic images are generated."""
+        return [f"{self.cache_path.stem}/{j}" for j in self.indices]
+
     def _load_or_generate(self, num_images: int, progress: bool) -> dict[str, np.ndarray]:
         if self.cache_path.is_file():
             try:

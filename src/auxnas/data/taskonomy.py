@@ -192,6 +192,9 @@ class TaskonomyImages(IndexedImages):
     def num_classes(self) -> dict[str, int]:
         return {key: count for key, count in NUM_CLASSES.items() if key in self.keys}
 
+    def image_names(self) -> list[str]:
+        return [f"{self.buildings[b]}/point_{p}_view_{v}" for b, p, v in self.views[self.indices].tolist()]
+
     def path(self, key: str, index: int) -> Path:
         """The file of sample key ``key`` of view ``index`` (a position in ``views``)."""
         b, point, view = (int(v) for v in self.views[index])

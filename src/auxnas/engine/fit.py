@@ -27,7 +27,7 @@ from .callbacks import Callback, Checkpoints, Diagnostics, EpochStats, TensorBoa
 from .evaluation import evaluate_model, is_better
 from .loaders import MIN_TRAIN_BATCH, epoch_batches, evaluation_loader, share_batch, steps_per_epoch
 from .optim import advance_schedule
-from .run_dir import RunDirectoryError, resumable_checkpoint, start_run_dir
+from .run_dir import RunDirectoryError, check_same_data, record_data, resumable_checkpoint, start_run_dir
 from .runtime import resolve_device, seed_everything, to_device
 from .state import TrainState, build_train_state
 from .steps import architecture_step, network_step
@@ -213,7 +213,7 @@ def fit(
     """Train ``cfg``, select the checkpoint on the validation split, report test metrics of best and last.
 
     Methods with architecture weights alternate an architecture step and a network step
-    (``method.optimization``). Writes ``config.yaml``, ``best.pt``, ``last.pt`` and ``metrics.json`` into
+    (``method.optimization``). Writes ``config.yaml``, ``data.json``, ``best.pt``, ``last.pt`` and ``metrics.json`` into
     ``cfg.out_dir``, which must be empty unless ``overwrite``. With ``resume``, continues the run in
     ``cfg.out_dir`` from its ``last.pt`` (the end of its last finished epoch) and ends with the weights an
     uninterrupted run would have (see ``resume_run``). ``callbacks`` run after the built-in ones (diagnostics,
@@ -238,6 +238,10 @@ def fit(
             payload = None
             dist.on_main(lambda: start_run_dir(out_dir, cfg, overwrite))
         run = build_run(cfg, dist, device, progress, payload)
+        if resume:
+            check_same_data(out_dir, run.splits.record())
+        else:
+            dist.on_main(lambda: record_data(out_dir, run.splits.record()))
         if progress:
             counts = run.splits.train_label_counts(list(run.model.tasks))
             tqdm.write("training images with a label: " + ", ".join(f"{t} {n}/{len(run.splits.train)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -10,10 +11,10 @@ from typing import Any
 import yaml
 
 from ..config import ExperimentConfig
-from ..io import load_checkpoint, unwritable, write_text
+from ..io import load_checkpoint, unwritable, write_json, write_text
 
 #: the files a run writes into its directory
-RUN_FILES = ("config.yaml", "best.pt", "last.pt", "metrics.json", "tensorboard")
+RUN_FILES = ("config.yaml", "data.json", "best.pt", "last.pt", "metrics.json", "tensorboard")
 
 
 class RunDirectoryError(ValueError):
@@ -49,6 +50,33 @@ def start_run_dir(out_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> None
     """``prepare_run_dir`` and write the resolved ``config.yaml``."""
     prepare_run_dir(out_dir, overwrite)
     write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def check_same_data(out_dir: Path, record: dict[str, dict[str, Any]]) -> None:
+    """Refuse to resume the run in ``out_dir`` on other data than it started on (its ``data.json``, written at its
+    start; a run of an older auxnas has none and is not checked)."""
+    path = out_dir / "data.json"
+    if not path.is_file():
+        return
+    try:
+        then = json.loads(path.read_text())
+    except ValueError:
+        raise RunDirectoryError(f"{path}: not the JSON auxnas writes; restore it, or start a new run") from None
+    changes = []
+    for split, now in record.items():
+        before = then.get(split, {}) if isinstance(then, dict) else {}
+        if before.get("images") != now["images"]:
+            changes.append(f"{split}: {before.get('images')} images then, {now['images']} now")
+        elif before.get("fingerprint") != now["fingerprint"]:
+            changes.append(f"{split}: {now['images']} images then and now, but not the same ones")
+    if changes:
+        raise RunDirectoryError(f"{path}: the data differ from those the run started on ({'; '.join(changes)}); a "
+                                "resumed run must see the same data: restore them, or start a new run")
+
+
+def record_data(out_dir: Path, record: dict[str, dict[str, Any]]) -> None:
+    """Write ``data.json``: what the run trains on (``DataSplits.record``), which ``check_same_data`` compares."""
+    write_json(out_dir / "data.json", record)
 
 
 def resumable_checkpoint(out_dir: Path, cfg: ExperimentConfig) -> dict[str, Any]:
