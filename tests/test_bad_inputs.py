@@ -451,3 +451,23 @@ def test_resuming_on_other_data_is_refused(tmp_path, capsys):
         path.unlink()
     err = one_line_error(capsys, ["train", "--resume", str(run)])
     assert "train: 8 images then, 7 now" in err
+
+
+def test_a_run_that_failed_before_its_first_epoch_ended_is_simply_run_again(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", splits={"train": 8, "val": 4, "test": 4})
+    (root / "val" / "seg").rename(tmp_path / "seg")
+    (root / "val" / "seg").mkdir()
+    run = tmp_path / "run"
+    train = ["train", "demo", "data.name=folder", f"data.root={root}", "data.batch_size=4", "tasks.primary=seg",
+             "tasks.aux=[normal]", "method.name=aux_head", "model.backbone=tiny_resnet", "train.epochs=1",
+             f"out_dir={run}", "--quiet"]
+    one_line_error(capsys, train)
+    assert (run / "config.yaml").is_file()  # the failed start wrote its config
+    err = one_line_error(capsys, ["train", "--resume", str(run)])
+    assert "no last.pt to resume from" in err and "reused without --overwrite" in err
+    (root / "val" / "seg").rmdir()
+    (tmp_path / "seg").rename(root / "val" / "seg")
+    assert main(train) == 0  # the corrected command runs again in the same folder, no --overwrite
+    assert (run / "metrics.json").is_file()
+    err = one_line_error(capsys, train)  # a run that finished an epoch is never replaced without --overwrite
+    assert "not empty" in err

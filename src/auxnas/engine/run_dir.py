@@ -15,6 +15,8 @@ from ..io import load_checkpoint, unwritable, write_json, write_text
 
 #: the files a run writes into its directory
 RUN_FILES = ("config.yaml", "data.json", "best.pt", "last.pt", "metrics.json", "tensorboard")
+#: the files of a run that finished an epoch; a folder of run files without them holds a start that failed
+FINISHED_EPOCH_FILES = ("best.pt", "last.pt", "metrics.json")
 
 
 class RunDirectoryError(ValueError):
@@ -24,13 +26,16 @@ class RunDirectoryError(ValueError):
 def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
     """Create ``out_dir``; refuse a non-empty one unless ``overwrite``, which removes an earlier run's files.
 
-    A run must never pick up a checkpoint it did not write (a diverged run would report the older model).
+    A run must never pick up a checkpoint it did not write (a diverged run would report the older model). A folder
+    holding only the files of a run that never finished an epoch (no checkpoint, no metrics: e.g. one that failed
+    on a data error) is reused without ``overwrite``, so that the corrected command simply runs again.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise RunDirectoryError(f"out_dir {out_dir}: exists and is a file, not a folder; choose another out_dir")
     try:
         existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
-        if existing and not overwrite:
+        failed_start = set(existing) <= set(RUN_FILES) and not set(existing) & set(FINISHED_EPOCH_FILES)
+        if existing and not overwrite and not failed_start:
             shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
             raise RunDirectoryError(f"out_dir {out_dir}: not empty ({shown}); choose another out_dir or overwrite its "
                                     "run files (auxnas train --overwrite, fit(..., overwrite=True))")
@@ -89,7 +94,8 @@ def resumable_checkpoint(out_dir: Path, cfg: ExperimentConfig) -> dict[str, Any]
                                 "; to train it again choose another out_dir (--overwrite would replace this run)")
     if not last.is_file():
         raise RunDirectoryError(f"{out_dir}: no last.pt to resume from (the run stopped before its first epoch "
-                                "ended): start it again with --overwrite")
+                                "ended): start it again with its config (auxnas train CONFIG); a folder holding a run "
+                                "that never finished an epoch is reused without --overwrite")
     payload = load_checkpoint(last)
     if {**payload.get("config", {}), "out_dir": None} != {**cfg.to_dict(), "out_dir": None}:  # may have moved
         raise RunDirectoryError(f"{last}: was written with another config than {out_dir / 'config.yaml'}; the "
