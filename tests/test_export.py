@@ -223,7 +223,8 @@ def test_an_export_never_writes_into_or_over_a_run_folder(tmp_path, capsys):
     for flag in ([], ["--overwrite"]):
         for source in (run, run / "best.pt"):
             err = one_line_error(capsys, ["export", str(source), "--out", str(run), *flag])
-            assert f"{run}: is a training run folder (config.yaml, best.pt" in err and "choose another --out" in err
+            assert f"{run}: is a training run folder (config.yaml, " in err and "best.pt" in err
+            assert "choose another --out" in err
             assert "export folder" not in err and "pass --overwrite" not in err
         err = one_line_error(capsys, ["export", str(run), "--out", str(other), *flag])
         assert f"{other}: is a training run folder" in err
