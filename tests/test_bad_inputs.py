@@ -471,3 +471,20 @@ def test_a_run_that_failed_before_its_first_epoch_ended_is_simply_run_again(tmp_
     assert (run / "metrics.json").is_file()
     err = one_line_error(capsys, train)  # a run that finished an epoch is never replaced without --overwrite
     assert "not empty" in err
+
+
+def test_resuming_in_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    """A read-only file system (os.access says so, even for root): refused before anything starts writing, so no
+    background writer thread fails after the error line."""
+    import auxnas.engine.run_dir
+
+    run = tmp_path / "run"
+    assert main([*TRAIN, f"out_dir={run}"]) == 0
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    real_access = os.access
+    monkeypatch.setattr(auxnas.engine.run_dir.os, "access",
+                        lambda path, mode: False if Path(path) == run else real_access(path, mode))
+    err = one_line_error(capsys, ["train", "--resume", str(run)])
+    assert f"{run}: cannot be written" in err and "copy the run folder" in err
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before

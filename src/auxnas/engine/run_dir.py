@@ -88,6 +88,10 @@ def resumable_checkpoint(out_dir: Path, cfg: ExperimentConfig) -> dict[str, Any]
     """The ``last.pt`` payload to resume ``cfg`` from in ``out_dir``; fails unless the run's config and
     checkpoint belong together and the checkpoint holds the training state."""
     last = out_dir / "last.pt"
+    if out_dir.is_dir() and not os.access(out_dir, os.W_OK | os.X_OK):  # before anything starts writing there
+        raise RunDirectoryError(f"{out_dir}: cannot be written (no permission, or a read-only file system), and a "
+                                "resumed run writes its checkpoints there: make it writable, or copy the run folder "
+                                "somewhere writable and resume that copy")
     if not last.is_file() and (out_dir / "metrics.json").is_file():
         raise RunDirectoryError(f"{out_dir}: the run finished (metrics.json) but its last.pt is missing, so it cannot "
                                 "be continued; its results and best.pt are still there (auxnas evaluate, auxnas export)"
