@@ -488,3 +488,19 @@ def test_resuming_in_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsy
     err = one_line_error(capsys, ["train", "--resume", str(run)])
     assert f"{run}: cannot be written" in err and "copy the run folder" in err
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+def test_ctrl_c_while_torch_and_timm_import_is_one_line(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during start-up, while the heavy modules import inside the command, ends in one line, exit 130."""
+    import sys
+
+    class InterruptedImport:
+        def find_spec(self, name, path=None, target=None):
+            if name == "auxnas.distributed":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "auxnas.distributed", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    assert main(["train", "quickstart", f"out_dir={tmp_path / 'run'}", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["auxnas: interrupted"]
