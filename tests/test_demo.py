@@ -25,6 +25,12 @@ def test_demo_quick_writes_report_statistics_exports_and_plots(tmp_path, monkeyp
     assert summary["seeds"] == [0, 1] and summary["setting"] == "b-small"
     assert summary["verdict"] in report and "within the seed spread" in summary["verdict"]
     assert "These are 2 updates of a tiny network: a smoke run" in summary["verdict"]  # its own budget, not 96
+    # the positive control at the demo's own budget, reported beside the result and in the verdict
+    control = summary["control"]
+    assert "## Can this demo see a gain?" in report and "| ctrl-depth | abs_err |" in report
+    assert control["passed"] in (True, False) and set(control["shares"]) == {"aux_head", "aux_g-layer", "aux_nas",
+                                                                             "aux_nas-random_aux"}
+    assert ("did **not** pass at this budget" in summary["verdict"]) == (not control["passed"])
     rows = {r["row"]: r for r in summary["rows"]}
     assert list(rows) == list(DEMO_ROWS)
     assert rows["single"]["cell"]["vs_single"] is None
@@ -37,7 +43,8 @@ def test_demo_quick_writes_report_statistics_exports_and_plots(tmp_path, monkeyp
     main_metric, single = summary["main_metric"], rows["single"]["cell"]["values"]
     assert main_metric == "mean_angle"  # normals primary: lower is better
     for name, row in rows.items():
-        runs = sorted((r for r in bench["runs"] if r["row"] == name), key=lambda r: r["seed"])
+        runs = sorted((r for r in bench["runs"] if r["row"] == name and r["setting"] == "b-small"),
+                      key=lambda r: r["seed"])
         assert row["cell"]["values"] == [r["test_best"][main_metric] for r in runs]
         metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
         assert row["seed_value"] == metrics["test_best"]["normal"][main_metric]

@@ -69,7 +69,7 @@ def _setting_markdown(info: dict[str, Any], table: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _controls_markdown(controls: dict[str, Any], settings: dict[str, dict[str, Any]]) -> list[str]:
+def controls_markdown(controls: dict[str, Any], settings: dict[str, dict[str, Any]]) -> list[str]:
     """The report's first section: can this benchmark, at this budget, see a gain where one must exist?"""
     lines = [
         "## Can this benchmark see a gain?",
@@ -131,7 +131,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
         f"# Accuracy benchmark (`{summary['preset']}` preset"
         + (f", variant `{summary['tag']}`: {' '.join(summary['overrides'])})" if summary["tag"] else ")"),
         "",
-        *_controls_markdown(summary["controls"], settings),
+        *controls_markdown(summary["controls"], settings),
         "## What was measured",
         "",
         "Claim under test: auxiliary labels buy primary accuracy at single-task inference cost. Every number is a "

@@ -152,6 +152,8 @@ PRESETS: dict[str, Preset] = {
     ),
     # the positive controls alone, 3 seeds: to size the budget (--set train.epochs=...) until they pass
     "controls": Preset(CONTROLS, ("aux_head", "aux_nas", "aux_nas-random_aux", "aux_head-random_aux"), (0, 1, 2)),
-    # `auxnas demo`: the setting where the full preset found the clearest effect, the demo's rows, 5 seeds
-    "demo": Preset(("b-small",), ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-random_aux"), (0, 1, 2, 3, 4)),
+    # `auxnas demo`: the depth control at the demo's budget, then the setting where the full preset found the
+    # clearest effect; the demo's rows, 5 seeds
+    "demo": Preset(("ctrl-depth", "b-small"), ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-random_aux"),
+                   (0, 1, 2, 3, 4)),
 }
