@@ -39,6 +39,7 @@ from auxnas.config import ConfigError, load_config
 from auxnas.data import build_splits
 from auxnas.distributed import Distributed
 from auxnas.engine.loaders import epoch_batches, steps_per_epoch
+from auxnas.engine.state import set_rank_rng_state
 from auxnas.tasks import build_task
 from auxnas.train import Callback, fit
 
@@ -295,3 +296,45 @@ def test_shares_partition_a_batch():
         parts = [Distributed(rank, 3).shard(range(n)) for rank in range(3)]
         assert [i for p in parts for i in p] == list(range(n))
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+#: saves both processes' generator states (each seeded by its rank) on rank 0, draws, restores, draws again
+RNG_WORKER = textwrap.dedent('''
+    import os, sys
+    import torch
+    import torch.distributed as tdist
+    from auxnas.distributed import Distributed
+    from auxnas.engine.state import gather_rng_states, set_rank_rng_state
+
+    out = sys.argv[1]
+    tdist.init_process_group("gloo")
+    dist = Distributed(tdist.get_rank(), tdist.get_world_size())
+    torch.manual_seed(100 + dist.rank)
+    states = gather_rng_states(dist)
+    if dist.is_main():
+        torch.save({"rng": states[0], "rng_ranks": states}, f"{out}/last.pt")
+    first = torch.rand(3)
+    dist.barrier()
+    torch.rand(5)  # the generator moves on, as training would
+    set_rank_rng_state(torch.load(f"{out}/last.pt", weights_only=True), dist)
+    again = torch.rand(3)
+    torch.save({"first": first, "again": again}, f"{out}/draws-rank{dist.rank}.pt")
+    tdist.destroy_process_group()
+''')
+
+
+def test_each_process_resumes_its_own_random_state(tmp_path):
+    """last.pt holds every process's generator states; on resume each process takes its own (they differ: each
+    process's CUDA generator is its own GPU's), so its draws continue where they left off."""
+    worker = tmp_path / "rng_worker.py"
+    worker.write_text(RNG_WORKER)
+    launch([sys.executable, str(worker), str(tmp_path)])
+    draws = [torch.load(tmp_path / f"draws-rank{rank}.pt", weights_only=True) for rank in range(2)]
+    for d in draws:
+        assert torch.equal(d["first"], d["again"])
+    assert not torch.equal(draws[0]["first"], draws[1]["first"])
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    with pytest.raises(ValueError, match="written by 2 process"):
+        set_rank_rng_state(saved, Distributed())
+    set_rank_rng_state({"rng": saved["rng"]}, Distributed())  # a checkpoint from before rng_ranks
+    assert torch.equal(torch.rand(3), draws[0]["first"])

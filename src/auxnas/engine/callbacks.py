@@ -117,14 +117,15 @@ class TensorBoard(Callback):
 
 class Checkpoints(Callback):
     """Every epoch: ``last.pt`` (with the training state, what ``--resume`` continues from), and ``best.pt`` when
-    the epoch is the best so far. Rank 0 alone writes."""
+    the epoch is the best so far. Rank 0 alone writes (every process hands it its generators' states)."""
 
     def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
+        state = run.state
+        state_dict = state.state_dict()
         if not run.dist.is_main():
             return
-        state = run.state
         payload = checkpoint_payload(run.cfg, run.model, state.weighting, state.epoch, record["val"],
                                      run.splits.num_classes)
         if state.best_epoch == state.epoch:
             save_checkpoint(run.out_dir / "best.pt", payload)
-        save_checkpoint(run.out_dir / "last.pt", {**payload, "state": state.state_dict()})
+        save_checkpoint(run.out_dir / "last.pt", {**payload, "state": state_dict})

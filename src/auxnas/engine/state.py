@@ -42,6 +42,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
 
 
+def gather_rng_states(dist: Distributed) -> list[dict[str, Any]] | None:
+    """Every process's ``rng_state()``, in rank order, on rank 0 (None on the others): a collective."""
+    return dist.gather_on_main(rng_state())
+
+
+def set_rank_rng_state(state: dict[str, Any], dist: Distributed) -> None:
+    """Restore this process's own generators from a ``TrainState.state_dict``: ``rng_ranks[rank]``.
+
+    Each process keeps its own CUDA generator (its GPU's), so restoring rank 0's on every process would make
+    their draws (AdaShare's Gumbel samples) differ. A checkpoint of another number of processes is refused
+    (``ValueError``): its per-process states cannot be mapped onto these. One without ``rng_ranks`` (written
+    before they were saved) gives every process its ``rng``, as it then did.
+    """
+    ranks = state.get("rng_ranks") or [state["rng"]] * dist.world_size
+    if len(ranks) != dist.world_size:
+        raise ValueError(f"last.pt was written by {len(ranks)} process(es), this run has {dist.world_size}: resume "
+                         f"it with {len(ranks)} (torchrun --nproc_per_node), or start a new run")
+    set_rng_state(ranks[dist.rank])
+
+
 @dataclass
 class TrainState:
     """Everything the steps read and the loop changes: what ``last.pt`` holds and ``--resume`` restores.
@@ -86,14 +106,17 @@ class TrainState:
         return stepped + self.model.architecture_parameters() if self.single_level else stepped
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain containers of tensors and numbers (a checkpoint loadable with ``weights_only=True``)."""
+        """Plain containers of tensors and numbers (a checkpoint loadable with ``weights_only=True``). Every process
+        must call it (it gathers their generators' states: ``rng_ranks``, in rank order, complete on rank 0)."""
+        rng_ranks = gather_rng_states(self.dist)
         optional = {k: getattr(self, k).state_dict() for k in ("arch_optimizer", "arch_schedule")
                     if getattr(self, k) is not None}
         return {
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), **optional,
             "weighting": self.weighting.state_dict(), "step": self.step, "epoch": self.epoch,
             "best_value": self.best_value, "best_epoch": self.best_epoch, "val_best": self.val_best,
-            "history": self.history, "links": self.links, "rng": rng_state(),
+            "history": self.history, "links": self.links, "rng": rng_ranks[0] if rng_ranks else rng_state(),
+            "rng_ranks": rng_ranks,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -106,7 +129,7 @@ class TrainState:
         self.weighting.load_state_dict(state["weighting"])
         for key in ("step", "epoch", "best_value", "best_epoch", "val_best", "history", "links"):
             setattr(self, key, state[key])
-        set_rng_state(state["rng"])
+        set_rank_rng_state(state, self.dist)
 
     def record_links(self) -> None:
         """Append the model's current link strengths (models with links only)."""
