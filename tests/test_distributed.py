@@ -37,7 +37,7 @@ import torch
 
 from auxnas.config import ConfigError, load_config
 from auxnas.data import build_splits
-from auxnas.distributed import Distributed
+from auxnas.distributed import COLLECTIVE_TIMEOUT, Distributed, collective_timeout
 from auxnas.engine.loaders import epoch_batches, steps_per_epoch
 from auxnas.engine.state import set_rank_rng_state
 from auxnas.tasks import build_task
@@ -338,3 +338,50 @@ def test_each_process_resumes_its_own_random_state(tmp_path):
         set_rank_rng_state(saved, Distributed())
     set_rank_rng_state({"rng": saved["rng"]}, Distributed())  # a checkpoint from before rng_ranks
     assert torch.equal(torch.rand(3), draws[0]["first"])
+
+
+#: node_first with both processes on one node (local ranks 0, 1) or on two nodes (local rank 0 each): a process
+#: whose turn it is writes its marker; on one node rank 1 must see rank 0's marker, on two nodes rank 0 waits for
+#: rank 1's (which would never come if rank 1 waited on a barrier for rank 0)
+NODE_WORKER = textwrap.dedent('''
+    import sys, time
+    from pathlib import Path
+    import torch.distributed as tdist
+    from auxnas.distributed import Distributed
+
+    out, layout = Path(sys.argv[1]), sys.argv[2]
+    tdist.init_process_group("gloo")
+    rank = tdist.get_rank()
+    dist = Distributed(rank, tdist.get_world_size(), local_rank=rank if layout == "one-node" else 0)
+    with dist.node_first():
+        (out / f"built-{layout}-{rank}").touch()
+        other = out / f"built-{layout}-{1 - rank}"
+        if layout == "one-node" and rank == 1:
+            assert other.exists()
+        if layout == "two-nodes" and rank == 0:
+            deadline = time.time() + 60
+            while not other.exists():
+                assert time.time() < deadline, "rank 1 did not build on its own node"
+                time.sleep(0.05)
+    tdist.destroy_process_group()
+''')
+
+
+@pytest.mark.parametrize("layout", ["one-node", "two-nodes"])
+def test_each_node_builds_the_data_first(tmp_path, layout):
+    """The data cache is built by each node's first process while that node's others wait: not by global rank 0
+    alone (the other nodes' processes would all build it at once)."""
+    worker = tmp_path / "node_worker.py"
+    worker.write_text(NODE_WORKER)
+    launch([sys.executable, str(worker), str(tmp_path), layout], timeout=120)
+
+
+def test_the_collective_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv("AUXNAS_COLLECTIVE_TIMEOUT", raising=False)
+    assert collective_timeout().total_seconds() == COLLECTIVE_TIMEOUT
+    monkeypatch.setenv("AUXNAS_COLLECTIVE_TIMEOUT", "90")
+    assert collective_timeout().total_seconds() == 90
+    for bad in ("soon", "0", "-5", "inf"):
+        monkeypatch.setenv("AUXNAS_COLLECTIVE_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="AUXNAS_COLLECTIVE_TIMEOUT.*positive number of seconds"):
+            collective_timeout()

@@ -21,6 +21,7 @@ import pickle
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -32,6 +33,21 @@ T = TypeVar("T")
 
 #: elements per all-reduce bucket (64 MiB of float32)
 BUCKET = 1 << 24
+#: seconds a collective waits for the other processes before failing (``AUXNAS_COLLECTIVE_TIMEOUT`` overrides it)
+COLLECTIVE_TIMEOUT = 1800
+
+
+def collective_timeout() -> timedelta:
+    """How long a collective waits for a stuck process before it fails: ``$AUXNAS_COLLECTIVE_TIMEOUT`` seconds,
+    else ``COLLECTIVE_TIMEOUT``. A value that is not a positive number raises ``ValueError`` in one line."""
+    raw = os.environ.get("AUXNAS_COLLECTIVE_TIMEOUT", str(COLLECTIVE_TIMEOUT))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 1e9:
+        raise ValueError(f"AUXNAS_COLLECTIVE_TIMEOUT={raw!r}: expected a positive number of seconds")
+    return timedelta(seconds=seconds)
 
 
 def is_main() -> bool:
@@ -145,15 +161,16 @@ class Distributed:
             raise error
 
     @contextlib.contextmanager
-    def main_first(self) -> Iterator[None]:
-        """Rank 0 runs the block first (e.g. to fill a cache), then the others. If it fails there, the others run
-        the block themselves (and meet the same error) instead of waiting forever."""
-        if not self.is_main():
+    def node_first(self) -> Iterator[None]:
+        """Each node's first process (``local_rank`` 0) runs the block first (e.g. to fill a node's data cache),
+        then the others. If it fails there, the others run the block themselves (and meet the same error) instead
+        of waiting forever."""
+        if self.local_rank != 0:
             self.barrier()
         try:
             yield
         finally:
-            if self.is_main():
+            if self.local_rank == 0:
                 self.barrier()
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
@@ -210,8 +227,8 @@ def session(device: torch.device) -> Iterator[tuple[Distributed, torch.device]]:
 
     Outside ``torchrun`` (or with one process): ``Distributed()`` and ``device``. Under
     ``torchrun`` with several processes: joins the process group (unless the caller already did) and leaves
-    it at the end; CUDA devices become ``cuda:LOCAL_RANK`` (``auto``, ``cuda`` or ``cuda:N`` alike: one GPU
-    per process), with the NCCL backend; ``cpu`` uses gloo.
+    it at the end, its collectives failing after ``collective_timeout()``; CUDA devices become ``cuda:LOCAL_RANK``
+    (``auto``, ``cuda`` or ``cuda:N`` alike: one GPU per process), with the NCCL backend; ``cpu`` uses gloo.
     """
     initialized = tdist.is_available() and tdist.is_initialized()
     if world_size() <= 1:
@@ -225,7 +242,7 @@ def session(device: torch.device) -> Iterator[tuple[Distributed, torch.device]]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not initialized:
-        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=collective_timeout(),
                                  device_id=device if device.type == "cuda" else None)
     try:
         yield Distributed(tdist.get_rank(), tdist.get_world_size(), local_rank), device

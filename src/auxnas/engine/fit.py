@@ -86,7 +86,7 @@ def build_run(
     """Seed, build the data, the model (data-parallel with several processes), the loaders and the training state
     of ``cfg``; with ``resume_from`` (a ``last.pt`` payload) restore the weights and the state it holds."""
     seed_everything(cfg.seed)
-    with dist.main_first():  # rank 0 generates (and caches) the data, the others then read it
+    with dist.node_first():  # each node's first process generates (and caches) the data, the others then read it
         splits = build_splits(cfg.data, progress=progress)
     check_validation_labels(splits, cfg.tasks.primary)
     tasks = build_tasks(cfg, splits.num_classes)
