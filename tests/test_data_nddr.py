@@ -142,7 +142,8 @@ def test_the_authors_normal_scoring_needs_nddr_encoded_and_grey_score(nddr):
         metrics[option] = build_task("normal", {}, normal_angle="nddr_encoded", nddr_grey_normals=option).new_metric()
         for i, pred in enumerate(preds):
             metrics[option].update(pred, dataset[i]["normal"][None])
-    ours = torch.cat(metrics["score"].angles).double().numpy()
+    ours = torch.cat([metrics["score"].pixel_angles(pred, dataset[i]["normal"][None])
+                      for i, pred in enumerate(preds)]).double().numpy()
     assert metrics["invalid"].count == theirs.size - is_grey.sum() and ours.size == theirs.size
     assert np.abs(ours - theirs)[is_grey].max() < 1e-3  # the grey pixels exactly
     assert np.abs(ours - theirs)[is_unit].max() < 0.5  # the others up to the renormalisation of the decoded label

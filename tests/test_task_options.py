@@ -224,8 +224,7 @@ def test_grey_normals_are_invalid_or_scored_by_hand():
     task = SurfaceNormals(nddr_grey_normals="score")
     scored = torch.cat([up[None], torch.ones(1, 3) / math.sqrt(3), pred[2:]])
     metric = task.new_metric()
-    metric.update(image(scored), image(pixels))
-    angles = torch.cat(metric.angles)
+    angles = metric.pixel_angles(image(scored), image(pixels))
     assert angles[:2].abs().max() < 1e-3 and angles[2] > 1
     assert task.loss(image(scored), image(pixels)).item() == pytest.approx(float(1 - torch.cos(torch.deg2rad(
         angles[2].double()))) / 3, rel=1e-4)

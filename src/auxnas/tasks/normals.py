@@ -73,29 +73,41 @@ def cosines(pred: Tensor, target: Tensor, angle: str = "unit") -> Tensor:
 class AngleMetric(Metric):
     """Mean, median and RMS angular error (degrees) and within-threshold percentages over all valid pixels.
 
-    Sums are kept in float64; every angle is kept (float32) so the median is exact over the set
-    (the mean of the two middle values for an even count). NaN before any valid pixel is seen. ``angle``: the
-    true angle between unit vectors (``"unit"``) or the NDDR protocol's angle between encodings
-    (``"nddr_encoded"``); ``grey``: whether short non-zero targets are scored (``valid_targets``).
+    Memory stays bounded however many pixels are seen (and data-parallel evaluation sends little to rank 0):
+    exact float64 sums for the mean and RMSE, exact counts below each threshold, and for the median a histogram
+    of ``BIN_WIDTH``-degree bins over [0, 180] (``merge`` adds the counts). The median is the mean of the centres
+    of the bins holding the two middle values (of the one middle value for an odd count): within
+    ``BIN_WIDTH / 2`` of the exact median. NaN before any valid pixel is seen. ``angle``: the true angle between
+    unit vectors (``"unit"``) or the NDDR protocol's angle between encodings (``"nddr_encoded"``); ``grey``: whether
+    short non-zero targets are scored (``valid_targets``).
     """
+
+    #: degrees per histogram bin of the median
+    BIN_WIDTH = 0.01
+    BINS = round(180 / BIN_WIDTH)
 
     def __init__(self, angle: str = "unit", align_corners: bool = False, grey: str = "invalid") -> None:
         self.angle = choose("surface normals", "normal_angle", angle, NORMAL_ANGLES)
         self.grey = choose("surface normals", "nddr_grey_normals", grey, GREY_NORMALS)
         self.align_corners = align_corners
-        self.angles: list[Tensor] = []
+        self.histogram = torch.zeros(self.BINS, dtype=torch.int64)
         self.count = 0
         self.total = 0.0
         self.total_sq = 0.0
         self.within = [0] * len(THRESHOLDS)
 
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add the valid pixels of ``pred`` (``B x 3 x H x W``, any scale) against unit ``target`` normals."""
+    def pixel_angles(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The angular error (degrees) of every valid pixel of ``pred`` against ``target``, as ``update`` counts it."""
         pred = as_float(dense_pred(pred.detach(), target, 3, 3, self.align_corners))
         target, valid = valid_targets(as_float(target), self.grey)
         cos = cosines(pred, target, self.angle)[valid]
-        angles = torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
-        self.angles.append(angles.float())
+        return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add the valid pixels of ``pred`` (``B x 3 x H x W``, any scale) against unit ``target`` normals."""
+        angles = self.pixel_angles(pred, target)
+        bins = (angles.double() / self.BIN_WIDTH).long().clamp(0, self.BINS - 1)
+        self.histogram += torch.bincount(bins, minlength=self.BINS).cpu()
         self.count += angles.numel()
         self.total += float(angles.sum())
         self.total_sq += float((angles**2).sum())
@@ -103,7 +115,7 @@ class AngleMetric(Metric):
             self.within[i] += int((angles < t).sum())
 
     def merge(self, other: AngleMetric) -> None:
-        self.angles.extend(other.angles)
+        self.histogram += other.histogram
         self.count += other.count
         self.total += other.total
         self.total_sq += other.total_sq
@@ -114,9 +126,10 @@ class AngleMetric(Metric):
         names = ("mean_angle", "median_angle", "rmse_angle", *THRESHOLD_NAMES)
         if self.count == 0:
             return dict.fromkeys(names, math.nan)
-        ordered = torch.cat(self.angles).double().sort().values
-        mid = self.count // 2
-        median = float(ordered[mid]) if self.count % 2 else float(ordered[mid - 1] + ordered[mid]) / 2
+        cumulative = self.histogram.cumsum(0)
+        middle = [(self.count - 1) // 2, self.count // 2]  # 0-based positions of the middle value(s) in order
+        bins = torch.searchsorted(cumulative, torch.tensor(middle), right=True)
+        median = float((bins.double() + 0.5).mean()) * self.BIN_WIDTH
         values = [self.total / self.count, median, math.sqrt(self.total_sq / self.count),
                   *(w / self.count * 100 for w in self.within)]
         return dict(zip(names, values, strict=True))
