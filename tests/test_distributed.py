@@ -38,6 +38,7 @@ import torch
 from auxnas.config import ConfigError, load_config
 from auxnas.data import build_splits
 from auxnas.distributed import COLLECTIVE_TIMEOUT, Distributed, collective_timeout
+from auxnas.engine.fit import with_global_batch
 from auxnas.engine.loaders import epoch_batches, steps_per_epoch
 from auxnas.engine.state import set_rank_rng_state
 from auxnas.tasks import build_task
@@ -247,6 +248,21 @@ def test_the_global_batch_must_split_evenly(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="data.batch_size: 8 .* not divisible by the 3 processes"):
         fit(cfg, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_per_device_batch_sets_the_global_batch(tmp_path, monkeypatch):
+    """``data.batch_size_per_device``: the global batch is it times the processes, whatever ``data.batch_size``
+    (20, the ViT paper configs' global batch, on 8 processes: 3 per process, 24 in all)."""
+    cfg = load_config("demo", [*BASE, "data.batch_size=20", "data.batch_size_per_device=3"])
+    assert with_global_batch(cfg, 8).data.batch_size == 24
+    assert with_global_batch(load_config("demo", BASE), 8).data.batch_size == 8  # unset: batch_size is global
+    with pytest.raises(ConfigError, match="data.batch_size_per_device: must be positive"):
+        load_config("demo", [*BASE, "data.batch_size_per_device=0"])
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    fit(load_config("demo", [*BASE, "train.epochs=1", "data.batch_size_per_device=4", f"out_dir={run}"]),
+        progress=False)
+    assert load_config(str(run / "config.yaml")).data.batch_size == 4  # the run records its global batch
 
 
 def test_every_process_loads_its_part_of_the_same_global_batches(tmp_path, monkeypatch):

@@ -59,6 +59,9 @@ class DataConfig:
     #: images per step: the global batch; under torchrun each of the N processes loads batch_size / N (N must
     #: divide it; docs/distributed.md)
     batch_size: int = 32
+    #: images per process and step; when set, the global batch is this times the number of processes (it replaces
+    #: batch_size, and the run records the resulting batch_size): for a global batch N does not divide
+    batch_size_per_device: int | None = None
     num_workers: int = 0
     augment: bool = True
     #: task -> fraction of the training images that keep its label (a deterministic subset per task and data.seed,
@@ -337,6 +340,8 @@ def _check(cfg: ExperimentConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
+    if cfg.data.batch_size_per_device is not None and cfg.data.batch_size_per_device <= 0:
+        raise ConfigError(f"data.batch_size_per_device: must be positive or null, got {cfg.data.batch_size_per_device}")
     if cfg.train.diagnose_every < 0:
         raise ConfigError(f"train.diagnose_every: must be non-negative (0: off), got {cfg.train.diagnose_every}")
     if cfg.train.max_steps_per_epoch is not None and cfg.train.max_steps_per_epoch <= 0:

@@ -206,6 +206,15 @@ def evaluate_and_report(run: Run, wall_start: float) -> RunResult:
     return result
 
 
+def with_global_batch(cfg: ExperimentConfig, processes: int) -> ExperimentConfig:
+    """``cfg`` with ``data.batch_size`` = ``data.batch_size_per_device`` x ``processes`` when the per-device batch is
+    set (what the run then records), else ``cfg``."""
+    per_device = cfg.data.batch_size_per_device
+    if per_device is None:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=per_device * processes))
+
+
 def fit(
     cfg: ExperimentConfig, progress: bool = True, overwrite: bool = False, resume: bool = False,
     callbacks: Sequence[Callback] = (),
@@ -227,9 +236,11 @@ def fit(
     start = time.perf_counter()
     out_dir = Path(cfg.out_dir)
     validate(cfg)
+    cfg = with_global_batch(cfg, world_size())
     if cfg.data.batch_size % world_size():
         raise ConfigError(f"data.batch_size: {cfg.data.batch_size} (the global batch) is not divisible by the "
-                          f"{world_size()} processes; each loads batch_size / processes images")
+                          f"{world_size()} processes; each loads batch_size / processes images (or set "
+                          "data.batch_size_per_device)")
     with session(resolve_device(cfg.train.device)) as (dist, device):
         progress = progress and dist.is_main()
         if resume:
