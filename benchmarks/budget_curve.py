@@ -29,8 +29,8 @@ DEFAULT_LR = {"efficientnet_lite0": 0.001}
 DIAGNOSE_EVERY = 8
 
 
-def point_overrides(point: str) -> tuple[str, list[str], int]:
-    """The tag, the overrides and the epochs of a ``BACKBONE:PX:EPOCHS[:LR]`` point."""
+def point_overrides(point: str) -> tuple[str, list[str]]:
+    """The tag and the overrides of a ``BACKBONE:PX:EPOCHS[:LR]`` point."""
     parts = point.split(":")
     if len(parts) not in (3, 4):
         raise ValueError(f"point {point!r}: expected BACKBONE:PX:EPOCHS[:LR]")
@@ -40,7 +40,7 @@ def point_overrides(point: str) -> tuple[str, list[str], int]:
                  f"train.diagnose_every={DIAGNOSE_EVERY}"]
     if backbone == "efficientnet_lite0":
         overrides.append("model.pretrained=packaged")
-    return f"{backbone}-{px}px-e{epochs}-lr{lr:g}".replace(".", "p"), overrides, epochs
+    return f"{backbone}-{px}px-e{epochs}-lr{lr:g}".replace(".", "p"), overrides
 
 
 def _row(point: str, summary: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for point in args.points:
-        tag, overrides, _ = point_overrides(point)
+        tag, overrides = point_overrides(point)
         summary = run_accuracy_benchmark("controls", args.out, args.runs, progress=True, settings=list(CONTROLS),
                                          rows=args.rows, seeds=args.seeds, reuse=args.reuse, overrides=overrides,
                                          tag=tag)

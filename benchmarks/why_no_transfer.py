@@ -23,8 +23,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from auxnas.bench.accuracy import gap_share
 from auxnas.io import write_json, write_text
-from auxnas.stats import mean_std, paired_interval, ratio_interval
+from auxnas.stats import mean_std, paired_interval
 
 #: fraction of training at which the a2p penalty starts (method.penalty_start's default)
 PENALTY_START = 0.5
@@ -91,8 +92,7 @@ def summarise(runs: Path, setting: str) -> dict[str, Any]:
     seeds = [r["seed"] for r in records["single"]]
     floor = [r["test_best"][metric] for r in records["single"]]
     ceiling = [r["test_best"][metric] for r in records["single-all_labels"]] if "single-all_labels" in records else None
-    lower_is_better = metric in ("abs_err", "rel_err", "mean_angle", "median_angle", "rmse")
-    sign = -1.0 if lower_is_better else 1.0
+    higher_is_better = metric not in ("abs_err", "rel_err", "mean_angle", "median_angle", "rmse")
     rows: dict[str, Any] = {}
     for row, rs in records.items():
         if [r["seed"] for r in rs] != seeds:
@@ -103,8 +103,7 @@ def summarise(runs: Path, setting: str) -> dict[str, Any]:
         if row != "single":
             entry["vs_floor"] = paired_interval(values, floor)
         if ceiling is not None and row not in ("single", "single-all_labels"):
-            entry["share"] = ratio_interval([sign * (v - f) for v, f in zip(values, floor)],
-                                            [sign * (c - f) for c, f in zip(ceiling, floor)])
+            entry["share"] = gap_share(values, floor, ceiling, higher_is_better)
         for key in ("grad_ratio_first_half", "grad_ratio_second_half", "grad_cos", "p2a_max", "a2p_max"):
             entry[key] = _mean([m[key] for m in per_seed])
         if "val_end" in per_seed[0]:
@@ -139,8 +138,8 @@ def markdown(summary: dict[str, Any]) -> str:
     for row, e in summary["rows"].items():
         share = e.get("share")
         share_text = "—" if share is None else (
-            f"{100 * share['ratio']:+.0f} % [{100 * share['low']:+.0f}, {100 * share['high']:+.0f}]"
-            if share["bounded"] else f"{100 * share['ratio']:+.0f} % [unbounded]")
+            f"{100 * share['share']:+.0f} % [{100 * share['low']:+.0f}, {100 * share['high']:+.0f}]"
+            if share["bounded"] else f"{100 * share['share']:+.0f} % [unbounded]")
         before, end = e.get("val_before_penalty"), e.get("val_end")
         cells = [
             row, f"{e['test']['mean']:.3f} ± {e['test']['std']:.3f}", share_text,
