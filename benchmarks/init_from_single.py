@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from auxnas.bench.accuracy import equal_update_epochs
 from auxnas.bench.presets import COMMON_OVERRIDES, SETTINGS
+from auxnas.compare.runs import equal_update_epochs
 from auxnas.config import load_config
 from auxnas.io import write_json, write_text
 from auxnas.recipe import run_recipe

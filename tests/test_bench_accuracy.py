@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-import auxnas.bench.accuracy
+import auxnas.compare.runs
 import auxnas.engine.state
-from auxnas.bench.accuracy import last_overrides, run_accuracy_benchmark
+from auxnas.bench.accuracy import run_accuracy_benchmark
 from auxnas.bench.presets import AUX_SINGLE, CEILING, CONTROLS, INVESTIGATION_ROWS, PRESETS, ROWS, SETTINGS
+from auxnas.compare.runs import last_overrides
 from auxnas.config import load_config
 from auxnas.data import RandomTargets, build_splits
 from auxnas.stats import mean_std, paired_interval, ratio_interval
@@ -134,7 +135,7 @@ def test_reuse_reads_finished_runs_and_trains_only_changed_ones(bench, monkeypat
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(auxnas.bench.accuracy, "fit", no_training)
+    monkeypatch.setattr(auxnas.compare.runs, "fit", no_training)
     again = run_accuracy_benchmark("smoke", root / "again", root / "runs", progress=False, rows=ROWS_RUN, reuse=True)
     assert again["table"] == summary["table"]
     assert again["reused_runs"] == len(again["runs"]) == 6

@@ -16,25 +16,21 @@ primary lacks: they show whether the benchmark, at its budget, can see a gain at
 from __future__ import annotations
 
 import json
-import shlex
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, load_config
+from ..compare.runs import Progress, needed_rows, train_rows
+from ..compare.table import aggregate, delta_metric_names
+from ..config import load_config
 from ..data import build_splits
-from ..delta import delta_m, task_delta_metrics
 from ..engine.loaders import steps_per_epoch
 from ..io import write_json, write_text
-from ..methods import build_model
-from ..stats import mean_std, paired_interval, ratio_interval
-from ..tasks import Task, build_task, build_tasks
-from ..train import fit
+from ..stats import mean_std
+from ..tasks import build_task
 from .accuracy_markdown import format_markdown
 from .presets import (
-    AUX,
     AUX_SINGLE,
     BASE_CONFIG,
     BASELINES,
@@ -44,7 +40,6 @@ from .presets import (
     CONTROLS,
     PRESETS,
     ROWS,
-    RUN,
     SETTINGS,
 )
 
@@ -55,143 +50,6 @@ def _select(kind: str, wanted: Sequence[Any], known: Sequence[Any]) -> list[Any]
     if unknown:
         raise ValueError(f"unknown {kind} {unknown}; valid: {', '.join(map(str, known))}")
     return [k for k in known if k in wanted]
-
-
-def row_overrides(row: str, aux: str, runs_dir: Path | None = None, seed: int = 0) -> list[str]:
-    """The overrides of ``row`` with the setting's auxiliary task and the run directories it names
-    (``runs_dir/<row>/seed<seed>``) filled in."""
-    overrides = [o.replace(AUX, aux) for o in dict(ROWS)[row]]
-    for dependency in row_dependencies(row):
-        overrides = [o.replace(RUN % dependency, str(Path(runs_dir or ".") / dependency / f"seed{seed}"))
-                     for o in overrides]
-    return overrides
-
-
-def row_dependencies(row: str) -> list[str]:
-    """The rows whose runs (of the same seed) ``row`` starts from."""
-    return [other for other, _ in ROWS if any(RUN % other in o for o in dict(ROWS)[row])]
-
-
-def last_overrides(overrides: Sequence[str]) -> list[str]:
-    """``overrides`` without those a later one of the same key replaces: the same config, readable commands."""
-    seen: set[str] = set()
-    kept = []
-    for text in reversed(overrides):
-        key = text.split("=", 1)[0]
-        if key not in seen:
-            seen.add(key)
-            kept.append(text)
-    return kept[::-1]
-
-
-def uses_bilevel(cfg: ExperimentConfig, num_classes: dict[str, int]) -> bool:
-    """Whether ``fit`` trains ``cfg`` bilevel: the model has architecture weights and the search is bilevel
-    (aux_nas, adashare, adashare_aux); such a run spends half of every epoch's images on architecture steps."""
-    model = build_model(cfg, build_tasks(cfg, num_classes))
-    return bool(model.architecture_parameters()) and cfg.method.optimization == "bilevel"
-
-
-def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool) -> int:
-    """Epochs that give a run as many network updates as ``cfg.train.epochs`` epochs of a non-bilevel run.
-
-    Bilevel runs make half the network steps per epoch, so they get twice the epochs (as ``auxnas demo``);
-    fails when no whole number of epochs matches.
-    """
-    target = steps_per_epoch(train_images, cfg, False) * cfg.train.epochs
-    per_epoch = steps_per_epoch(train_images, cfg, bilevel)
-    if target % per_epoch:
-        raise ValueError(f"{target} network updates are not a whole number of epochs of {per_epoch} steps: choose "
-                         "a number of training images whose half is a multiple of data.batch_size")
-    return target // per_epoch
-
-
-def delta_metric_names(task: Task) -> list[str]:
-    """The primary's Δm metrics; top-5 accuracy is left out with at most 5 classes, where it is 100 % always."""
-    return [m for _, m in task_delta_metrics(task) if not (m == "top5" and getattr(task, "num_classes", 6) <= 5)]
-
-
-def _outcome(interval: dict[str, Any], higher_is_better: bool) -> str:
-    """better / worse / no difference, from the interval of a difference in the metric's own direction."""
-    if interval["verdict"] == "no difference":
-        return "no difference"
-    return "better" if (interval["verdict"] == "higher") == higher_is_better else "worse"
-
-
-def _cell(values: list[float], baseline: list[float] | None, higher_is_better: bool) -> dict[str, Any]:
-    """Mean ± std over seeds and, against a baseline (same seed order), the paired 95 % interval."""
-    mean, std = mean_std(values)
-    cell: dict[str, Any] = {"values": values, "mean": mean, "std": std, "vs_single": None}
-    if baseline is not None:
-        interval = paired_interval(values, baseline)
-        cell["vs_single"] = {**interval, "outcome": _outcome(interval, higher_is_better)}
-    return cell
-
-
-def gap_share(values: list[float], floor: list[float], ceiling: list[float], higher_is_better: bool) -> dict[str, Any]:
-    """The share of the floor-to-ceiling gap that ``values`` close (lists paired by seed): the mean of ``values -
-    floor`` over the mean of ``ceiling - floor``, both in the metric's better direction, with its 95 % Fieller
-    interval (``ratio_interval``; (-inf, inf) when the gap is not significantly non-zero). ``gap``: the mean of
-    ``ceiling - floor`` in the better direction (positive: the ceiling is better)."""
-    sign = 1.0 if higher_is_better else -1.0
-    closed = [sign * (v - f) for v, f in zip(values, floor)]
-    gaps = [sign * (c - f) for c, f in zip(ceiling, floor)]
-    out = ratio_interval(closed, gaps)
-    return {"share": out["ratio"], "low": out["low"], "high": out["high"], "bounded": out["bounded"], "n": out["n"],
-            "gap": statistics.fmean(gaps)}
-
-
-def _aggregate(runs: list[dict[str, Any]], info: dict[str, Any], rows: list[str], task: Task) -> dict[str, Any]:
-    """One setting's table: per row and checkpoint (best, last), every primary metric and Δm against single;
-    with a ceiling, every other row's share of the gap on the main metric (``share``).
-
-    Adds each run's Δm to its record and the Δm metrics used (those with a non-zero single-task mean) to ``info``.
-    """
-    by_row = {row: sorted((r for r in runs if r["row"] == row), key=lambda r: r["seed"]) for row in rows}
-    metrics = list(task.higher_is_better)
-    base_mean = {which: {m: mean_std([r[f"test_{which}"][m] for r in by_row["single"]])[0] for m in metrics}
-                 for which in ("best", "last")}
-    scored = [m for m in info["delta_metrics"] if base_mean["best"][m] != 0 and base_mean["last"][m] != 0]
-    pairs = [(task.name, m) for m in scored]
-    directions = {(task.name, m): task.higher_is_better[m] for m in scored}
-    info["delta_metrics_used"] = scored
-    for row_runs in by_row.values():
-        for r in row_runs:
-            r["delta_m"] = {which: delta_m({task.name: r[f"test_{which}"]}, {task.name: base_mean[which]}, pairs,
-                                           directions) for which in ("best", "last")}
-    table: dict[str, Any] = {}
-    for row, row_runs in by_row.items():
-        single = by_row["single"]
-        entry: dict[str, Any] = {"seeds": [r["seed"] for r in row_runs]}
-        for which in ("best", "last"):
-            entry[which] = {
-                m: _cell([r[f"test_{which}"][m] for r in row_runs],
-                         None if row == "single" else [r[f"test_{which}"][m] for r in single], task.higher_is_better[m])
-                for m in metrics
-            }
-        entry["delta_m"] = {
-            which: _cell([r["delta_m"][which] for r in row_runs],
-                         None if row == "single" else [r["delta_m"][which] for r in single], True)
-            for which in ("best", "last")
-        }
-        entry["best_epoch"] = mean_std([float(r["best_epoch"]) for r in row_runs])[0]
-        entry["epochs"] = row_runs[0]["epochs"]
-        entry["wall_time_s"] = mean_std([r["wall_time_s"] for r in row_runs])[0]
-        a2p = [r["a2p_max"] for r in row_runs if r["a2p_max"] is not None]
-        entry["a2p_max"] = mean_std(a2p)[0] if a2p else None
-        if CEILING in by_row and row not in ("single", CEILING):
-            main = task.main_metric
-            entry["share"] = {which: gap_share([r[f"test_{which}"][main] for r in row_runs],
-                                               [r[f"test_{which}"][main] for r in single],
-                                               [r[f"test_{which}"][main] for r in by_row[CEILING]],
-                                               task.higher_is_better[main]) for which in ("best", "last")}
-        if BASELINES.get(row) in by_row:
-            main, baseline = task.main_metric, by_row[BASELINES[row]]
-            interval = paired_interval([r["test_best"][main] for r in row_runs],
-                                       [r["test_best"][main] for r in baseline])
-            entry["vs_baseline"] = {"row": BASELINES[row], "metric": main, **interval,
-                                    "outcome": _outcome(interval, task.higher_is_better[main])}
-        table[row] = entry
-    return table
 
 
 def control_verdicts(infos: dict[str, dict[str, Any]], tables: dict[str, Any]) -> dict[str, Any]:
@@ -223,8 +81,6 @@ def control_verdicts(infos: dict[str, dict[str, Any]], tables: dict[str, Any]) -
             "passed": all(s["passed"] for s in settings.values()) if settings else None}
 
 
-#: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
-RECORD_FILE = "bench_run.json"
 #: the overrides of a variant, in its runs folder: another variant under the same tag is refused
 VARIANT_FILE = "variant.json"
 
@@ -242,89 +98,31 @@ def _check_variant(tag: str | None, overrides: list[str], made: Sequence[Path]) 
                              "another tag (or runs folder)")
 
 
-def _reused_record(run_dir: str, overrides: list[str]) -> dict[str, Any] | None:
-    """The record of a finished run in ``run_dir`` made with exactly ``overrides``, or None."""
-    path = Path(run_dir) / RECORD_FILE
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("overrides") == overrides else None
-
-
-def _run_record(
-    setting: str, row: str, seed: int, overrides: list[str], cfg: ExperimentConfig, bilevel: bool,
-    train_images: int, main: str, progress: bool, reuse: bool,
-) -> dict[str, Any]:
-    """Train one run (or, with ``reuse``, read the record of the same finished run) and keep what is reported."""
-    primary = cfg.tasks.primary
-    record = _reused_record(cfg.out_dir, overrides) if reuse else None
-    if record is not None:
-        if progress:
-            print(f"{setting} {row} seed {seed}: reused {cfg.out_dir}", flush=True)
-        return {**record, "reused": True}
-    result = fit(cfg, progress=False, overwrite=True)  # the benchmark's own run directories
-    links = result.history[-1].get("link_strengths")
-    a2p = [s for key, values in (links or {}).items() if key.startswith("a2p/") for s in values]
-    record = {
-        "setting": setting, "row": row, "seed": seed, "run_dir": cfg.out_dir, "overrides": overrides,
-        "command": shlex.join(["auxnas", "train", BASE_CONFIG, *overrides]),
-        "method": cfg.method.name, "weighting": cfg.weighting.name, "random_targets": cfg.data.random_targets,
-        "bilevel": bilevel, "epochs": cfg.train.epochs,
-        "network_updates": steps_per_epoch(train_images, cfg, bilevel) * cfg.train.epochs,
-        "best_epoch": result.best_epoch, "test_best": result.test_best[primary],
-        "test_last": result.test_last[primary], "val_best": result.val_best[primary],
-        "train_labels": result.train_labels, "final_train_losses": result.history[-1]["train_task_losses"],
-        "link_strengths": links, "a2p_max": max(a2p) if a2p else None, "wall_time_s": result.wall_time_s,
-    }
-    write_json(Path(cfg.out_dir) / RECORD_FILE, record)
-    if progress:
-        print(f"{setting} {row} seed {seed}: {primary}/{main} {record['test_best'][main]:.2f} selected (epoch "
-              f"{result.best_epoch}/{cfg.train.epochs}), {record['test_last'][main]:.2f} last, "
-              f"{result.wall_time_s:.0f} s", flush=True)
-    return record
-
-
 def _run_setting(
     name: str, description: str, base_overrides: list[str], rows: list[str], seeds: list[int], runs_dir: Path,
-    progress: bool, reuse: bool,
+    progress: Progress | None, reuse: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """Every (seed, row) run of one setting: its description, its run records and its aggregated table.
+    """Every (seed, row) run of one setting (``auxnas.compare.runs.train_rows``): its description, its run records
+    and its aggregated table (``auxnas.compare.table.aggregate``).
 
     The ceiling row runs only where the primary is partially labelled (elsewhere it would be ``single``)."""
     base = load_config(BASE_CONFIG, base_overrides)
-    splits = build_splits(base.data, progress=progress)
+    splits = build_splits(base.data, progress=progress is not None)
     primary, aux = base.tasks.primary, base.tasks.aux[0]
     task = build_task(primary, splits.num_classes, **base.tasks.task_options(primary))
     main_metric = {t: build_task(t, splits.num_classes, **base.tasks.task_options(t)).main_metric
                    for t in (primary, aux)}
     train_images = len(splits.train)
-    ceiling = base.data.labelled_fraction.get(primary, 1.0) < 1.0
-    rows = [row for row in rows if row != CEILING or ceiling]
     info = {
         "name": name, "description": description, "primary": primary, "aux": aux, "main_metric": task.main_metric,
         "loss_weights": base.tasks.loss_weights, "train_images": train_images,
         "primary_labels": splits.train_label_counts([primary])[primary], "val_images": len(splits.val),
         "test_images": len(splits.test), "image_size": base.data.image_size, "batch_size": base.data.batch_size,
         "epochs": base.train.epochs, "network_updates": steps_per_epoch(train_images, base, False) * base.train.epochs,
-        "delta_metrics": delta_metric_names(task), "ceiling": ceiling, "rows": rows,
+        "delta_metrics": delta_metric_names(task), "ceiling": CEILING in rows, "rows": rows,
     }
-    runs = []
-    needed = [r for r, _ in ROWS if r in rows or any(r in row_dependencies(x) for x in rows)]  # in ROWS order
-    for seed in seeds:  # rows inner: a change of load on a shared machine hits every row's wall time alike
-        for row in needed:
-            overrides = [*base_overrides, *row_overrides(row, aux, runs_dir, seed)]
-            cfg = load_config(BASE_CONFIG, overrides)
-            bilevel = uses_bilevel(cfg, splits.num_classes)
-            overrides = last_overrides([
-                *overrides, f"train.epochs={equal_update_epochs(cfg, train_images, bilevel)}", f"seed={seed}",
-                f"out_dir={runs_dir / row / f'seed{seed}'}",
-            ])
-            cfg = load_config(BASE_CONFIG, overrides)
-            runs.append(_run_record(
-                name, row, seed, overrides, cfg, bilevel, train_images, main_metric[cfg.tasks.primary], progress,
-                reuse,
-            ))
+    runs = train_rows(BASE_CONFIG, base_overrides, dict(ROWS), rows, seeds, runs_dir, splits, main_metric[primary],
+                      reuse, progress, extra={"setting": name})
     info["bilevel_epochs"] = next((r["epochs"] for r in runs if r["bilevel"]), None)
     info["final_train_losses"] = {}
     for t in (primary, aux):  # the loss scales behind the loss weights; random targets have other losses
@@ -332,7 +130,13 @@ def _run_setting(
                   if t in r["final_train_losses"] and t not in r["random_targets"]]
         if values:
             info["final_train_losses"][t] = mean_std(values)[0]
-    return info, runs, _aggregate(runs, info, rows, task)
+    return info, runs, aggregate(runs, info, rows, task, BASELINES)
+
+
+def _has_ceiling(overrides: Sequence[str]) -> bool:
+    """Whether a setting's primary is partially labelled, so that its ceiling differs from ``single``."""
+    cfg = load_config(BASE_CONFIG, list(overrides))
+    return cfg.data.labelled_fraction.get(cfg.tasks.primary, 1.0) < 1.0
 
 
 def run_accuracy_benchmark(
@@ -378,17 +182,22 @@ def run_accuracy_benchmark(
     _check_variant(tag, list(overrides), [variant, Path(out_dir) / f"accuracy-{name}.json"])
     write_json(variant, {"preset": preset, "tag": tag, "overrides": list(overrides)})
     start = time.perf_counter()
+    chosen_settings = [(setting, description, [*COMMON_OVERRIDES, *setting_overrides, *chosen.overrides, *overrides])
+                       for setting, description, setting_overrides in SETTINGS if setting in setting_names]
+    setting_rows = {setting: [r for r in row_names if r != CEILING or _has_ceiling(setting_overrides)]
+                    for setting, _, setting_overrides in chosen_settings}
+    total = sum(len(needed_rows(r, dict(ROWS))) for r in setting_rows.values()) * len(seed_list)
+    counter = Progress(total) if progress else None
     runs: list[dict[str, Any]] = []
     infos: dict[str, dict[str, Any]] = {}
     tables: dict[str, Any] = {}
-    for setting, description, setting_overrides in SETTINGS:
-        if setting in setting_names:
-            infos[setting], setting_runs, tables[setting] = _run_setting(
-                setting, description, [*COMMON_OVERRIDES, *setting_overrides, *chosen.overrides, *overrides],
-                row_names, seed_list, Path(runs_dir) / name / setting, progress, reuse,
-            )
-            infos[setting]["overrides"] = list(setting_overrides)
-            runs += setting_runs
+    for setting, description, setting_overrides in chosen_settings:
+        infos[setting], setting_runs, tables[setting] = _run_setting(
+            setting, description, setting_overrides, setting_rows[setting], seed_list,
+            Path(runs_dir) / name / setting, counter, reuse,
+        )
+        infos[setting]["overrides"] = list(next(o for n, _, o in SETTINGS if n == setting))
+        runs += setting_runs
     summary: dict[str, Any] = {
         "preset": preset, "tag": tag, "seeds": seed_list, "base_config": BASE_CONFIG,
         "common_overrides": list(COMMON_OVERRIDES), "preset_overrides": list(chosen.overrides),

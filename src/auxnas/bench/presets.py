@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..compare.rows import AUX, CEILING, RUN
+
 #: the packaged config every run starts from; the overrides below set everything the benchmark depends on
 BASE_CONFIG = "demo"
 
@@ -15,12 +17,6 @@ COMMON_OVERRIDES = (
     "model.backbone=tiny_resnet", "train.optimizer=adam", "train.lr=0.002", "train.schedule=poly",
 )
 
-#: placeholder for the setting's auxiliary task in a row's overrides
-AUX = "{aux}"
-
-#: the ceiling of a setting whose primary is partially labelled: single-task with every label and as many batches
-#: as the floor, single-task on the labelled fraction (``single``); runs, like ``single``, in every such setting
-CEILING = "single-all_labels"
 
 # Why Aux-NAS does not transfer where hard sharing does (docs/why_no_transfer.md): variants the paper's framework
 # allows, each changing one thing. Single-level: every image's labels reach the network step (bilevel spends half of
@@ -35,8 +31,6 @@ INVESTIGATION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aux_g-fusion_init", ("method.name=aux_g", "method.granularity=layer", "method.fusion_init=0.5")),
 )
 
-#: a row's overrides may name the run directory of an earlier row of the same seed: ``{run:<row>}``
-RUN = "{run:%s}"
 #: single-task on the auxiliary task: the auxiliary branch of the authors' recipe, run for it, in no table
 AUX_SINGLE = "single-aux"
 

@@ -1,0 +1,191 @@
+"""Train rows over seeds on one config, with equal network updates; read finished runs back instead of retraining.
+
+A *row* is a label and the overrides that make it (``method.name=aux_nas``, ``weighting.name=gcs``, a noise
+control, ...). Every row of a comparison trains on the same config and overrides, once per seed, and makes as
+many network updates as single-task does in ``train.epochs`` epochs (bilevel rows, which spend half of every
+epoch's images on architecture steps, get the epochs that give that count). Each finished run writes its record
+(``RECORD_FILE``) into its run directory; with ``reuse`` a later call reads it instead of training again when the
+run's overrides are the same, so an interrupted comparison continues where it stopped.
+
+A row's overrides may hold two placeholders: ``{aux}`` (the config's first auxiliary task) and ``{run:<row>}``
+(the run directory of row ``<row>`` of the same seed, for rows that start from another row's run).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ExperimentConfig, load_config
+from ..data import DataSplits
+from ..engine.loaders import steps_per_epoch
+from ..io import write_json
+from ..methods import build_model
+from ..tasks import build_tasks
+from ..train import fit
+from .rows import AUX, RUN
+
+#: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
+RECORD_FILE = "bench_run.json"
+
+
+def last_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` without those a later one of the same key replaces: the same config, readable commands."""
+    seen: set[str] = set()
+    kept = []
+    for text in reversed(overrides):
+        key = text.split("=", 1)[0]
+        if key not in seen:
+            seen.add(key)
+            kept.append(text)
+    return kept[::-1]
+
+
+def row_dependencies(row: str, rows: Mapping[str, Sequence[str]]) -> list[str]:
+    """The rows (of ``rows``: label -> overrides) whose runs of the same seed ``row`` starts from."""
+    return [other for other in rows if any(RUN % other in o for o in rows[row])]
+
+
+def row_overrides(row: str, rows: Mapping[str, Sequence[str]], aux: str, runs_dir: Path | None = None,
+                  seed: int = 0) -> list[str]:
+    """The overrides of ``row`` with ``aux`` and the run directories it names (``runs_dir/<row>/seed<seed>``)
+    filled in."""
+    overrides = [o.replace(AUX, aux) for o in rows[row]]
+    for dependency in row_dependencies(row, rows):
+        overrides = [o.replace(RUN % dependency, str(Path(runs_dir or ".") / dependency / f"seed{seed}"))
+                     for o in overrides]
+    return overrides
+
+
+def needed_rows(wanted: Sequence[str], rows: Mapping[str, Sequence[str]]) -> list[str]:
+    """``wanted`` and every row they start from, in the order of ``rows``."""
+    return [r for r in rows if r in wanted or any(r in row_dependencies(x, rows) for x in wanted)]
+
+
+def uses_bilevel(cfg: ExperimentConfig, num_classes: dict[str, int]) -> bool:
+    """Whether ``fit`` trains ``cfg`` bilevel: the model has architecture weights and the search is bilevel
+    (aux_nas, adashare, adashare_aux); such a run spends half of every epoch's images on architecture steps."""
+    model = build_model(cfg, build_tasks(cfg, num_classes))
+    return bool(model.architecture_parameters()) and cfg.method.optimization == "bilevel"
+
+
+def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool) -> int:
+    """Epochs that give a run as many network updates as ``cfg.train.epochs`` epochs of a non-bilevel run.
+
+    Bilevel runs make half the network steps per epoch, so they get twice the epochs (as ``auxnas demo``);
+    fails when no whole number of epochs matches.
+    """
+    target = steps_per_epoch(train_images, cfg, False) * cfg.train.epochs
+    per_epoch = steps_per_epoch(train_images, cfg, bilevel)
+    if target % per_epoch:
+        raise ValueError(f"{target} network updates are not a whole number of epochs of {per_epoch} steps: choose "
+                         "a number of training images whose half is a multiple of data.batch_size")
+    return target // per_epoch
+
+
+def reused_record(run_dir: str | Path, overrides: list[str]) -> dict[str, Any] | None:
+    """The record of a finished run in ``run_dir`` made with exactly ``overrides``, or None."""
+    path = Path(run_dir) / RECORD_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("overrides") == overrides else None
+
+
+@dataclass
+class Progress:
+    """Progress over a whole comparison (several calls of ``train_rows`` may share one): runs done out of
+    ``total`` and the time left, estimated from the runs trained so far. ``show`` receives each line."""
+
+    total: int
+    show: Callable[[str], None] | None = print
+    done: int = 0
+    trained_s: list[float] = field(default_factory=list)
+
+    def finished(self, text: str, wall_time_s: float | None) -> None:
+        """Count one run (``wall_time_s``: its training time; None when it was reused) and show ``text``."""
+        self.done += 1
+        if wall_time_s is not None:
+            self.trained_s.append(wall_time_s)
+        if self.show is None:
+            return
+        left = self.total - self.done
+        estimate = ""
+        if left and self.trained_s:
+            seconds = left * sum(self.trained_s) / len(self.trained_s)
+            estimate = f"; about {seconds / 60:.0f} min left" if seconds >= 90 else f"; about {seconds:.0f} s left"
+        self.show(f"[{self.done}/{self.total}] {text}{estimate}")
+
+
+def train_run(
+    label: str, seed: int, overrides: list[str], config: str, splits: DataSplits, bilevel: bool,
+    reuse: bool, extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one run of ``config`` with ``overrides`` (or, with ``reuse``, read the record of the same finished
+    run) and return its record: what a comparison reports of it. ``extra`` is added to a new record."""
+    cfg = load_config(config, overrides)
+    record = reused_record(cfg.out_dir, overrides) if reuse else None
+    if record is not None:
+        return {**record, "reused": True}
+    result = fit(cfg, progress=False, overwrite=True)  # the comparison's own run directories
+    links = result.history[-1].get("link_strengths")
+    a2p = [s for key, values in (links or {}).items() if key.startswith("a2p/") for s in values]
+    primary = cfg.tasks.primary
+    record = {
+        **(extra or {}), "row": label, "seed": seed, "run_dir": cfg.out_dir, "overrides": overrides,
+        "command": shlex.join(["auxnas", "train", config, *overrides]),
+        "method": cfg.method.name, "weighting": cfg.weighting.name, "random_targets": cfg.data.random_targets,
+        "bilevel": bilevel, "epochs": cfg.train.epochs,
+        "network_updates": steps_per_epoch(len(splits.train), cfg, bilevel) * cfg.train.epochs,
+        "best_epoch": result.best_epoch, "test_best": result.test_best[primary],
+        "test_last": result.test_last[primary], "val_best": result.val_best[primary],
+        "train_labels": result.train_labels, "final_train_losses": result.history[-1]["train_task_losses"],
+        "link_strengths": links, "a2p_max": max(a2p) if a2p else None, "wall_time_s": result.wall_time_s,
+    }
+    write_json(Path(cfg.out_dir) / RECORD_FILE, record)
+    return record
+
+
+def train_rows(
+    config: str, base_overrides: Sequence[str], rows: Mapping[str, Sequence[str]], wanted: Sequence[str],
+    seeds: Sequence[int], runs_dir: Path, splits: DataSplits, main_metric: str, reuse: bool = False,
+    progress: Progress | None = None, extra: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Every (seed, row) run of ``wanted`` (and the rows they start from) on ``config`` with ``base_overrides``:
+    each row's overrides (``rows``), the epochs that give single-task's network updates, the seed and the run
+    directory ``runs_dir/<row>/seed<k>`` after them. Seeds outer, rows inner: a change of load on a shared
+    machine hits every row's wall time alike. Returns the runs' records, each shown through ``progress``."""
+    base = load_config(config, list(base_overrides))
+    aux = base.tasks.aux[0] if base.tasks.aux else ""
+    train_images = len(splits.train)
+    records = []
+    for seed in seeds:
+        for row in needed_rows(wanted, rows):
+            overrides = [*base_overrides, *row_overrides(row, rows, aux, runs_dir, seed)]
+            cfg = load_config(config, overrides)
+            bilevel = uses_bilevel(cfg, splits.num_classes)
+            overrides = last_overrides([
+                *overrides, f"train.epochs={equal_update_epochs(cfg, train_images, bilevel)}", f"seed={seed}",
+                f"out_dir={runs_dir / row / f'seed{seed}'}",
+            ])
+            start = time.perf_counter()
+            record = train_run(row, seed, overrides, config, splits, bilevel, reuse, extra)
+            records.append(record)
+            if progress is not None:
+                where = f"{extra['setting']} " if extra and "setting" in extra else ""
+                if record.get("reused"):
+                    text = f"{where}{row} seed {seed}: reused {record['run_dir']}"
+                    progress.finished(text, None)
+                else:
+                    primary = load_config(config, overrides).tasks.primary
+                    text = (f"{where}{row} seed {seed}: {primary}/{main_metric} {record['test_best'][main_metric]:.4g} "
+                            f"selected (epoch {record['best_epoch']}/{record['epochs']}), "
+                            f"{record['test_last'][main_metric]:.4g} last, {record['wall_time_s']:.0f} s")
+                    progress.finished(text, time.perf_counter() - start)
+    return records
