@@ -170,6 +170,37 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare.comparison import run_comparison
+
+    summary = run_comparison(args.config, args.overrides, methods=args.methods, seeds=args.seeds,
+                             controls=args.controls, holdout=args.holdout, budget=args.budget, out_dir=args.out,
+                             reuse=args.reuse, progress=not args.quiet)
+    if args.quiet:
+        print(summary["recommendation"])
+    print(f"wrote {summary['json_file']} and {summary['markdown_file']}  ({summary['wall_time_s']:.0f} s)")
+    return 0
+
+
+def _seed_count(text: str) -> int:
+    """argparse type of ``compare --seeds``: a whole number of seeds, at least 2 (an interval needs two)."""
+    if not text.isdigit() or int(text) < 2:
+        raise argparse.ArgumentTypeError(f"expected a number of seeds >= 2 (an interval over seeds needs two), "
+                                          f"got {text!r}")
+    return int(text)
+
+
+def _share(text: str) -> float:
+    """argparse type of ``compare --holdout``: a share in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected the share of primary labels to hold out, in (0, 1), got {text!r}")
+    return value
+
+
 def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
     from .bench.accuracy import run_accuracy_benchmark
 
@@ -257,6 +288,32 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--out", default=None, help="folder of the stages' runs (default: the config's out_dir)")
     recipe.add_argument("--quiet", action="store_true", help="no progress bars")
     recipe.set_defaults(func=_cmd_recipe)
+
+    compare = sub.add_parser(
+        "compare", help="will my auxiliary labels help? every method vs single-task on your config, over seeds",
+        description="Train single-task and each method on CONFIG with the same network updates over several seeds, "
+                    "compare each with single-task (mean ± std, paired 95 % interval, Δm, a verdict), export and "
+                    "verify each method's primary network, measure a training iteration's time and memory, and "
+                    "write compare.json and compare.md with a recommendation (docs/compare.md).")
+    compare.add_argument("config")
+    compare.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run")
+    compare.add_argument("--methods", nargs="+", default=["aux_head", "aux_g", "aux_nas"], metavar="METHOD[+WEIGHTING]",
+                         help="methods compared with single-task, e.g. aux_nas aux_head+gcs (default: aux_head "
+                              "aux_g aux_nas)")
+    compare.add_argument("--seeds", type=_seed_count, default=3, metavar="N", help="seeds 0..N-1, N >= 2 (default 3)")
+    compare.add_argument("--controls", action="store_true",
+                         help="add each method with random auxiliary targets (the noise control)")
+    compare.add_argument("--holdout", type=_share, default=None, metavar="SHARE",
+                         help="withhold this share of the primary labels from training, and add the ceiling: "
+                              "single-task with them (e.g. 0.9 keeps 10 %%)")
+    compare.add_argument("--budget", type=int, default=None, metavar="UPDATES",
+                         help="network updates per run (default: train.epochs epochs of single-task)")
+    compare.add_argument("--out", default=None, help="folder of compare.json, compare.md, runs/ and exports/ "
+                                                     "(default runs/compare/<config name>)")
+    compare.add_argument("--reuse", action="store_true",
+                         help="read finished runs with the same overrides instead of training them again")
+    compare.add_argument("--quiet", action="store_true", help="no per-run lines; print the recommendation only")
+    compare.set_defaults(func=_cmd_compare)
 
     demo = sub.add_parser("demo", help="Single, Aux-Head, Aux-G, Aux-NAS and a noise control over 5 seeds on the "
                           "synthetic scenes: statistics against Single, exported costs",

@@ -11,6 +11,7 @@ every primary label the data has.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 #: placeholder for the config's first auxiliary task in a row's overrides
 AUX = "{aux}"
@@ -69,3 +70,24 @@ def ceiling_fractions(fractions: Mapping[str, float], primary: str) -> str:
     """The ``data.labelled_fraction`` override that keeps ``fractions`` of the other tasks and every primary label."""
     kept = {task: f for task, f in fractions.items() if task != primary}
     return "data.labelled_fraction={" + ", ".join(f"{task}: {f}" for task, f in kept.items()) + "}"
+
+
+def row_dependencies(row: str, rows: Mapping[str, Sequence[str]]) -> list[str]:
+    """The rows (of ``rows``: label -> overrides) whose runs of the same seed ``row`` starts from."""
+    return [other for other in rows if any(RUN % other in o for o in rows[row])]
+
+
+def row_overrides(row: str, rows: Mapping[str, Sequence[str]], aux: str, runs_dir: Path | None = None,
+                  seed: int = 0) -> list[str]:
+    """The overrides of ``row`` with ``aux`` and the run directories it names (``runs_dir/<row>/seed<seed>``)
+    filled in."""
+    overrides = [o.replace(AUX, aux) for o in rows[row]]
+    for dependency in row_dependencies(row, rows):
+        overrides = [o.replace(RUN % dependency, str(Path(runs_dir or ".") / dependency / f"seed{seed}"))
+                     for o in overrides]
+    return overrides
+
+
+def needed_rows(wanted: Sequence[str], rows: Mapping[str, Sequence[str]]) -> list[str]:
+    """``wanted`` and every row they start from, in the order of ``rows``."""
+    return [r for r in rows if r in wanted or any(r in row_dependencies(x, rows) for x in wanted)]

@@ -28,7 +28,7 @@ from ..io import write_json
 from ..methods import build_model
 from ..tasks import build_tasks
 from ..train import fit
-from .rows import AUX, RUN
+from .rows import needed_rows, row_overrides
 
 #: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
 RECORD_FILE = "bench_run.json"
@@ -44,27 +44,6 @@ def last_overrides(overrides: Sequence[str]) -> list[str]:
             seen.add(key)
             kept.append(text)
     return kept[::-1]
-
-
-def row_dependencies(row: str, rows: Mapping[str, Sequence[str]]) -> list[str]:
-    """The rows (of ``rows``: label -> overrides) whose runs of the same seed ``row`` starts from."""
-    return [other for other in rows if any(RUN % other in o for o in rows[row])]
-
-
-def row_overrides(row: str, rows: Mapping[str, Sequence[str]], aux: str, runs_dir: Path | None = None,
-                  seed: int = 0) -> list[str]:
-    """The overrides of ``row`` with ``aux`` and the run directories it names (``runs_dir/<row>/seed<seed>``)
-    filled in."""
-    overrides = [o.replace(AUX, aux) for o in rows[row]]
-    for dependency in row_dependencies(row, rows):
-        overrides = [o.replace(RUN % dependency, str(Path(runs_dir or ".") / dependency / f"seed{seed}"))
-                     for o in overrides]
-    return overrides
-
-
-def needed_rows(wanted: Sequence[str], rows: Mapping[str, Sequence[str]]) -> list[str]:
-    """``wanted`` and every row they start from, in the order of ``rows``."""
-    return [r for r in rows if r in wanted or any(r in row_dependencies(x, rows) for x in wanted)]
 
 
 def uses_bilevel(cfg: ExperimentConfig, num_classes: dict[str, int]) -> bool:
@@ -117,7 +96,7 @@ class Progress:
             return
         left = self.total - self.done
         estimate = ""
-        if left and self.trained_s:
+        if left and self.trained_s and sum(self.trained_s) > 0:
             seconds = left * sum(self.trained_s) / len(self.trained_s)
             estimate = f"; about {seconds / 60:.0f} min left" if seconds >= 90 else f"; about {seconds:.0f} s left"
         self.show(f"[{self.done}/{self.total}] {text}{estimate}")

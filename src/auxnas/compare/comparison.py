@@ -1,0 +1,173 @@
+"""``auxnas compare``: will these auxiliary labels make my primary model better, with which method, at what cost?
+
+Every method trains on the user's config (any dataset reader, labels missing where they were never made) with the
+same network updates over several seeds; each is compared with single-task on the primary's test metrics of the
+checkpoint selected on the validation split: mean ± std, the 95 % interval of the difference paired by seed, Δm,
+a verdict (better / worse / no difference at this budget). Each method's primary network is exported and its cost
+verified against single-task's; a training iteration's time and peak memory are measured per method. Controls:
+every method again with its auxiliary targets randomised (the same extra updates without the labels' information)
+and, where primary labels are held out (``holdout``), the ceiling that labelling every image would reach.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import ExperimentConfig, load_config, resolve_config_path
+from ..data import build_splits
+from ..engine.loaders import steps_per_epoch
+from ..errors import ExportError
+from ..export import export_primary
+from ..io import write_json, write_text
+from ..methods import METHOD_NAMES
+from ..stats import paired_interval
+from ..tasks import build_task
+from ..validate import validate
+from ..weighting import WEIGHTING_NAMES
+from .profile import profile_row
+from .report import format_markdown, recommendation, verdicts
+from .rows import RANDOM_AUX, ceiling_fractions, check_methods, comparison_rows, row_overrides
+from .runs import Progress, train_rows
+from .table import aggregate, delta_metric_names
+
+#: the methods compared when none are named
+DEFAULT_METHODS = ("aux_head", "aux_g", "aux_nas")
+#: the seed whose run of every row is exported and profiled
+EXPORT_SEED_INDEX = 0
+
+
+def _holdout_override(cfg: ExperimentConfig, holdout: float) -> str:
+    """The ``data.labelled_fraction`` override that withholds ``holdout`` of the primary's labels from training."""
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout: the share of primary labels withheld from training, in (0, 1); got {holdout}")
+    fractions = dict(cfg.data.labelled_fraction)
+    primary = cfg.tasks.primary
+    fractions[primary] = round(fractions.get(primary, 1.0) * (1 - holdout), 6)
+    return "data.labelled_fraction={" + ", ".join(f"{task}: {f}" for task, f in fractions.items()) + "}"
+
+
+def _budget_epochs(budget: int, train_images: int, cfg: ExperimentConfig) -> int:
+    """Single-task epochs that make about ``budget`` network updates (at least one epoch)."""
+    if budget < 1:
+        raise ValueError(f"budget: network updates per run, a positive number; got {budget}")
+    return max(1, round(budget / steps_per_epoch(train_images, cfg, False)))
+
+
+def _export_cost(run_dir: str, out: Path) -> dict[str, Any]:
+    """Export a run's primary network into ``out`` (verified: outputs, parameters and FLOPs against single-task)
+    and keep its cost; a model that cannot be exported says why."""
+    try:
+        report = export_primary(run_dir, out, overwrite=True)
+    except ExportError as err:
+        return {"exported": False, "reason": str(err)}
+    params, flops = report["params"], report["flops_per_image"]
+    return {"exported": True, "folder": str(out), "params": params["exported"], "flops": flops["exported"],
+            "params_ratio": params["exported"] / params["single_task"],
+            "flops_ratio": flops["exported"] / flops["single_task"], "a2p_max": report["a2p_max"],
+            "max_abs_diff": report["max_abs_diff"], "checks": report["checks"]}
+
+
+def run_comparison(
+    config: str,
+    overrides: Sequence[str] = (),
+    methods: Sequence[str] = DEFAULT_METHODS,
+    seeds: int | Sequence[int] = 3,
+    controls: bool = False,
+    holdout: float | None = None,
+    budget: int | None = None,
+    out_dir: str | Path | None = None,
+    reuse: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``single`` and every one of ``methods`` (``METHOD`` or ``METHOD+WEIGHTING``) on ``config`` with
+    ``overrides`` over ``seeds`` (a number: seeds 0..N-1; at least 2), compare each with single-task, and write
+    ``compare.json`` and ``compare.md`` into ``out_dir`` (default ``runs/compare/<config name>``; runs in its
+    ``runs/``, exports in its ``exports/``). Returns the JSON's content.
+
+    ``controls``: every method again with its auxiliary targets random. ``holdout``: withhold that share of the
+    primary's labels from training (in every row) and add the ceiling, single-task with them. ``budget``: network
+    updates per run (default: ``train.epochs`` epochs of single-task); bilevel methods get the epochs that give the
+    same count. ``reuse``: read finished runs with the same overrides instead of training them again.
+    """
+    start = time.perf_counter()
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if len(seed_list) < 2 or len(set(seed_list)) != len(seed_list):
+        raise ValueError(f"seeds: a comparison needs at least 2 distinct seeds (an interval over seeds), got "
+                         f"{seed_list}; 5 or more give intervals narrow enough for most verdicts")
+    methods = [m for m in methods if m != "single"]
+    check_methods(methods, METHOD_NAMES, WEIGHTING_NAMES)
+    base_overrides = list(overrides)
+    cfg = load_config(config, base_overrides)
+    primary, aux = cfg.tasks.primary, list(cfg.tasks.aux)
+    if not aux and methods:
+        raise ValueError(f"{config}: tasks.aux names no auxiliary task; the methods {methods} need one")
+    if holdout is not None:
+        base_overrides.append(_holdout_override(cfg, holdout))
+        cfg = load_config(config, base_overrides)
+    splits = build_splits(cfg.data, progress=progress)
+    if budget is not None:
+        base_overrides.append(f"train.epochs={_budget_epochs(budget, len(splits.train), cfg)}")
+        cfg = load_config(config, base_overrides)
+    validate(cfg, source=str(resolve_config_path(config)))
+    ceiling = (ceiling_fractions(cfg.data.labelled_fraction, primary),) if holdout is not None else None
+    rows = comparison_rows(methods, aux, controls, ceiling)
+    for row in rows:  # every row's config answers before the first run trains
+        validate(load_config(config, [*base_overrides, *row_overrides(row, rows, aux[0] if aux else "")]),
+                 source=f"{config} ({row})")
+
+    out = Path(out_dir) if out_dir is not None else Path("runs/compare") / Path(config).stem
+    task = build_task(primary, splits.num_classes, **cfg.tasks.task_options(primary))
+    main = task.main_metric
+    counts = splits.train_label_counts([primary, *aux])
+    info: dict[str, Any] = {
+        "config": config, "overrides": list(overrides), "primary": primary, "aux": aux, "main_metric": main,
+        "higher_is_better": task.higher_is_better, "train_images": len(splits.train), "train_labels": counts,
+        "val_images": len(splits.val), "test_images": len(splits.test), "epochs": cfg.train.epochs,
+        "network_updates": steps_per_epoch(len(splits.train), cfg, False) * cfg.train.epochs,
+        "primary_partial": counts[primary] < len(splits.train), "holdout": holdout, "ceiling": ceiling is not None,
+        "delta_metrics": delta_metric_names(task),
+        "rows": list(rows), "seeds": seed_list,
+    }
+    counter = Progress(len(rows) * len(seed_list), show=print if progress else None)
+    runs = train_rows(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits, main, reuse,
+                      counter)
+    table = aggregate(runs, info, list(rows), task)
+    for row in rows:
+        control = row + RANDOM_AUX
+        if control in rows:  # is the method better than its own noise control (the labels, not the updates)?
+            values = [r["test_best"][main] for r in runs if r["row"] == row]
+            noise = [r["test_best"][main] for r in runs if r["row"] == control]
+            interval = paired_interval(values, noise)
+            table[row]["vs_control"] = {"row": control, **interval,
+                                        "higher_is_better": task.higher_is_better[main]}
+
+    export_seed = seed_list[EXPORT_SEED_INDEX]
+    costs: dict[str, Any] = {}
+    for row in rows:
+        run = next(r for r in runs if r["row"] == row and r["seed"] == export_seed)
+        if progress:
+            print(f"export and profile {row} (seed {export_seed})", flush=True)
+        costs[row] = {"export": _export_cost(run["run_dir"], out / "exports" / row),
+                      "training": {**profile_row(config, run["overrides"]),
+                                   "time_per_update_s": statistics.fmean(r["wall_time_s"] / r["network_updates"]
+                                                              for r in runs if r["row"] == row)}}
+    summary: dict[str, Any] = {
+        "info": info, "table": table, "costs": costs, "runs": runs,
+        "reused_runs": sum(bool(r.get("reused")) for r in runs),
+        "run_time_s": sum(r["wall_time_s"] for r in runs),
+    }
+    summary["verdicts"] = verdicts(summary)
+    summary["recommendation"] = recommendation(summary)
+    summary["wall_time_s"] = time.perf_counter() - start
+    summary["markdown"] = format_markdown(summary)
+    summary["json_file"], summary["markdown_file"] = str(out / "compare.json"), str(out / "compare.md")
+    write_json(out / "compare.json", summary)
+    write_text(out / "compare.md", summary["markdown"])
+    if progress:
+        print(summary["markdown"])
+    return summary
+

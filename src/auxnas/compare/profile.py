@@ -1,0 +1,75 @@
+"""What a row costs to train: the time of one training iteration and its peak memory, measured on the run's own
+config (model, data, device, precision) in a fresh process per row, so that one row's allocations do not hide
+another's. The steps timed are ``fit``'s own (``auxnas.engine.steps``)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from ..bench.processes import in_fresh_process, peak_rss_bytes, start_method, warm_up_kernels
+from ..config import load_config
+from ..data import build_splits
+from ..distributed import Distributed
+from ..engine.loaders import make_loader, share_batch
+from ..engine.runtime import resolve_device, seed_everything, to_device
+from ..engine.state import build_train_state
+from ..engine.steps import architecture_step, network_step
+from ..methods import build_model
+from ..tasks import build_tasks
+
+MIB = 2**20
+#: iterations before the measured ones (kernel selection, allocator warm-up) and measured ones
+WARMUP_ITERATIONS, TIMED_ITERATIONS = 1, 3
+
+
+def _iteration_profile(config: str, overrides: list[str]) -> dict[str, float]:
+    """Median milliseconds of a training iteration (the architecture step, bilevel search only, then the network
+    step) on the first training batch, and the MiB of peak memory the model and its iterations add. Meant for a
+    fresh process (``in_fresh_process``): CPU memory is the growth of the peak resident set size."""
+    cfg = load_config(config, overrides)
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.seed)
+    splits = build_splits(cfg.data, progress=False)
+    batch = to_device(next(iter(make_loader(splits.train, cfg.data.batch_size, False, cfg.seed))), device)
+    warm_up_kernels(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        base = peak_rss_bytes()
+    model = build_model(cfg, build_tasks(cfg, splits.num_classes)).to(device).train()
+    state = build_train_state(cfg, model, device, total_steps=WARMUP_ITERATIONS + TIMED_ITERATIONS)
+    share_batch(batch, model.tasks, Distributed())  # as fit prepares every batch
+    times = []
+    for k in range(WARMUP_ITERATIONS + TIMED_ITERATIONS):
+        start = time.perf_counter()
+        if state.bilevel:
+            architecture_step(state, batch, 0.5)
+        network_step(state, batch, 0.5)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if k >= WARMUP_ITERATIONS:
+            times.append(1000 * (time.perf_counter() - start))
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(device) - base) / MIB
+    else:
+        peak = (peak_rss_bytes() - base) / MIB
+    return {"iteration_ms": statistics.median(times), "peak_memory_mib": peak}
+
+
+def profile_row(config: str, overrides: list[str]) -> dict[str, Any]:
+    """``_iteration_profile`` of one row's run config, in a fresh process; with how it was measured."""
+    cfg = load_config(config, overrides)
+    measured = in_fresh_process(_iteration_profile, config, overrides)
+    how = (f"median of {TIMED_ITERATIONS} training iterations after {WARMUP_ITERATIONS} on the first training batch "
+           f"of {cfg.data.batch_size} images; ")
+    if cfg.train.device != "cpu" and torch.cuda.is_available():
+        how += "peak memory: torch.cuda.max_memory_allocated over what was allocated before the model was built"
+    else:
+        how += f"peak memory: growth of the peak resident set size ({start_method()} child process)"
+    return {**measured, "how": how}

@@ -1,0 +1,180 @@
+"""What a comparison says: a verdict per row, a recommendation that follows from the table and only from it, and
+``compare.md``. Directions are the metric's own: *better* is higher for mIoU, lower for an error."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .rows import CEILING, RANDOM_AUX
+
+
+def row_kind(row: str) -> str:
+    """``single``, ``ceiling``, ``control`` (a noise control) or ``method``."""
+    if row == "single":
+        return "single"
+    if row == CEILING:
+        return "ceiling"
+    return "control" if row.endswith(RANDOM_AUX) else "method"
+
+
+def _interval(d: dict[str, Any]) -> str:
+    return f"{d['mean_diff']:+.4g} [{d['low']:+.4g}, {d['high']:+.4g}]"
+
+
+def _better(d: dict[str, Any], higher_is_better: bool) -> bool:
+    """Whether a paired interval ``values - baseline`` lies on the metric's better side of 0."""
+    return d["low"] > 0 if higher_is_better else d["high"] < 0
+
+
+def verdicts(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per row but single-task: its outcome on the main metric of the selected checkpoint (better / worse / no
+    difference, from the paired interval) and a one-line sentence saying so."""
+    info, table = summary["info"], summary["table"]
+    main = info["main_metric"]
+    out = {}
+    for row, entry in table.items():
+        if row == "single":
+            continue
+        diff = entry["best"][main]["vs_single"]
+        outcome = diff["outcome"]
+        if outcome == "no difference":
+            text = f"{row}: not distinguishable from single-task at this budget ({main} {_interval(diff)})"
+        else:
+            text = f"{row}: {outcome} than single-task ({main} {_interval(diff)})"
+        out[row] = {"kind": row_kind(row), "outcome": outcome, "mean_diff": diff["mean_diff"], "low": diff["low"],
+                    "high": diff["high"], "text": text}
+    return out
+
+
+def _resolution(summary: dict[str, Any], methods: list[str]) -> str | None:
+    """When no method differs from single-task: the smallest difference the comparison could have told apart (the
+    narrowest interval's half-width), and whether even the ceiling was out of its reach; else None."""
+    judged = {row: v for row, v in summary["verdicts"].items() if row in methods}
+    if not judged or any(v["outcome"] != "no difference" for v in judged.values()):
+        return None
+    info = summary["info"]
+    narrowest = min((v["high"] - v["low"]) / 2 for v in judged.values())
+    text = (f"With {len(info['seeds'])} seeds and {info['network_updates']} updates per run, only differences larger "
+            f"than about ±{narrowest:.3g} {info['main_metric']} could be told apart (the narrowest interval's "
+            "half-width): a smaller effect is not excluded; more seeds (--seeds) or a larger budget (--budget) "
+            "narrow the intervals.")
+    ceiling = summary["verdicts"].get(CEILING)
+    if ceiling is not None and ceiling["outcome"] == "no difference":
+        text += (" The ceiling is not distinguishable from the floor either: at this budget the comparison cannot "
+                 "see even what labelling every image is worth, too small for any verdict.")
+    return text
+
+
+def recommendation(summary: dict[str, Any]) -> str:
+    """Plain sentences that follow from the table: which methods are better, worse or not distinguishable, what the
+    noise controls and the ceiling say, whether the budget could tell, and what to use."""
+    info, table, costs = summary["info"], summary["table"], summary["costs"]
+    main, higher = info["main_metric"], info["higher_is_better"][info["main_metric"]]
+    found = summary["verdicts"]
+    methods = [row for row in table if row_kind(row) == "method"]
+    sentences = []
+    for row in methods:
+        v = found[row]
+        sentence = v["text"] + "."
+        control = table[row].get("vs_control")
+        if control is not None:
+            if _better(control, higher):
+                sentence += (f" It is better than its random-auxiliary control ({_interval(control)}): the gain comes "
+                             "from the auxiliary labels, not from the extra updates.")
+            elif v["outcome"] == "better":
+                sentence += (f" It is not distinguishable from its random-auxiliary control ({_interval(control)}): "
+                             "the gain cannot be told apart from what random auxiliary targets give.")
+        sentences.append(sentence)
+    for row in table:
+        if row_kind(row) == "control" and found[row]["outcome"] != "no difference":
+            sentences.append(f"{found[row]['text']}: random auxiliary targets alone change the primary.")
+    if CEILING in table:
+        gap = table[CEILING]["best"][main]["vs_single"]
+        outcome = "not distinguishable from" if gap["outcome"] == "no difference" else f"{gap['outcome']} than"
+        sentences.append(
+            f"Giving single-task the {100 * info['holdout']:.0f} % of primary labels held out (the ceiling) is "
+            f"{outcome} training on the {info['train_labels'][info['primary']]} kept (the floor): {main} "
+            f"{_interval(gap)}.")
+        for row in methods:
+            share = table[row].get("share", {}).get("best")
+            if share and share["bounded"]:
+                sentences.append(f"{row} closes {100 * share['share']:.0f} % [{100 * share['low']:.0f}, "
+                                 f"{100 * share['high']:.0f}] of that gap.")
+    resolution = _resolution(summary, methods)
+    if resolution:
+        sentences.append(resolution)
+    better = [row for row in methods if found[row]["outcome"] == "better"]
+    best = max(better, key=lambda r: found[r]["mean_diff"] * (1 if higher else -1), default=None)
+    if best is None:
+        sentences.append("Recommendation: keep single-task; no method is better than it beyond the seed spread at "
+                         "this budget.")
+    else:
+        cost = costs.get(best, {}).get("export", {})
+        same = cost.get("exported") and cost["params_ratio"] == 1 and cost["flops_ratio"] == 1
+        sentences.append(f"Recommendation: {best}, the largest gain beyond the seed spread"
+                         + ("; its exported primary network costs exactly what single-task's does." if same else
+                            "; check its export cost in the table."))
+    return " ".join(sentences)
+
+
+def _f(value: float | None, fmt: str = ".3g") -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def format_markdown(summary: dict[str, Any]) -> str:
+    """``compare.md``: what was compared, the table, the recommendation and how each number was made."""
+    info, table, costs = summary["info"], summary["table"], summary["costs"]
+    main = info["main_metric"]
+    labels = ", ".join(f"{t} {n}" for t, n in info["train_labels"].items())
+    lines = [
+        f"# Will `{', '.join(info['aux'])}` help `{info['primary']}`? ({info['config']})",
+        "",
+        f"{info['train_images']} training images (with a label: {labels}), {info['val_images']} validation images "
+        f"(checkpoint selection), {info['test_images']} test images; {info['network_updates']} network updates for "
+        f"every row; seeds {info['seeds']}. Overrides: `{' '.join(info['overrides']) or 'none'}`"
+        + (f"; {100 * info['holdout']:.0f} % of the primary labels held out of training." if info["holdout"] else "."),
+        "",
+        "| Row | " + main + " (mean ± std) | Δ vs single [95 %] | Verdict | Δm % [95 %] | Gap closed | vs own control "
+        "| Export params, FLOPs (× single) | ms / iteration | Peak MiB | s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, entry in table.items():
+        cell, dm = entry["best"][main], entry["delta_m"]["best"]
+        diff = "—" if cell["vs_single"] is None else _interval(cell["vs_single"])
+        verdict = "baseline" if row == "single" else cell["vs_single"]["outcome"]
+        delta = "—" if dm["vs_single"] is None else f"{dm['mean']:+.2f} [{dm['vs_single']['low']:+.2f}, " \
+                                                     f"{dm['vs_single']['high']:+.2f}]"
+        share = entry.get("share", {}).get("best")
+        gap = "—" if not share else (f"{100 * share['share']:.0f} % [{100 * share['low']:.0f}, "
+                                     f"{100 * share['high']:.0f}]" if share["bounded"] else
+                                     f"{100 * share['share']:.0f} % [unbounded]")
+        control = "—" if "vs_control" not in entry else _interval(entry["vs_control"])
+        export, training = costs[row]["export"], costs[row]["training"]
+        cost = (f"{export['params_ratio']:.3f}, {export['flops_ratio']:.3f}" if export["exported"] else
+                "not exported")
+        lines.append(f"| {row} | {cell['mean']:.4g} ± {cell['std']:.2g} | {diff} | {verdict} | {delta} | {gap} | "
+                     f"{control} | {cost} | {_f(training['iteration_ms'], '.1f')} | "
+                     f"{_f(training['peak_memory_mib'], '.0f')} | {entry['wall_time_s']:.0f} |")
+    first = next(iter(costs.values()))["training"]["how"]
+    lines += [
+        "",
+        "## What this says",
+        "",
+        summary["recommendation"],
+        "",
+        "## How the numbers were made",
+        "",
+        f"Metrics are the primary's test metrics of the checkpoint selected on the validation split; Δ is the mean "
+        f"difference to single-task with its 95 % t interval paired by seed, *better* / *worse* only when it excludes "
+        f"0 ({'higher' if info['higher_is_better'][main] else 'lower'} {main} is better). Δm: the mean relative "
+        f"change over {', '.join(info['delta_metrics_used'])} (positive = better). *Gap closed*: the share of the "
+        "floor (single-task on the labels kept) to ceiling (every primary label) gap, with its Fieller interval. "
+        "*vs own control*: the row minus the same method with random auxiliary targets. Export: seed "
+        f"{info['seeds'][0]}'s primary network, verified equal to the trained model with a2p cut. Iteration: {first}. "
+        "s / run: wall time of a run, evaluation included.",
+        "",
+        f"{len(summary['runs'])} runs ({summary['reused_runs']} reused), {summary['run_time_s']:.0f} s of training; "
+        f"the whole comparison took {summary['wall_time_s']:.0f} s.",
+    ]
+    return "\n".join(lines) + "\n"

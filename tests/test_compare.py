@@ -1,0 +1,202 @@
+"""``auxnas compare``: end to end on a tiny folder dataset with missing primary labels and on the synthetic scenes;
+its statistics against hand-computed values, reuse after an interruption, its refusals and its recommendation."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+from test_data_folder import write_folder
+
+import auxnas.compare.runs
+from auxnas.cli import main
+from auxnas.compare.comparison import run_comparison
+from auxnas.compare.report import recommendation, verdicts
+from auxnas.compare.rows import CEILING, comparison_rows
+from auxnas.config import load_config
+from auxnas.data import build_splits
+
+#: tiny synthetic runs: 16 training images in 2 batches of 8 (1 per half when bilevel), 4 validation images
+TINY = ["data.num_train=20", "data.val_fraction=0.2", "data.num_test=8", "data.batch_size=8", "train.epochs=1",
+        "data.image_size=32", "model.backbone=tiny_resnet", "train.device=cpu"]
+
+
+def _t_interval(values, baseline):
+    """The paired 95 % t interval computed by hand (t = 12.706 for 1 degree of freedom)."""
+    diffs = [v - b for v, b in zip(values, baseline)]
+    assert len(diffs) == 2
+    mean = statistics.fmean(diffs)
+    half = 12.706 * abs(diffs[0] - diffs[1]) / math.sqrt(2) / math.sqrt(2)
+    return mean, mean - half, mean + half
+
+
+@pytest.fixture(scope="module")
+def folder_comparison(tmp_path_factory):
+    """``auxnas compare`` on a folder dataset whose primary (seg) lacks labels on 3 of 10 images, with controls."""
+    tmp = tmp_path_factory.mktemp("compare-folder")
+    root = write_folder(tmp / "data", splits={"train": 10, "test": 4}, missing={"seg": [0, 3, 6]})
+    overrides = ["data.name=folder", f"data.root={root}", "data.val_fraction=0.2", "data.batch_size=4",
+                 "tasks.primary=seg", "tasks.aux=[normal]", "tasks.loss_weights={seg: 1.0, normal: 1.0}",
+                 "model.backbone=tiny_resnet", "train.epochs=1", "train.device=cpu"]
+    code = main(["compare", "demo", *overrides, "--methods", "aux_head", "--seeds", "2", "--controls",
+                 "--out", str(tmp / "out"), "--quiet"])
+    return code, tmp / "out", overrides
+
+
+def test_compare_on_a_folder_with_missing_primary_labels_end_to_end(folder_comparison, capsys):
+    code, out, overrides = folder_comparison
+    assert code == 0
+    summary = json.loads((out / "compare.json").read_text())
+    assert (out / "compare.md").read_text() == summary["markdown"]
+    info = summary["info"]
+    assert info["rows"] == ["single", "aux_head", "aux_head-random_aux"]
+    splits = build_splits(load_config("demo", overrides).data, progress=False)
+    assert info["train_labels"]["seg"] == splits.train_label_counts(["seg"])["seg"] < info["train_images"] == 8
+    assert info["primary_partial"] and not info["ceiling"]
+    assert len(summary["runs"]) == 6 and {r["seed"] for r in summary["runs"]} == {0, 1}
+    assert len({r["network_updates"] for r in summary["runs"]}) == 1  # equal updates for every row
+    for run in summary["runs"]:  # each run's record reproduces it
+        assert load_config("demo", run["overrides"]).out_dir == run["run_dir"]
+    assert next(r for r in summary["runs"] if r["row"] == "aux_head-random_aux")["random_targets"] == ["normal"]
+    for row in info["rows"]:
+        export = summary["costs"][row]["export"]
+        assert export["exported"] and export["params_ratio"] == 1.0 and export["flops_ratio"] == 1.0
+        training = summary["costs"][row]["training"]
+        assert training["iteration_ms"] > 0 and training["time_per_update_s"] > 0
+        assert (out / "exports" / row / "model.safetensors").is_file()
+    assert set(summary["verdicts"]) == {"aux_head", "aux_head-random_aux"}
+    assert summary["recommendation"].startswith("aux_head: ")
+    assert "Recommendation: " in summary["recommendation"]
+    assert "| aux_head-random_aux |" in summary["markdown"]
+
+
+def test_compare_statistics_match_hand_computed_values(folder_comparison):
+    _, out, _ = folder_comparison
+    summary = json.loads((out / "compare.json").read_text())
+    runs = sorted(summary["runs"], key=lambda r: r["seed"])
+    miou = {row: [r["test_best"]["miou"] for r in runs if r["row"] == row] for row in summary["info"]["rows"]}
+    cell = summary["table"]["aux_head"]["best"]["miou"]
+    assert cell["mean"] == pytest.approx(statistics.fmean(miou["aux_head"]))
+    assert cell["std"] == pytest.approx(statistics.stdev(miou["aux_head"]))
+    mean, low, high = _t_interval(miou["aux_head"], miou["single"])
+    assert (cell["vs_single"]["mean_diff"], cell["vs_single"]["low"], cell["vs_single"]["high"]) == pytest.approx(
+        (mean, low, high), abs=1e-9)
+    expected = "better" if low > 0 else "worse" if high < 0 else "no difference"
+    assert cell["vs_single"]["outcome"] == summary["verdicts"]["aux_head"]["outcome"] == expected
+    control = summary["table"]["aux_head"]["vs_control"]
+    mean, low, high = _t_interval(miou["aux_head"], miou["aux_head-random_aux"])
+    assert (control["mean_diff"], control["low"], control["high"]) == pytest.approx((mean, low, high), abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def synthetic_comparison(tmp_path_factory):
+    """A synthetic comparison with half the primary labels held out, interrupted after two runs and continued."""
+    tmp = tmp_path_factory.mktemp("compare-synthetic")
+    fit, calls = auxnas.compare.runs.fit, []
+
+    class Interrupted(Exception):
+        """The comparison stopped in its third run (Ctrl-C, a killed job)."""
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted
+        return fit(*args, **kwargs)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return fit(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUXNAS_CACHE", str(tmp / "cache"))
+        patch.setattr(auxnas.compare.runs, "fit", interrupted)
+        with pytest.raises(Interrupted):
+            run_comparison("demo", TINY, methods=["aux_nas"], seeds=2, holdout=0.5, out_dir=tmp / "out",
+                           progress=False)
+        finished = [p.parent.name + "/" + p.parent.parent.name for p in (tmp / "out" / "runs").rglob("bench_run.json")]
+        calls.clear()
+        patch.setattr(auxnas.compare.runs, "fit", counted)
+        summary = run_comparison("demo", TINY, methods=["aux_nas"], seeds=2, holdout=0.5, out_dir=tmp / "out",
+                                 reuse=True, progress=False)
+    return summary, finished, len(calls)
+
+
+def test_an_interrupted_comparison_continues_with_reuse(synthetic_comparison):
+    summary, finished, trained = synthetic_comparison
+    assert sorted(finished) == ["seed0/single", "seed0/single-all_labels"]  # two runs finished before the interrupt
+    assert summary["reused_runs"] == 2 and trained == len(summary["runs"]) - 2 == 4
+
+
+def test_holdout_adds_the_ceiling_and_the_share_of_the_gap(synthetic_comparison):
+    summary, _, _ = synthetic_comparison
+    info, table = summary["info"], summary["table"]
+    assert info["holdout"] == 0.5 and info["ceiling"] and info["rows"] == ["single", CEILING, "aux_nas"]
+    assert info["train_labels"]["normal"] == 8 and info["train_labels"]["seg"] == 16  # half the primary labels
+    floor = next(r for r in summary["runs"] if r["row"] == "single")
+    top = next(r for r in summary["runs"] if r["row"] == CEILING)
+    assert floor["train_labels"]["normal"] == 8 and top["train_labels"]["normal"] == 16
+    assert "share" in table["aux_nas"] and "share" not in table[CEILING]
+    assert summary["costs"]["aux_nas"]["export"]["exported"]  # a2p cut, verified single-task cost
+    assert "Giving single-task the 50 % of primary labels held out (the ceiling)" in summary["recommendation"]
+
+
+def test_fewer_than_two_seeds_and_unknown_methods_are_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="at least 2 distinct seeds"):
+        run_comparison("demo", TINY, methods=["aux_head"], seeds=1, out_dir=tmp_path)
+    with pytest.raises(SystemExit):
+        main(["compare", "demo", "--seeds", "1"])
+    assert "expected a number of seeds >= 2" in capsys.readouterr().err
+    assert main(["compare", "demo", *TINY, "--methods", "aux_nass", "--seeds", "2", "--out", str(tmp_path)]) == 2
+    assert "unknown method 'aux_nass'" in capsys.readouterr().err
+    assert main(["compare", "demo", *TINY, "--methods", "aux_head+gradvac", "--out", str(tmp_path)]) == 2
+    assert "unknown weighting 'gradvac'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # refused before anything trained
+
+
+def test_rows_of_methods_weightings_controls_and_ceiling():
+    rows = comparison_rows(["aux_nas", "aux_head+gcs"], ["normal", "depth"], controls=True,
+                           ceiling=("data.labelled_fraction={}",))
+    assert list(rows) == ["single", CEILING, "aux_nas", "aux_head+gcs", "aux_nas-random_aux",
+                          "aux_head+gcs-random_aux"]
+    assert rows["aux_head+gcs"] == ("method.name=aux_head", "weighting.name=gcs")
+    assert rows["aux_nas-random_aux"][-1] == "data.random_targets=[normal, depth]"
+    assert rows[CEILING] == ("method.name=single", "tasks.aux=[]", "data.labelled_fraction={}")
+
+
+def _summary(diffs: dict[str, tuple[float, float, float]], control: tuple[float, float, float] | None = None):
+    """A hand-made comparison summary: row -> (mean difference, low, high) of mIoU against single-task."""
+    table = {"single": {"best": {"miou": {"vs_single": None}}}}
+    for row, (mean, low, high) in diffs.items():
+        outcome = "better" if low > 0 else "worse" if high < 0 else "no difference"
+        table[row] = {"best": {"miou": {"vs_single": {"mean_diff": mean, "low": low, "high": high,
+                                                      "outcome": outcome}}}}
+    if control is not None:
+        table["aux_head"]["vs_control"] = dict(zip(("mean_diff", "low", "high"), control))
+    info = {"main_metric": "miou", "higher_is_better": {"miou": True}, "seeds": [0, 1, 2], "network_updates": 96,
+            "primary": "seg", "holdout": 0.9, "train_labels": {"seg": 10}}
+    costs = {row: {"export": {"exported": True, "params_ratio": 1.0, "flops_ratio": 1.0}} for row in table}
+    summary = {"info": info, "table": table, "costs": costs}
+    summary["verdicts"] = verdicts(summary)
+    return summary
+
+
+def test_the_recommendation_follows_from_the_table():
+    summary = _summary({"aux_head": (1.3, 0.7, 1.9), "aux_nas": (0.2, -0.5, 0.9),
+                        "aux_head-random_aux": (0.1, -0.4, 0.6)}, control=(1.2, 0.5, 1.9))
+    text = recommendation(summary)
+    assert "aux_head: better than single-task (miou +1.3 [+0.7, +1.9])" in text
+    assert "the gain comes from the auxiliary labels, not from the extra updates" in text
+    assert "aux_nas: not distinguishable from single-task" in text
+    assert text.endswith("Recommendation: aux_head, the largest gain beyond the seed spread; its exported primary "
+                         "network costs exactly what single-task's does.")
+    noise = recommendation(_summary({"aux_head": (1.3, 0.7, 1.9)}, control=(0.1, -0.5, 0.7)))
+    assert "not distinguishable from its random-auxiliary control" in noise
+    small = recommendation(_summary({"aux_head": (0.3, -4.3, 4.9), "aux_nas": (-0.2, -3.0, 2.6)}))
+    assert "only differences larger than about ±2.8 miou could be told apart" in small
+    assert "keep single-task" in small and "too small for any verdict" not in small
+    blind = _summary({"aux_head": (0.3, -4.3, 4.9), CEILING: (0.5, -1.0, 2.0)})
+    assert "too small for any verdict" in recommendation(blind)  # not even the ceiling differs from the floor
+    decided = recommendation(_summary({"aux_head": (-1.0, -1.2, -0.8)}))
+    assert "aux_head: worse than single-task" in decided and "could be told apart" not in decided
