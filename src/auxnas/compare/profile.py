@@ -23,7 +23,7 @@ from ..tasks import build_tasks
 
 MIB = 2**20
 #: iterations before the measured ones (kernel selection, allocator warm-up) and measured ones
-WARMUP_ITERATIONS, TIMED_ITERATIONS = 1, 3
+WARMUP_ITERATIONS, TIMED_ITERATIONS = 2, 5
 
 
 def _iteration_profile(config: str, overrides: list[str]) -> dict[str, float]:
