@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from auxnas.bench.accuracy import gap_share
+from auxnas.bench.accuracy_tables import gap_share
 from auxnas.io import write_json, write_text
 from auxnas.stats import mean_std, paired_interval
 

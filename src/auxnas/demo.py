@@ -13,8 +13,9 @@ from typing import Any
 import torch
 
 from .backbones import build_branch
-from .bench.accuracy import CONTROLS, PRESETS, run_accuracy_benchmark
+from .bench.accuracy import run_accuracy_benchmark
 from .bench.accuracy_markdown import controls_markdown
+from .bench.presets import CONTROLS, PRESETS
 from .config import load_config
 from .cost import count_flops, count_parameters, measure_latency
 from .export import export_primary, load_exported, read_export_spec
