@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from auxnas.bench.cost import ARCH_EVERY, EXPORTED_METHODS, GRADIENT_METHODS, TARGETS, run_cost_benchmark
+from auxnas.bench.cost import run_cost_benchmark
+from auxnas.bench.cost_settings import ARCH_EVERY, EXPORTED_METHODS, GRADIENT_METHODS, TARGETS
 from auxnas.bench.timing import time_interleaved, time_ratio
 
 

@@ -1,8 +1,9 @@
 """A config checked against the components it names, in one place above them.
 
-``auxnas.config`` reads and type-checks a config on its own (it imports nothing of auxnas); each component checks
-its own section here: the tasks their names and losses, the dataset reader the tasks it provides, the backbones
-the model and image size, the weighting method its options. ``fit`` validates every config it trains.
+``auxnas.config`` reads and type-checks a config on its own (it imports nothing else of auxnas but its schema and
+checks); each component checks its own section here: the tasks their names and losses, the dataset reader the
+tasks it provides, the backbones the model and image size, the weighting method its options. ``fit`` validates
+every config it trains.
 """
 
 from __future__ import annotations

@@ -11,17 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .folder import (
-    CLASS_TASKS,
-    SPLITS,
-    TaskSpec,
-    check_label_size,
-    read_image,
-    read_label,
-    read_spec,
-    scan_split,
-    size_mismatch,
-)
+from .folder_layout import CLASS_TASKS, SPLITS, TaskSpec, read_spec, scan_split
+from .folder_read import check_label_size, read_image, read_label, size_mismatch
 from .synthetic import IGNORE_INDEX
 
 __all__ = ["check_folder", "format_report"]
