@@ -188,13 +188,16 @@ def compare(ddp_dir: Path, single: dict, single_weights: dict[str, torch.Tensor]
     # a gradient method (per-task gradients averaged before the surgery) with scarce segmentation labels, so that
     # in some steps one process holds segmentation labels and the other none
     ["weighting.name=gcs", "data.labelled_fraction={seg: 0.25}"],
-], ids=["equal", "gcs-partial-labels"])
+    # a loss weighting (through DistributedDataParallel) with steps where the segmentation head is unused on every
+    # process (no label in the global batch) or on one (a zero loss there)
+    ["weighting.name=equal", "data.labelled_fraction={seg: 0.25}"],
+], ids=["equal", "gcs-partial-labels", "equal-partial-labels"])
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeypatch, setting):
     cache = tmp_path / "cache"
     monkeypatch.setenv("AUXNAS_CACHE", str(cache))
     overrides = [*BASE, *setting]
     build_splits(load_config("demo", overrides).data, progress=False)  # generated once, read by every process
-    if "weighting.name=gcs" in setting:  # the case the label shares exist for does occur
+    if "data.labelled_fraction={seg: 0.25}" in setting:  # the case the label shares exist for does occur
         cfg = load_config("demo", overrides)
         train = build_splits(cfg.data, progress=False).train
         seg = [[b["labelled"]["seg"].any().item() for b, _ in epoch_batches(train, cfg, epoch, True,
