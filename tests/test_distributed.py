@@ -259,6 +259,46 @@ def test_loss_weightings_step_through_ddp_and_gradient_methods_reduce_once(tmp_p
         assert step["python"]["_all_reduce_"] == 4
 
 
+#: fit in which the second network step's global batch has no label anywhere (every process's share is empty)
+EMPTY_STEP_WORKER = textwrap.dedent('''
+    import os, sys
+    import torch
+    import auxnas.engine.fit as fit_module
+    from auxnas.config import load_config
+
+    out, *overrides = sys.argv[1:]
+    real, calls = fit_module.network_step, []
+
+    def network_step(state, batch, *args, **kwargs):
+        calls.append(state)
+        if len(calls) != 2:
+            return real(state, batch, *args, **kwargs)
+        batch["share"] = {}  # as share_batch leaves it when no process holds a label
+        before = [p.detach().clone() for p in state.model.parameters()]
+        assert real(state, batch, *args, **kwargs) == ({}, {})
+        assert all(torch.equal(a, p) for a, p in zip(before, state.model.parameters()))
+        return {}, {}
+
+    fit_module.network_step = network_step
+    fit_module.fit(load_config("demo", overrides), progress=False)
+    assert type(calls[0].ddp).__name__ == "DistributedDataParallel" and len(calls) == 4
+    torch.save(calls[0].model.state_dict(), f"{out}/weights-rank{os.environ['RANK']}.pt")
+''')
+
+
+def test_a_global_batch_without_labels_makes_no_step_through_ddp(tmp_path, monkeypatch):
+    """A network step whose global batch has no label makes no update on any process, after a forward through
+    DistributedDataParallel without a backward; the next steps still reduce (the processes end equal)."""
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    overrides = [*BASE, "weighting.name=equal", f"out_dir={tmp_path / 'run'}"]
+    build_splits(load_config("demo", overrides).data, progress=False)
+    worker = tmp_path / "empty_step_worker.py"
+    worker.write_text(EMPTY_STEP_WORKER)
+    launch([sys.executable, str(worker), str(tmp_path), *overrides])
+    ranks = [torch.load(tmp_path / f"weights-rank{rank}.pt") for rank in range(2)]
+    assert all(torch.equal(value, ranks[1][name]) for name, value in ranks[0].items())
+
+
 def test_torchrun_runs_the_command_line(tmp_path):
     """``torchrun --nproc_per_node 2 -m auxnas train ...``: one report (rank 0's), one complete run directory."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
