@@ -43,6 +43,7 @@ from auxnas.engine.loaders import epoch_batches, steps_per_epoch
 from auxnas.engine.state import set_rank_rng_state
 from auxnas.tasks import build_task
 from auxnas.train import Callback, fit
+from auxnas.weighting import WEIGHTINGS
 
 BASE = [
     "data.image_size=32", "data.num_train=40", "data.num_test=8", "data.val_fraction=0.2", "data.batch_size=8",
@@ -188,13 +189,16 @@ def compare(ddp_dir: Path, single: dict, single_weights: dict[str, torch.Tensor]
     # a gradient method (per-task gradients averaged before the surgery) with scarce segmentation labels, so that
     # in some steps one process holds segmentation labels and the other none
     ["weighting.name=gcs", "data.labelled_fraction={seg: 0.25}"],
-], ids=["equal", "gcs-partial-labels"])
+    # a loss weighting (through DistributedDataParallel) with steps where the segmentation head is unused on every
+    # process (no label in the global batch) or on one (a zero loss there)
+    ["weighting.name=equal", "data.labelled_fraction={seg: 0.25}"],
+], ids=["equal", "gcs-partial-labels", "equal-partial-labels"])
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeypatch, setting):
     cache = tmp_path / "cache"
     monkeypatch.setenv("AUXNAS_CACHE", str(cache))
     overrides = [*BASE, *setting]
     build_splits(load_config("demo", overrides).data, progress=False)  # generated once, read by every process
-    if "weighting.name=gcs" in setting:  # the case the label shares exist for does occur
+    if "data.labelled_fraction={seg: 0.25}" in setting:  # the case the label shares exist for does occur
         cfg = load_config("demo", overrides)
         train = build_splits(cfg.data, progress=False).train
         seg = [[b["labelled"]["seg"].any().item() for b, _ in epoch_batches(train, cfg, epoch, True,
@@ -209,11 +213,12 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_an_interrupted_data_parallel_run_resumes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("weighting", ["pcgrad_aux", "uncertainty"])  # hand reduce; DistributedDataParallel
+def test_an_interrupted_data_parallel_run_resumes(tmp_path, monkeypatch, weighting):
     """Both processes stop after epoch 2's training (before its checkpoint); ``resume_run`` in two processes, each
     loading the same last.pt, ends where one uninterrupted process does."""
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
-    overrides = [*BASE, "train.epochs=3", "weighting.name=pcgrad_aux"]
+    overrides = [*BASE, "train.epochs=3", f"weighting.name={weighting}"]
     build_splits(load_config("demo", overrides).data, progress=False)
     run = tmp_path / "ddp-run"
     run_workers(tmp_path, "fit", [*overrides, f"out_dir={run}"], extra_env={"INTERRUPT_AT_VALIDATION": "2"})
@@ -221,6 +226,77 @@ def test_an_interrupted_data_parallel_run_resumes(tmp_path, monkeypatch):
     ddp = run_workers(tmp_path, "resume", [str(run)])
     single, weights = run_single(monkeypatch, [*overrides, f"out_dir={tmp_path / 'single-run'}"])
     assert compare(ddp, single, weights)["max_weight_diff"] < 5e-6  # measured 2.5e-6 (docs/distributed.md)
+
+
+def test_weightings_say_whether_they_need_task_gradients():
+    """Loss weightings run the data-parallel network step through DistributedDataParallel; the methods that need
+    each task's gradient (gradient surgery, GradNorm's norms) average those by hand."""
+    linear = {name for name, cls in WEIGHTINGS.items() if not cls.needs_task_gradients}
+    assert linear == {"equal", "uncertainty", "dwa"}
+
+
+def test_loss_weightings_step_through_ddp_and_gradient_methods_reduce_once(tmp_path):
+    """benchmarks/allreduce_counts.py on 2 processes: with ``equal`` every network step's gradients are all-reduced
+    by DistributedDataParallel's buckets (all the network's weights) and auxnas reduces no gradient by hand (its one
+    bucketed all-reduce is the step's losses); the architecture step does not go through the wrapper. With ``pcgrad``
+    there is no wrapper and no bucket: the per-task gradients and the step's gradients are reduced by hand, once."""
+    out = tmp_path / "counts.json"
+    script = Path(__file__).parents[1] / "benchmarks" / "allreduce_counts.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script), "--weightings", "equal", "pcgrad", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    counts = json.loads(out.read_text())["after"]["weightings"]
+    equal, pcgrad = counts["equal"], counts["pcgrad"]
+    assert equal["network_step_wrapper"] == "DistributedDataParallel" and equal["network"]["steps"] == 4
+    for step in equal["network"]["each"]:  # every network weight, once (the architecture weights are not in it)
+        assert step["ddp_buckets"] >= 1 and step["ddp_elements"] == equal["network_weights"]
+        assert step["python"]["_all_reduce_"] == 1  # the losses' mean; no gradient reduced by hand
+    assert pcgrad["network_step_wrapper"] is None
+    for step in [*pcgrad["network"]["each"], *equal["architecture"]["each"], *pcgrad["architecture"]["each"]]:
+        assert step["ddp_buckets"] == 0
+    for step in pcgrad["network"]["each"]:  # per-task gradients (the has-gradient flags, the gradients), losses
+        assert step["python"]["_all_reduce_"] == 4
+
+
+#: fit in which the second network step's global batch has no label anywhere (every process's share is empty)
+EMPTY_STEP_WORKER = textwrap.dedent('''
+    import os, sys
+    import torch
+    import auxnas.engine.fit as fit_module
+    from auxnas.config import load_config
+
+    out, *overrides = sys.argv[1:]
+    real, calls = fit_module.network_step, []
+
+    def network_step(state, batch, *args, **kwargs):
+        calls.append(state)
+        if len(calls) != 2:
+            return real(state, batch, *args, **kwargs)
+        batch["share"] = {}  # as share_batch leaves it when no process holds a label
+        before = [p.detach().clone() for p in state.model.parameters()]
+        assert real(state, batch, *args, **kwargs) == ({}, {})
+        assert all(torch.equal(a, p) for a, p in zip(before, state.model.parameters()))
+        return {}, {}
+
+    fit_module.network_step = network_step
+    fit_module.fit(load_config("demo", overrides), progress=False)
+    assert type(calls[0].ddp).__name__ == "DistributedDataParallel" and len(calls) == 4
+    torch.save(calls[0].model.state_dict(), f"{out}/weights-rank{os.environ['RANK']}.pt")
+''')
+
+
+def test_a_global_batch_without_labels_makes_no_step_through_ddp(tmp_path, monkeypatch):
+    """A network step whose global batch has no label makes no update on any process, after a forward through
+    DistributedDataParallel without a backward; the next steps still reduce (the processes end equal)."""
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    overrides = [*BASE, "weighting.name=equal", f"out_dir={tmp_path / 'run'}"]
+    build_splits(load_config("demo", overrides).data, progress=False)
+    worker = tmp_path / "empty_step_worker.py"
+    worker.write_text(EMPTY_STEP_WORKER)
+    launch([sys.executable, str(worker), str(tmp_path), *overrides])
+    ranks = [torch.load(tmp_path / f"weights-rank{rank}.pt") for rank in range(2)]
+    assert all(torch.equal(value, ranks[1][name]) for name, value in ranks[0].items())
 
 
 def test_torchrun_runs_the_command_line(tmp_path):

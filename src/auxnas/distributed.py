@@ -6,16 +6,19 @@
 ``Distributed``; otherwise a one-process ``Distributed`` whose every method is a no-op, so the loop
 is the same code either way.
 
-No ``DistributedDataParallel`` wrapper: the loop all-reduces what it needs explicitly, so that
-gradient methods can average each task's gradient before combining them (``Weighting.backward``'s
-``reduce``) and a process can compute several gradients of one forward (``autograd.grad``).
-BatchNorm layers compute their batch statistics over the global batch (``sync_batch_norm``), so
-``N`` processes train like one process on the same global batch.
+The network step of a loss-weighting method (``Weighting.needs_task_gradients`` False) runs through torch's
+``DistributedDataParallel`` (``data_parallel``): its gradients are all-reduced in buckets while the backward runs.
+Gradient methods, which average each task's gradient over the processes before combining them
+(``Weighting.backward``'s ``reduce``) and compute several gradients of one forward (``autograd.grad``), and the
+architecture step run on the plain model and all-reduce what they need explicitly (``average_gradients``).
+BatchNorm layers compute their batch statistics over the global batch (``sync_batch_norm`` on CPU/gloo,
+``nn.SyncBatchNorm`` on CUDA), so ``N`` processes train like one process on the same global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import pickle
 import warnings
@@ -174,9 +177,14 @@ class Distributed:
                 self.barrier()
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        """Make ``model`` data-parallel: global-batch BatchNorm, rank 0's initial weights everywhere."""
+        """Make ``model`` data-parallel: global-batch BatchNorm (``nn.SyncBatchNorm`` for a model on CUDA,
+        ``sync_batch_norm`` otherwise), rank 0's initial weights everywhere."""
         if self.enabled:
-            sync_batch_norm(model)
+            first = next(model.parameters(), None)
+            if first is not None and first.is_cuda:
+                model = cuda_sync_batch_norm(model)
+            else:
+                sync_batch_norm(model)
             self.broadcast_module(model)
         return model
 
@@ -332,6 +340,42 @@ def sync_batch_norm(model: nn.Module) -> nn.Module:
             _SYNCED[cls] = type(f"Global{cls.__name__}", (_GlobalBatchNorm, cls), {})
         module.__class__ = _SYNCED[cls]
     return model
+
+
+def cuda_sync_batch_norm(model: nn.Module) -> nn.Module:
+    """``model`` with every BatchNorm turned into ``nn.SyncBatchNorm`` (timm's ``BatchNormAct2d`` into timm's
+    ``SyncBatchNormAct``; timm's converter handles both), for a model on CUDA (NCCL). The layers keep their
+    parameters, buffers and state-dict keys. Untested here: the test machines have no GPU (docs/distributed.md)."""
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model)
+
+
+def data_parallel(module: nn.Module, device: torch.device, ignore: Sequence[nn.Parameter] = ()) -> nn.Module:
+    """``module`` wrapped in ``DistributedDataParallel`` for the current process group: its gradients are averaged
+    over the processes in buckets, overlapped with the backward, in the backward that follows each forward through
+    the wrapper (a forward through ``module`` itself is not reduced).
+
+    ``ignore``: parameters of ``module`` the wrapper leaves alone (reduced by hand where they are stepped).
+    ``find_unused_parameters``: a step's graph can leave parameters without a gradient (the head of a task
+    labelled nowhere in the global batch, AdaShare's skipped cells); every process has the same graph
+    (``share_batch``, identical random draws), so such a parameter keeps ``.grad`` None everywhere, as in one
+    process. Buffers are not broadcast at each forward: BatchNorm's statistics are global already, and ``fit``
+    broadcasts the buffers after every epoch. ``module``'s forward should return only what the loss is made of
+    (the losses), so that unused parameters are found from them."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    skipped = {id(p) for p in ignore}
+    names = [name for name, p in module.named_parameters() if id(p) in skipped]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, names)
+    on_cuda = device.type == "cuda"
+    # torch 2.14 renamed broadcast_buffers (deprecated) to forward_sync_buffers; both sync the buffers once at init
+    no_buffer_sync = ({"forward_sync_buffers": False}
+                      if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                      else {"broadcast_buffers": False})
+    return DistributedDataParallel(module, device_ids=[device] if on_cuda else None,
+                                   output_device=device if on_cuda else None, find_unused_parameters=True,
+                                   **no_buffer_sync)
 
 
 class SeededSamples(Dataset):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import ExperimentConfig
-from ..distributed import Distributed
+from ..distributed import Distributed, data_parallel
 from ..methods import MultiTaskModel
 from ..weighting import Weighting, build_weighting
 from .optim import build_architecture_optimizer, build_optimizer, build_schedule
@@ -85,6 +85,10 @@ class TrainState:
     #: single-level search: the network step also updates the architecture weights (no architecture step)
     single_level: bool = False
     dist: Distributed = dataclasses.field(default_factory=Distributed)
+    #: several processes and a loss-weighting method: ``DistributedDataParallel`` around ``TaskLosses(model)``,
+    #: what the network step forwards through (None: the plain model; always in one process). Checkpoints hold
+    #: ``model``'s state dict, never the wrapper's
+    ddp: nn.Module | None = None
     #: network updates made, and epochs finished
     step: int = 0
     epoch: int = 0
@@ -144,7 +148,9 @@ def build_train_state(
 ) -> TrainState:
     """The training state of ``model`` (on ``device``) under ``cfg``: the weighting method, the network optimiser
     (the network's parameters and the weighting's own) and its schedule over ``total_steps`` network steps, and
-    for a model with architecture weights their optimiser and schedule (``method.arch_*``)."""
+    for a model with architecture weights their optimiser and schedule (``method.arch_*``). With several processes
+    (``dist``) and a loss-weighting method, the ``DistributedDataParallel`` wrapper the network step runs through
+    (``TrainState.ddp``)."""
     weighting = build_weighting(cfg.weighting.name, list(model.tasks), cfg.tasks.primary, **cfg.weighting.options)
     weighting.to(device)
     optimizer = build_optimizer([{"params": model.network_parameters()}, *weighting.optimizer_groups()], cfg.train)
@@ -157,6 +163,11 @@ def build_train_state(
     )
     if arch_params:
         state.arch_optimizer, state.arch_schedule = build_architecture_optimizer(arch_params, cfg, total_steps)
+    if state.dist.enabled and not weighting.needs_task_gradients:
+        from .steps import TaskLosses  # steps imports this module
+
+        # the architecture weights are reduced by hand where they are stepped (architecture step, single-level)
+        state.ddp = data_parallel(TaskLosses(model), device, ignore=arch_params)
     if hasattr(model, "link_strengths"):
         state.links = {"steps": [], "values": [], "names": {k: [list(p) for p in v]
                                                            for k, v in model.link_names().items()}}

@@ -3,11 +3,11 @@ architecture step (Aux-NAS's search). ``fit`` and the cost benchmark both take t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..methods import MultiTaskModel
 from .runtime import autocast
@@ -27,13 +27,30 @@ def task_losses(
     return {k: v for k, v in losses.items() if v is not None}, model.auxiliary_loss(preds, batch, weights)
 
 
+class TaskLosses(nn.Module):
+    """``task_losses`` of ``model`` as a module's forward, for ``DistributedDataParallel`` to wrap: its outputs are
+    exactly the terms of the loss, so the wrapper finds the parameters a step leaves unused (the head of a task
+    without a label in the global batch) from them."""
+
+    def __init__(self, model: MultiTaskModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, batch: dict[str, Any], weights: dict[str, float]
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
+        return task_losses(self.model, batch, weights)
+
+
 def checked_losses(
-    model: MultiTaskModel, batch: dict[str, Tensor], weights: dict[str, float], device: torch.device, amp: bool
+    model: MultiTaskModel, batch: dict[str, Tensor], weights: dict[str, float], device: torch.device, amp: bool,
+    forward: Callable[..., tuple[dict[str, Tensor], Tensor | None]] | None = None,
 ) -> tuple[dict[str, Tensor], Tensor | None]:
     """Task losses (of the tasks labelled in the batch) and the model's extra loss of one batch; fails clearly
-    on a non-finite value."""
+    on a non-finite value. ``forward(batch, weights)`` computes them instead of ``task_losses`` (the network
+    step's ``DistributedDataParallel`` wrapper of ``TaskLosses(model)``)."""
     with autocast(device, amp):
-        losses, extra = task_losses(model, batch, weights)
+        losses, extra = task_losses(model, batch, weights) if forward is None else forward(batch, weights)
     values = [*losses.values(), *([extra] if extra is not None else [])]
     if not all(torch.isfinite(v.detach()) for v in values):
         shown = {k: float(v.detach()) for k, v in losses.items()}
@@ -58,28 +75,40 @@ def network_step(
 
     Returns every task's loss (the global batch's) and what the weighting method reports (its effective weights,
     or gradient norms and cosines with the primary); nothing, and no update, when no image of the batch carries
-    a label. ``callbacks`` see the task losses before the backward pass (``Callback.on_losses``). With several
-    processes the weighting method averages the per-task gradients over them before combining them, and the
-    rest of the gradients are averaged before the update.
+    a label. ``callbacks`` see the task losses before the backward pass (``Callback.on_losses``).
+
+    With several processes: a loss-weighting method (``state.ddp`` set) forwards through
+    ``DistributedDataParallel`` and back-propagates the whole objective (task losses, the model's extra loss,
+    single-level's penalty) in one backward, during which the wrapper averages the network's gradients in
+    buckets; the parameters it does not hold (the weighting's own, single-level's architecture weights) are
+    averaged afterwards. A gradient method forwards through the plain model, averages the per-task gradients
+    before combining them (``reduce``), and every stepped gradient is averaged before the update.
     """
     model, dist = state.model, state.dist
-    losses, extra = checked_losses(model, batch, state.loss_weights, state.device, state.amp)
+    losses, extra = checked_losses(model, batch, state.loss_weights, state.device, state.amp, state.ddp)
     if not losses and extra is None:  # no image of the batch carries any label: nothing to learn from
         return {}, {}
     for callback in callbacks:
         callback.on_losses(state, losses)
     state.optimizer.zero_grad(set_to_none=True)
+    penalty = None
     if state.single_level:
         state.arch_optimizer.zero_grad(set_to_none=True)
         penalty = model.architecture_penalty(progress)
+    if state.ddp is not None:
+        objective, stats = state.weighting.objective(losses, state.loss_weights)
+        sum(t for t in (penalty, extra, objective) if t is not None).backward()  # DDP reduces during it
+        wrapped = {id(p) for p in model.network_parameters()}
+        dist.average_gradients([p for p in state.stepped_parameters() if id(p) not in wrapped])
+    else:
         if penalty is not None:
             penalty.backward()
-    if extra is not None:
-        extra.backward(retain_graph=True)
-    data_parallel = {"reduce": dist.average_} if dist.enabled else {}
-    stats = state.weighting.backward(losses, model.shared_parameters(), state.loss_weights,
-                                     model.last_shared_layer(), **data_parallel)
-    dist.average_gradients(state.stepped_parameters())
+        if extra is not None:
+            extra.backward(retain_graph=True)
+        data_parallel = {"reduce": dist.average_} if dist.enabled else {}
+        stats = state.weighting.backward(losses, model.shared_parameters(), state.loss_weights,
+                                         model.last_shared_layer(), **data_parallel)
+        dist.average_gradients(state.stepped_parameters())
     state.optimizer.step()
     if state.single_level:
         state.arch_optimizer.step()
@@ -95,7 +124,8 @@ def architecture_step(state: TrainState, batch: dict[str, Any], progress: float)
     The objective is the static weighted sum of the task losses (the weighting method acts on the network step
     only). ``backward(inputs=...)`` accumulates gradients into the architecture weights only: autograd skips the
     network weights' gradient computations entirely. With several processes the gradients are averaged before
-    the update, so the architecture weights stay identical on every process.
+    the update, so the architecture weights stay identical on every process. The forward is the plain model's,
+    never ``state.ddp``'s, so the network step's ``DistributedDataParallel`` reduces nothing here.
     """
     model = state.model
     params = model.architecture_parameters()

@@ -22,6 +22,12 @@ class Weighting(nn.Module):
     the method learns or remembers is in ``state_dict()`` (tensors only), so it is checkpointed with the model.
     """
 
+    #: whether ``backward`` needs each task's own gradient (gradient surgery, GradNorm's norms), so that data-parallel
+    #: training must average those over the processes by hand (``reduce``) before combining them. False: the method
+    #: only combines the losses linearly (``LossWeighting.objective``), and the network step runs through
+    #: ``DistributedDataParallel`` (docs/distributed.md). True by default: a method is data-parallel safe either way.
+    needs_task_gradients: bool = True
+
     def __init__(self, tasks: Sequence[str], primary: str) -> None:
         super().__init__()
         if primary not in tasks:
@@ -112,6 +118,8 @@ def per_task(tasks: Sequence[str], values: Sequence[Tensor]) -> dict[str, float]
 class LossWeighting(Weighting):
     """Methods that only scale the losses: one backward of a weighted sum (plus the method's own terms)."""
 
+    needs_task_gradients = False
+
     def weights(self) -> dict[str, Tensor]:
         """The method's weight of every task (multiplied with the user's static weights)."""
         raise NotImplementedError
@@ -130,14 +138,23 @@ class LossWeighting(Weighting):
     ) -> Stats:
         """One backward of ``sum_t w_t b_t L_t`` (+ the regulariser) over the tasks present; returns
         ``{"weight": w}`` of those tasks."""
+        objective, stats = self.objective(losses, base_weights)
+        if objective is not None:
+            objective.backward()
+        return stats
+
+    def objective(self, losses: Mapping[str, Tensor], base_weights: Mapping[str, float]) -> tuple[Tensor | None, Stats]:
+        """``sum_t w_t b_t L_t`` (+ the regulariser) over the tasks present (None without any), and
+        ``{"weight": w}`` of those tasks: what ``backward`` back-propagates. Data-parallel training adds it to the
+        step's other terms for one backward through ``DistributedDataParallel``."""
         present = [t for t in self.tasks if t in losses]
         if not present:
-            return {}
+            return None, {}
         w = self.weights()
         objective = sum(w[t] * base_weights[t] * losses[t] for t in present)
         extra = self.regulariser(present)
-        (objective if extra is None else objective + extra).backward()
-        return {"weight": per_task(present, [w[t] for t in present])}
+        stats = {"weight": per_task(present, [w[t] for t in present])}
+        return (objective if extra is None else objective + extra), stats
 
 
 class GradientWeighting(Weighting):

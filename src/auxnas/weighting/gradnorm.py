@@ -25,6 +25,8 @@ class GradNorm(LossWeighting):
 
     BETAS = (0.9, 0.999)
     EPS = 1e-8
+    #: the per-task gradient norms on the last shared layer are averaged over the processes by hand
+    needs_task_gradients = True
 
     def __init__(
         self, tasks: Sequence[str], primary: str, alpha: float = 1.5, lr: float = 0.025, fix_primary: bool = True
