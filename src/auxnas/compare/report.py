@@ -18,8 +18,19 @@ def row_kind(row: str) -> str:
     return "control" if row.endswith(RANDOM_AUX) else "method"
 
 
-def _interval(d: dict[str, Any]) -> str:
-    return f"{d['mean_diff']:+.4g} [{d['low']:+.4g}, {d['high']:+.4g}]"
+def decimals(summary: dict[str, Any]) -> int:
+    """Decimals that show single-task's mean of the main metric with three significant digits (mIoU 13.8: 1;
+    an error of 0.84 m: 3): every number of the metric is shown with them."""
+    single = summary["table"].get("single", {}).get("best", {}).get(summary["info"]["main_metric"], {})
+    mean = single.get("mean")
+    if not mean:
+        return 3
+    return min(6, max(0, 2 - math.floor(math.log10(abs(mean)))))
+
+
+def _interval(d: dict[str, Any], places: int) -> str:
+    """A difference and its interval: ``+1.3 [+0.7, +1.9]``."""
+    return f"{d['mean_diff']:+.{places}f} [{d['low']:+.{places}f}, {d['high']:+.{places}f}]"
 
 
 def _better(d: dict[str, Any], higher_is_better: bool) -> bool:
@@ -31,7 +42,7 @@ def verdicts(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per row but single-task: its outcome on the main metric of the selected checkpoint (better / worse / no
     difference, from the paired interval) and a one-line sentence saying so."""
     info, table = summary["info"], summary["table"]
-    main = info["main_metric"]
+    main, places = info["main_metric"], decimals(summary)
     out = {}
     for row, entry in table.items():
         if row == "single":
@@ -39,9 +50,9 @@ def verdicts(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
         diff = entry["best"][main]["vs_single"]
         outcome = diff["outcome"]
         if outcome == "no difference":
-            text = f"{row}: not distinguishable from single-task at this budget ({main} {_interval(diff)})"
+            text = f"{row}: not distinguishable from single-task at this budget ({main} {_interval(diff, places)})"
         else:
-            text = f"{row}: {outcome} than single-task ({main} {_interval(diff)})"
+            text = f"{row}: {outcome} than single-task ({main} {_interval(diff, places)})"
         out[row] = {"kind": row_kind(row), "outcome": outcome, "mean_diff": diff["mean_diff"], "low": diff["low"],
                     "high": diff["high"], "text": text}
     return out
@@ -71,7 +82,7 @@ def recommendation(summary: dict[str, Any]) -> str:
     noise controls and the ceiling say, whether the budget could tell, and what to use."""
     info, table, costs = summary["info"], summary["table"], summary["costs"]
     main, higher = info["main_metric"], info["higher_is_better"][info["main_metric"]]
-    found = summary["verdicts"]
+    found, places = summary["verdicts"], decimals(summary)
     methods = [row for row in table if row_kind(row) == "method"]
     sentences = []
     for row in methods:
@@ -80,11 +91,12 @@ def recommendation(summary: dict[str, Any]) -> str:
         control = table[row].get("vs_control")
         if control is not None:
             if _better(control, higher):
-                sentence += (f" It is better than its random-auxiliary control ({_interval(control)}): the gain comes "
-                             "from the auxiliary labels, not from the extra updates.")
+                sentence += (f" It is better than its random-auxiliary control ({_interval(control, places)}): the "
+                             "gain comes from the auxiliary labels, not from the extra updates.")
             elif v["outcome"] == "better":
-                sentence += (f" It is not distinguishable from its random-auxiliary control ({_interval(control)}): "
-                             "the gain cannot be told apart from what random auxiliary targets give.")
+                sentence += (" It is not distinguishable from its random-auxiliary control "
+                             f"({_interval(control, places)}): the gain cannot be told apart from what random "
+                             "auxiliary targets give.")
         sentences.append(sentence)
     for row in table:
         if row_kind(row) == "control" and found[row]["outcome"] != "no difference":
@@ -95,7 +107,7 @@ def recommendation(summary: dict[str, Any]) -> str:
         sentences.append(
             f"Giving single-task the {100 * info['holdout']:.0f} % of primary labels held out (the ceiling) is "
             f"{outcome} training on the {info['train_labels'][info['primary']]} kept (the floor): {main} "
-            f"{_interval(gap)}.")
+            f"{_interval(gap, places)}.")
         for row in methods:
             share = table[row].get("share", {}).get("best")
             if share and share["bounded"]:
@@ -125,7 +137,7 @@ def _f(value: float | None, fmt: str = ".3g") -> str:
 def format_markdown(summary: dict[str, Any]) -> str:
     """``compare.md``: what was compared, the table, the recommendation and how each number was made."""
     info, table, costs = summary["info"], summary["table"], summary["costs"]
-    main = info["main_metric"]
+    main, places = info["main_metric"], decimals(summary)
     labels = ", ".join(f"{t} {n}" for t, n in info["train_labels"].items())
     lines = [
         f"# Will `{', '.join(info['aux'])}` help `{info['primary']}`? ({info['config']})",
@@ -141,7 +153,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
     ]
     for row, entry in table.items():
         cell, dm = entry["best"][main], entry["delta_m"]["best"]
-        diff = "—" if cell["vs_single"] is None else _interval(cell["vs_single"])
+        diff = "—" if cell["vs_single"] is None else _interval(cell["vs_single"], places)
         verdict = "baseline" if row == "single" else cell["vs_single"]["outcome"]
         delta = "—" if dm["vs_single"] is None else f"{dm['mean']:+.2f} [{dm['vs_single']['low']:+.2f}, " \
                                                      f"{dm['vs_single']['high']:+.2f}]"
@@ -149,12 +161,12 @@ def format_markdown(summary: dict[str, Any]) -> str:
         gap = "—" if not share else (f"{100 * share['share']:.0f} % [{100 * share['low']:.0f}, "
                                      f"{100 * share['high']:.0f}]" if share["bounded"] else
                                      f"{100 * share['share']:.0f} % [unbounded]")
-        control = "—" if "vs_control" not in entry else _interval(entry["vs_control"])
+        control = "—" if "vs_control" not in entry else _interval(entry["vs_control"], places)
         export, training = costs[row]["export"], costs[row]["training"]
         cost = (f"{export['params_ratio']:.3f}, {export['flops_ratio']:.3f}" if export["exported"] else
                 "not exported")
-        lines.append(f"| {row} | {cell['mean']:.4g} ± {cell['std']:.2g} | {diff} | {verdict} | {delta} | {gap} | "
-                     f"{control} | {cost} | {_f(training['iteration_ms'], '.1f')} | "
+        lines.append(f"| {row} | {cell['mean']:.{places}f} ± {cell['std']:.{places}f} | {diff} | {verdict} | "
+                     f"{delta} | {gap} | {control} | {cost} | {_f(training['iteration_ms'], '.1f')} | "
                      f"{_f(training['peak_memory_mib'], '.0f')} | {entry['wall_time_s']:.0f} |")
     first = next(iter(costs.values()))["training"]["how"]
     lines += [
