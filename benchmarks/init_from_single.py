@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from auxnas.bench.presets import COMMON_OVERRIDES, SETTINGS
+from auxnas.bench.presets import setting_config
 from auxnas.compare.runs import equal_update_epochs
 from auxnas.config import load_config
 from auxnas.io import write_json, write_text
@@ -29,18 +29,17 @@ SETTING = "b-small"
 METRIC = "mean_angle"  # lower is better
 def seed_runs(seed: int, out: Path) -> dict[str, float]:
     """Test mean angle of every row for one seed."""
-    setting = dict((name, overrides) for name, _, overrides in SETTINGS)[SETTING]
-    base = [*COMMON_OVERRIDES, *setting, f"seed={seed}"]
+    config, base = setting_config(SETTING), [f"seed={seed}"]
     runs = out / f"seed{seed}"
     # the recipe with Aux-G: single-task normals, single-task segmentation (12 epochs each), Aux-G from both
-    results = run_recipe("demo", [*base, "method.name=aux_g"], runs, progress=False)
+    results = run_recipe(config, [*base, "method.name=aux_g"], runs, progress=False)
     primary, aux = results["single-normal"]["run_dir"], results["single-seg"]["run_dir"]
     init = [f"init.primary={primary}", f"init.aux={{seg: {aux}}}"]
     # Aux-NAS from the same two runs, with the benchmark's epochs for its bilevel search (the same updates)
-    nas = load_config("demo", [*base, "method.name=aux_nas", *init, f"out_dir={runs / 'aux_nas'}"])
-    nas = load_config("demo", [*base, "method.name=aux_nas", *init, f"out_dir={runs / 'aux_nas'}",
+    nas = load_config(config, [*base, "method.name=aux_nas", *init, f"out_dir={runs / 'aux_nas'}"])
+    nas = load_config(config, [*base, "method.name=aux_nas", *init, f"out_dir={runs / 'aux_nas'}",
                                f"train.epochs={equal_update_epochs(nas, 128, True)}"])
-    control = load_config("demo", [*base, "method.name=single", "tasks.aux=[]", f"init.primary={primary}",
+    control = load_config(config, [*base, "method.name=single", "tasks.aux=[]", f"init.primary={primary}",
                                    f"out_dir={runs / 'single-from-single'}"])
     return {
         "single": results["single-normal"]["test_best"][METRIC],

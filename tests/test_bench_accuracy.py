@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +11,18 @@ import torch
 import auxnas.compare.runs
 import auxnas.engine.state
 from auxnas.bench.accuracy import run_accuracy_benchmark
-from auxnas.bench.presets import AUX_SINGLE, CEILING, CONTROLS, INVESTIGATION_ROWS, PRESETS, ROWS, SETTINGS
+from auxnas.bench.presets import (
+    AUX_SINGLE,
+    CEILING,
+    CONTROLS,
+    INVESTIGATION_ROWS,
+    PRESETS,
+    ROWS,
+    SETTINGS,
+    setting_config,
+)
 from auxnas.compare.runs import last_overrides
-from auxnas.config import load_config
+from auxnas.config import PACKAGED_CONFIGS, load_config
 from auxnas.data import RandomTargets, build_splits
 from auxnas.stats import mean_std, paired_interval, ratio_interval
 
@@ -50,8 +60,8 @@ def test_smoke_writes_json_and_markdown(bench):
     for run in written["runs"]:
         assert {"seed", "row", "setting", "test_best", "test_last", "best_epoch", "wall_time_s", "link_strengths",
                 "overrides", "command", "network_updates"} <= set(run)
-        assert run["command"].startswith("auxnas train demo ")
-        assert load_config("demo", run["overrides"]).out_dir == run["run_dir"]  # the overrides reproduce the run
+        assert run["command"].startswith("auxnas train bench/a-small ")  # the setting's packaged config
+        assert load_config("bench/a-small", run["overrides"]).out_dir == run["run_dir"]  # they reproduce the run
     assert written["runs"][0]["link_strengths"] is None
     assert "a2p/normal" in next(r for r in written["runs"] if r["row"] == "aux_nas")["link_strengths"]
     info = written["settings"]["a-small"]
@@ -92,7 +102,7 @@ def test_noise_row_trains_on_random_targets(bench):
     noise = [r for r in summary["runs"] if r["row"] == "aux_nas-random_aux"]
     assert noise and all(r["random_targets"] == ["normal"] for r in noise)
     assert all(r["random_targets"] == [] for r in summary["runs"] if r["row"] != "aux_nas-random_aux")
-    cfg = load_config("demo", noise[0]["overrides"])
+    cfg = load_config("bench/a-small", noise[0]["overrides"])
     assert cfg.data.random_targets == ["normal"]
     splits = build_splits(cfg.data, progress=False)
     assert isinstance(splits.train, RandomTargets)
@@ -112,8 +122,14 @@ def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
     labels = [label for label, _ in ROWS]
     assert len(labels) == len(set(labels)) == 21 and labels[:2] == ["single", CEILING]
     assert set(PRESETS["full"].rows) == set(labels) - {label for label, _ in INVESTIGATION_ROWS} - {AUX_SINGLE}
-    names = [name for name, _, _ in SETTINGS]
+    names = [name for name, _ in SETTINGS]
     assert len(set(names)) == 10 and tuple(names[:2]) == CONTROLS  # the controls are reported first
+    packaged = sorted(p.stem for p in (PACKAGED_CONFIGS / "bench").glob("*.yaml"))
+    assert packaged == sorted(names)  # every setting is a config (auxnas compare bench/<setting>), and only they
+    for name in names:
+        cfg = load_config(setting_config(name))
+        assert cfg.model.backbone == "tiny_resnet" and cfg.data.image_size == 32 and cfg.data.batch_size == 16
+        assert len(cfg.tasks.aux) == 1 and cfg.tasks.loss_weights[cfg.tasks.primary] == 1.0
     assert PRESETS["controls"].settings == CONTROLS and set(CONTROLS) <= set(PRESETS["quick"].settings)
     with pytest.raises(ValueError, match="unknown rows"):
         run_accuracy_benchmark("smoke", tmp_path, tmp_path, progress=False, rows=["nope"])
@@ -190,7 +206,7 @@ def test_a_tiny_control_reports_floor_ceiling_share_and_verdict(tmp_path):
         for row, row_runs in runs.items():
             assert [r["seed"] for r in row_runs] == [0, 1]
             for run in row_runs:  # the variant's overrides reach every row, the ceiling's included
-                cfg = load_config("demo", run["overrides"])
+                cfg = load_config(f"bench/{name}", run["overrides"])
                 assert cfg.train.lr == 0.003
                 assert cfg.data.labelled_fraction == ({} if row == CEILING else {primary: 0.1})
                 assert (run["train_labels"][primary] == info["train_images"]) == (row == CEILING)
@@ -240,3 +256,28 @@ def test_the_recipe_rows_start_from_the_seeds_single_task_runs(tmp_path):
                                  for row in ("aux_nas-recipe", "single-continued")])
     assert vs["row"] == "single-continued" and vs["mean_diff"] == pytest.approx(expected["mean_diff"])
     assert "against its fair baseline single-continued" in summary["markdown"]
+
+
+def test_a_run_recorded_from_other_overrides_of_the_same_config_is_reused(bench, monkeypatch, tmp_path_factory):
+    """Reuse matches the resolved config, not the override list: a record made from the demo config with the
+    setting's overrides (as the benchmark wrote them before its settings became configs) is the same run."""
+    summary, root, _ = bench
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
+    run = next(r for r in summary["runs"] if r["row"] == "single" and r["seed"] == 0)
+    config = "bench/a-small"
+    assert auxnas.compare.runs.reused_record(run["run_dir"], config, run["overrides"]) is not None
+    record_file = Path(run["run_dir"]) / "bench_run.json"
+    record = json.loads(record_file.read_text())
+    # the setting as the benchmark spelt it before: the demo config and overrides
+    spelt = ["data.seed=0", "data.image_size=32", "data.num_test=200", "data.batch_size=16", "data.augment=true",
+             "model.backbone=tiny_resnet", "train.optimizer=adam", "train.lr=0.002", "train.schedule=poly",
+             "tasks.primary=seg", "tasks.aux=[normal]", "tasks.loss_weights={seg: 1.0, normal: 4.0}",
+             "data.num_train=256", "data.val_fraction=0.5", "train.epochs=12"]
+    old = {**record, "command": "auxnas train demo ...", "overrides": [*spelt, *run["overrides"]]}
+    record_file.write_text(json.dumps(old))
+    try:
+        assert auxnas.compare.runs.reused_record(run["run_dir"], config, run["overrides"]) is not None
+        other = [*run["overrides"], "train.lr=0.003"]  # another run: not reused
+        assert auxnas.compare.runs.reused_record(run["run_dir"], config, other) is None
+    finally:
+        record_file.write_text(json.dumps(record))

@@ -75,7 +75,7 @@ def run_demo(
                      "seed_value": run["test_best"][main], "cell": table[row]["best"][main],
                      "train_s": run["wall_time_s"], "best_epoch": run["best_epoch"]})
 
-    cfg = load_config("demo", seed_runs["single"]["overrides"])
+    cfg = load_config(info["config"], seed_runs["single"]["overrides"])
     spec = read_export_spec(Path(rows[0]["run_dir"]) / "export")
     task = build_task(spec["task"], spec["num_classes"], **spec.get("task_options", {}))
     example = torch.randn(1, 3, cfg.data.image_size, cfg.data.image_size)

@@ -32,15 +32,14 @@ from ..tasks import build_task
 from .accuracy_markdown import format_markdown
 from .presets import (
     AUX_SINGLE,
-    BASE_CONFIG,
     BASELINES,
     CEILING,
-    COMMON_OVERRIDES,
     CONTROL_ROW,
     CONTROLS,
     PRESETS,
     ROWS,
     SETTINGS,
+    setting_config,
 )
 
 
@@ -102,11 +101,12 @@ def _run_setting(
     name: str, description: str, base_overrides: list[str], rows: list[str], seeds: list[int], runs_dir: Path,
     progress: Progress | None, reuse: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """Every (seed, row) run of one setting (``auxnas.compare.runs.train_rows``): its description, its run records
-    and its aggregated table (``auxnas.compare.table.aggregate``).
-
-    The ceiling row runs only where the primary is partially labelled (elsewhere it would be ``single``)."""
-    base = load_config(BASE_CONFIG, base_overrides)
+    """Every (seed, row) run of one setting (its config, ``setting_config``, with ``base_overrides``; through
+    ``auxnas.compare.runs.train_rows``): its description, its run records and its aggregated table
+    (``auxnas.compare.table.aggregate``). ``rows`` holds the ceiling only where the primary is partially labelled
+    (elsewhere it would be ``single``)."""
+    config = setting_config(name)
+    base = load_config(config, base_overrides)
     splits = build_splits(base.data, progress=progress is not None)
     primary, aux = base.tasks.primary, base.tasks.aux[0]
     task = build_task(primary, splits.num_classes, **base.tasks.task_options(primary))
@@ -119,9 +119,9 @@ def _run_setting(
         "primary_labels": splits.train_label_counts([primary])[primary], "val_images": len(splits.val),
         "test_images": len(splits.test), "image_size": base.data.image_size, "batch_size": base.data.batch_size,
         "epochs": base.train.epochs, "network_updates": steps_per_epoch(train_images, base, False) * base.train.epochs,
-        "delta_metrics": delta_metric_names(task), "ceiling": CEILING in rows, "rows": rows,
+        "delta_metrics": delta_metric_names(task), "ceiling": CEILING in rows, "rows": rows, "config": config,
     }
-    runs = train_rows(BASE_CONFIG, base_overrides, dict(ROWS), rows, seeds, runs_dir, splits, main_metric[primary],
+    runs = train_rows(config, base_overrides, dict(ROWS), rows, seeds, runs_dir, splits, main_metric[primary],
                       reuse, progress, extra={"setting": name})
     info["bilevel_epochs"] = next((r["epochs"] for r in runs if r["bilevel"]), None)
     info["final_train_losses"] = {}
@@ -133,9 +133,9 @@ def _run_setting(
     return info, runs, aggregate(runs, info, rows, task, BASELINES)
 
 
-def _has_ceiling(overrides: Sequence[str]) -> bool:
+def _has_ceiling(setting: str, overrides: Sequence[str]) -> bool:
     """Whether a setting's primary is partially labelled, so that its ceiling differs from ``single``."""
-    cfg = load_config(BASE_CONFIG, list(overrides))
+    cfg = load_config(setting_config(setting), list(overrides))
     return cfg.data.labelled_fraction.get(cfg.tasks.primary, 1.0) < 1.0
 
 
@@ -182,25 +182,25 @@ def run_accuracy_benchmark(
     _check_variant(tag, list(overrides), [variant, Path(out_dir) / f"accuracy-{name}.json"])
     write_json(variant, {"preset": preset, "tag": tag, "overrides": list(overrides)})
     start = time.perf_counter()
-    chosen_settings = [(setting, description, [*COMMON_OVERRIDES, *setting_overrides, *chosen.overrides, *overrides])
-                       for setting, description, setting_overrides in SETTINGS if setting in setting_names]
-    setting_rows = {setting: [r for r in row_names if r != CEILING or _has_ceiling(setting_overrides)]
-                    for setting, _, setting_overrides in chosen_settings}
+    base_overrides = [*chosen.overrides, *overrides]
+    chosen_settings = [(setting, description) for setting, description in SETTINGS if setting in setting_names]
+    setting_rows = {setting: [r for r in row_names if r != CEILING or _has_ceiling(setting, base_overrides)]
+                    for setting, _ in chosen_settings}
     total = sum(len(needed_rows(r, dict(ROWS))) for r in setting_rows.values()) * len(seed_list)
     counter = Progress(total) if progress else None
     runs: list[dict[str, Any]] = []
     infos: dict[str, dict[str, Any]] = {}
     tables: dict[str, Any] = {}
-    for setting, description, setting_overrides in chosen_settings:
+    for setting, description in chosen_settings:
         infos[setting], setting_runs, tables[setting] = _run_setting(
-            setting, description, setting_overrides, setting_rows[setting], seed_list,
+            setting, description, base_overrides, setting_rows[setting], seed_list,
             Path(runs_dir) / name / setting, counter, reuse,
         )
-        infos[setting]["overrides"] = list(next(o for n, _, o in SETTINGS if n == setting))
         runs += setting_runs
     summary: dict[str, Any] = {
-        "preset": preset, "tag": tag, "seeds": seed_list, "base_config": BASE_CONFIG,
-        "common_overrides": list(COMMON_OVERRIDES), "preset_overrides": list(chosen.overrides),
+        "preset": preset, "tag": tag, "seeds": seed_list,
+        "configs": {setting: setting_config(setting) for setting, _ in chosen_settings},
+        "preset_overrides": list(chosen.overrides),
         "overrides": list(overrides),
         "budget": "every row makes the network updates of the setting's epochs of single-task; bilevel rows "
                   "(architecture steps on half of each epoch's images) run the epochs that give the same count",

@@ -7,15 +7,13 @@ from dataclasses import dataclass
 
 from ..compare.rows import AUX, CEILING, RUN
 
-#: the packaged config every run starts from; the overrides below set everything the benchmark depends on
-BASE_CONFIG = "demo"
+#: the packaged folder of the settings' configs: setting ``x`` is ``configs/bench/x.yaml`` (``auxnas compare bench/x``)
+SETTINGS_FOLDER = "bench"
 
-#: overrides shared by every setting: tiny_resnet at 32 px in batches of 16, the demo's optimiser, one dataset
-#: (data.seed 0) for every seed, so that seeds vary initialisation, batch order and augmentation
-COMMON_OVERRIDES = (
-    "data.seed=0", "data.image_size=32", "data.num_test=200", "data.batch_size=16", "data.augment=true",
-    "model.backbone=tiny_resnet", "train.optimizer=adam", "train.lr=0.002", "train.schedule=poly",
-)
+
+def setting_config(name: str) -> str:
+    """The packaged config of setting ``name`` (a name ``load_config`` and ``auxnas compare`` take)."""
+    return f"{SETTINGS_FOLDER}/{name}"
 
 
 # Why Aux-NAS does not transfer where hard sharing does (docs/why_no_transfer.md): variants the paper's framework
@@ -65,43 +63,19 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _tasks(primary: str, aux: str, aux_weight: float) -> tuple[str, ...]:
-    """Primary at weight 1, the auxiliary task at a weight that brings its loss to the primary's scale."""
-    weights = f"tasks.loss_weights={{{primary}: 1.0, {aux}: {aux_weight}}}"
-    return f"tasks.primary={primary}", f"tasks.aux=[{aux}]", weights
-
-
-# Training-set sizes. The number of training images is num_train minus the validation images; each half of the
-# training set is a whole number of batches, so a bilevel row's doubled epochs give exactly single-task's updates.
-# Every setting makes 96 network updates (sized so that the full preset fits 2 h on 2 CPU cores).
-#: 128 training images, 128 validation images, 12 epochs of 8 batches
-SMALL = ("data.num_train=256", "data.val_fraction=0.5", "train.epochs=12")
-#: 512 training images, 128 validation images, 3 epochs of 32 batches
-LARGE = ("data.num_train=640", "data.val_fraction=0.2", "train.epochs=3")
-
-# Loss weights from the unweighted training losses of single-task runs at these budgets: cross-entropy of seg
-# ~1.5-1.8 and of scene ~1.3-1.5, normals' 1 - cos ~0.4 (4-5x smaller). Normals auxiliary to seg weigh 4, seg
-# auxiliary to normals 0.25, seg auxiliary to scene 1.
-# The controls' weights, from the final-epoch training losses of single-task runs at the LARGE budget (seeds 0, 1):
-# depth's l1 1.68 / 2.35 on 10 % of the labels (1.35 / 2.14 on all), disparity's 0.125 / 0.138, 15x smaller:
-# disparity auxiliary to depth weighs 15; seg's cross-entropy 1.49 on 10 % of the labels (the mean over d-10's runs
-# in the full preset; 1.33 / 1.16 on all), layout's 0.78 / 0.68, 2x smaller: layout auxiliary to seg weighs 2.
-#: (name, description, overrides) of every setting; the positive controls first
-SETTINGS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("ctrl-depth", "control: depth primary on 10 % of the larger set, disparity (= 1 / depth) auxiliary on all",
-     (*_tasks("depth", "disparity", 15.0), *LARGE, "data.labelled_fraction={depth: 0.1}")),
-    ("ctrl-layout", "control: seg primary on 10 % of the larger set, layout (seg in 4 classes) auxiliary on all",
-     (*_tasks("seg", "layout", 2.0), *LARGE, "data.labelled_fraction={seg: 0.1}")),
-    ("a-small", "(a) seg primary, normal auxiliary, small", (*_tasks("seg", "normal", 4.0), *SMALL)),
-    ("a-large", "(a) seg primary, normal auxiliary, larger", (*_tasks("seg", "normal", 4.0), *LARGE)),
-    ("b-small", "(b) normal primary, seg auxiliary, small", (*_tasks("normal", "seg", 0.25), *SMALL)),
-    ("b-large", "(b) normal primary, seg auxiliary, larger", (*_tasks("normal", "seg", 0.25), *LARGE)),
-    ("c-small", "(c) scene primary, seg auxiliary, small", (*_tasks("scene", "seg", 1.0), *SMALL)),
-    ("c-large", "(c) scene primary, seg auxiliary, larger", (*_tasks("scene", "seg", 1.0), *LARGE)),
-    ("d-10", "(d) seg primary on 10 % of the larger set, normal auxiliary on all",
-     (*_tasks("seg", "normal", 4.0), *LARGE, "data.labelled_fraction={seg: 0.1}")),
-    ("d-30", "(d) seg primary on 30 % of the larger set, normal auxiliary on all",
-     (*_tasks("seg", "normal", 4.0), *LARGE, "data.labelled_fraction={seg: 0.3}")),
+#: (name, description) of every setting, the positive controls first; each is a packaged config
+#: (``setting_config``: tiny_resnet at 32 px, 96 network updates, the loss weights and how they were chosen)
+SETTINGS: tuple[tuple[str, str], ...] = (
+    ("ctrl-depth", "control: depth primary on 10 % of the larger set, disparity (= 1 / depth) auxiliary on all"),
+    ("ctrl-layout", "control: seg primary on 10 % of the larger set, layout (seg in 4 classes) auxiliary on all"),
+    ("a-small", "(a) seg primary, normal auxiliary, small"),
+    ("a-large", "(a) seg primary, normal auxiliary, larger"),
+    ("b-small", "(b) normal primary, seg auxiliary, small"),
+    ("b-large", "(b) normal primary, seg auxiliary, larger"),
+    ("c-small", "(c) scene primary, seg auxiliary, small"),
+    ("c-large", "(c) scene primary, seg auxiliary, larger"),
+    ("d-10", "(d) seg primary on 10 % of the larger set, normal auxiliary on all"),
+    ("d-30", "(d) seg primary on 30 % of the larger set, normal auxiliary on all"),
 )
 
 #: the positive controls: the auxiliary label carries what the primary lacks (disparity is 1 / depth; layout is a

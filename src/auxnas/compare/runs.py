@@ -13,6 +13,7 @@ A row's overrides may hold two placeholders: ``{aux}`` (the config's first auxil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, load_config
+from ..config import ConfigError, ExperimentConfig, load_config
 from ..data import DataSplits
 from ..engine.loaders import steps_per_epoch
 from ..io import write_json
@@ -67,14 +68,31 @@ def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool)
     return target // per_epoch
 
 
-def reused_record(run_dir: str | Path, overrides: list[str]) -> dict[str, Any] | None:
-    """The record of a finished run in ``run_dir`` made with exactly ``overrides``, or None."""
+def run_identity(config: str, overrides: Sequence[str]) -> dict[str, Any] | None:
+    """What makes a run: every field of its resolved config but its name (None when it no longer loads)."""
+    try:
+        fields = dataclasses.asdict(load_config(config, list(overrides)))
+    except (ConfigError, ValueError, TypeError):
+        return None
+    fields.pop("name")
+    return fields
+
+
+def reused_record(run_dir: str | Path, config: str, overrides: list[str]) -> dict[str, Any] | None:
+    """The record of a finished run in ``run_dir`` that is the run of ``config`` with ``overrides``, or None.
+
+    The same run: the same config and overrides, or (a record made from another config and overrides, e.g. the
+    accuracy benchmark's settings before they became configs) the same resolved config but for its name."""
     path = Path(run_dir) / RECORD_FILE
     try:
         record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        made_from = shlex.split(record["command"])[2]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    return record if isinstance(record, dict) and record.get("overrides") == overrides else None
+    if record.get("overrides") == overrides and made_from == config:
+        return record
+    same = run_identity(made_from, record.get("overrides") or [])
+    return record if same is not None and same == run_identity(config, overrides) else None
 
 
 @dataclass
@@ -109,7 +127,7 @@ def train_run(
     """Train one run of ``config`` with ``overrides`` (or, with ``reuse``, read the record of the same finished
     run) and return its record: what a comparison reports of it. ``extra`` is added to a new record."""
     cfg = load_config(config, overrides)
-    record = reused_record(cfg.out_dir, overrides) if reuse else None
+    record = reused_record(cfg.out_dir, config, overrides) if reuse else None
     if record is not None:
         return {**record, "reused": True}
     result = fit(cfg, progress=False, overwrite=True)  # the comparison's own run directories
