@@ -27,13 +27,12 @@ from .cost_settings import (
     EXPORTED_METHODS,
     GRADIENT_METHODS,
     LEARNING_RATE,
-    MIB,
     NUM_CLASSES,
     PRIMARY,
     BackboneSpec,
     Preset,
 )
-from .processes import in_fresh_process, peak_rss_bytes, start_method, warm_up_kernels
+from .processes import in_fresh_process, memory_mark, peak_mib_since, start_method, warm_up_kernels
 from .timing import count_step_flops
 
 # ---------------------------------------------------------------------------------------------- building
@@ -122,19 +121,11 @@ def peak_memory(spec: BackboneSpec, method: str, primary: str, aux: tuple[str, .
     seed_everything(0)
     batch = random_batch(spec, target)
     warm_up_kernels(target)
-    if target.type == "cuda":
-        torch.cuda.synchronize(target)
-        base = torch.cuda.memory_allocated(target)
-        torch.cuda.reset_peak_memory_stats(target)
-    else:
-        base = peak_rss_bytes()
+    mark = memory_mark(target)
     state = bench_state(bench_config(spec, method, primary, aux), target)
     for _ in range(iterations):
         iteration(state, batch)
-    if target.type == "cuda":
-        torch.cuda.synchronize(target)
-        return (torch.cuda.max_memory_allocated(target) - base) / MIB
-    return (peak_rss_bytes() - base) / MIB
+    return peak_mib_since(target, mark)
 
 
 def memory_method(device: torch.device, iterations: int) -> str:

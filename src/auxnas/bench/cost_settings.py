@@ -21,7 +21,6 @@ ARCH_EVERY = (1, 2, 4)
 ARCH_PROGRESS = 0.6
 #: the weights' values do not change costs; a small rate keeps training on random targets finite
 LEARNING_RATE = 1e-4
-MIB = 2**20
 
 #: (rule, bound) of every target; "|.|<=" bounds the absolute value
 TARGETS = {

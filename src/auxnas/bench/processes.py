@@ -20,6 +20,28 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+MIB = 2**20
+
+
+def memory_mark(device: torch.device) -> int:
+    """The point peak memory is measured from (``peak_mib_since``): on CUDA the bytes allocated now (and the peak
+    statistics reset), on CPU the peak resident set size so far."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    return peak_rss_bytes()
+
+
+def peak_mib_since(device: torch.device, mark: int) -> float:
+    """MiB of peak memory added since ``mark``: ``torch.cuda.max_memory_allocated`` on CUDA, the growth of the peak
+    resident set size on CPU (meaningful in a fresh process, ``in_fresh_process``)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - mark) / MIB
+    return (peak_rss_bytes() - mark) / MIB
+
+
 def warm_up_kernels(device: torch.device) -> None:
     """One step of a throwaway convolution + linear model, so that the libraries' one-off allocations
     (thread pools, kernel caches) fall before the baseline."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..bench.processes import in_fresh_process, peak_rss_bytes, start_method, warm_up_kernels
+from ..bench.processes import in_fresh_process, memory_mark, peak_mib_since, start_method, warm_up_kernels
 from ..config import load_config
 from ..data import build_splits
 from ..distributed import Distributed
@@ -21,7 +21,6 @@ from ..engine.steps import architecture_step, network_step
 from ..methods import build_model
 from ..tasks import build_tasks
 
-MIB = 2**20
 #: iterations before the measured ones (kernel selection, allocator warm-up) and measured ones
 WARMUP_ITERATIONS, TIMED_ITERATIONS = 2, 5
 
@@ -36,12 +35,7 @@ def _iteration_profile(config: str, overrides: list[str]) -> dict[str, float]:
     splits = build_splits(cfg.data, progress=False)
     batch = to_device(next(iter(make_loader(splits.train, cfg.data.batch_size, False, cfg.seed))), device)
     warm_up_kernels(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        base = peak_rss_bytes()
+    mark = memory_mark(device)
     model = build_model(cfg, build_tasks(cfg, splits.num_classes)).to(device).train()
     state = build_train_state(cfg, model, device, total_steps=WARMUP_ITERATIONS + TIMED_ITERATIONS)
     share_batch(batch, model.tasks, Distributed())  # as fit prepares every batch
@@ -55,11 +49,7 @@ def _iteration_profile(config: str, overrides: list[str]) -> dict[str, float]:
             torch.cuda.synchronize(device)
         if k >= WARMUP_ITERATIONS:
             times.append(1000 * (time.perf_counter() - start))
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated(device) - base) / MIB
-    else:
-        peak = (peak_rss_bytes() - base) / MIB
-    return {"iteration_ms": statistics.median(times), "peak_memory_mib": peak}
+    return {"iteration_ms": statistics.median(times), "peak_memory_mib": peak_mib_since(device, mark)}
 
 
 def profile_row(config: str, overrides: list[str]) -> dict[str, Any]:
