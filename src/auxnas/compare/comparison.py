@@ -71,6 +71,31 @@ def _export_cost(run_dir: str, out: Path) -> dict[str, Any]:
             "max_abs_diff": report["max_abs_diff"], "checks": report["checks"]}
 
 
+def _add_control_intervals(table: dict[str, Any], runs: list[dict[str, Any]], main: str, higher: bool) -> None:
+    """Add to each method's entry that has a noise control the paired interval of the method minus its control on
+    ``main`` (better than its own control: the labels helped, not the extra updates)."""
+    for row in list(table):
+        control = row + RANDOM_AUX
+        if control in table:
+            values = [r["test_best"][main] for r in runs if r["row"] == row]
+            noise = [r["test_best"][main] for r in runs if r["row"] == control]
+            table[row]["vs_control"] = {"row": control, **paired_interval(values, noise), "higher_is_better": higher}
+
+
+def _row_costs(config: str, rows: Sequence[str], runs: list[dict[str, Any]], seed: int, out: Path,
+               progress: bool) -> dict[str, Any]:
+    """Per row: the export cost of its ``seed`` run and the time and memory of its training iteration."""
+    costs = {}
+    for row in rows:
+        run = next(r for r in runs if r["row"] == row and r["seed"] == seed)
+        if progress:
+            print(f"export and profile {row} (seed {seed})", flush=True)
+        per_update = statistics.fmean(r["wall_time_s"] / r["network_updates"] for r in runs if r["row"] == row)
+        costs[row] = {"export": _export_cost(run["run_dir"], out / "exports" / row),
+                      "training": {**profile_row(config, run["overrides"]), "time_per_update_s": per_update}}
+    return costs
+
+
 def run_comparison(
     config: str,
     overrides: Sequence[str] = (),
@@ -136,25 +161,8 @@ def run_comparison(
     runs = train_rows(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits, main, reuse,
                       counter)
     table = aggregate(runs, info, list(rows), task)
-    for row in rows:
-        control = row + RANDOM_AUX
-        if control in rows:  # is the method better than its own noise control (the labels, not the updates)?
-            values = [r["test_best"][main] for r in runs if r["row"] == row]
-            noise = [r["test_best"][main] for r in runs if r["row"] == control]
-            interval = paired_interval(values, noise)
-            table[row]["vs_control"] = {"row": control, **interval,
-                                        "higher_is_better": task.higher_is_better[main]}
-
-    export_seed = seed_list[EXPORT_SEED_INDEX]
-    costs: dict[str, Any] = {}
-    for row in rows:
-        run = next(r for r in runs if r["row"] == row and r["seed"] == export_seed)
-        if progress:
-            print(f"export and profile {row} (seed {export_seed})", flush=True)
-        costs[row] = {"export": _export_cost(run["run_dir"], out / "exports" / row),
-                      "training": {**profile_row(config, run["overrides"]),
-                                   "time_per_update_s": statistics.fmean(r["wall_time_s"] / r["network_updates"]
-                                                              for r in runs if r["row"] == row)}}
+    _add_control_intervals(table, runs, main, task.higher_is_better[main])
+    costs = _row_costs(config, rows, runs, seed_list[EXPORT_SEED_INDEX], out, progress)
     summary: dict[str, Any] = {
         "info": info, "table": table, "costs": costs, "runs": runs,
         "reused_runs": sum(bool(r.get("reused")) for r in runs),
