@@ -236,12 +236,14 @@ def test_a_tiny_control_reports_floor_ceiling_share_and_verdict(tmp_path):
     assert "share of gap selected" in markdown
 
 
-def test_the_recipe_rows_start_from_the_seeds_single_task_runs(tmp_path):
+def test_the_recipe_rows_start_from_the_seeds_single_task_runs(tmp_path, capsys):
     """aux_nas-recipe starts its primary branch from the seed's single run and its auxiliary branch from a
     single-task run on the auxiliary task (run for it, in no table); it is compared with single-task continued
     from its own run, its fair baseline."""
-    summary = run_accuracy_benchmark("smoke", tmp_path / "out", tmp_path / "runs", progress=False,
+    summary = run_accuracy_benchmark("smoke", tmp_path / "out", tmp_path / "runs", progress=True,
                                      rows=["single-continued", "aux_nas-recipe"])
+    # each run's progress line shows its own primary's main metric: the auxiliary's single-task run, normal's
+    assert f"a-small {AUX_SINGLE} seed 0: normal/mean_angle " in capsys.readouterr().out
     by_row = {(r["row"], r["seed"]): r for r in summary["runs"]}
     for seed in (0, 1):
         single, aux = by_row[("single", seed)]["run_dir"], by_row[(AUX_SINGLE, seed)]["run_dir"]

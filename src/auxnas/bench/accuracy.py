@@ -121,7 +121,7 @@ def _run_setting(
         "epochs": base.train.epochs, "network_updates": steps_per_epoch(train_images, base, False) * base.train.epochs,
         "delta_metrics": delta_metric_names(task), "ceiling": CEILING in rows, "rows": rows, "config": config,
     }
-    runs = train_rows(config, base_overrides, dict(ROWS), rows, seeds, runs_dir, splits, main_metric[primary],
+    runs = train_rows(config, base_overrides, dict(ROWS), rows, seeds, runs_dir, splits, main_metric,
                       reuse, progress, extra={"setting": name})
     info["bilevel_epochs"] = next((r["epochs"] for r in runs if r["bilevel"]), None)
     info["final_train_losses"] = {}

@@ -158,7 +158,7 @@ def run_comparison(
         "rows": list(rows), "seeds": seed_list,
     }
     counter = Progress(len(rows) * len(seed_list), show=print if progress else None)
-    runs = train_rows(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits, main, reuse,
+    runs = train_rows(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits, {primary: main}, reuse,
                       counter)
     table = aggregate(runs, info, list(rows), task)
     _add_control_intervals(table, runs, main, task.higher_is_better[main])

@@ -121,12 +121,11 @@ class Progress:
 
 
 def train_run(
-    label: str, seed: int, overrides: list[str], config: str, splits: DataSplits, bilevel: bool,
-    reuse: bool, extra: Mapping[str, Any] | None = None,
+    label: str, seed: int, cfg: ExperimentConfig, overrides: list[str], config: str, splits: DataSplits,
+    bilevel: bool, reuse: bool, extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one run of ``config`` with ``overrides`` (or, with ``reuse``, read the record of the same finished
-    run) and return its record: what a comparison reports of it. ``extra`` is added to a new record."""
-    cfg = load_config(config, overrides)
+    """Train one run, ``cfg`` (``config`` with ``overrides``), or with ``reuse`` read the record of the same
+    finished run; return its record: what a comparison reports of it. ``extra`` is added to a new record."""
     record = reused_record(cfg.out_dir, config, overrides) if reuse else None
     if record is not None:
         return {**record, "reused": True}
@@ -151,13 +150,14 @@ def train_run(
 
 def train_rows(
     config: str, base_overrides: Sequence[str], rows: Mapping[str, Sequence[str]], wanted: Sequence[str],
-    seeds: Sequence[int], runs_dir: Path, splits: DataSplits, main_metric: str, reuse: bool = False,
+    seeds: Sequence[int], runs_dir: Path, splits: DataSplits, main_metrics: Mapping[str, str], reuse: bool = False,
     progress: Progress | None = None, extra: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Every (seed, row) run of ``wanted`` (and the rows they start from) on ``config`` with ``base_overrides``:
     each row's overrides (``rows``), the epochs that give single-task's network updates, the seed and the run
     directory ``runs_dir/<row>/seed<k>`` after them. Seeds outer, rows inner: a change of load on a shared
-    machine hits every row's wall time alike. Returns the runs' records, each shown through ``progress``."""
+    machine hits every row's wall time alike. Returns the runs' records, each shown through ``progress`` with the
+    main metric (``main_metrics``: task -> metric) of its own primary task (a row may change the primary)."""
     base = load_config(config, list(base_overrides))
     aux = base.tasks.aux[0] if base.tasks.aux else ""
     train_images = len(splits.train)
@@ -171,8 +171,9 @@ def train_rows(
                 *overrides, f"train.epochs={equal_update_epochs(cfg, train_images, bilevel)}", f"seed={seed}",
                 f"out_dir={runs_dir / row / f'seed{seed}'}",
             ])
+            cfg = load_config(config, overrides)
             start = time.perf_counter()
-            record = train_run(row, seed, overrides, config, splits, bilevel, reuse, extra)
+            record = train_run(row, seed, cfg, overrides, config, splits, bilevel, reuse, extra)
             records.append(record)
             if progress is not None:
                 where = f"{extra['setting']} " if extra and "setting" in extra else ""
@@ -180,9 +181,10 @@ def train_rows(
                     text = f"{where}{row} seed {seed}: reused {record['run_dir']}"
                     progress.finished(text, None)
                 else:
-                    primary = load_config(config, overrides).tasks.primary
-                    text = (f"{where}{row} seed {seed}: {primary}/{main_metric} {record['test_best'][main_metric]:.4g} "
+                    primary = cfg.tasks.primary
+                    main = main_metrics[primary]
+                    text = (f"{where}{row} seed {seed}: {primary}/{main} {record['test_best'][main]:.4g} "
                             f"selected (epoch {record['best_epoch']}/{record['epochs']}), "
-                            f"{record['test_last'][main_metric]:.4g} last, {record['wall_time_s']:.0f} s")
+                            f"{record['test_last'][main]:.4g} last, {record['wall_time_s']:.0f} s")
                     progress.finished(text, time.perf_counter() - start)
     return records
