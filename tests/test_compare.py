@@ -200,3 +200,24 @@ def test_the_recommendation_follows_from_the_table():
     assert "too small for any verdict" in recommendation(blind)  # not even the ceiling differs from the floor
     decided = recommendation(_summary({"aux_head": (-1.0, -1.2, -0.8)}))
     assert "aux_head: worse than single-task" in decided and "could be told apart" not in decided
+
+
+def test_a_run_trained_again_drops_its_earlier_record_before_training(tmp_path, monkeypatch):
+    """A run stopped while it trains again must not leave the record of its earlier training for ``--reuse``."""
+    cfg = load_config("demo", [*TINY, f"out_dir={tmp_path / 'run'}"])
+    record = tmp_path / "run" / auxnas.compare.runs.RECORD_FILE
+    record.parent.mkdir()
+    record.write_text(json.dumps({"command": "auxnas train demo", "overrides": TINY, "test_best": {}}))
+
+    class Interrupted(Exception):
+        """The run stopped while it trained."""
+
+    def interrupted(*args, **kwargs):
+        assert not record.exists()
+        raise Interrupted
+
+    monkeypatch.setattr(auxnas.compare.runs, "fit", interrupted)
+    with pytest.raises(Interrupted):
+        auxnas.compare.runs.train_run("single", 0, cfg, TINY, "demo", splits=None, bilevel=False, reuse=False)
+    assert not record.exists()
+    assert auxnas.compare.runs.reused_record(record.parent, "demo", TINY) is None

@@ -129,6 +129,8 @@ def train_run(
     record = reused_record(cfg.out_dir, config, overrides) if reuse else None
     if record is not None:
         return {**record, "reused": True}
+    # an earlier record goes before training starts: a run stopped midway must not leave it for a later reuse
+    (Path(cfg.out_dir) / RECORD_FILE).unlink(missing_ok=True)
     result = fit(cfg, progress=False, overwrite=True)  # the comparison's own run directories
     links = result.history[-1].get("link_strengths")
     a2p = [s for key, values in (links or {}).items() if key.startswith("a2p/") for s in values]
