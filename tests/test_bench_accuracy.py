@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,14 @@ def test_intervals_recomputed_from_recorded_values(bench):
                 assert (cell["vs_single"]["outcome"] == "no difference") == (interval["low"] <= 0 <= interval["high"])
     assert table["single"]["best"]["miou"]["vs_single"] is None
     assert table["single"]["delta_m"]["best"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    # each link's strength per stage, averaged over seeds, and shown under the setting's table
+    nas = [r["link_strengths"] for r in runs if r["row"] == "aux_nas"]
+    for key in ("p2a/normal", "a2p/normal"):
+        assert table["aux_nas"]["link_strengths"][key] == pytest.approx(
+            [statistics.fmean(values) for values in zip(*(run[key] for run in nas))])
+    assert "link_strengths" not in table["single"]
+    shown = next(line for line in summary["markdown"].splitlines() if line.startswith("- aux_nas: "))
+    assert "p2a/normal " in shown and "a2p/normal " in shown
 
 
 def test_noise_row_trains_on_random_targets(bench):

@@ -24,6 +24,11 @@ def _interval_text(cell: dict[str, Any]) -> str:
     return f"{d['mean_diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{mark}"
 
 
+def _strength(value: float) -> str:
+    """A link strength: two decimals, or the exponent when it is pruned towards 0."""
+    return f"{value:.2f}" if value >= 0.01 else f"{value:.0e}"
+
+
 def _setting_markdown(info: dict[str, Any], table: dict[str, Any]) -> list[str]:
     main = info["main_metric"]
     weights = ", ".join(f"{t} {w:g}" for t, w in info["loss_weights"].items())
@@ -60,6 +65,12 @@ def _setting_markdown(info: dict[str, Any], table: dict[str, Any]) -> list[str]:
             f"{entry['best_epoch']:.1f}/{entry['epochs']}", a2p, f"{entry['wall_time_s']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    linked = {row: entry["link_strengths"] for row, entry in table.items() if entry.get("link_strengths")}
+    if linked:
+        lines += ["", "Link strengths at the end of training, per position from the input side (mean over seeds; "
+                      "a2p links are cut at evaluation):", ""]
+        lines += [f"- {row}: " + "; ".join(f"{key} " + " / ".join(_strength(v) for v in values)
+                                          for key, values in links.items()) for row, links in linked.items()]
     for row, entry in table.items():
         if "vs_baseline" in entry:
             d = entry["vs_baseline"]

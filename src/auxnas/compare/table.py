@@ -89,6 +89,10 @@ def aggregate(runs: list[dict[str, Any]], info: dict[str, Any], rows: list[str],
         entry["wall_time_s"] = mean_std([r["wall_time_s"] for r in row_runs])[0]
         a2p = [r["a2p_max"] for r in row_runs if r["a2p_max"] is not None]
         entry["a2p_max"] = mean_std(a2p)[0] if a2p else None
+        links = [r["link_strengths"] for r in row_runs if r.get("link_strengths")]
+        if links:  # each link's strength at the end of training, per position (stage or layer), mean over seeds
+            entry["link_strengths"] = {key: [mean_std([run[key][i] for run in links])[0]
+                                             for i in range(len(links[0][key]))] for key in links[0]}
         if CEILING in by_row and row not in ("single", CEILING):
             main = task.main_metric
             entry["share"] = {which: gap_share([r[f"test_{which}"][main] for r in row_runs],
