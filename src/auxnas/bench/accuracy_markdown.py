@@ -31,7 +31,8 @@ def _strength(value: float) -> str:
 
 def _setting_markdown(info: dict[str, Any], table: dict[str, Any]) -> list[str]:
     main = info["main_metric"]
-    weights = ", ".join(f"{t} {w:g}" for t, w in info["loss_weights"].items())
+    weights = ", ".join(f"{t} {w:g}" for t, w in sorted(info["loss_weights"].items(),
+                                                         key=lambda item: item[0] != info["primary"]))
     losses = ", ".join(f"{t} {v:.3f}" for t, v in info["final_train_losses"].items())
     labels = (f"{info['primary_labels']} of them with a {info['primary']} label"
               if info["primary_labels"] != info["train_images"] else "all labelled")
