@@ -12,6 +12,7 @@ import torch
 
 from auxnas.validate import validate
 from auxnas.weighting import TASK_KINDS, WEIGHTING_NAMES, WEIGHTINGS, GradientWeighting, build_weighting, task_kind
+from auxnas.weighting.base import LossWeighting
 from auxnas.weighting.surgery import CAGrad, cagrad_weights
 
 TASKS = ["p", "a"]
@@ -652,3 +653,13 @@ def test_every_weighting_trains_with_real_methods(tmp_path, name, method):
         equal = _EQUAL_WEIGHTS.get(method) or trained_weights(tmp_path, method, "equal")[1]
         _EQUAL_WEIGHTS[method] = equal
         assert any(not torch.equal(weights[k], equal[k]) for k in weights)
+
+
+def test_a_loss_weighting_that_overrides_backward_must_say_it_needs_task_gradients():
+    """Data-parallel training back-propagates a loss weighting's objective() and would skip its own backward."""
+    with pytest.raises(TypeError, match="needs_task_gradients = True"):
+        type("OwnBackward", (LossWeighting,), {"backward": lambda self, *args, **kwargs: {}})
+    declared = type("OwnBackward", (LossWeighting,), {"backward": lambda self, *args, **kwargs: {},
+                                                      "needs_task_gradients": True})
+    assert declared.needs_task_gradients
+    assert not type("OwnWeights", (LossWeighting,), {"weights": lambda self: {}}).needs_task_gradients

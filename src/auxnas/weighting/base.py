@@ -120,6 +120,14 @@ class LossWeighting(Weighting):
 
     needs_task_gradients = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a subclass whose own ``backward`` data-parallel training would silently skip."""
+        super().__init_subclass__(**kwargs)
+        if "backward" in cls.__dict__ and not cls.needs_task_gradients:
+            raise TypeError(f"{cls.__name__}: overrides backward, which data-parallel training bypasses for a loss "
+                            "weighting (it back-propagates objective() through DistributedDataParallel); set "
+                            "needs_task_gradients = True, or put the method's terms in weights() and regulariser()")
+
     def weights(self) -> dict[str, Tensor]:
         """The method's weight of every task (multiplied with the user's static weights)."""
         raise NotImplementedError
