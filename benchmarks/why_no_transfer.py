@@ -26,6 +26,7 @@ from typing import Any
 from auxnas.compare.table import gap_share
 from auxnas.io import write_json, write_text
 from auxnas.stats import mean_std, paired_interval
+from auxnas.tasks import build_task
 
 #: fraction of training at which the a2p penalty starts (method.penalty_start's default)
 PENALTY_START = 0.5
@@ -92,7 +93,7 @@ def summarise(runs: Path, setting: str) -> dict[str, Any]:
     seeds = [r["seed"] for r in records["single"]]
     floor = [r["test_best"][metric] for r in records["single"]]
     ceiling = [r["test_best"][metric] for r in records["single-all_labels"]] if "single-all_labels" in records else None
-    higher_is_better = metric not in ("abs_err", "rel_err", "mean_angle", "median_angle", "rmse")
+    higher_is_better = build_task(primary, {primary: 2}).higher_is_better[metric]  # any class count: a direction
     rows: dict[str, Any] = {}
     for row, rs in records.items():
         if [r["seed"] for r in rs] != seeds:
