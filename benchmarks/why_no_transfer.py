@@ -84,8 +84,9 @@ def _mean(values: list[float | None]) -> float | None:
 def summarise(runs: Path, setting: str) -> dict[str, Any]:
     """Per row: the measures of every seed and their means, and the test metric against floor and ceiling."""
     folder = runs / setting
-    records = {row.name: sorted((json.loads(p.read_text()) for p in row.glob("seed*/bench_run.json")),
-                                key=lambda r: r["seed"]) for row in sorted(folder.iterdir()) if row.is_dir()}
+    records = {row.name: sorted(({**json.loads(p.read_text()), "run_dir": str(p.parent)}  # where it is now
+                                 for p in row.glob("seed*/bench_run.json")), key=lambda r: r["seed"])
+               for row in sorted(folder.iterdir()) if row.is_dir()}
     first = records["single"][0]
     config = json.loads((Path(first["run_dir"]) / "metrics.json").read_text())
     primary, metric = config["primary"], config["selection"].split("/")[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -292,3 +293,23 @@ def test_a_run_recorded_from_other_overrides_of_the_same_config_is_reused(bench,
         assert auxnas.compare.runs.reused_record(run["run_dir"], config, other) is None
     finally:
         record_file.write_text(json.dumps(record))
+
+
+def test_records_copied_to_another_runs_folder_are_reused(bench, monkeypatch, tmp_path_factory):
+    """A benchmark's records committed beside its results (another folder than the runs were trained in) are the
+    same runs: the table regenerates from them without training, and each run's folder is where it now is."""
+    summary, root, _ = bench
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
+    copied = root / "records"
+    for record in (root / "runs").rglob("bench_run.json"):
+        target = copied / record.parent.relative_to(root / "runs")
+        target.mkdir(parents=True)
+        shutil.copy(record, target)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a recorded run was trained again")
+
+    monkeypatch.setattr(auxnas.compare.runs, "fit", no_training)
+    again = run_accuracy_benchmark("smoke", root / "from-records", copied, progress=False, rows=ROWS_RUN, reuse=True)
+    assert again["table"] == summary["table"] and again["reused_runs"] == 6
+    assert all(Path(r["run_dir"]).is_relative_to(copied) for r in again["runs"])

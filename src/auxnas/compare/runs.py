@@ -69,12 +69,14 @@ def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool)
 
 
 def run_identity(config: str, overrides: Sequence[str]) -> dict[str, Any] | None:
-    """What makes a run: every field of its resolved config but its name (None when it no longer loads)."""
+    """What makes a run: every field of its resolved config but its name and its folder (a run's records may be
+    copied elsewhere, e.g. committed with a benchmark's results), None when it no longer loads."""
     try:
         fields = dataclasses.asdict(load_config(config, list(overrides)))
     except (ConfigError, ValueError, TypeError):
         return None
     fields.pop("name")
+    fields.pop("out_dir")
     return fields
 
 
@@ -82,17 +84,19 @@ def reused_record(run_dir: str | Path, config: str, overrides: list[str]) -> dic
     """The record of a finished run in ``run_dir`` that is the run of ``config`` with ``overrides``, or None.
 
     The same run: the same config and overrides, or (a record made from another config and overrides, e.g. the
-    accuracy benchmark's settings before they became configs) the same resolved config but for its name."""
+    accuracy benchmark's settings before they became configs, or in another folder) the same resolved config but
+    for its name and folder. The record returned names ``run_dir``, where it was found, as the run's folder."""
     path = Path(run_dir) / RECORD_FILE
     try:
         record = json.loads(path.read_text())
         made_from = shlex.split(record["command"])[2]
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    if record.get("overrides") == overrides and made_from == config:
-        return record
-    same = run_identity(made_from, record.get("overrides") or [])
-    return record if same is not None and same == run_identity(config, overrides) else None
+    if not (record.get("overrides") == overrides and made_from == config):
+        same = run_identity(made_from, record.get("overrides") or [])
+        if same is None or same != run_identity(config, overrides):
+            return None
+    return {**record, "run_dir": str(run_dir)}
 
 
 @dataclass
