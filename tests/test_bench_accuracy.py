@@ -130,7 +130,7 @@ def test_every_row_makes_the_same_number_of_network_updates(bench):
 
 def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
     labels = [label for label, _ in ROWS]
-    assert len(labels) == len(set(labels)) == 21 and labels[:2] == ["single", CEILING]
+    assert len(labels) == len(set(labels)) == 22 and labels[:2] == ["single", CEILING]
     assert set(PRESETS["full"].rows) == set(labels) - {label for label, _ in INVESTIGATION_ROWS} - {AUX_SINGLE}
     names = [name for name, _ in SETTINGS]
     assert len(set(names)) == 10 and tuple(names[:2]) == CONTROLS  # the controls are reported first

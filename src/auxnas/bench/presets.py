@@ -25,6 +25,9 @@ def setting_config(name: str) -> str:
 INVESTIGATION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aux_nas-single_level", ("method.name=aux_nas", "method.optimization=single_level")),
     ("aux_nas-paper_init", ("method.name=aux_nas", "method.a2p_init=0.5", "method.arch_schedule=constant")),
+    # the same, with a2p cut early (penalty over 10-40 % of training): 60 % of the updates to keep what it borrowed
+    ("aux_nas-early_cut", ("method.name=aux_nas", "method.a2p_init=0.5", "method.arch_schedule=constant",
+                           "method.penalty_start=0.1", "method.penalty_end=0.4")),
     ("aux_nas-fusion_init", ("method.name=aux_nas", "method.fusion_init=0.5")),
     ("aux_g-fusion_init", ("method.name=aux_g", "method.granularity=layer", "method.fusion_init=0.5")),
 )
