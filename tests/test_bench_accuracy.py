@@ -268,6 +268,13 @@ def test_the_recipe_rows_start_from_the_seeds_single_task_runs(tmp_path, capsys)
                                  for row in ("aux_nas-recipe", "single-continued")])
     assert vs["row"] == "single-continued" and vs["mean_diff"] == pytest.approx(expected["mean_diff"])
     assert "against its fair baseline single-continued" in summary["markdown"]
+    # the records alone, moved to another folder, give the same table: the runs they start from moved with them
+    copied = _copy_records(tmp_path / "runs", tmp_path / "records")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(auxnas.compare.runs, "fit", _no_training)
+        again = run_accuracy_benchmark("smoke", tmp_path / "again", copied, progress=False,
+                                       rows=["single-continued", "aux_nas-recipe"], reuse=True)
+    assert again["table"] == summary["table"] and again["reused_runs"] == len(summary["runs"])
 
 
 def test_a_run_recorded_from_other_overrides_of_the_same_config_is_reused(bench, monkeypatch, tmp_path_factory):
@@ -300,16 +307,21 @@ def test_records_copied_to_another_runs_folder_are_reused(bench, monkeypatch, tm
     same runs: the table regenerates from them without training, and each run's folder is where it now is."""
     summary, root, _ = bench
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
-    copied = root / "records"
-    for record in (root / "runs").rglob("bench_run.json"):
-        target = copied / record.parent.relative_to(root / "runs")
-        target.mkdir(parents=True)
-        shutil.copy(record, target)
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a recorded run was trained again")
-
-    monkeypatch.setattr(auxnas.compare.runs, "fit", no_training)
+    copied = _copy_records(root / "runs", root / "records")
+    monkeypatch.setattr(auxnas.compare.runs, "fit", _no_training)
     again = run_accuracy_benchmark("smoke", root / "from-records", copied, progress=False, rows=ROWS_RUN, reuse=True)
     assert again["table"] == summary["table"] and again["reused_runs"] == 6
     assert all(Path(r["run_dir"]).is_relative_to(copied) for r in again["runs"])
+
+
+def _copy_records(runs: Path, to: Path) -> Path:
+    """Only the records of the runs in ``runs`` (no checkpoint), in the same layout under ``to``."""
+    for record in runs.rglob("bench_run.json"):
+        target = to / record.parent.relative_to(runs)
+        target.mkdir(parents=True)
+        shutil.copy(record, target)
+    return to
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("a recorded run was trained again")

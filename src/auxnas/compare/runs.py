@@ -49,9 +49,13 @@ def last_overrides(overrides: Sequence[str]) -> list[str]:
 
 def uses_bilevel(cfg: ExperimentConfig, num_classes: dict[str, int]) -> bool:
     """Whether ``fit`` trains ``cfg`` bilevel: the model has architecture weights and the search is bilevel
-    (aux_nas, adashare, adashare_aux); such a run spends half of every epoch's images on architecture steps."""
-    model = build_model(cfg, build_tasks(cfg, num_classes))
-    return bool(model.architecture_parameters()) and cfg.method.optimization == "bilevel"
+    (aux_nas, adashare, adashare_aux); such a run spends half of every epoch's images on architecture steps.
+    The model is built without its initial weights (``cfg.init``): they change no architecture, and a reused run
+    needs no checkpoint of the runs it started from."""
+    if cfg.method.optimization != "bilevel":
+        return False
+    bare = dataclasses.replace(cfg, init=type(cfg.init)())
+    return bool(build_model(bare, build_tasks(bare, num_classes)).architecture_parameters())
 
 
 def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool) -> int:
@@ -69,14 +73,12 @@ def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool)
 
 
 def run_identity(config: str, overrides: Sequence[str]) -> dict[str, Any] | None:
-    """What makes a run: every field of its resolved config but its name and its folder (a run's records may be
-    copied elsewhere, e.g. committed with a benchmark's results), None when it no longer loads."""
+    """What makes a run: every field of its resolved config but its name (None when it no longer loads)."""
     try:
         fields = dataclasses.asdict(load_config(config, list(overrides)))
     except (ConfigError, ValueError, TypeError):
         return None
     fields.pop("name")
-    fields.pop("out_dir")
     return fields
 
 
@@ -84,16 +86,20 @@ def reused_record(run_dir: str | Path, config: str, overrides: list[str]) -> dic
     """The record of a finished run in ``run_dir`` that is the run of ``config`` with ``overrides``, or None.
 
     The same run: the same config and overrides, or (a record made from another config and overrides, e.g. the
-    accuracy benchmark's settings before they became configs, or in another folder) the same resolved config but
-    for its name and folder. The record returned names ``run_dir``, where it was found, as the run's folder."""
+    accuracy benchmark's settings before they became configs) the same resolved config but for its name. Records
+    may move with their runs folder (e.g. committed beside a benchmark's results): the paths the record names under
+    its old runs folder (its own folder, the runs it started from) are read under the new one, and the record
+    returned names ``run_dir``, where it was found, as the run's folder."""
     path = Path(run_dir) / RECORD_FILE
     try:
         record = json.loads(path.read_text())
         made_from = shlex.split(record["command"])[2]
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        old_runs, new_runs = str(Path(record["run_dir"]).parent.parent), str(Path(run_dir).parent.parent)
+        recorded = [o.replace(old_runs, new_runs) for o in record.get("overrides") or []]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
-    if not (record.get("overrides") == overrides and made_from == config):
-        same = run_identity(made_from, record.get("overrides") or [])
+    if not (recorded == overrides and made_from == config):
+        same = run_identity(made_from, recorded)
         if same is None or same != run_identity(config, overrides):
             return None
     return {**record, "run_dir": str(run_dir)}
