@@ -17,6 +17,7 @@ from auxnas.compare.report import recommendation, verdicts
 from auxnas.compare.rows import CEILING, comparison_rows
 from auxnas.config import load_config
 from auxnas.data import build_splits
+from auxnas.engine.callbacks import Callback
 
 #: tiny synthetic runs: 16 training images in 2 batches of 8 (1 per half when bilevel), 4 validation images
 TINY = ["data.num_train=20", "data.val_fraction=0.2", "data.num_test=8", "data.batch_size=8", "train.epochs=1",
@@ -221,3 +222,32 @@ def test_a_run_trained_again_drops_its_earlier_record_before_training(tmp_path, 
         auxnas.compare.runs.train_run("single", 0, cfg, TINY, "demo", splits=None, bilevel=False, reuse=False)
     assert not record.exists()
     assert auxnas.compare.runs.reused_record(record.parent, "demo", TINY) is None
+
+
+def test_a_run_stopped_after_an_epoch_continues_from_it_with_reuse(tmp_path, monkeypatch):
+    """With reuse, a run interrupted after its first epoch resumes from its last.pt (not from scratch) and ends
+    where the unbroken run ends."""
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    overrides = [*TINY, "train.epochs=2"]
+    unbroken_cfg = load_config("demo", [*overrides, f"out_dir={tmp_path / 'unbroken'}"])
+    splits = build_splits(unbroken_cfg.data, progress=False)
+    unbroken = auxnas.compare.runs.train_run("single", 0, unbroken_cfg, overrides, "demo", splits, False, False)
+
+    class Stopped(Exception):
+        """The run was killed after its first epoch."""
+
+    class StopAfterFirstEpoch(Callback):
+        def on_epoch_end(self, run, record):
+            if record["epoch"] == 1:
+                raise Stopped
+
+    fit, resumes = auxnas.compare.runs.fit, []
+    cfg = load_config("demo", [*overrides, f"out_dir={tmp_path / 'stopped'}"])
+    monkeypatch.setattr(auxnas.compare.runs, "fit", lambda *a, **k: fit(*a, **k, callbacks=[StopAfterFirstEpoch()]))
+    with pytest.raises(Stopped):
+        auxnas.compare.runs.train_run("single", 0, cfg, overrides, "demo", splits, False, True)
+    monkeypatch.setattr(auxnas.compare.runs, "fit", lambda *a, **k: resumes.append(k.get("resume")) or fit(*a, **k))
+    record = auxnas.compare.runs.train_run("single", 0, cfg, overrides, "demo", splits, False, True)
+    assert resumes == [True] and record["resumed_after_epoch"] == 1 and unbroken["resumed_after_epoch"] is None
+    assert record["test_best"] == pytest.approx(unbroken["test_best"], rel=1e-6)
+    assert record["test_last"] == pytest.approx(unbroken["test_last"], rel=1e-6)

@@ -5,7 +5,8 @@ control, ...). Every row of a comparison trains on the same config and overrides
 many network updates as single-task does in ``train.epochs`` epochs (bilevel rows, which spend half of every
 epoch's images on architecture steps, get the epochs that give that count). Each finished run writes its record
 (``RECORD_FILE``) into its run directory; with ``reuse`` a later call reads it instead of training again when the
-run's overrides are the same, so an interrupted comparison continues where it stopped.
+run's overrides are the same, and a run stopped after a finished epoch continues from its ``last.pt``, so an
+interrupted comparison continues where it stopped.
 
 A row's overrides may hold two placeholders: ``{aux}`` (the config's first auxiliary task) and ``{run:<row>}``
 (the run directory of row ``<row>`` of the same seed, for rows that start from another row's run).
@@ -25,6 +26,8 @@ from typing import Any
 from ..config import ConfigError, ExperimentConfig, load_config
 from ..data import DataSplits
 from ..engine.loaders import steps_per_epoch
+from ..engine.run_dir import RunDirectoryError, resumable_checkpoint
+from ..errors import CheckpointError
 from ..io import write_json
 from ..methods import build_model
 from ..tasks import build_tasks
@@ -130,6 +133,15 @@ class Progress:
         self.show(f"[{self.done}/{self.total}] {text}{estimate}")
 
 
+def _interrupted(cfg: ExperimentConfig) -> int | None:
+    """The last finished epoch of this run stopped in ``cfg.out_dir`` (a ``last.pt`` of the same config), or
+    None when there is none to continue."""
+    try:
+        return int(resumable_checkpoint(Path(cfg.out_dir), cfg)["epoch"])
+    except (RunDirectoryError, CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
 def train_run(
     label: str, seed: int, cfg: ExperimentConfig, overrides: list[str], config: str, splits: DataSplits,
     bilevel: bool, reuse: bool, extra: Mapping[str, Any] | None = None,
@@ -141,7 +153,11 @@ def train_run(
         return {**record, "reused": True}
     # an earlier record goes before training starts: a run stopped midway must not leave it for a later reuse
     (Path(cfg.out_dir) / RECORD_FILE).unlink(missing_ok=True)
-    result = fit(cfg, progress=False, overwrite=True)  # the comparison's own run directories
+    resumed = _interrupted(cfg) if reuse else None
+    if resumed is not None:  # continues from its last finished epoch, to the weights of an unbroken run
+        result = fit(cfg, progress=False, resume=True)
+    else:
+        result = fit(cfg, progress=False, overwrite=True)  # the comparison's own run directories
     links = result.history[-1].get("link_strengths")
     a2p = [s for key, values in (links or {}).items() if key.startswith("a2p/") for s in values]
     primary = cfg.tasks.primary
@@ -155,6 +171,7 @@ def train_run(
         "test_last": result.test_last[primary], "val_best": result.val_best[primary],
         "train_labels": result.train_labels, "final_train_losses": result.history[-1]["train_task_losses"],
         "link_strengths": links, "a2p_max": max(a2p) if a2p else None, "wall_time_s": result.wall_time_s,
+        "resumed_after_epoch": resumed,  # then wall_time_s is the time since the resume
     }
     write_json(Path(cfg.out_dir) / RECORD_FILE, record)
     return record
