@@ -147,7 +147,8 @@ def train_run(
     bilevel: bool, reuse: bool, extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one run, ``cfg`` (``config`` with ``overrides``), or with ``reuse`` read the record of the same
-    finished run; return its record: what a comparison reports of it. ``extra`` is added to a new record."""
+    finished run (or continue the same run stopped after an epoch); return its record: what a comparison reports
+    of it. ``extra`` is added to a new record."""
     record = reused_record(cfg.out_dir, config, overrides) if reuse else None
     if record is not None:
         return {**record, "reused": True}
