@@ -158,10 +158,7 @@ def test_reuse_reads_finished_runs_and_trains_only_changed_ones(bench, monkeypat
     summary, root, _ = bench
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("a finished run was trained again")
-
-    monkeypatch.setattr(auxnas.compare.runs, "fit", no_training)
+    monkeypatch.setattr(auxnas.compare.runs, "fit", _no_training)
     again = run_accuracy_benchmark("smoke", root / "again", root / "runs", progress=False, rows=ROWS_RUN, reuse=True)
     assert again["table"] == summary["table"]
     assert again["reused_runs"] == len(again["runs"]) == 6
