@@ -99,6 +99,8 @@ def summarise(runs: Path, setting: str) -> dict[str, Any]:
     for row, rs in records.items():
         if [r["seed"] for r in rs] != seeds:
             continue  # a row still running, or run on other seeds
+        if json.loads((Path(rs[0]["run_dir"]) / "metrics.json").read_text())["primary"] != primary:
+            continue  # the recipe's single-task run of the auxiliary task
         per_seed = [run_measures(Path(r["run_dir"]), primary, aux, metric) for r in rs]
         values = [m["test"] for m in per_seed]
         entry: dict[str, Any] = {"per_seed": per_seed, "test": dict(zip(("mean", "std"), mean_std(values)))}
