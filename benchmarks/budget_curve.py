@@ -4,10 +4,11 @@ For each point (backbone, image size, network updates, learning rate) this runs 
 ``controls`` preset (``ctrl-depth`` and ``ctrl-layout``: floor, ceiling, Aux-Head, Aux-NAS) as a tagged variant
 and collects, per control, the floor, the ceiling and each row's share of the floor-to-ceiling gap with its
 Fieller interval, and whether the control passed (Aux-Head's share interval above 0). Points are independent
-benchmark variants: run them in separate processes, then once more with every point and ``--reuse`` to write
-the curve (finished runs are read, not trained again).
+benchmark variants: run them in separate processes, then once more with every point and ``--reuse-only`` to write
+the curve (finished runs are read; a missing one is an error, never trained).
 
     python benchmarks/budget_curve.py --points tiny_resnet:64:3 tiny_resnet:64:12 --seeds 0 1 2 --reuse
+    python benchmarks/budget_curve.py --points ... --runs benchmarks/records --reuse-only --curve budget-curve
 
 A point is ``BACKBONE:PX:EPOCHS[:LR]``; the controls' larger set has 32 batches an epoch (3 epochs = 96 updates).
 ``efficientnet_lite0`` starts from its packaged ImageNet weights.
@@ -92,7 +93,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=["aux_head", "aux_nas"])
     parser.add_argument("--runs", default="runs/bench-accuracy")
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--reuse", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="read finished runs instead of training them again")
+    parser.add_argument("--reuse-only", action="store_true", help="read every run, train none (from records)")
     parser.add_argument("--curve", default=None, help="also write <out>/<curve>.{json,md} over every point")
     args = parser.parse_args()
     rows = []
@@ -100,7 +102,7 @@ def main() -> None:
         tag, overrides = point_overrides(point)
         summary = run_accuracy_benchmark("controls", args.out, args.runs, progress=True, settings=list(CONTROLS),
                                          rows=args.rows, seeds=args.seeds, reuse=args.reuse, overrides=overrides,
-                                         tag=tag)
+                                         tag=tag, train=not args.reuse_only)
         rows.append(_row(point, summary))
     if args.curve:
         out = Path(args.out)
@@ -110,4 +112,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError) as err:  # a missing record with --reuse-only, a bad point, a tag's other overrides
+        raise SystemExit(f"budget_curve: error: {err}") from None

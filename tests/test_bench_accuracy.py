@@ -311,6 +311,28 @@ def test_records_copied_to_another_runs_folder_are_reused(bench, monkeypatch, tm
     assert all(Path(r["run_dir"]).is_relative_to(copied) for r in again["runs"])
 
 
+def test_reading_only_reads_records_and_never_trains_a_missing_run(bench, monkeypatch, tmp_path_factory, capsys):
+    """``train=False`` (``--reuse-only``) regenerates the table from records; a run without one is an error
+    naming its folder, and nothing is trained or created for it."""
+    summary, root, _ = bench
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
+    copied = _copy_records(root / "runs", root / "records-only")
+    monkeypatch.setattr(auxnas.compare.runs, "fit", _no_training)
+    again = run_accuracy_benchmark("smoke", root / "read-only", copied, progress=False, rows=ROWS_RUN, train=False)
+    assert again["table"] == summary["table"] and again["reused_runs"] == 6
+    with pytest.raises(FileNotFoundError, match=r"seed7: no record of a finished run of single seed 7"):
+        run_accuracy_benchmark("smoke", root / "read-only", copied, progress=False, rows=ROWS_RUN, seeds=[7],
+                               train=False)
+    assert not list(copied.rglob("seed7"))
+
+    from auxnas.cli import main
+
+    code = main(["bench", "accuracy", "--preset", "smoke", "--rows", *ROWS_RUN[1:], "--seeds", "7", "--reuse-only",
+                 "--runs", str(copied), "--out", str(root / "read-only"), "--quiet"])
+    assert code == 2
+    assert "--reuse-only" in capsys.readouterr().err
+
+
 def _copy_records(runs: Path, to: Path) -> Path:
     """Only the records of the runs in ``runs`` (no checkpoint), in the same layout under ``to``."""
     for record in runs.rglob("bench_run.json"):

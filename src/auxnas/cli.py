@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument("--seeds", nargs="+", type=int, default=None, help="these seeds instead of the preset's")
     acc.add_argument("--reuse", action="store_true",
                      help="read finished runs with the same overrides from --runs instead of training them again")
+    acc.add_argument("--reuse-only", action="store_true",
+                     help="read every run's record from --runs and train none (a missing run is an error): "
+                          "regenerates a table from committed records, e.g. --runs benchmarks/records")
     acc.add_argument("--set", nargs="+", default=[], metavar="key=value",
                      help="overrides for every run (a variant of the benchmark; needs --tag)")
     acc.add_argument("--tag", default=None, help="name of the variant: accuracy-<preset>-<tag>.json")

@@ -99,7 +99,7 @@ def _check_variant(tag: str | None, overrides: list[str], made: Sequence[Path]) 
 
 def _run_setting(
     name: str, description: str, base_overrides: list[str], rows: list[str], seeds: list[int], runs_dir: Path,
-    progress: Progress | None, reuse: bool,
+    progress: Progress | None, reuse: bool, train: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """Every (seed, row) run of one setting (its config, ``setting_config``, with ``base_overrides``; through
     ``auxnas.compare.runs.train_rows``): its description, its run records and its aggregated table
@@ -122,7 +122,7 @@ def _run_setting(
         "delta_metrics": delta_metric_names(task), "ceiling": CEILING in rows, "rows": rows, "config": config,
     }
     runs = train_rows(config, base_overrides, dict(ROWS), rows, seeds, runs_dir, splits, main_metric,
-                      reuse, progress, extra={"setting": name})
+                      reuse, progress, extra={"setting": name}, train=train)
     info["bilevel_epochs"] = next((r["epochs"] for r in runs if r["bilevel"]), None)
     info["final_train_losses"] = {}
     for t in (primary, aux):  # the loss scales behind the loss weights; random targets have other losses
@@ -150,6 +150,7 @@ def run_accuracy_benchmark(
     reuse: bool = False,
     overrides: Sequence[str] = (),
     tag: str | None = None,
+    train: bool = True,
 ) -> dict[str, Any]:
     """Train every (setting, row, seed) of ``preset`` and compare each row with single-task.
 
@@ -162,7 +163,9 @@ def run_accuracy_benchmark(
     was made with other overrides is refused (``variant.json`` in the runs folder records them). Writes
     ``accuracy-<preset>[-<tag>].json`` (every run, the overrides that reproduce it, the aggregated table, the
     positive controls' verdicts) and the ``.md`` beside it into ``out_dir``; runs go to
-    ``runs_dir/<preset>[-<tag>]/<setting>/<row>/seed<k>``. Returns the JSON's content.
+    ``runs_dir/<preset>[-<tag>]/<setting>/<row>/seed<k>``. With ``train`` False every run is read from its
+    record and none trained (a missing one is an error): the table regenerated from committed records.
+    Returns the JSON's content.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
@@ -194,7 +197,7 @@ def run_accuracy_benchmark(
     for setting, description in chosen_settings:
         infos[setting], setting_runs, tables[setting] = _run_setting(
             setting, description, base_overrides, setting_rows[setting], seed_list,
-            Path(runs_dir) / name / setting, counter, reuse,
+            Path(runs_dir) / name / setting, counter, reuse, train,
         )
         runs += setting_runs
     summary: dict[str, Any] = {

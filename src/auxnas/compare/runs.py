@@ -144,14 +144,19 @@ def _interrupted(cfg: ExperimentConfig) -> int | None:
 
 def train_run(
     label: str, seed: int, cfg: ExperimentConfig, overrides: list[str], config: str, splits: DataSplits,
-    bilevel: bool, reuse: bool, extra: Mapping[str, Any] | None = None,
+    bilevel: bool, reuse: bool, extra: Mapping[str, Any] | None = None, train: bool = True,
 ) -> dict[str, Any]:
     """Train one run, ``cfg`` (``config`` with ``overrides``), or with ``reuse`` read the record of the same
     finished run (or continue the same run stopped after an epoch); return its record: what a comparison reports
-    of it. ``extra`` is added to a new record."""
-    record = reused_record(cfg.out_dir, config, overrides) if reuse else None
+    of it. ``extra`` is added to a new record. With ``train`` False the record is only read: a run without one
+    is an error (regenerating a table from committed records must never start training into them)."""
+    record = reused_record(cfg.out_dir, config, overrides) if reuse or not train else None
     if record is not None:
         return {**record, "reused": True}
+    if not train:
+        raise FileNotFoundError(f"{cfg.out_dir}: no record of a finished run of {label} seed {seed} with these "
+                                "overrides, and reading only (--reuse-only, train=False) trains nothing; run "
+                                "without it to train the missing runs")
     # an earlier record goes before training starts: a run stopped midway must not leave it for a later reuse
     (Path(cfg.out_dir) / RECORD_FILE).unlink(missing_ok=True)
     resumed = _interrupted(cfg) if reuse else None
@@ -181,13 +186,14 @@ def train_run(
 def train_rows(
     config: str, base_overrides: Sequence[str], rows: Mapping[str, Sequence[str]], wanted: Sequence[str],
     seeds: Sequence[int], runs_dir: Path, splits: DataSplits, main_metrics: Mapping[str, str], reuse: bool = False,
-    progress: Progress | None = None, extra: Mapping[str, Any] | None = None,
+    progress: Progress | None = None, extra: Mapping[str, Any] | None = None, train: bool = True,
 ) -> list[dict[str, Any]]:
     """Every (seed, row) run of ``wanted`` (and the rows they start from) on ``config`` with ``base_overrides``:
     each row's overrides (``rows``), the epochs that give single-task's network updates, the seed and the run
     directory ``runs_dir/<row>/seed<k>`` after them. Seeds outer, rows inner: a change of load on a shared
     machine hits every row's wall time alike. Returns the runs' records, each shown through ``progress`` with the
-    main metric (``main_metrics``: task -> metric) of its own primary task (a row may change the primary)."""
+    main metric (``main_metrics``: task -> metric) of its own primary task (a row may change the primary). With
+    ``train`` False every run is read from its record, none trained (``train_run``)."""
     base = load_config(config, list(base_overrides))
     aux = base.tasks.aux[0] if base.tasks.aux else ""
     train_images = len(splits.train)
@@ -203,7 +209,7 @@ def train_rows(
             ])
             cfg = load_config(config, overrides)
             start = time.perf_counter()
-            record = train_run(row, seed, cfg, overrides, config, splits, bilevel, reuse, extra)
+            record = train_run(row, seed, cfg, overrides, config, splits, bilevel, reuse, extra, train)
             records.append(record)
             if progress is not None:
                 where = f"{extra['setting']} " if extra and "setting" in extra else ""
