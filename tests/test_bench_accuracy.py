@@ -333,6 +333,24 @@ def test_reading_only_reads_records_and_never_trains_a_missing_run(bench, monkey
     assert "--reuse-only" in capsys.readouterr().err
 
 
+def test_jobs_train_the_units_in_parallel_processes_and_read_their_records(bench, monkeypatch, tmp_path_factory):
+    """``jobs=2`` trains the smoke preset's (setting, seed) units in two spawned processes, then reads every run
+    from its record: the same runs as one process trains (up to the thread count's rounding)."""
+    summary, root, _ = bench
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
+    parallel = run_accuracy_benchmark("smoke", root / "out-jobs", root / "runs-jobs", progress=False, rows=ROWS_RUN,
+                                      jobs=2)
+    assert len({(r["setting"], r["seed"]) for r in parallel["runs"]}) >= 2
+    assert len(parallel["runs"]) == len(summary["runs"])
+    assert parallel["reused_runs"] == 0  # trained by this call's processes, then read from their records
+    serial = {(r["setting"], r["row"], r["seed"]): r["test_best"] for r in summary["runs"]}
+    for run in parallel["runs"]:
+        assert Path(run["run_dir"]).is_relative_to(root / "runs-jobs")
+        assert run["test_best"] == pytest.approx(serial[run["setting"], run["row"], run["seed"]], rel=1e-3)
+    with pytest.raises(ValueError, match="jobs: need at least 1"):
+        run_accuracy_benchmark("smoke", root / "out-jobs", root / "runs-jobs", progress=False, jobs=0)
+
+
 def _copy_records(runs: Path, to: Path) -> Path:
     """Only the records of the runs in ``runs`` (no checkpoint), in the same layout under ``to``."""
     for record in runs.rglob("bench_run.json"):

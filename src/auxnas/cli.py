@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument("--reuse-only", action="store_true",
                      help="read every run's record from --runs and train none (a missing run is an error): "
                           "regenerates a table from committed records, e.g. --runs benchmarks/records")
+    acc.add_argument("--jobs", type=int, default=1,
+                     help="train this many (setting, seed) units at once, each in its own process with its share "
+                          "of the cores (on CUDA they share the GPU); then read every record")
     acc.add_argument("--set", nargs="+", default=[], metavar="key=value",
                      help="overrides for every run (a variant of the benchmark; needs --tag)")
     acc.add_argument("--tag", default=None, help="name of the variant: accuracy-<preset>-<tag>.json")

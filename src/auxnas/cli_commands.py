@@ -171,7 +171,7 @@ def bench_accuracy(args: argparse.Namespace) -> int:
 
     run_accuracy_benchmark(args.preset, args.out, runs_dir=args.runs, progress=not args.quiet,
                            settings=args.settings, rows=args.rows, seeds=args.seeds, reuse=args.reuse,
-                           overrides=args.set, tag=args.tag, train=not args.reuse_only)
+                           overrides=args.set, tag=args.tag, train=not args.reuse_only, jobs=args.jobs)
     name = f"{args.preset}-{args.tag}" if args.tag else args.preset
     print(f"wrote {args.out}/accuracy-{name}.json and .md")
     return 0

@@ -16,8 +16,11 @@ primary lacks: they show whether the benchmark, at its budget, can see a gain at
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +136,52 @@ def _run_setting(
     return info, runs, aggregate(runs, info, rows, task, BASELINES)
 
 
+def _train_unit(
+    setting: str, base_overrides: list[str], rows: list[str], seed: int, runs_dir: Path, reuse: bool, threads: int,
+) -> tuple[str, int, list[str], float]:
+    """Train one (setting, seed) unit's runs in a worker process of ``jobs``; returns the unit, the folders of
+    the runs it trained (not those it reused) and its wall time. Its rows run in order: the authors' recipe
+    starts from the unit's own single-task runs."""
+    import torch
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    config = setting_config(setting)
+    base = load_config(config, base_overrides)
+    splits = build_splits(base.data, progress=False)
+    main_metric = {t: build_task(t, splits.num_classes, **base.tasks.task_options(t)).main_metric
+                   for t in (base.tasks.primary, base.tasks.aux[0])}
+    runs = train_rows(config, base_overrides, dict(ROWS), rows, [seed], runs_dir, splits, main_metric, reuse,
+                      extra={"setting": setting})
+    return setting, seed, [r["run_dir"] for r in runs if not r.get("reused")], time.perf_counter() - start
+
+
+def _train_units_in_parallel(
+    units: list[tuple[str, int]], jobs: int, base_overrides: list[str], setting_rows: dict[str, list[str]],
+    runs_dir: Path, reuse: bool, progress: bool,
+) -> set[str]:
+    """Train every (setting, seed) unit, ``jobs`` at a time in separate processes (seeds outer, so that whole
+    seeds finish first), each on its share of this machine's cores; on CUDA they share the GPU. The first failure
+    stops the rest (a unit stopped midway continues with ``reuse``). Returns the folders of the runs trained."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_unit, setting, base_overrides, setting_rows[setting], seed,
+                               runs_dir / setting, reuse, threads) for setting, seed in units]
+        trained: set[str] = set()
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                setting, seed, run_dirs, seconds = future.result()
+                trained.update(run_dirs)
+                if progress:
+                    print(f"[{done}/{len(units)} units] {setting} seed {seed}: {len(run_dirs)} runs trained, "
+                          f"{seconds:.0f} s", flush=True)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return trained
+
+
 def _has_ceiling(setting: str, overrides: Sequence[str]) -> bool:
     """Whether a setting's primary is partially labelled, so that its ceiling differs from ``single``."""
     cfg = load_config(setting_config(setting), list(overrides))
@@ -151,6 +200,7 @@ def run_accuracy_benchmark(
     overrides: Sequence[str] = (),
     tag: str | None = None,
     train: bool = True,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Train every (setting, row, seed) of ``preset`` and compare each row with single-task.
 
@@ -164,7 +214,9 @@ def run_accuracy_benchmark(
     ``accuracy-<preset>[-<tag>].json`` (every run, the overrides that reproduce it, the aggregated table, the
     positive controls' verdicts) and the ``.md`` beside it into ``out_dir``; runs go to
     ``runs_dir/<preset>[-<tag>]/<setting>/<row>/seed<k>``. With ``train`` False every run is read from its
-    record and none trained (a missing one is an error): the table regenerated from committed records.
+    record and none trained (a missing one is an error): the table regenerated from committed records. With
+    ``jobs`` above 1 the (setting, seed) units train in that many processes at once (a many-core machine, or
+    several runs sharing one GPU), then every record is read as with ``train`` False.
     Returns the JSON's content.
     """
     if preset not in PRESETS:
@@ -176,6 +228,8 @@ def run_accuracy_benchmark(
     seed_list = list(seeds if seeds is not None else chosen.seeds)
     if not seed_list or len(set(seed_list)) != len(seed_list):
         raise ValueError(f"seeds: need distinct seeds, got {seed_list}")
+    if jobs < 1:
+        raise ValueError(f"jobs: need at least 1 process, got {jobs}")
     if overrides and not tag:
         raise ValueError("overrides: a variant of the benchmark needs a tag naming its result files")
     if tag is not None and not tag.replace("-", "").replace("_", "").isalnum():
@@ -189,6 +243,12 @@ def run_accuracy_benchmark(
     chosen_settings = [(setting, description) for setting, description in SETTINGS if setting in setting_names]
     setting_rows = {setting: [r for r in row_names if r != CEILING or _has_ceiling(setting, base_overrides)]
                     for setting, _ in chosen_settings}
+    trained_in_units: set[str] = set()
+    if train and jobs > 1:
+        units = [(setting, seed) for seed in seed_list for setting, _ in chosen_settings]
+        trained_in_units = _train_units_in_parallel(units, jobs, base_overrides, setting_rows, Path(runs_dir) / name,
+                                                    reuse, progress)
+        reuse, train = True, False
     total = sum(len(needed_rows(r, dict(ROWS))) for r in setting_rows.values()) * len(seed_list)
     counter = Progress(total) if progress else None
     runs: list[dict[str, Any]] = []
@@ -199,7 +259,7 @@ def run_accuracy_benchmark(
             setting, description, base_overrides, setting_rows[setting], seed_list,
             Path(runs_dir) / name / setting, counter, reuse, train,
         )
-        runs += setting_runs
+        runs += [{**r, "reused": False} if r["run_dir"] in trained_in_units else r for r in setting_runs]
     summary: dict[str, Any] = {
         "preset": preset, "tag": tag, "seeds": seed_list,
         "configs": {setting: setting_config(setting) for setting, _ in chosen_settings},
