@@ -303,9 +303,7 @@ def test_records_copied_to_another_runs_folder_are_reused(bench, monkeypatch, tm
     """A benchmark's records committed beside its results (another folder than the runs were trained in) are the
     same runs: the table regenerates from them without training, and each run's folder is where it now is."""
     summary, root, _ = bench
-    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
-    copied = _copy_records(root / "runs", root / "records")
-    monkeypatch.setattr(auxnas.compare.runs, "fit", _no_training)
+    copied = _records_only(root, "records", monkeypatch, tmp_path_factory)
     again = run_accuracy_benchmark("smoke", root / "from-records", copied, progress=False, rows=ROWS_RUN, reuse=True)
     assert again["table"] == summary["table"] and again["reused_runs"] == 6
     assert all(Path(r["run_dir"]).is_relative_to(copied) for r in again["runs"])
@@ -315,9 +313,7 @@ def test_reading_only_reads_records_and_never_trains_a_missing_run(bench, monkey
     """``train=False`` (``--reuse-only``) regenerates the table from records; a run without one is an error
     naming its folder, and nothing is trained or created for it."""
     summary, root, _ = bench
-    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
-    copied = _copy_records(root / "runs", root / "records-only")
-    monkeypatch.setattr(auxnas.compare.runs, "fit", _no_training)
+    copied = _records_only(root, "records-only", monkeypatch, tmp_path_factory)
     again = run_accuracy_benchmark("smoke", root / "read-only", copied, progress=False, rows=ROWS_RUN, train=False)
     assert again["table"] == summary["table"] and again["reused_runs"] == 6
     with pytest.raises(FileNotFoundError, match=r"seed7: no record of a finished run of single seed 7"):
@@ -349,6 +345,14 @@ def test_jobs_train_the_units_in_parallel_processes_and_read_their_records(bench
         assert run["test_best"] == pytest.approx(serial[run["setting"], run["row"], run["seed"]], rel=1e-3)
     with pytest.raises(ValueError, match="jobs: need at least 1"):
         run_accuracy_benchmark("smoke", root / "out-jobs", root / "runs-jobs", progress=False, jobs=0)
+
+
+def _records_only(root: Path, folder: str, monkeypatch, tmp_path_factory) -> Path:
+    """The smoke benchmark's records copied to ``root/folder`` (``_copy_records``), with the shared data cache and
+    training forbidden: what is read from there must come from the records alone."""
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
+    monkeypatch.setattr(auxnas.compare.runs, "fit", _no_training)
+    return _copy_records(root / "runs", root / folder)
 
 
 def _copy_records(runs: Path, to: Path) -> Path:

@@ -26,8 +26,8 @@ from typing import Any
 
 from ..compare.runs import Progress, needed_rows, train_rows
 from ..compare.table import aggregate, delta_metric_names
-from ..config import load_config
-from ..data import build_splits
+from ..config import ExperimentConfig, load_config
+from ..data import DataSplits, build_splits
 from ..engine.loaders import steps_per_epoch
 from ..io import write_json, write_text
 from ..stats import mean_std
@@ -100,6 +100,19 @@ def _check_variant(tag: str | None, overrides: list[str], made: Sequence[Path]) 
                              "another tag (or runs folder)")
 
 
+def _setting_inputs(
+    name: str, base_overrides: list[str], progress: bool,
+) -> tuple[str, ExperimentConfig, DataSplits, dict[str, str]]:
+    """What every run of one setting starts from: its config file (``setting_config``), that config with
+    ``base_overrides``, its data splits and the main metric of its primary and auxiliary tasks (task -> metric)."""
+    config = setting_config(name)
+    base = load_config(config, base_overrides)
+    splits = build_splits(base.data, progress=progress)
+    main_metric = {t: build_task(t, splits.num_classes, **base.tasks.task_options(t)).main_metric
+                   for t in (base.tasks.primary, base.tasks.aux[0])}
+    return config, base, splits, main_metric
+
+
 def _run_setting(
     name: str, description: str, base_overrides: list[str], rows: list[str], seeds: list[int], runs_dir: Path,
     progress: Progress | None, reuse: bool, train: bool,
@@ -108,13 +121,9 @@ def _run_setting(
     ``auxnas.compare.runs.train_rows``): its description, its run records and its aggregated table
     (``auxnas.compare.table.aggregate``). ``rows`` holds the ceiling only where the primary is partially labelled
     (elsewhere it would be ``single``)."""
-    config = setting_config(name)
-    base = load_config(config, base_overrides)
-    splits = build_splits(base.data, progress=progress is not None)
+    config, base, splits, main_metric = _setting_inputs(name, base_overrides, progress is not None)
     primary, aux = base.tasks.primary, base.tasks.aux[0]
     task = build_task(primary, splits.num_classes, **base.tasks.task_options(primary))
-    main_metric = {t: build_task(t, splits.num_classes, **base.tasks.task_options(t)).main_metric
-                   for t in (primary, aux)}
     train_images = len(splits.train)
     info = {
         "name": name, "description": description, "primary": primary, "aux": aux, "main_metric": task.main_metric,
@@ -146,11 +155,7 @@ def _train_unit(
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    config = setting_config(setting)
-    base = load_config(config, base_overrides)
-    splits = build_splits(base.data, progress=False)
-    main_metric = {t: build_task(t, splits.num_classes, **base.tasks.task_options(t)).main_metric
-                   for t in (base.tasks.primary, base.tasks.aux[0])}
+    config, _, splits, main_metric = _setting_inputs(setting, base_overrides, progress=False)
     runs = train_rows(config, base_overrides, dict(ROWS), rows, [seed], runs_dir, splits, main_metric, reuse,
                       extra={"setting": setting})
     return setting, seed, [r["run_dir"] for r in runs if not r.get("reused")], time.perf_counter() - start
@@ -248,7 +253,7 @@ def run_accuracy_benchmark(
         units = [(setting, seed) for seed in seed_list for setting, _ in chosen_settings]
         trained_in_units = _train_units_in_parallel(units, jobs, base_overrides, setting_rows, Path(runs_dir) / name,
                                                     reuse, progress)
-        reuse, train = True, False
+        train = False  # every run now has its record: read them all
     total = sum(len(needed_rows(r, dict(ROWS))) for r in setting_rows.values()) * len(seed_list)
     counter = Progress(total) if progress else None
     runs: list[dict[str, Any]] = []
