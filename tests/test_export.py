@@ -16,6 +16,7 @@ from auxnas.config import config_from_dict
 from auxnas.cost import count_flops
 from auxnas.data import build_splits
 from auxnas.engine.loaders import make_loader
+from auxnas.engine.run_dir import RunDirectoryError
 from auxnas.export import FORMATS, ExportError, export_primary, load_exported, run_format
 from auxnas.io import load_checkpoint, save_checkpoint
 from auxnas.tasks import build_task
@@ -24,7 +25,7 @@ from auxnas.train import evaluate, fit, load_trained
 NUM_VAL = 12  # 25 % of 48 training images
 
 
-def train_tiny(out_dir, method: dict):
+def train_tiny(out_dir, method: dict, overwrite: bool = False):
     """A 2-step run on 32 px images; returns its run directory."""
     cfg = config_from_dict({
         "name": "t", "out_dir": str(out_dir),
@@ -34,7 +35,7 @@ def train_tiny(out_dir, method: dict):
         "method": method,
         "train": {"epochs": 1, "lr": 0.003, "max_steps_per_epoch": 2},
     })
-    return fit(cfg, progress=False).out_dir
+    return fit(cfg, progress=False, overwrite=overwrite).out_dir
 
 
 def test_a2p_cut_is_reported_for_a2p_links(tmp_path, capsys):
@@ -234,6 +235,24 @@ def test_an_export_never_writes_into_or_over_a_run_folder(tmp_path, capsys):
     assert main(["export", str(run), "--out", str(run / "export")]) == 0  # a new folder inside the run is fine
     kept = {k: v for k, v in snapshot(tmp_path).items() if k.parts[:2] != ("run", "export")}
     assert kept == before
+
+
+def test_training_over_a_run_removes_the_exports_made_from_it_and_keeps_other_folders(tmp_path):
+    """An export inside a run folder is of that run's model: retrained with overwrite, the folder must not keep
+    an export that would pass for the new run's."""
+    run = train_tiny(tmp_path / "run", {"name": "single"})
+    export_primary(run, run / "export")
+    export_primary(run, run / "deploy", formats=["torchscript"])
+    (run / "plots").mkdir()
+    (run / "plots" / "export_report.json").write_text("{}")  # not an export: it holds another file
+    (run / "plots" / "curve.png").write_bytes(b"png")
+    with pytest.raises(RunDirectoryError, match="not empty"):
+        train_tiny(run, {"name": "single"})
+    assert (run / "export" / "model.safetensors").is_file()
+    train_tiny(run, {"name": "single"}, overwrite=True)
+    assert not (run / "export").exists() and not (run / "deploy").exists()
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["curve.png", "export_report.json"]
+    assert (run / "best.pt").is_file() and (run / "metrics.json").is_file()
 
 
 def test_a_failed_export_leaves_no_folder_behind(tmp_path, monkeypatch):

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--overwrite", action="store_true",
-                       help="reuse a non-empty out_dir, replacing an earlier run's config, checkpoints and metrics")
+                       help="reuse a non-empty out_dir, replacing an earlier run's config, checkpoints, metrics "
+                            "and the exports inside it")
     train.add_argument("--resume", metavar="RUN_DIR", default=None,
                        help="continue an interrupted run from its last finished epoch, with its own config")
     train.set_defaults(func=commands.train)

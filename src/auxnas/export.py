@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -46,7 +45,7 @@ from .engine.checkpoints import load_trained
 from .engine.loaders import make_loader
 from .engine.run_dir import RUN_FILES
 from .errors import ExportError
-from .export_options import FORMATS, check_threshold
+from .export_options import FORMATS, check_threshold, written_by_export
 from .io import atomic_write, file_mode, write_json, write_text
 from .methods import MultiTaskModel
 from .methods.adashare import skipped_cell
@@ -60,10 +59,6 @@ FORMAT_TOLERANCE = 1e-4
 #: ONNX weights above this many bytes go to ``model.onnx.data`` beside ``model.onnx`` (a protobuf file stops at
 #: 2 GiB; torch's exporter uses the same bound); below it ``model.onnx`` is one self-contained file
 ONNX_EMBED_LIMIT = 1536 * 2**20
-#: every file an export writes (``model.onnx.data`` only for ONNX weights above ``ONNX_EMBED_LIMIT``)
-EXPORT_FILES = ("model.safetensors", "exported.yaml", "export_report.json", *FORMATS.values(), "model.onnx.data")
-#: the hidden weights file that ONNX exports of earlier versions left beside ``model.onnx``
-_OLD_ONNX_DATA = re.compile(r"\.model\.onnx\..+\.tmp\.data")
 
 
 @torch.no_grad()
@@ -156,11 +151,6 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def _written_by_export(path: Path) -> bool:
-    """Whether ``path`` is a file an export writes (an earlier export's, in a folder ``--overwrite`` may replace)."""
-    return path.is_file() and (path.name in EXPORT_FILES or _OLD_ONNX_DATA.fullmatch(path.name) is not None)
-
-
 def _check_out_dir(out: Path, source: str | os.PathLike, overwrite: bool) -> None:
     """Refuse an ``out`` the export of ``source`` must not write: a file, a training run folder, a folder holding
     ``source``, a folder holding anything an export does not write, or an earlier export unless ``overwrite``.
@@ -178,7 +168,7 @@ def _check_out_dir(out: Path, source: str | os.PathLike, overwrite: bool) -> Non
         raise FileExistsError(f"{out}: holds {source}, which this export reads; an export never writes over its "
                               f"source: choose another --out, e.g. {beside / 'export'}")
     existing = sorted(out.iterdir()) if out.is_dir() else []
-    foreign = [p.name + ("/" if p.is_dir() else "") for p in existing if not _written_by_export(p)]
+    foreign = [p.name + ("/" if p.is_dir() else "") for p in existing if not written_by_export(p)]
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise FileExistsError(f"{out}: holds files an export does not write ({shown}); --overwrite replaces only an "

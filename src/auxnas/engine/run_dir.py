@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ..config import ExperimentConfig
+from ..export_options import is_export_folder
 from ..io import load_checkpoint, unwritable, write_json, write_text
 
 #: the files a run writes into its directory
@@ -24,7 +25,8 @@ class RunDirectoryError(ValueError):
 
 
 def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
-    """Create ``out_dir``; refuse a non-empty one unless ``overwrite``, which removes an earlier run's files.
+    """Create ``out_dir``; refuse a non-empty one unless ``overwrite``, which removes an earlier run's files and
+    the export folders in it (made from that run, they would pass for exports of the new one).
 
     A run must never pick up a checkpoint it did not write (a diverged run would report the older model). A folder
     holding only the files of a run that never finished an epoch (no checkpoint, no metrics: e.g. one that failed
@@ -39,7 +41,8 @@ def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
             shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
             raise RunDirectoryError(f"out_dir {out_dir}: not empty ({shown}); choose another out_dir or overwrite its "
                                     "run files (auxnas train --overwrite, fit(..., overwrite=True))")
-        for name in RUN_FILES if existing else ():
+        exports = [p.name for p in out_dir.iterdir() if p.is_dir() and is_export_folder(p)] if existing else []
+        for name in (*RUN_FILES, *exports) if existing else ():
             if (out_dir / name).is_dir():
                 shutil.rmtree(out_dir / name)
             (out_dir / name).unlink(missing_ok=True)
