@@ -43,8 +43,12 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, 
     cut = load_config("demo", [*OVERRIDES, *method, f"out_dir={tmp_path / 'cut'}"])
     with pytest.raises(KeyboardInterrupt):  # epoch 2 trained, not saved: resumes after epoch 1
         fit(cut, progress=False, callbacks=[InterruptAtValidation(2)])
-    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    interrupted = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert interrupted["epoch"] == 1 and interrupted["state"]["elapsed_s"] > 0
+    began = time.perf_counter()
     resumed = resume_run(tmp_path / "cut", progress=False)
+    resume_s = time.perf_counter() - began  # the wall time counts the first session up to its last epoch too
+    assert resume_s < resumed.wall_time_s <= interrupted["state"]["elapsed_s"] + resume_s
     for name in ("last.pt", "best.pt"):
         a = load_checkpoint(tmp_path / "whole" / name)
         b = load_checkpoint(tmp_path / "cut" / name)

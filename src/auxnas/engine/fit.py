@@ -53,7 +53,8 @@ class RunResult:
 @dataclass
 class Run:
     """One run: its config and directory, this process's place, the data and loaders, the number of network steps,
-    and the training state (``state``: everything that changes)."""
+    the training state (``state``: everything that changes) and when it started (``time.perf_counter``, moved back
+    by the time earlier sessions of a resumed run took)."""
 
     cfg: ExperimentConfig
     out_dir: Path
@@ -64,6 +65,7 @@ class Run:
     total_steps: int
     state: TrainState
     progress: bool
+    start: float
 
     @property
     def model(self) -> MultiTaskModel:
@@ -80,11 +82,12 @@ class Run:
 
 
 def build_run(
-    cfg: ExperimentConfig, dist: Distributed, device: torch.device, progress: bool,
+    cfg: ExperimentConfig, dist: Distributed, device: torch.device, progress: bool, start: float,
     resume_from: dict[str, Any] | None = None,
 ) -> Run:
     """Seed, build the data, the model (data-parallel with several processes), the loaders and the training state
-    of ``cfg``; with ``resume_from`` (a ``last.pt`` payload) restore the weights and the state it holds."""
+    of ``cfg``, started at ``start``; with ``resume_from`` (a ``last.pt`` payload) restore the weights and the
+    state it holds."""
     seed_everything(cfg.seed)
     with dist.node_first():  # each node's first process generates (and caches) the data, the others then read it
         splits = build_splits(cfg.data, progress=progress)
@@ -104,7 +107,8 @@ def build_run(
         state.load_state_dict(resume_from["state"])
     else:
         state.record_links()
-    return Run(cfg, Path(cfg.out_dir), dist, splits, val_loader, test_loader, total_steps, state, progress)
+    return Run(cfg, Path(cfg.out_dir), dist, splits, val_loader, test_loader, total_steps, state, progress,
+               start - state.elapsed_s)
 
 
 def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
@@ -162,6 +166,7 @@ def end_epoch(run: Run, record: dict[str, Any], callbacks: Sequence[Callback] = 
         callback.on_validated(run, record)
     state.history.append(record)
     state.epoch = epoch
+    state.elapsed_s = time.perf_counter() - run.start
     value = record["val"][run.primary.name][run.select_metric]
     if is_better(value, state.best_value, run.primary.higher_is_better[run.select_metric]):
         state.best_value, state.best_epoch, state.val_best = value, epoch, record["val"]
@@ -172,9 +177,9 @@ def end_epoch(run: Run, record: dict[str, Any], callbacks: Sequence[Callback] = 
                    f"{run.select_metric} {value:.4f}{'  (best)' if state.best_epoch == epoch else ''}")
 
 
-def evaluate_and_report(run: Run, wall_start: float) -> RunResult:
+def evaluate_and_report(run: Run) -> RunResult:
     """The test metrics of the last weights and of the selected (best) checkpoint, which the model ends with;
-    ``metrics.json``."""
+    ``metrics.json``. Its wall time counts every session of a resumed run."""
     state, model, dist, primary, metric = run.state, run.model, run.dist, run.primary, run.select_metric
     if state.best_epoch == 0:
         first_bad = next(r["epoch"] for r in state.history if not math.isfinite(r["val"][primary.name][metric]))
@@ -191,7 +196,7 @@ def evaluate_and_report(run: Run, wall_start: float) -> RunResult:
                                dist=dist)
     label_counts = run.splits.train_label_counts(list(model.tasks))
     result = RunResult(run.out_dir, state.best_epoch, state.val_best, test_best, test_last, state.history,
-                       time.perf_counter() - wall_start, label_counts, conventions(model.tasks))
+                       time.perf_counter() - run.start, label_counts, conventions(model.tasks))
     summary = {
         "name": run.cfg.name, "method": run.cfg.method.name, "primary": primary.name,
         "selection": f"val {primary.name}/{metric}", "conventions": result.conventions,
@@ -248,7 +253,7 @@ def fit(
         else:
             payload = None
             dist.on_main(lambda: start_run_dir(out_dir, cfg, overwrite))
-        run = build_run(cfg, dist, device, progress, payload)
+        run = build_run(cfg, dist, device, progress, start, payload)
         if resume:
             check_same_data(out_dir, run.splits.record())
         else:
@@ -266,7 +271,7 @@ def fit(
             end_epoch(run, train_epoch(run, epoch, hooks), hooks)
         for callback in hooks:
             callback.on_train_end(run)
-        return evaluate_and_report(run, start)
+        return evaluate_and_report(run)
 
 
 def resume_run(run_dir: str | Path, progress: bool = True, callbacks: Sequence[Callback] = ()) -> RunResult:

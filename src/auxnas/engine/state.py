@@ -98,6 +98,8 @@ class TrainState:
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     #: link strengths recorded along training (``steps``, ``values``, ``names``)
     links: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: wall seconds the run took up to its last finished epoch, every session counted (a resume continues it)
+    elapsed_s: float = 0.0
 
     @property
     def bilevel(self) -> bool:
@@ -119,7 +121,8 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), **optional,
             "weighting": self.weighting.state_dict(), "step": self.step, "epoch": self.epoch,
             "best_value": self.best_value, "best_epoch": self.best_epoch, "val_best": self.val_best,
-            "history": self.history, "links": self.links, "rng": rng_ranks[0] if rng_ranks else rng_state(),
+            "history": self.history, "links": self.links, "elapsed_s": self.elapsed_s,
+            "rng": rng_ranks[0] if rng_ranks else rng_state(),
             "rng_ranks": rng_ranks,
         }
 
@@ -133,6 +136,7 @@ class TrainState:
         self.weighting.load_state_dict(state["weighting"])
         for key in ("step", "epoch", "best_value", "best_epoch", "val_best", "history", "links"):
             setattr(self, key, state[key])
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))  # a last.pt of an older auxnas has none
         set_rank_rng_state(state, self.dist)
 
     def record_links(self) -> None:
