@@ -329,13 +329,17 @@ def test_reading_only_reads_records_and_never_trains_a_missing_run(bench, monkey
     assert "--reuse-only" in capsys.readouterr().err
 
 
-def test_jobs_train_the_units_in_parallel_processes_and_read_their_records(bench, monkeypatch, tmp_path_factory):
+def test_jobs_train_the_units_in_parallel_processes_and_read_their_records(
+    bench, monkeypatch, tmp_path_factory, capsys,
+):
     """``jobs=2`` trains the smoke preset's (setting, seed) units in two spawned processes, then reads every run
     from its record: the same runs as one process trains (up to the thread count's rounding)."""
     summary, root, _ = bench
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
-    parallel = run_accuracy_benchmark("smoke", root / "out-jobs", root / "runs-jobs", progress=False, rows=ROWS_RUN,
-                                      jobs=2)
+    parallel = run_accuracy_benchmark("smoke", root / "out-jobs", root / "runs-jobs", rows=ROWS_RUN, jobs=2)
+    shown = capsys.readouterr().out.split("\n# ")[0]  # the progress lines before the report
+    units = len({(r["setting"], r["seed"]) for r in parallel["runs"]})
+    assert shown.count(" units] ") == units and "reused" not in shown  # trained by the units, not reused
     assert len({(r["setting"], r["seed"]) for r in parallel["runs"]}) >= 2
     assert len(parallel["runs"]) == len(summary["runs"])
     assert parallel["reused_runs"] == 0  # trained by this call's processes, then read from their records

@@ -255,7 +255,7 @@ def run_accuracy_benchmark(
                                                     reuse, progress)
         train = False  # every run now has its record: read them all
     total = sum(len(needed_rows(r, dict(ROWS))) for r in setting_rows.values()) * len(seed_list)
-    counter = Progress(total) if progress else None
+    counter = Progress(total) if progress and jobs == 1 else None  # the units' lines reported the jobs' runs
     runs: list[dict[str, Any]] = []
     infos: dict[str, dict[str, Any]] = {}
     tables: dict[str, Any] = {}
