@@ -185,14 +185,14 @@ def compare(ddp_dir: Path, single: dict, single_weights: dict[str, torch.Tensor]
 
 
 @pytest.mark.parametrize("setting", [
-    ["weighting.name=equal"],
+    ["weighting.name=equal", "train.channels_last=true"],  # DistributedDataParallel's buckets of NHWC weights
     # a gradient method (per-task gradients averaged before the surgery) with scarce segmentation labels, so that
     # in some steps one process holds segmentation labels and the other none
     ["weighting.name=gcs", "data.labelled_fraction={seg: 0.25}"],
     # a loss weighting (through DistributedDataParallel) with steps where the segmentation head is unused on every
     # process (no label in the global batch) or on one (a zero loss there)
     ["weighting.name=equal", "data.labelled_fraction={seg: 0.25}"],
-], ids=["equal", "gcs-partial-labels", "equal-partial-labels"])
+], ids=["equal-channels-last", "gcs-partial-labels", "equal-partial-labels"])
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeypatch, setting):
     cache = tmp_path / "cache"
     monkeypatch.setenv("AUXNAS_CACHE", str(cache))
@@ -209,7 +209,8 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeyp
     assert "config.yaml" in {Path(p).name for p in json.loads((ddp / "result-rank0.json").read_text())["writes"]}
     single, weights = run_single(monkeypatch, [*overrides, f"out_dir={tmp_path / 'single-run'}"])
     diffs = compare(ddp, single, weights)
-    assert diffs["max_weight_diff"] < 2e-6  # measured 9.2e-7 in both settings (docs/distributed.md)
+    # measured 9.2e-7 in the default layout, 2.4e-6 in NHWC (docs/distributed.md)
+    assert diffs["max_weight_diff"] < (5e-6 if "train.channels_last=true" in setting else 2e-6)
 
 
 @pytest.mark.slow

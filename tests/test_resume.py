@@ -34,7 +34,8 @@ class InterruptAtValidation(Callback):
 
 
 @pytest.mark.parametrize("method", [
-    ["method.name=aux_nas", "weighting.name=pcgrad_aux"],  # bilevel search, random task order in PCGrad
+    # bilevel search, random task order in PCGrad; NHWC weights and optimiser state through the checkpoint
+    ["method.name=aux_nas", "weighting.name=pcgrad_aux", "train.channels_last=true"],
     ["method.name=adashare_aux", "method.adashare_skip_downsample=true", "weighting.name=gradnorm"],  # sampled
 ])
 def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, method):

@@ -67,6 +67,43 @@ def test_training_is_reproducible(tiny_config):
     assert first.history[0]["train_loss"] != first.history[1]["train_loss"]  # it did train
 
 
+class ConvLayouts(Callback):
+    """The layouts of the 4-D parameters the network steps run with."""
+
+    def __init__(self) -> None:
+        self.channels_last: set[bool] = set()
+
+    def on_losses(self, state, losses) -> None:
+        self.channels_last |= {p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                               for p in state.model.parameters() if p.dim() == 4 and p.shape[-1] > 1}
+
+
+def test_channels_last_trains_the_same_network_in_the_nhwc_layout(tiny_config):
+    """``train.channels_last``: every convolution weight is NHWC while training, and the run ends where the default
+    layout's does up to float rounding (the same computation in another memory order); its checkpoint loads into a
+    model of the default layout (``evaluate``) with the same metrics."""
+    tiny_config.tasks = dataclasses.replace(tiny_config.tasks, aux=["seg"])
+    tiny_config.method = dataclasses.replace(tiny_config.method, name="aux_nas")
+    # SGD: Adam's normalised steps would turn rounding-level differences of near-zero gradients into whole steps
+    tiny_config.train = dataclasses.replace(tiny_config.train, epochs=1, max_steps_per_epoch=3, optimizer="sgd",
+                                            lr=0.05)
+    layouts = {}
+    results = {}
+    for channels_last in (False, True):
+        cfg = dataclasses.replace(tiny_config, out_dir=f"{tiny_config.out_dir}-{channels_last}")
+        cfg.train = dataclasses.replace(cfg.train, channels_last=channels_last)
+        layouts[channels_last] = ConvLayouts()
+        results[channels_last] = fit(cfg, progress=False, callbacks=[layouts[channels_last]])
+    assert (layouts[False].channels_last, layouts[True].channels_last) == ({False}, {True})
+    default, nhwc = (load_checkpoint(results[c].out_dir / "last.pt")["model"] for c in (False, True))
+    for key, value in default.items():
+        assert torch.allclose(nhwc[key].float(), value.float(), rtol=1e-3, atol=1e-5), key
+    assert results[True].history[0]["train_loss"] == pytest.approx(results[False].history[0]["train_loss"], rel=1e-4)
+    again = evaluate(results[True].out_dir, split="test", progress=False)
+    for task, metrics in results[True].test_best.items():
+        assert again[task] == pytest.approx(metrics, rel=1e-6)
+
+
 def test_cli_train_and_evaluate(tiny_config, tmp_path, capsys):
     out = tmp_path / "cli-run"
     code = main([

@@ -93,7 +93,8 @@ def build_run(
         splits = build_splits(cfg.data, progress=progress)
     check_validation_labels(splits, cfg.tasks.primary)
     tasks = build_tasks(cfg, splits.num_classes)
-    model = dist.prepare_model(build_model(cfg, tasks).to(device))
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+    model = dist.prepare_model(build_model(cfg, tasks).to(device, memory_format=memory_format))
     bilevel = bool(model.architecture_parameters()) and cfg.method.optimization == "bilevel"
     val_loader, test_loader = evaluation_loader(splits.val, cfg, dist), evaluation_loader(splits.test, cfg, dist)
     total_steps = steps_per_epoch(len(splits.train), cfg, bilevel, dist.world_size) * cfg.train.epochs
