@@ -196,6 +196,11 @@ def test_a_tag_made_with_other_overrides_is_refused(tmp_path):
         run_accuracy_benchmark("smoke", out, tmp_path / "other-runs", overrides=["train.lr=0.1"], **kwargs)
     again = run_accuracy_benchmark("smoke", out, runs, overrides=["train.lr=0.003"], reuse=True, **kwargs)
     assert again["reused_runs"] == 1  # the same overrides: the same variant, continued
+    # keys outside a run's identity (speed, logging) may change: the same variant, its runs reused
+    faster = ["train.lr=0.003", "train.channels_last=true", "train.tensorboard=false"]
+    again = run_accuracy_benchmark("smoke", out, runs, overrides=faster, reuse=True, **kwargs)
+    assert again["reused_runs"] == 1 and again["overrides"] == faster
+    assert json.loads((runs / "smoke-v" / "variant.json").read_text())["overrides"] == faster
 
 
 def test_a_tiny_control_reports_floor_ceiling_share_and_verdict(tmp_path):
@@ -295,6 +300,8 @@ def test_a_run_recorded_from_other_overrides_of_the_same_config_is_reused(bench,
         assert auxnas.compare.runs.reused_record(run["run_dir"], config, run["overrides"]) is not None
         other = [*run["overrides"], "train.lr=0.003"]  # another run: not reused
         assert auxnas.compare.runs.reused_record(run["run_dir"], config, other) is None
+        faster = [*run["overrides"], "train.channels_last=true", "train.tensorboard=false"]  # the same run
+        assert auxnas.compare.runs.reused_record(run["run_dir"], config, faster) is not None
     finally:
         record_file.write_text(json.dumps(record))
 

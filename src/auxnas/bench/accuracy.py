@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from ..compare.runs import Progress, needed_rows, train_rows
+from ..compare.runs import Progress, identity_overrides, needed_rows, train_rows
 from ..compare.table import aggregate, delta_metric_names
 from ..config import ExperimentConfig, load_config
 from ..data import DataSplits, build_splits
@@ -89,13 +89,15 @@ VARIANT_FILE = "variant.json"
 
 def _check_variant(tag: str | None, overrides: list[str], made: Sequence[Path]) -> None:
     """Refuse ``overrides`` under ``tag`` when a runs folder's variant file or a result file in ``made`` was
-    made with other overrides: their runs would be replaced, or reused and mixed with these."""
+    made with other overrides: their runs would be replaced, or reused and mixed with these. Overrides of keys
+    outside a run's identity (``OUTSIDE_IDENTITY``: speed, logging) may change."""
     for path in made:
         try:
             old = json.loads(path.read_text())["overrides"]
-        except (OSError, ValueError, KeyError, TypeError):
+            same = identity_overrides(old) == identity_overrides(overrides)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
-        if old != overrides:
+        if not same:
             raise ValueError(f"tag {tag!r}: {path} was made with overrides {old}, not {overrides}; give these "
                              "another tag (or runs folder)")
 

@@ -75,14 +75,30 @@ def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool)
     return target // per_epoch
 
 
+#: config keys that change how fast a run computes or what it logs, never what it learns (the NHWC layout computes
+#: the same network, float rounding apart): runs that differ only in them are the same run
+OUTSIDE_IDENTITY = ("name", "train.channels_last", "train.tensorboard")
+
+
 def run_identity(config: str, overrides: Sequence[str]) -> dict[str, Any] | None:
-    """What makes a run: every field of its resolved config but its name (None when it no longer loads)."""
+    """What makes a run: every field of its resolved config but ``OUTSIDE_IDENTITY`` (None when it no longer
+    loads)."""
     try:
         fields = dataclasses.asdict(load_config(config, list(overrides)))
     except (ConfigError, ValueError, TypeError):
         return None
-    fields.pop("name")
+    for key in OUTSIDE_IDENTITY:
+        *sections, name = key.split(".")
+        section = fields
+        for part in sections:
+            section = section[part]
+        section.pop(name)
     return fields
+
+
+def identity_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` without those of ``OUTSIDE_IDENTITY``'s keys: what they change in a run's identity."""
+    return [o for o in overrides if o.split("=", 1)[0].strip() not in OUTSIDE_IDENTITY]
 
 
 def reused_record(run_dir: str | Path, config: str, overrides: list[str]) -> dict[str, Any] | None:
