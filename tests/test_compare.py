@@ -130,6 +130,25 @@ def test_an_interrupted_comparison_continues_with_reuse(synthetic_comparison):
     assert summary["reused_runs"] == 2 and trained == len(summary["runs"]) - 2 == 4
 
 
+def test_jobs_train_the_seeds_in_parallel_processes(synthetic_comparison, tmp_path, monkeypatch, capsys):
+    """``--jobs 2``: each seed's rows train in their own spawned process, then every run is read from its record:
+    the runs one process trains (up to the thread count's rounding), none counted as reused."""
+    serial, _, _ = synthetic_comparison
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    code = main(["compare", "demo", *TINY, "--methods", "aux_nas", "--seeds", "2", "--holdout", "0.5",
+                 "--out", str(tmp_path / "out"), "--jobs", "2"])
+    assert code == 0
+    shown = capsys.readouterr().out
+    assert shown.count(" units] seed ") == 2 and "reused" not in shown.split("\n# ")[0]
+    parallel = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert parallel["reused_runs"] == 0 and len(parallel["runs"]) == len(serial["runs"]) == 6
+    expected = {(r["row"], r["seed"]): r["test_best"] for r in serial["runs"]}
+    for run in parallel["runs"]:
+        assert run["test_best"] == pytest.approx(expected[run["row"], run["seed"]], rel=1e-3)
+    with pytest.raises(ValueError, match="jobs: need at least 1"):
+        run_comparison("demo", TINY, methods=["aux_nas"], seeds=2, out_dir=tmp_path / "other", jobs=0)
+
+
 def test_holdout_adds_the_ceiling_and_the_share_of_the_gap(synthetic_comparison):
     summary, _, _ = synthetic_comparison
     info, table = summary["info"], summary["table"]

@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(default runs/compare/<config name>)")
     compare.add_argument("--reuse", action="store_true",
                          help="read finished runs with the same overrides instead of training them again")
+    compare.add_argument("--jobs", type=int, default=1, metavar="N",
+                         help="train N seeds at once, each in its own process with cores / N threads (a many-core "
+                              "machine, or runs sharing one GPU)")
     compare.add_argument("--quiet", action="store_true", help="no per-run lines; print the recommendation only")
     compare.set_defaults(func=commands.compare)
 

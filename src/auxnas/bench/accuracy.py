@@ -16,15 +16,12 @@ primary lacks: they show whether the benchmark, at its budget, can see a gain at
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from ..compare.runs import Progress, identity_overrides, needed_rows, train_rows
+from ..compare.runs import Progress, Unit, identity_overrides, mark_trained, needed_rows, train_rows, train_units
 from ..compare.table import aggregate, delta_metric_names
 from ..config import ExperimentConfig, load_config
 from ..data import DataSplits, build_splits
@@ -147,48 +144,6 @@ def _run_setting(
     return info, runs, aggregate(runs, info, rows, task, BASELINES)
 
 
-def _train_unit(
-    setting: str, base_overrides: list[str], rows: list[str], seed: int, runs_dir: Path, reuse: bool, threads: int,
-) -> tuple[str, int, list[str], float]:
-    """Train one (setting, seed) unit's runs in a worker process of ``jobs``; returns the unit, the folders of
-    the runs it trained (not those it reused) and its wall time. Its rows run in order: the authors' recipe
-    starts from the unit's own single-task runs."""
-    import torch
-
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    config, _, splits, main_metric = _setting_inputs(setting, base_overrides, progress=False)
-    runs = train_rows(config, base_overrides, dict(ROWS), rows, [seed], runs_dir, splits, main_metric, reuse,
-                      extra={"setting": setting})
-    return setting, seed, [r["run_dir"] for r in runs if not r.get("reused")], time.perf_counter() - start
-
-
-def _train_units_in_parallel(
-    units: list[tuple[str, int]], jobs: int, base_overrides: list[str], setting_rows: dict[str, list[str]],
-    runs_dir: Path, reuse: bool, progress: bool,
-) -> set[str]:
-    """Train every (setting, seed) unit, ``jobs`` at a time in separate processes (seeds outer, so that whole
-    seeds finish first), each on its share of this machine's cores; on CUDA they share the GPU. The first failure
-    stops the rest (a unit stopped midway continues with ``reuse``). Returns the folders of the runs trained."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_unit, setting, base_overrides, setting_rows[setting], seed,
-                               runs_dir / setting, reuse, threads) for setting, seed in units]
-        trained: set[str] = set()
-        try:
-            for done, future in enumerate(as_completed(futures), 1):
-                setting, seed, run_dirs, seconds = future.result()
-                trained.update(run_dirs)
-                if progress:
-                    print(f"[{done}/{len(units)} units] {setting} seed {seed}: {len(run_dirs)} runs trained, "
-                          f"{seconds:.0f} s", flush=True)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return trained
-
-
 def _has_ceiling(setting: str, overrides: Sequence[str]) -> bool:
     """Whether a setting's primary is partially labelled, so that its ceiling differs from ``single``."""
     cfg = load_config(setting_config(setting), list(overrides))
@@ -251,10 +206,11 @@ def run_accuracy_benchmark(
     setting_rows = {setting: [r for r in row_names if r != CEILING or _has_ceiling(setting, base_overrides)]
                     for setting, _ in chosen_settings}
     trained_in_units: set[str] = set()
-    if train and jobs > 1:
-        units = [(setting, seed) for seed in seed_list for setting, _ in chosen_settings]
-        trained_in_units = _train_units_in_parallel(units, jobs, base_overrides, setting_rows, Path(runs_dir) / name,
-                                                    reuse, progress)
+    if train and jobs > 1:  # seeds outer: whole seeds finish first
+        units = [Unit(setting_config(setting), tuple(base_overrides), dict(ROWS), tuple(setting_rows[setting]), seed,
+                      Path(runs_dir) / name / setting, f"{setting} seed {seed}", {"setting": setting})
+                 for seed in seed_list for setting, _ in chosen_settings]
+        trained_in_units = train_units(units, jobs, reuse, print if progress else None)
         train = False  # every run now has its record: read them all
     total = sum(len(needed_rows(r, dict(ROWS))) for r in setting_rows.values()) * len(seed_list)
     counter = Progress(total) if progress and jobs == 1 else None  # the units' lines reported the jobs' runs
@@ -266,7 +222,7 @@ def run_accuracy_benchmark(
             setting, description, base_overrides, setting_rows[setting], seed_list,
             Path(runs_dir) / name / setting, counter, reuse, train,
         )
-        runs += [{**r, "reused": False} if r["run_dir"] in trained_in_units else r for r in setting_runs]
+        runs += mark_trained(setting_runs, trained_in_units)
     summary: dict[str, Any] = {
         "preset": preset, "tag": tag, "seeds": seed_list,
         "configs": {setting: setting_config(setting) for setting, _ in chosen_settings},

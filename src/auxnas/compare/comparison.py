@@ -31,7 +31,7 @@ from ..weighting import WEIGHTING_NAMES
 from .profile import profile_row
 from .report import format_markdown, recommendation, verdicts
 from .rows import RANDOM_AUX, ceiling_fractions, check_methods, comparison_rows, row_overrides
-from .runs import Progress, train_rows
+from .runs import Progress, Unit, mark_trained, train_rows, train_units
 from .table import aggregate, delta_metric_names
 
 #: the methods compared when none are named
@@ -107,6 +107,7 @@ def run_comparison(
     out_dir: str | Path | None = None,
     reuse: bool = False,
     progress: bool = True,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Train ``single`` and every one of ``methods`` (``METHOD`` or ``METHOD+WEIGHTING``) on ``config`` with
     ``overrides`` over ``seeds`` (a number: seeds 0..N-1; at least 2), compare each with single-task, and write
@@ -116,13 +117,16 @@ def run_comparison(
     ``controls``: every method again with its auxiliary targets random. ``holdout``: withhold that share of the
     primary's labels from training (in every row) and add the ceiling, single-task with them. ``budget``: network
     updates per run (default: ``train.epochs`` epochs of single-task); bilevel methods get the epochs that give the
-    same count. ``reuse``: read finished runs with the same overrides instead of training them again.
+    same count. ``reuse``: read finished runs with the same overrides instead of training them again. ``jobs``:
+    train that many seeds at once, each in its own process (a many-core machine, or runs sharing one GPU).
     """
     start = time.perf_counter()
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if len(seed_list) < 2 or len(set(seed_list)) != len(seed_list):
         raise ValueError(f"seeds: a comparison needs at least 2 distinct seeds (an interval over seeds), got "
                          f"{seed_list}; 5 or more give intervals narrow enough for most verdicts")
+    if jobs < 1:
+        raise ValueError(f"jobs: need at least 1 process, got {jobs}")
     methods = [m for m in methods if m != "single"]
     check_methods(methods, METHOD_NAMES, WEIGHTING_NAMES)
     base_overrides = list(overrides)
@@ -157,9 +161,14 @@ def run_comparison(
         "delta_metrics": delta_metric_names(task),
         "rows": list(rows), "seeds": seed_list,
     }
-    counter = Progress(len(rows) * len(seed_list), show=print if progress else None)
-    runs = train_rows(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits, {primary: main}, reuse,
-                      counter)
+    trained: set[str] = set()
+    if jobs > 1:  # each seed's rows in one process, then every run read from its record
+        units = [Unit(config, tuple(base_overrides), rows, tuple(rows), seed, out / "runs", f"seed {seed}")
+                 for seed in seed_list]
+        trained = train_units(units, jobs, reuse, print if progress else None)
+    counter = Progress(len(rows) * len(seed_list), show=print if progress and jobs == 1 else None)
+    runs = mark_trained(train_rows(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits,
+                                   {primary: main}, reuse, counter, train=jobs == 1), trained)
     table = aggregate(runs, info, list(rows), task)
     _add_control_intervals(table, runs, main, task.higher_is_better[main])
     costs = _row_costs(config, rows, runs, seed_list[EXPORT_SEED_INDEX], out, progress)

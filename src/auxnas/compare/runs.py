@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import os
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config import ConfigError, ExperimentConfig, load_config
-from ..data import DataSplits
+from ..data import DataSplits, build_splits
 from ..engine.loaders import steps_per_epoch
 from ..engine.run_dir import RunDirectoryError, resumable_checkpoint
 from ..errors import CheckpointError
@@ -240,3 +245,63 @@ def train_rows(
                             f"{record['test_last'][main]:.4g} last, {record['wall_time_s']:.0f} s")
                     progress.finished(text, time.perf_counter() - start)
     return records
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One seed's runs of the rows ``wanted`` (and those they start from) on ``config`` with ``base_overrides``, in
+    ``runs_dir``: what ``train_units`` gives one process, where they run in order (a row may start from another
+    row's run of the same seed). ``name`` shows it in progress lines; ``extra`` goes into its records."""
+
+    config: str
+    base_overrides: tuple[str, ...]
+    rows: Mapping[str, Sequence[str]]
+    wanted: tuple[str, ...]
+    seed: int
+    runs_dir: Path
+    name: str
+    extra: Mapping[str, Any] | None = None
+
+
+def _train_unit(unit: Unit, reuse: bool, threads: int) -> tuple[list[str], float]:
+    """Train ``unit`` in a worker process of ``train_units`` on ``threads`` threads; returns the folders of the runs
+    it trained (not those it reused) and its wall time."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    splits = build_splits(load_config(unit.config, list(unit.base_overrides)).data, progress=False)
+    runs = train_rows(unit.config, unit.base_overrides, unit.rows, unit.wanted, [unit.seed], unit.runs_dir, splits,
+                      {}, reuse, extra=unit.extra)
+    return [r["run_dir"] for r in runs if not r.get("reused")], time.perf_counter() - start
+
+
+def train_units(
+    units: Sequence[Unit], jobs: int, reuse: bool, show: Callable[[str], None] | None = print,
+) -> set[str]:
+    """Train every unit, ``jobs`` at a time in separate (spawned) processes, each on its share of this machine's
+    cores; on CUDA they share the GPU. Units start in the order given. The first failure stops the rest (a unit
+    stopped midway continues with ``reuse``). ``show`` receives a line per finished unit. Returns the folders of
+    the runs trained (read them back with ``train_rows(..., train=False)`` and ``mark_trained``)."""
+    if jobs < 1:
+        raise ValueError(f"jobs: need at least 1 process, got {jobs}")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_unit, unit, reuse, threads): unit for unit in units}
+        trained: set[str] = set()
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                run_dirs, seconds = future.result()
+                trained.update(run_dirs)
+                if show is not None:
+                    show(f"[{done}/{len(units)} units] {futures[future].name}: {len(run_dirs)} runs trained, "
+                         f"{seconds:.0f} s")
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return trained
+
+
+def mark_trained(runs: list[dict[str, Any]], trained: set[str]) -> list[dict[str, Any]]:
+    """``runs`` as read from their records, those in ``trained`` (by ``train_units``, just now) not counted as
+    reused."""
+    return [{**r, "reused": False} if r["run_dir"] in trained else r for r in runs]
