@@ -270,3 +270,23 @@ def test_a_run_stopped_after_an_epoch_continues_from_it_with_reuse(tmp_path, mon
     assert resumes == [True] and record["resumed_after_epoch"] == 1 and unbroken["resumed_after_epoch"] is None
     assert record["test_best"] == pytest.approx(unbroken["test_best"], rel=1e-6)
     assert record["test_last"] == pytest.approx(unbroken["test_last"], rel=1e-6)
+
+
+def test_a_training_call_never_reuses_a_run_of_another_float_format(tmp_path, monkeypatch):
+    """The same config computes in bfloat16 on CUDA (``train.amp``) and in float32 on CPU: a call that trains
+    here trains such a run again instead of mixing the formats; reading only takes every record as it is."""
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    cfg = load_config("demo", [*TINY, f"out_dir={tmp_path / 'run'}"])
+    splits = build_splits(cfg.data, progress=False)
+    train_run = auxnas.compare.runs.train_run
+    first = train_run("single", 0, cfg, TINY, "demo", splits, False, False)
+    assert first["precision"] == "float32"
+    assert train_run("single", 0, cfg, TINY, "demo", splits, False, True)["reused"]
+    record_file = tmp_path / "run" / auxnas.compare.runs.RECORD_FILE
+    record_file.write_text(json.dumps({**first, "precision": "bfloat16"}))  # as a CUDA machine with amp writes it
+    assert train_run("single", 0, cfg, TINY, "demo", splits, False, False, train=False)["precision"] == "bfloat16"
+    fit, trained = auxnas.compare.runs.fit, []
+    monkeypatch.setattr(auxnas.compare.runs, "fit", lambda *a, **k: trained.append(1) or fit(*a, **k))
+    again = train_run("single", 0, cfg, TINY, "demo", splits, False, True)
+    assert trained == [1] and not again.get("reused") and again["precision"] == "float32"
+    assert again["test_best"] == first["test_best"]

@@ -32,6 +32,7 @@ from ..config import ConfigError, ExperimentConfig, load_config
 from ..data import DataSplits, build_splits
 from ..engine.loaders import steps_per_epoch
 from ..engine.run_dir import RunDirectoryError, resumable_checkpoint
+from ..engine.runtime import precision, resolve_device
 from ..errors import CheckpointError
 from ..io import write_json
 from ..methods import build_model
@@ -41,6 +42,10 @@ from .rows import needed_rows, row_overrides
 
 #: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
 RECORD_FILE = "bench_run.json"
+#: the float format a record's run computed in (``engine.runtime.precision``; CUDA's bfloat16 autocast, or float32)
+#: is its ``precision``; a training call never reuses a run of another format than it would train in (the same
+#: config, ``train.amp`` on, computes in float32 on CPU and bfloat16 on CUDA). Records without one are float32
+RECORD_PRECISION = "precision"
 
 
 def last_overrides(overrides: Sequence[str]) -> list[str]:
@@ -106,8 +111,11 @@ def identity_overrides(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if o.split("=", 1)[0].strip() not in OUTSIDE_IDENTITY]
 
 
-def reused_record(run_dir: str | Path, config: str, overrides: list[str]) -> dict[str, Any] | None:
-    """The record of a finished run in ``run_dir`` that is the run of ``config`` with ``overrides``, or None.
+def reused_record(
+    run_dir: str | Path, config: str, overrides: list[str], precision: str | None = None,
+) -> dict[str, Any] | None:
+    """The record of a finished run in ``run_dir`` that is the run of ``config`` with ``overrides``, or None;
+    with ``precision``, None also when the run computed in another float format (``RECORD_PRECISION``).
 
     The same run: the same config and overrides, or (a record made from another config and overrides, e.g. the
     accuracy benchmark's settings before they became configs) the same resolved config but for its name. Records
@@ -121,6 +129,8 @@ def reused_record(run_dir: str | Path, config: str, overrides: list[str]) -> dic
         old_runs, new_runs = str(Path(record["run_dir"]).parent.parent), str(Path(run_dir).parent.parent)
         recorded = [o.replace(old_runs, new_runs) for o in record.get("overrides") or []]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+    if precision is not None and record.get(RECORD_PRECISION, "float32") != precision:
         return None
     if not (recorded == overrides and made_from == config):
         same = run_identity(made_from, recorded)
@@ -171,7 +181,8 @@ def train_run(
     finished run (or continue the same run stopped after an epoch); return its record: what a comparison reports
     of it. ``extra`` is added to a new record. With ``train`` False the record is only read: a run without one
     is an error (regenerating a table from committed records must never start training into them)."""
-    record = reused_record(cfg.out_dir, config, overrides) if reuse or not train else None
+    here = precision(resolve_device(cfg.train.device), cfg.train.amp) if train else None  # reading: any machine
+    record = reused_record(cfg.out_dir, config, overrides, here) if reuse or not train else None
     if record is not None:
         return {**record, "reused": True}
     if not train:
@@ -198,6 +209,7 @@ def train_run(
         "test_last": result.test_last[primary], "val_best": result.val_best[primary],
         "train_labels": result.train_labels, "final_train_losses": result.history[-1]["train_task_losses"],
         "link_strengths": links, "a2p_max": max(a2p) if a2p else None, "wall_time_s": result.wall_time_s,
+        RECORD_PRECISION: here,
         "resumed_after_epoch": resumed,  # wall_time_s counts the sessions before it (not with an older last.pt)
     }
     write_json(Path(cfg.out_dir) / RECORD_FILE, record)

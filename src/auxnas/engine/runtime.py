@@ -32,6 +32,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def precision(device: torch.device, amp: bool) -> str:
+    """The float format a run's forward passes compute in: ``bfloat16`` under ``autocast``, else ``float32``."""
+    return "bfloat16" if amp and device.type == "cuda" else "float32"
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """bfloat16 autocast on CUDA when enabled; a no-op on CPU."""
     if enabled and device.type == "cuda":
