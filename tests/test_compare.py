@@ -290,3 +290,7 @@ def test_a_training_call_never_reuses_a_run_of_another_float_format(tmp_path, mo
     again = train_run("single", 0, cfg, TINY, "demo", splits, False, True)
     assert trained == [1] and not again.get("reused") and again["precision"] == "float32"
     assert again["test_best"] == first["test_best"]
+    # on CPU train.amp changes nothing: the same run, in the same format
+    fp32 = [*TINY, "train.amp=false"]
+    fp32_cfg = load_config("demo", [*fp32, f"out_dir={tmp_path / 'run'}"])
+    assert train_run("single", 0, fp32_cfg, fp32, "demo", splits, False, True)["reused"] and trained == [1]

@@ -86,8 +86,10 @@ def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool)
 
 
 #: config keys that change how fast a run computes or what it logs, never what it learns (the NHWC layout computes
-#: the same network, float rounding apart): runs that differ only in them are the same run
-OUTSIDE_IDENTITY = ("name", "train.channels_last", "train.tensorboard")
+#: the same network, float rounding apart): runs that differ only in them are the same run. ``train.amp`` is among
+#: them because what it changes is the float format, which depends on the machine as well (bfloat16 on CUDA only)
+#: and which the record states (``RECORD_PRECISION``): a training call checks that instead
+OUTSIDE_IDENTITY = ("name", "train.channels_last", "train.tensorboard", "train.amp")
 
 
 def run_identity(config: str, overrides: Sequence[str]) -> dict[str, Any] | None:
