@@ -21,7 +21,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..compare.runs import Progress, Unit, identity_overrides, mark_trained, needed_rows, train_rows, train_units
+from ..compare.runs import (
+    Progress,
+    Unit,
+    identity_overrides,
+    mark_trained,
+    needed_rows,
+    print_now,
+    train_rows,
+    train_units,
+)
 from ..compare.table import aggregate, delta_metric_names
 from ..config import ExperimentConfig, load_config
 from ..data import DataSplits, build_splits
@@ -210,7 +219,7 @@ def run_accuracy_benchmark(
         units = [Unit(setting_config(setting), tuple(base_overrides), dict(ROWS), tuple(setting_rows[setting]), seed,
                       Path(runs_dir) / name / setting, f"{setting} seed {seed}", {"setting": setting})
                  for seed in seed_list for setting, _ in chosen_settings]
-        trained_in_units = train_units(units, jobs, reuse, print if progress else None)
+        trained_in_units = train_units(units, jobs, reuse, print_now if progress else None)
         train = False  # every run now has its record: read them all
     total = sum(len(needed_rows(r, dict(ROWS))) for r in setting_rows.values()) * len(seed_list)
     counter = Progress(total) if progress and jobs == 1 else None  # the units' lines reported the jobs' runs

@@ -31,7 +31,7 @@ from ..weighting import WEIGHTING_NAMES
 from .profile import profile_row
 from .report import format_markdown, recommendation, verdicts
 from .rows import RANDOM_AUX, ceiling_fractions, check_methods, comparison_rows, row_overrides
-from .runs import Progress, Unit, mark_trained, train_rows, train_units
+from .runs import Progress, Unit, mark_trained, print_now, train_rows, train_units
 from .table import aggregate, delta_metric_names
 
 #: the methods compared when none are named
@@ -165,8 +165,8 @@ def run_comparison(
     if jobs > 1:  # each seed's rows in one process, then every run read from its record
         units = [Unit(config, tuple(base_overrides), rows, tuple(rows), seed, out / "runs", f"seed {seed}")
                  for seed in seed_list]
-        trained = train_units(units, jobs, reuse, print if progress else None)
-    counter = Progress(len(rows) * len(seed_list), show=print if progress and jobs == 1 else None)
+        trained = train_units(units, jobs, reuse, print_now if progress else None)
+    counter = Progress(len(rows) * len(seed_list), show=print_now if progress and jobs == 1 else None)
     runs = mark_trained(train_rows(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits,
                                    {primary: main}, reuse, counter, train=jobs == 1), trained)
     table = aggregate(runs, info, list(rows), task)

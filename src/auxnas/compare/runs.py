@@ -141,13 +141,18 @@ def reused_record(
     return {**record, "run_dir": str(run_dir)}
 
 
+def print_now(line: str) -> None:
+    """Print ``line`` at once, also into a file or pipe (a long job's log shows each run as it ends)."""
+    print(line, flush=True)
+
+
 @dataclass
 class Progress:
     """Progress over a whole comparison (several calls of ``train_rows`` may share one): runs done out of
     ``total`` and the time left, estimated from the runs trained so far. ``show`` receives each line."""
 
     total: int
-    show: Callable[[str], None] | None = print
+    show: Callable[[str], None] | None = print_now
     done: int = 0
     trained_s: list[float] = field(default_factory=list)
 
@@ -289,7 +294,7 @@ def _train_unit(unit: Unit, reuse: bool, threads: int) -> tuple[list[str], float
 
 
 def train_units(
-    units: Sequence[Unit], jobs: int, reuse: bool, show: Callable[[str], None] | None = print,
+    units: Sequence[Unit], jobs: int, reuse: bool, show: Callable[[str], None] | None = print_now,
 ) -> set[str]:
     """Train every unit, ``jobs`` at a time in separate (spawned) processes, each on its share of this machine's
     cores; on CUDA they share the GPU. Units start in the order given. The first failure stops the rest (a unit
