@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ def time_backbone(backbone: str, rounds: int, warmup: int) -> dict[str, Any]:
     for layout, channels_last in (("default", False), ("channels_last", True)):
         cfg = load_config("bench/a-large", [*SETTING, f"model.backbone={backbone}",
                                             f"train.channels_last={str(channels_last).lower()}"])
-        runs[layout] = build_run(cfg, Distributed(), torch.device("cpu"), progress=False, start=time.perf_counter())
+        runs[layout] = build_run(cfg, Distributed(), torch.device("cpu"), progress=False)
     first = runs["default"]
     batch, _ = next(epoch_batches(first.splits.train, first.cfg, 1, first.state.bilevel))
     samples = time_interleaved({layout: (lambda run=run: network_step(run.state, batch, 0.5))

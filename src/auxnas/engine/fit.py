@@ -82,12 +82,13 @@ class Run:
 
 
 def build_run(
-    cfg: ExperimentConfig, dist: Distributed, device: torch.device, progress: bool, start: float,
-    resume_from: dict[str, Any] | None = None,
+    cfg: ExperimentConfig, dist: Distributed, device: torch.device, progress: bool,
+    resume_from: dict[str, Any] | None = None, start: float | None = None,
 ) -> Run:
     """Seed, build the data, the model (data-parallel with several processes), the loaders and the training state
-    of ``cfg``, started at ``start``; with ``resume_from`` (a ``last.pt`` payload) restore the weights and the
-    state it holds."""
+    of ``cfg``; with ``resume_from`` (a ``last.pt`` payload) restore the weights and the state it holds. ``start``:
+    when the run started (``time.perf_counter()``; default now), what its wall time counts from."""
+    start = time.perf_counter() if start is None else start
     seed_everything(cfg.seed)
     with dist.node_first():  # each node's first process generates (and caches) the data, the others then read it
         splits = build_splits(cfg.data, progress=progress)
@@ -254,7 +255,7 @@ def fit(
         else:
             payload = None
             dist.on_main(lambda: start_run_dir(out_dir, cfg, overwrite))
-        run = build_run(cfg, dist, device, progress, start, payload)
+        run = build_run(cfg, dist, device, progress, payload, start=start)
         if resume:
             check_same_data(out_dir, run.splits.record())
         else:
