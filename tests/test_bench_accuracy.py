@@ -200,8 +200,9 @@ def test_a_tag_made_with_other_overrides_is_refused(tmp_path):
     faster = ["train.lr=0.003", "train.channels_last=true", "train.tensorboard=false"]
     again = run_accuracy_benchmark("smoke", out, runs, overrides=faster, reuse=True, **kwargs)
     assert again["reused_runs"] == 1 and again["overrides"] == faster
-    assert ("other values than the variant's of keys outside a run's identity (speed, logging; each record keeps "
-            "its own): `train.channels_last` unset in 1, `train.tensorboard` unset in 1.") in again["markdown"]
+    assert ("Runs trained with other values of keys outside a run's identity (speed, logging) than these overrides "
+            "give, each record keeping its own: `train.channels_last` unset in 1, `train.tensorboard` unset in 1."
+            ) in again["markdown"]
     assert json.loads((runs / "smoke-v" / "variant.json").read_text())["overrides"] == faster
 
 

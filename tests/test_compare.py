@@ -294,3 +294,18 @@ def test_a_training_call_never_reuses_a_run_of_another_float_format(tmp_path, mo
     fp32 = [*TINY, "train.amp=false"]
     fp32_cfg = load_config("demo", [*fp32, f"out_dir={tmp_path / 'run'}"])
     assert train_run("single", 0, fp32_cfg, fp32, "demo", splits, False, True)["reused"] and trained == [1]
+
+
+def test_a_report_says_when_runs_differ_in_keys_outside_their_identity():
+    """Runs reused across a switch of the layout (or of logging, or amp) are the same runs, but the report says
+    how many were trained otherwise, and whether the float formats are mixed."""
+    wanted = ["train.lr=0.1", "train.channels_last=true"]
+    runs = [{"overrides": ["train.lr=0.1"], "precision": "float32"}, {"overrides": wanted}]
+    assert auxnas.compare.runs.mixed_runs_text(wanted, runs[1:]) == ""
+    assert auxnas.compare.runs.mixed_runs_text(wanted, runs) == (
+        " Runs trained with other values of keys outside a run's identity (speed, logging) than these overrides "
+        "give, each record keeping its own: `train.channels_last` unset in 1.")
+    gpu = {"overrides": [*wanted, "train.amp=true"], "precision": "bfloat16"}
+    text = auxnas.compare.runs.mixed_runs_text(wanted, [*runs, gpu])
+    assert text.endswith("`train.channels_last` unset in 1, `train.amp` true in 1. Float formats: bfloat16 in 1 "
+                         "runs, float32 in 2 runs.")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-from ..compare.runs import OUTSIDE_IDENTITY, RECORD_PRECISION
+from ..compare.runs import mixed_runs_text
 from .presets import CEILING, CONTROL_ROW, CONTROLS
 
 
@@ -24,30 +23,6 @@ def _interval_text(cell: dict[str, Any]) -> str:
         return "—"
     mark = {"better": " **better**", "worse": " **worse**", "no difference": ""}[d["outcome"]]
     return f"{d['mean_diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{mark}"
-
-
-def _last_value(overrides: list[str], key: str) -> str | None:
-    """The value the last ``key=value`` of ``overrides`` gives ``key``; None when none sets it."""
-    values = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key]
-    return values[-1] if values else None
-
-
-def _mixed_runs_text(summary: dict[str, Any]) -> str:
-    """What the runs were trained with where it differs from the variant without changing the runs' identity:
-    other values of keys outside it (a variant may switch them midway), or more than one float format; else ''."""
-    variant = [*summary["preset_overrides"], *summary["overrides"]]
-    differ = []
-    for key in OUTSIDE_IDENTITY[1:]:  # not the name
-        wanted = _last_value(variant, key)
-        found = Counter(_last_value(r["overrides"], key) for r in summary["runs"])
-        differ += [f"`{key}` {'unset' if value is None else value} in {n}"
-                   for value, n in found.items() if value != wanted]
-    formats = Counter(r.get(RECORD_PRECISION, "float32") for r in summary["runs"])
-    text = (f" Runs trained with other values than the variant's of keys outside a run's identity (speed, logging; "
-            f"each record keeps its own): {', '.join(differ)}." if differ else "")
-    if len(formats) > 1:
-        text += " Float formats: " + ", ".join(f"{f} in {n} runs" for f, n in sorted(formats.items())) + "."
-    return text
 
 
 def _strength(value: float) -> str:
@@ -182,7 +157,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
         "spend half of each epoch's images on architecture steps and so run twice the epochs. "
         f"Training time {summary['run_time_s']:.0f} s (the sum of every run's wall time; this invocation: "
         f"{summary['wall_time_s']:.0f} s, {summary['reused_runs']} of {len(summary['runs'])} runs reused from "
-        "earlier ones)." + _mixed_runs_text(summary),
+        "earlier ones)." + mixed_runs_text([*summary["preset_overrides"], *summary["overrides"]], summary["runs"]),
         "",
         f"Better than single-task on the selected checkpoint's main metric (the ceiling `{CEILING}` left out): "
         + ("; ".join(verdicts["better"]) or "none") + ".",

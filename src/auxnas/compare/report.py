@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from .rows import CEILING, RANDOM_AUX
+from .runs import mixed_runs_text
 
 
 def row_kind(row: str) -> str:
@@ -187,6 +188,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
         "s / run: wall time of a run, evaluation included.",
         "",
         f"{len(summary['runs'])} runs ({summary['reused_runs']} reused), {summary['run_time_s']:.0f} s of training; "
-        f"the whole comparison took {summary['wall_time_s']:.0f} s.",
+        f"the whole comparison took {summary['wall_time_s']:.0f} s."
+        + mixed_runs_text(info["overrides"], summary["runs"]),
     ]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import shlex
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -106,6 +107,30 @@ def run_identity(config: str, overrides: Sequence[str]) -> dict[str, Any] | None
             section = section[part]
         section.pop(name)
     return fields
+
+
+def _last_value(overrides: Sequence[str], key: str) -> str | None:
+    """The value the last ``key=value`` of ``overrides`` gives ``key``; None when none sets it."""
+    values = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].strip() == key]
+    return values[-1] if values else None
+
+
+def mixed_runs_text(overrides: Sequence[str], runs: Sequence[Mapping[str, Any]]) -> str:
+    """A report's sentence on what ``runs`` were trained with where it differs from ``overrides`` (those of the
+    whole comparison) without changing their identity: other values of keys outside it (a comparison may switch
+    them midway; each record keeps its own), or more than one float format; '' when nothing differs."""
+    differ = []
+    for key in OUTSIDE_IDENTITY[1:]:  # not the name
+        wanted = _last_value(overrides, key)
+        found = Counter(_last_value(r["overrides"], key) for r in runs)
+        differ += [f"`{key}` {'unset' if value is None else value} in {n}"
+                   for value, n in found.items() if value != wanted]
+    formats = Counter(r.get(RECORD_PRECISION, "float32") for r in runs)
+    text = (f" Runs trained with other values of keys outside a run's identity (speed, logging) than these "
+            f"overrides give, each record keeping its own: {', '.join(differ)}." if differ else "")
+    if len(formats) > 1:
+        text += " Float formats: " + ", ".join(f"{f} in {n} runs" for f, n in sorted(formats.items())) + "."
+    return text
 
 
 def identity_overrides(overrides: Sequence[str]) -> list[str]:
