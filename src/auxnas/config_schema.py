@@ -53,6 +53,8 @@ class DataConfig:
     #: images per process and step; when set, the global batch is this times the number of processes (it replaces
     #: batch_size, and the run records the resulting batch_size): for a global batch N does not divide
     batch_size_per_device: int | None = None
+    #: DataLoader worker processes (0: load in the training process); the synthetic scenes' augmentation draws
+    #: from each worker's generator, so another count trains on other draws (it is part of a run's identity)
     num_workers: int = 0
     augment: bool = True
     #: task -> fraction of the training images that keep its label (a deterministic subset per task and data.seed,
