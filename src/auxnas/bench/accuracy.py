@@ -215,14 +215,15 @@ def run_accuracy_benchmark(
     setting_rows = {setting: [r for r in row_names if r != CEILING or _has_ceiling(setting, base_overrides)]
                     for setting, _ in chosen_settings}
     trained_in_units: set[str] = set()
-    if train and jobs > 1:  # seeds outer: whole seeds finish first
+    in_units = train and jobs > 1
+    if in_units:  # seeds outer: whole seeds finish first
         units = [Unit(setting_config(setting), tuple(base_overrides), dict(ROWS), tuple(setting_rows[setting]), seed,
                       Path(runs_dir) / name / setting, f"{setting} seed {seed}", {"setting": setting})
                  for seed in seed_list for setting, _ in chosen_settings]
         trained_in_units = train_units(units, jobs, reuse, print_now if progress else None)
         train = False  # every run now has its record: read them all
     total = sum(len(needed_rows(r, dict(ROWS))) for r in setting_rows.values()) * len(seed_list)
-    counter = Progress(total) if progress and jobs == 1 else None  # the units' lines reported the jobs' runs
+    counter = Progress(total) if progress and not in_units else None  # the units' lines reported their runs
     runs: list[dict[str, Any]] = []
     infos: dict[str, dict[str, Any]] = {}
     tables: dict[str, Any] = {}
