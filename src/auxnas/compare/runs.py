@@ -139,10 +139,10 @@ def identity_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 def reused_record(
-    run_dir: str | Path, config: str, overrides: list[str], precision: str | None = None,
+    run_dir: str | Path, config: str, overrides: list[str], float_format: str | None = None,
 ) -> dict[str, Any] | None:
     """The record of a finished run in ``run_dir`` that is the run of ``config`` with ``overrides``, or None;
-    with ``precision``, None also when the run computed in another float format (``RECORD_PRECISION``).
+    with ``float_format``, None also when the run computed in another float format (``RECORD_PRECISION``).
 
     The same run: the same config and overrides, or (a record made from another config and overrides, e.g. the
     accuracy benchmark's settings before they became configs) the same resolved config but for its name. Records
@@ -157,7 +157,7 @@ def reused_record(
         recorded = [o.replace(old_runs, new_runs) for o in record.get("overrides") or []]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
-    if precision is not None and record.get(RECORD_PRECISION, "float32") != precision:
+    if float_format is not None and record.get(RECORD_PRECISION, "float32") != float_format:
         return None
     if not (recorded == overrides and made_from == config):
         same = run_identity(made_from, recorded)
