@@ -309,3 +309,17 @@ def test_a_report_says_when_runs_differ_in_keys_outside_their_identity():
     text = auxnas.compare.runs.mixed_runs_text(wanted, [*runs, gpu])
     assert text.endswith("`train.channels_last` unset in 1, `train.amp` true in 1. Float formats: bfloat16 in 1 "
                          "runs, float32 in 2 runs.")
+
+
+def test_progress_estimates_the_time_left_from_the_trained_ones_run_in_parallel():
+    """The time left is the mean time of those trained so far (a reused one took none), times those left, over
+    the number running at once; the count names what it counts."""
+    shown: list[str] = []
+    progress = auxnas.compare.runs.Progress(5, shown.append, counted=" units", parallel=2)
+    progress.finished("a", 240.0)  # 4 left, 2 at a time: 2 x 240 s
+    progress.finished("b", None)  # reused: the mean stays 240 s; 3 left, 2 at a time: 360 s
+    progress.finished("c", 60.0)  # mean 150 s; 2 left: 150 s
+    progress.finished("d", 60.0)  # mean 120 s; 1 left runs alone: 120 s
+    progress.finished("e", 60.0)
+    assert shown == ["[1/5 units] a; about 8 min left", "[2/5 units] b; about 6 min left",
+                     "[3/5 units] c; about 2 min left", "[4/5 units] d; about 2 min left", "[5/5 units] e"]

@@ -173,11 +173,14 @@ def print_now(line: str) -> None:
 
 @dataclass
 class Progress:
-    """Progress over a whole comparison (several calls of ``train_rows`` may share one): runs done out of
-    ``total`` and the time left, estimated from the runs trained so far. ``show`` receives each line."""
+    """Progress over a whole comparison (several calls of ``train_rows`` may share one): runs (or ``counted``,
+    e.g. " units") done out of ``total`` and the time left, estimated from those trained so far, ``parallel`` of
+    them at a time. ``show`` receives each line."""
 
     total: int
     show: Callable[[str], None] | None = print_now
+    counted: str = ""
+    parallel: int = 1
     done: int = 0
     trained_s: list[float] = field(default_factory=list)
 
@@ -191,9 +194,9 @@ class Progress:
         left = self.total - self.done
         estimate = ""
         if left and self.trained_s and sum(self.trained_s) > 0:
-            seconds = left * sum(self.trained_s) / len(self.trained_s)
+            seconds = left * sum(self.trained_s) / len(self.trained_s) / min(self.parallel, left)
             estimate = f"; about {seconds / 60:.0f} min left" if seconds >= 90 else f"; about {seconds:.0f} s left"
-        self.show(f"[{self.done}/{self.total}] {text}{estimate}")
+        self.show(f"[{self.done}/{self.total}{self.counted}] {text}{estimate}")
 
 
 def _interrupted(cfg: ExperimentConfig) -> int | None:
@@ -323,21 +326,22 @@ def train_units(
 ) -> set[str]:
     """Train every unit, ``jobs`` at a time in separate (spawned) processes, each on its share of this machine's
     cores; on CUDA they share the GPU. Units start in the order given. The first failure stops the rest (a unit
-    stopped midway continues with ``reuse``). ``show`` receives a line per finished unit. Returns the folders of
-    the runs trained (read them back with ``train_rows(..., train=False)`` and ``mark_trained``)."""
+    stopped midway continues with ``reuse``). ``show`` receives a line per finished unit, with the time left.
+    Returns the folders of the runs trained (read them back with ``train_rows(..., train=False)`` and
+    ``mark_trained``)."""
     if jobs < 1:
         raise ValueError(f"jobs: need at least 1 process, got {jobs}")
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    progress = Progress(len(units), show, counted=" units", parallel=jobs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_train_unit, unit, reuse, threads): unit for unit in units}
         trained: set[str] = set()
         try:
-            for done, future in enumerate(as_completed(futures), 1):
+            for future in as_completed(futures):
                 run_dirs, seconds = future.result()
                 trained.update(run_dirs)
-                if show is not None:
-                    show(f"[{done}/{len(units)} units] {futures[future].name}: {len(run_dirs)} runs trained, "
-                         f"{seconds:.0f} s")
+                progress.finished(f"{futures[future].name}: {len(run_dirs)} runs trained, {seconds:.0f} s",
+                                  seconds if run_dirs else None)  # a unit only read back says nothing of time
         except BaseException:
             for future in futures:
                 future.cancel()
