@@ -316,7 +316,7 @@ def test_progress_estimates_the_time_left_from_the_trained_ones_run_in_parallel(
     the number running at once; the count names what it counts."""
     shown: list[str] = []
     progress = auxnas.compare.runs.Progress(5, shown.append, counted=" units", parallel=2)
-    progress.finished("a", 240.0)  # 4 left, 2 at a time: 2 x 240 s
+    progress.finished("a", 240.0)  # 4 left, 2 at a time: 4 x 240 s / 2
     progress.finished("b", None)  # reused: the mean stays 240 s; 3 left, 2 at a time: 360 s
     progress.finished("c", 60.0)  # mean 150 s; 2 left: 150 s
     progress.finished("d", 60.0)  # mean 120 s; 1 left runs alone: 120 s
