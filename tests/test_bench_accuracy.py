@@ -280,6 +280,14 @@ def test_the_recipe_rows_start_from_the_seeds_single_task_runs(tmp_path, capsys)
         again = run_accuracy_benchmark("smoke", tmp_path / "again", copied, progress=False,
                                        rows=["single-continued", "aux_nas-recipe"], reuse=True)
     assert again["table"] == summary["table"] and again["reused_runs"] == len(summary["runs"])
+    # a seed stopped before its recipe run, continued from the records alone: the runs the recipe starts from have
+    # records but no checkpoint, so they train again (single-continued, recorded, stays as it was)
+    next(copied.rglob("aux_nas-recipe/seed0/bench_run.json")).unlink()
+    resumed = run_accuracy_benchmark("smoke", tmp_path / "resumed", copied, progress=False,
+                                     rows=["single-continued", "aux_nas-recipe"], reuse=True)
+    trained = {(r["row"], r["seed"]) for r in resumed["runs"] if not r.get("reused")}
+    assert trained == {("single", 0), (AUX_SINGLE, 0), ("aux_nas-recipe", 0)}
+    assert resumed["reused_runs"] == len(summary["runs"]) - 3
 
 
 def test_a_run_recorded_from_other_overrides_of_the_same_config_is_reused(bench, monkeypatch, tmp_path_factory):

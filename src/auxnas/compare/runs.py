@@ -35,11 +35,11 @@ from ..engine.loaders import steps_per_epoch
 from ..engine.run_dir import RunDirectoryError, resumable_checkpoint
 from ..engine.runtime import precision, resolve_device
 from ..errors import CheckpointError
-from ..io import write_json
+from ..io import resolve_checkpoint, write_json
 from ..methods import build_model
 from ..tasks import build_tasks
 from ..train import fit
-from .rows import needed_rows, row_overrides
+from .rows import needed_rows, row_dependencies, row_overrides
 
 #: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
 RECORD_FILE = "bench_run.json"
@@ -261,12 +261,14 @@ def train_rows(
     directory ``runs_dir/<row>/seed<k>`` after them. Seeds outer, rows inner: a change of load on a shared
     machine hits every row's wall time alike. Returns the runs' records, each shown through ``progress`` with the
     main metric (``main_metrics``: task -> metric) of its own primary task (a row may change the primary). With
-    ``train`` False every run is read from its record, none trained (``train_run``)."""
+    ``train`` False every run is read from its record, none trained (``train_run``). With ``reuse``, a recorded run
+    trains again when a run that trains starts from it and its checkpoint is gone."""
     base = load_config(config, list(base_overrides))
     aux = base.tasks.aux[0] if base.tasks.aux else ""
     train_images = len(splits.train)
     records = []
     for seed in seeds:
+        planned = {}
         for row in needed_rows(wanted, rows):
             overrides = [*base_overrides, *row_overrides(row, rows, aux, runs_dir, seed)]
             cfg = load_config(config, overrides)
@@ -275,9 +277,12 @@ def train_rows(
                 *overrides, f"train.epochs={equal_update_epochs(cfg, train_images, bilevel)}", f"seed={seed}",
                 f"out_dir={runs_dir / row / f'seed{seed}'}",
             ])
-            cfg = load_config(config, overrides)
+            planned[row] = (load_config(config, overrides), overrides, bilevel)
+        again = _starts_without_checkpoint(planned, rows, config) if train and reuse else set()
+        for row, (cfg, overrides, bilevel) in planned.items():
             start = time.perf_counter()
-            record = train_run(row, seed, cfg, overrides, config, splits, bilevel, reuse, extra, train)
+            record = train_run(row, seed, cfg, overrides, config, splits, bilevel, reuse and row not in again,
+                               extra, train)
             records.append(record)
             if progress is not None:
                 where = f"{extra['setting']} " if extra and "setting" in extra else ""
@@ -292,6 +297,28 @@ def train_rows(
                             f"{record['test_last'][main]:.4g} last, {record['wall_time_s']:.0f} s")
                     progress.finished(text, time.perf_counter() - start)
     return records
+
+
+def _starts_without_checkpoint(
+    planned: Mapping[str, tuple[ExperimentConfig, list[str], bool]], rows: Mapping[str, Sequence[str]], config: str,
+) -> set[str]:
+    """The rows of one seed (``planned``: row -> its config, overrides and bilevel) that have a record to reuse but
+    must train again: a run that will train starts from their weights, and their checkpoint is gone (records
+    travel without checkpoints, e.g. committed beside a benchmark's results)."""
+    def recorded(row: str) -> bool:
+        cfg, overrides, _ = planned[row]
+        here = precision(resolve_device(cfg.train.device), cfg.train.amp)
+        return reused_record(cfg.out_dir, config, overrides, here) is not None
+
+    will_train = [row for row in planned if not recorded(row)]
+    again: set[str] = set()
+    while will_train:
+        for start in row_dependencies(will_train.pop(), rows):
+            if start in planned and start not in again and recorded(start) \
+                    and not resolve_checkpoint(planned[start][0].out_dir).is_file():
+                again.add(start)
+                will_train.append(start)
+    return again
 
 
 @dataclass(frozen=True)
