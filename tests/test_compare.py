@@ -15,7 +15,7 @@ from auxnas.cli import main
 from auxnas.compare.comparison import run_comparison
 from auxnas.compare.report import recommendation, verdicts
 from auxnas.compare.rows import CEILING, comparison_rows
-from auxnas.config import load_config
+from auxnas.config import ConfigError, load_config
 from auxnas.data import build_splits
 from auxnas.engine.callbacks import Callback
 
@@ -323,3 +323,15 @@ def test_progress_estimates_the_time_left_from_the_trained_ones_run_in_parallel(
     progress.finished("e", 60.0)
     assert shown == ["[1/5 units] a; about 8 min left", "[2/5 units] b; about 6 min left",
                      "[3/5 units] c; about 2 min left", "[4/5 units] d; about 2 min left", "[5/5 units] e"]
+
+
+def test_a_failing_unit_is_shown_at_once_and_starts_no_further_unit(tmp_path):
+    """The first unit fails (its config does not exist): the failure is shown as it happens, the units after it
+    never start (each would fail and be shown as well), and the call raises it."""
+    shown: list[str] = []
+    units = [auxnas.compare.runs.Unit(str(tmp_path / f"missing{k}.yaml"), (), {"single": ()}, ("single",), 0,
+                                      tmp_path / "runs", f"unit {k}") for k in range(3)]
+    with pytest.raises(ConfigError, match="missing0.yaml"):
+        auxnas.compare.runs.train_units(units, 1, reuse=False, show=shown.append)
+    assert len(shown) == 1 and shown[0].startswith("unit 0: failed (") and "no further unit starts" in shown[0]
+    assert not (tmp_path / "runs").exists()

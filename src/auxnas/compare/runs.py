@@ -22,7 +22,7 @@ import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,27 +352,41 @@ def train_units(
     units: Sequence[Unit], jobs: int, reuse: bool, show: Callable[[str], None] | None = print_now,
 ) -> set[str]:
     """Train every unit, ``jobs`` at a time in separate (spawned) processes, each on its share of this machine's
-    cores; on CUDA they share the GPU. Units start in the order given. The first failure stops the rest (a unit
-    stopped midway continues with ``reuse``). ``show`` receives a line per finished unit, with the time left.
+    cores; on CUDA they share the GPU. Units start in the order given, each when a process is free. A failure is
+    shown at once and starts no further unit; the call raises it when the units still running have finished (a
+    unit stopped midway continues with ``reuse``). ``show`` receives a line per finished unit, with the time left.
     Returns the folders of the runs trained (read them back with ``train_rows(..., train=False)`` and
     ``mark_trained``)."""
     if jobs < 1:
         raise ValueError(f"jobs: need at least 1 process, got {jobs}")
     threads = max(1, (os.cpu_count() or 1) // jobs)
     progress = Progress(len(units), show, counted=" units", parallel=jobs)
+    waiting = list(units)
+    running: dict[Future, Unit] = {}
+    trained: set[str] = set()
+    failure: BaseException | None = None
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_unit, unit, reuse, threads): unit for unit in units}
-        trained: set[str] = set()
-        try:
-            for future in as_completed(futures):
-                run_dirs, seconds = future.result()
+        while waiting or running:
+            while waiting and failure is None and len(running) < jobs:
+                unit = waiting.pop(0)
+                running[pool.submit(_train_unit, unit, reuse, threads)] = unit
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                unit = running.pop(future)
+                try:
+                    run_dirs, seconds = future.result()
+                except Exception as err:
+                    if show is not None:
+                        show(f"{unit.name}: failed ({err}); no further unit starts, {len(running)} still running")
+                    failure = failure or err
+                    continue
                 trained.update(run_dirs)
-                progress.finished(f"{futures[future].name}: {len(run_dirs)} runs trained, {seconds:.0f} s",
+                progress.finished(f"{unit.name}: {len(run_dirs)} runs trained, {seconds:.0f} s",
                                   seconds if run_dirs else None)  # a unit only read back says nothing of time
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    if failure is not None:
+        raise failure
     return trained
 
 
