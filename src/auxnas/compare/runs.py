@@ -305,16 +305,15 @@ def _starts_without_checkpoint(
     """The rows of one seed (``planned``: row -> its config, overrides and bilevel) that have a record to reuse but
     must train again: a run that will train starts from their weights, and their checkpoint is gone (records
     travel without checkpoints, e.g. committed beside a benchmark's results)."""
-    def recorded(row: str) -> bool:
-        cfg, overrides, _ = planned[row]
+    recorded = {}
+    for row, (cfg, overrides, _) in planned.items():
         here = precision(resolve_device(cfg.train.device), cfg.train.amp)
-        return reused_record(cfg.out_dir, config, overrides, here) is not None
-
-    will_train = [row for row in planned if not recorded(row)]
+        recorded[row] = reused_record(cfg.out_dir, config, overrides, here) is not None
+    will_train = [row for row in planned if not recorded[row]]
     again: set[str] = set()
     while will_train:
         for start in row_dependencies(will_train.pop(), rows):
-            if start in planned and start not in again and recorded(start) \
+            if recorded.get(start) and start not in again \
                     and not resolve_checkpoint(planned[start][0].out_dir).is_file():
                 again.add(start)
                 will_train.append(start)
@@ -366,12 +365,10 @@ def train_units(
     trained: set[str] = set()
     failure: BaseException | None = None
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        while waiting or running:
+        while running or (waiting and failure is None):
             while waiting and failure is None and len(running) < jobs:
                 unit = waiting.pop(0)
                 running[pool.submit(_train_unit, unit, reuse, threads)] = unit
-            if not running:
-                break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 unit = running.pop(future)
