@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from auxnas.backbones import build_branch
-from auxnas.config import config_from_dict
+from auxnas.config import ConfigError, config_from_dict
 from auxnas.cost import count_flops, count_parameters
 from auxnas.data import build_splits
 from auxnas.engine.loaders import make_loader
@@ -285,3 +285,32 @@ def test_arch_every_skips_architecture_steps(tmp_path):
     assert {float(s["step"]) for s in state["arch_optimizer"]["state"].values()} == {2.0}
     with pytest.raises(ValueError, match="arch_every"):
         make_config(tmp_path, {"name": "aux_nas", "arch_every": 2, "optimization": "single_level"})
+
+
+def test_a2p_weight_decay_puts_the_a2p_projections_in_their_own_group_and_shrinks_them(tmp_path):
+    """``method.a2p_weight_decay`` decays the primary fusion ops' projections only: with the a2p links open and no
+    penalty, they end smaller than without it."""
+    method = {"name": "aux_nas", "a2p_init": 0.5, "penalty_max": 0.0}
+    norms = {}
+    for decay in (0.0, 0.5):
+        cfg = make_config(tmp_path / str(decay), {**method, "a2p_weight_decay": decay}, epochs=2, weight_decay=1e-4)
+        model = model_for(cfg)
+        groups = build_train_state(cfg, model, torch.device("cpu"), total_steps=8).optimizer.param_groups
+        a2p = {id(p) for p in model.a2p_projections()}
+        assert len(a2p) == len(model.primary_fusions) > 0
+        in_groups = [id(p) for group in groups for p in group["params"]]
+        assert sorted(in_groups) == sorted(id(p) for p in model.network_parameters())  # each once
+        if decay:
+            assert [{id(p) for p in g["params"]} == a2p for g in groups] == [False, True]
+            assert [g["weight_decay"] for g in groups] == [1e-4, pytest.approx(1e-4 + 0.5)]
+        else:
+            assert len(groups) == 1
+        trained = load_trained(fit(cfg, progress=False).out_dir)[1]
+        norms[decay] = sum(float(p.detach().norm()) for p in trained.a2p_projections())
+    assert norms[0.0] > 0 and norms[0.5] < 0.5 * norms[0.0]
+
+
+@pytest.mark.parametrize("method", [{"name": "aux_g"}, {"name": "aux_nas", "search": "p2a_only"}])
+def test_a2p_weight_decay_needs_a2p_links(tmp_path, method):
+    with pytest.raises(ConfigError, match="method.a2p_weight_decay: acts on Aux-NAS's a2p fusion ops"):
+        make_config(tmp_path, {**method, "a2p_weight_decay": 0.1})

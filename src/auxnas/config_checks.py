@@ -87,6 +87,9 @@ def check_config(cfg: ExperimentConfig) -> None:
     if not 0.0 <= m.penalty_start <= m.penalty_end <= 1.0:
         raise ConfigError(f"method.penalty_start/penalty_end: need 0 <= start <= end <= 1, got "
                           f"{m.penalty_start}, {m.penalty_end}")
+    if m.a2p_weight_decay and (m.name != "aux_nas" or m.search == "p2a_only"):
+        raise ConfigError(f"method.a2p_weight_decay: acts on Aux-NAS's a2p fusion ops, and method {m.name} (search "
+                          f"{m.search}) has none; set it to 0 or use method.name=aux_nas with method.search=both")
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise ConfigError(f"train.device: expected auto, cpu or cuda[:N], got {cfg.train.device!r}")
     if cfg.data.name != "synthetic" and cfg.data.root is None:
@@ -117,7 +120,8 @@ def _check_numbers(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"{key}: must be a finite number, got {value}")
     for key, value in (("seed", cfg.seed), ("data.seed", cfg.data.seed), ("train.weight_decay", cfg.train.weight_decay),
                        ("method.arch_weight_decay", cfg.method.arch_weight_decay),
-                       ("method.penalty_max", cfg.method.penalty_max)):
+                       ("method.penalty_max", cfg.method.penalty_max),
+                       ("method.a2p_weight_decay", cfg.method.a2p_weight_decay)):
         if value < 0:
             raise ConfigError(f"{key}: must be non-negative, got {value}")
     for key, value in (("train.poly_power", cfg.train.poly_power), ("method.arch_lr", cfg.method.arch_lr)):

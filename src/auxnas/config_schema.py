@@ -166,6 +166,10 @@ class MethodConfig:
     penalty_start: float = 0.5
     penalty_end: float = 0.8
     penalty_reduction: Literal["mean", "sum"] = "mean"
+    #: aux_nas: weight decay on the a2p fusion ops' 1x1 projections, added to train.weight_decay for them. The L1
+    #: penalty acts on the strengths only; without decay a projection can grow until a link pruned to 1e-3 still
+    #: carries what the primary relies on (docs/why_no_transfer.md, item 9). 0: the authors' code
+    a2p_weight_decay: float = 0.0
     #: aux_module: factor on the auxiliary module's (task-weighted) loss
     module_weight: float = 1.0
     #: adashare, adashare_aux: weights of the sparsity (sum log p_exec) and sharing (|p_exec(a) - p_exec(b)|) terms

@@ -146,6 +146,18 @@ class TrainState:
             self.links["values"].append(self.model.link_strengths())
 
 
+def network_groups(model: MultiTaskModel, cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    """The network optimiser's parameter groups: every network parameter, and with ``method.a2p_weight_decay`` the
+    a2p projections in a group of their own whose weight decay is ``train.weight_decay`` plus that."""
+    a2p = {id(p) for p in model.a2p_projections()} if cfg.method.a2p_weight_decay else set()
+    params = model.network_parameters()
+    groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in a2p]}]
+    if a2p:
+        groups.append({"params": [p for p in params if id(p) in a2p],
+                       "weight_decay": cfg.train.weight_decay + cfg.method.a2p_weight_decay})
+    return groups
+
+
 def build_train_state(
     cfg: ExperimentConfig, model: MultiTaskModel, device: torch.device, total_steps: int,
     dist: Distributed | None = None,
@@ -157,7 +169,7 @@ def build_train_state(
     (``TrainState.ddp``)."""
     weighting = build_weighting(cfg.weighting.name, list(model.tasks), cfg.tasks.primary, **cfg.weighting.options)
     weighting.to(device)
-    optimizer = build_optimizer([{"params": model.network_parameters()}, *weighting.optimizer_groups()], cfg.train)
+    optimizer = build_optimizer([*network_groups(model, cfg), *weighting.optimizer_groups()], cfg.train)
     arch_params = model.architecture_parameters()
     state = TrainState(
         model, weighting, optimizer, build_schedule(optimizer, total_steps, cfg.train),

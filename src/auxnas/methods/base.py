@@ -40,6 +40,11 @@ class MultiTaskModel(nn.Module):
         """Parameters reached by the gradients of more than one task (what gradient-surgery methods act on)."""
         return []
 
+    def a2p_projections(self) -> list[nn.Parameter]:
+        """Weights that carry auxiliary features into the primary branch through prunable links
+        (``method.a2p_weight_decay`` decays them); none for most methods."""
+        return []
+
     def last_shared_layer(self) -> nn.Parameter | None:
         """Weight of the last shared layer (where GradNorm measures per-task gradient norms); None if none."""
         return None

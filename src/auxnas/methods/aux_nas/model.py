@@ -153,6 +153,10 @@ class LinkedBranches(MultiTaskModel):
         branch = self.primary_branch
         return [*branch.stem.parameters(), *branch.cells.parameters(), *self.primary_fusions.parameters()]
 
+    def a2p_projections(self) -> list[nn.Parameter]:
+        """The primary fusion ops' 1x1 projections: every source of those ops is an a2p link."""
+        return [fusion.proj.weight for fusion in self.primary_fusions.values()]
+
     def last_shared_layer(self) -> nn.Parameter:
         return self.primary_branch.last_layer_weight()
 
