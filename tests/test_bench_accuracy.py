@@ -284,13 +284,20 @@ def test_the_recipe_rows_start_from_the_seeds_single_task_runs(tmp_path, capsys)
                                        rows=["single-continued", "aux_nas-recipe"], reuse=True)
     assert again["table"] == summary["table"] and again["reused_runs"] == len(summary["runs"])
     # a seed stopped before its recipe run, continued from the records alone: the runs the recipe starts from have
-    # records but no checkpoint, so they train again (single-continued, recorded, stays as it was)
+    # records but no checkpoint, so they train again, and so does single-continued, recorded from the old single
     next(copied.rglob("aux_nas-recipe/seed0/bench_run.json")).unlink()
+    kept = _copy_records(copied, tmp_path / "kept")
     resumed = run_accuracy_benchmark("smoke", tmp_path / "resumed", copied, progress=False,
                                      rows=["single-continued", "aux_nas-recipe"], reuse=True)
     trained = {(r["row"], r["seed"]) for r in resumed["runs"] if not r.get("reused")}
-    assert trained == {("single", 0), (AUX_SINGLE, 0), ("aux_nas-recipe", 0)}
-    assert resumed["reused_runs"] == len(summary["runs"]) - 3
+    assert trained == {("single", 0), (AUX_SINGLE, 0), ("single-continued", 0), ("aux_nas-recipe", 0)}
+    assert resumed["reused_runs"] == len(summary["runs"]) - 4
+    # asked for the recipe alone, that would leave single-continued's record naming weights it did not start from
+    with pytest.raises(ValueError, match=r"seed 0: .*single.* must train again .* the recorded runs of "
+                                         r"single-continued started from them"):
+        run_accuracy_benchmark("smoke", tmp_path / "alone", kept, progress=False, rows=["aux_nas-recipe"],
+                               reuse=True)
+    assert not list(kept.rglob("*.pt"))  # refused before anything trained
 
 
 def test_a_run_recorded_from_other_overrides_of_the_same_config_is_reused(bench, monkeypatch, tmp_path_factory):

@@ -278,7 +278,7 @@ def train_rows(
                 f"out_dir={runs_dir / row / f'seed{seed}'}",
             ])
             planned[row] = (load_config(config, overrides), overrides, bilevel)
-        again = _starts_without_checkpoint(planned, rows, config) if train and reuse else set()
+        again = _trains_again(planned, rows, config, runs_dir, seed) if train and reuse else set()
         for row, (cfg, overrides, bilevel) in planned.items():
             start = time.perf_counter()
             record = train_run(row, seed, cfg, overrides, config, splits, bilevel, reuse and row not in again,
@@ -299,24 +299,42 @@ def train_rows(
     return records
 
 
-def _starts_without_checkpoint(
+def _trains_again(
     planned: Mapping[str, tuple[ExperimentConfig, list[str], bool]], rows: Mapping[str, Sequence[str]], config: str,
+    runs_dir: Path, seed: int,
 ) -> set[str]:
     """The rows of one seed (``planned``: row -> its config, overrides and bilevel) that have a record to reuse but
-    must train again: a run that will train starts from their weights, and their checkpoint is gone (records
-    travel without checkpoints, e.g. committed beside a benchmark's results)."""
+    must train again: a run that will train starts from their weights and their checkpoint is gone (records travel
+    without checkpoints, e.g. committed beside a benchmark's results), or they start from a run that trains (a
+    record of a run started from other weights is not that run any more). Raises ValueError when a recorded run of
+    a row outside ``planned`` starts from a run that would be replaced: training here would leave that record
+    naming weights it did not start from."""
     recorded = {}
     for row, (cfg, overrides, _) in planned.items():
         here = precision(resolve_device(cfg.train.device), cfg.train.amp)
         recorded[row] = reused_record(cfg.out_dir, config, overrides, here) is not None
-    will_train = [row for row in planned if not recorded[row]]
     again: set[str] = set()
-    while will_train:
-        for start in row_dependencies(will_train.pop(), rows):
-            if recorded.get(start) and start not in again \
-                    and not resolve_checkpoint(planned[start][0].out_dir).is_file():
-                again.add(start)
-                will_train.append(start)
+    changed = True
+    while changed:
+        changed = False
+        trains = {row for row in planned if not recorded[row] or row in again}
+        for row in planned:
+            if row in again or not recorded[row]:
+                continue
+            starts_training = any(start in trains for start in row_dependencies(row, rows))
+            feeds_training = any(row in row_dependencies(other, rows) for other in trains) \
+                and not resolve_checkpoint(planned[row][0].out_dir).is_file()
+            if starts_training or feeds_training:
+                again.add(row)
+                changed = True
+    orphans = [row for row in rows if row not in planned and (runs_dir / row / f"seed{seed}" / RECORD_FILE).is_file()
+               and again & set(row_dependencies(row, rows))]
+    if orphans:
+        raise ValueError(
+            f"seed {seed}: the recorded runs of {', '.join(sorted(again))} in {runs_dir} must train again (a run "
+            "that trains starts from them and their checkpoint is gone, or they start from one that trains), but "
+            f"the recorded runs of {', '.join(orphans)} started from them and would then name weights they did not "
+            "start from; ask for those rows too (they then train again), or train in another runs folder")
     return again
 
 
