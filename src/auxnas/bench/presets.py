@@ -40,6 +40,9 @@ INVESTIGATION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: single-task on the auxiliary task: the auxiliary branch of the authors' recipe, run for it, in no table
 AUX_SINGLE = "single-aux"
 
+#: the authors' recipe: Aux-NAS with its primary branch from the seed's single run, its auxiliary one from single-aux
+RECIPE = ("method.name=aux_nas", f"init.primary={RUN % 'single'}", f"init.aux={{{AUX}: {RUN % AUX_SINGLE}}}")
+
 #: rows whose fair baseline is another row than single-task (same updates of the primary branch)
 BASELINES = {"aux_nas-recipe": "single-continued", "aux_nas-recipe-a2p_wd": "single-continued"}
 
@@ -64,12 +67,9 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # its fair control is single-task continued from its own run for as many updates (the primary branch's total)
     (AUX_SINGLE, ("method.name=single", f"tasks.primary={AUX}", "tasks.aux=[]")),
     ("single-continued", ("method.name=single", "tasks.aux=[]", f"init.primary={RUN % 'single'}")),
-    ("aux_nas-recipe", ("method.name=aux_nas", f"init.primary={RUN % 'single'}",
-                        f"init.aux={{{AUX}: {RUN % AUX_SINGLE}}}")),
+    ("aux_nas-recipe", RECIPE),
     # the same with the investigation's weight decay on the a2p projections (in no preset's table)
-    ("aux_nas-recipe-a2p_wd", ("method.name=aux_nas", f"init.primary={RUN % 'single'}",
-                               f"init.aux={{{AUX}: {RUN % AUX_SINGLE}}}",
-                               f"method.a2p_weight_decay={A2P_WEIGHT_DECAY}")),
+    ("aux_nas-recipe-a2p_wd", (*RECIPE, f"method.a2p_weight_decay={A2P_WEIGHT_DECAY}")),
     ("aux_nas-random_aux", ("method.name=aux_nas", f"data.random_targets=[{AUX}]")),
     ("aux_head-random_aux", ("method.name=aux_head", f"data.random_targets=[{AUX}]")),
 )
