@@ -25,7 +25,7 @@ from auxnas.bench.presets import (
     setting_config,
 )
 from auxnas.compare.runs import last_overrides
-from auxnas.config import PACKAGED_CONFIGS, load_config
+from auxnas.config import PACKAGED_CONFIGS, load_config, protocol_overrides
 from auxnas.data import RandomTargets, build_splits
 from auxnas.stats import mean_std, paired_interval, ratio_interval
 
@@ -131,7 +131,7 @@ def test_every_row_makes_the_same_number_of_network_updates(bench):
 
 def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
     labels = [label for label, _ in ROWS]
-    assert len(labels) == len(set(labels)) == 24 and labels[:2] == ["single", CEILING]
+    assert len(labels) == len(set(labels)) == 25 and labels[:2] == ["single", CEILING]
     assert set(PRESETS["full"].rows) == set(labels) - UNTABLED
     assert UNTABLED >= {label for label, _ in INVESTIGATION_ROWS} | {AUX_SINGLE, "aux_nas-recipe-a2p_wd"}
     assert labels.index("aux_nas-recipe-a2p_wd") > labels.index(AUX_SINGLE)  # after the runs it starts from
@@ -148,6 +148,15 @@ def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
         run_accuracy_benchmark("smoke", tmp_path, tmp_path, progress=False, rows=["nope"])
     with pytest.raises(ValueError, match="unknown preset"):
         run_accuracy_benchmark("huge", tmp_path, tmp_path, progress=False)
+
+
+def test_the_default_row_undoes_the_paper_cnn_protocol():
+    """``aux_nas-default`` after ``@paper_cnn`` is today's default Aux-NAS on each setting the experiment runs."""
+    reset = dict(ROWS)["aux_nas-default"]
+    assert {o.split("=")[0] for o in protocol_overrides("paper_cnn")} <= {o.split("=")[0] for o in reset}
+    for name in ("ctrl-depth", "d-10"):
+        assert load_config(setting_config(name), ["@paper_cnn", *reset]) == load_config(setting_config(name), [
+            "method.name=aux_nas"])
 
 
 def test_last_overrides_keep_the_config():

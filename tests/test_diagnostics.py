@@ -25,6 +25,8 @@ def test_diagnostics_change_no_result(tmp_path):
     record = measured.history[-1]
     assert set(record["diagnostics"]["shared_grad_norm"]) == {"depth", "disparity"}
     assert -1 <= record["diagnostics"]["shared_grad_cos_primary"]["disparity"] <= 1
+    norms = record["diagnostics"]["projection_norm"]  # the zero-initialised fusion projections have grown
+    assert set(norms) == {"p2a", "a2p"} and norms["p2a"] > 0 and norms["a2p"] > 0
     kept, cut = record["val_a2p_kept"]["depth"], record["val"]["depth"]
     assert kept["num_images"] == cut["num_images"] == 8
 
@@ -40,7 +42,8 @@ def test_first_step_auxiliary_gradient_reaches_only_a_shared_backbone(tmp_path, 
         assert norms["disparity"] > 0
     else:
         assert norms["disparity"] == 0
-    assert "diagnostics" in result.history[1] and result.history[1]["diagnostics"] == {}
+    later = result.history[1]["diagnostics"]  # no step measured in epoch 2; linked branches' projection norms
+    assert set(later) == (set() if method == "aux_head" else {"projection_norm"})
 
 
 def test_single_task_has_no_shared_parameters_to_diagnose(tmp_path):

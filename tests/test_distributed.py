@@ -185,7 +185,8 @@ def compare(ddp_dir: Path, single: dict, single_weights: dict[str, torch.Tensor]
 
 
 @pytest.mark.parametrize("setting", [
-    ["weighting.name=equal", "train.channels_last=true"],  # DistributedDataParallel's buckets of NHWC weights
+    # DistributedDataParallel's buckets of NHWC weights, the fusion projections in a learning-rate group of their own
+    ["weighting.name=equal", "train.channels_last=true", "method.fusion_lr_factor=10"],
     # a gradient method (per-task gradients averaged before the surgery) with scarce segmentation labels, so that
     # in some steps one process holds segmentation labels and the other none
     ["weighting.name=gcs", "data.labelled_fraction={seg: 0.25}"],

@@ -34,8 +34,9 @@ class InterruptAtValidation(Callback):
 
 
 @pytest.mark.parametrize("method", [
-    # bilevel search, random task order in PCGrad; NHWC weights and optimiser state through the checkpoint
-    ["method.name=aux_nas", "weighting.name=pcgrad_aux", "train.channels_last=true"],
+    # bilevel search, random task order in PCGrad; NHWC weights and optimiser state through the checkpoint; the
+    # fusion projections' learning-rate group
+    ["method.name=aux_nas", "weighting.name=pcgrad_aux", "train.channels_last=true", "method.fusion_lr_factor=10"],
     ["method.name=adashare_aux", "method.adashare_skip_downsample=true", "weighting.name=gradnorm"],  # sampled
 ])
 def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, method):

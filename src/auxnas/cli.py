@@ -218,8 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``auxnas`` console script."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # key=value overrides may also come after options (`auxnas train cfg --quiet a=1`)
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+    # key=value overrides (and @protocols) may also come after options (`auxnas train cfg --quiet a=1`)
+    if extra and hasattr(args, "overrides") and all(("=" in e or e.startswith("@")) and not e.startswith("-")
+                                                    for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -7,6 +7,7 @@ type are rejected with a :class:`ConfigError` that names the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Sequence
@@ -29,12 +30,15 @@ from .config_schema import (
 )
 
 __all__ = [
-    "PACKAGED_CONFIGS", "ConfigError", "DataConfig", "ExperimentConfig", "InitConfig", "MethodConfig", "ModelConfig",
-    "TasksConfig", "TrainConfig", "WeightingConfig", "apply_overrides", "config_from_dict", "load_config",
-    "parse_override", "read_config_file", "resolve_config_path",
+    "PACKAGED_CONFIGS", "PROTOCOLS", "ConfigError", "DataConfig", "ExperimentConfig", "InitConfig", "MethodConfig",
+    "ModelConfig", "TasksConfig", "TrainConfig", "WeightingConfig", "apply_overrides", "config_from_dict",
+    "expand_overrides", "load_config", "parse_override", "protocol_overrides", "read_config_file",
+    "resolve_config_path",
 ]
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+#: named sets of overrides (``protocols/<name>.yaml``), given as ``@<name>`` among the overrides
+PROTOCOLS = Path(__file__).parent / "protocols"
 
 
 def _type_name(tp: Any) -> str:
@@ -140,10 +144,37 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``key.sub=value`` override set."""
-    out = yaml.safe_load(yaml.safe_dump(data)) or {}
+def _override_value(value: Any) -> str:
+    """``value`` as the text of an override that reads back as ``value``."""
+    if isinstance(value, str) and parse_override(f"x={value}")[1] == value:
+        return value
+    return json.dumps(value)
+
+
+def protocol_overrides(name: str) -> list[str]:
+    """The ``section.key=value`` overrides of protocol ``name`` (``PROTOCOLS/<name>.yaml``), in its file's order."""
+    path = PROTOCOLS / f"{name}.yaml"
+    if not name or "/" in name or not path.is_file():
+        known = ", ".join(sorted("@" + p.stem for p in PROTOCOLS.glob("*.yaml")))
+        raise ConfigError(f"@{name}: no such protocol (packaged: {known})")
+    data = read_config_file(path)
+    return [f"{section}.{key}={_override_value(value)}"
+            for section, keys in data.items() for key, value in keys.items()]
+
+
+def expand_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` with every ``@<protocol>`` replaced, in place, by its ``key=value`` overrides (later ones still
+    override it): what a run records, so that its overrides say what it ran."""
+    out: list[str] = []
     for text in overrides:
+        out += protocol_overrides(text[1:]) if text.startswith("@") else [text]
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``key.sub=value`` override set (``@<protocol>``: its overrides, there)."""
+    out = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for text in expand_overrides(overrides):
         keys, value = parse_override(text)
         node = out
         for k in keys[:-1]:

@@ -125,6 +125,7 @@ def _check_numbers(cfg: ExperimentConfig) -> None:
                        ("method.a2p_weight_decay", cfg.method.a2p_weight_decay)):
         if value < 0:
             raise ConfigError(f"{key}: must be non-negative, got {value}")
-    for key, value in (("train.poly_power", cfg.train.poly_power), ("method.arch_lr", cfg.method.arch_lr)):
+    for key, value in (("train.poly_power", cfg.train.poly_power), ("method.arch_lr", cfg.method.arch_lr),
+                       ("method.fusion_lr_factor", cfg.method.fusion_lr_factor)):
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")

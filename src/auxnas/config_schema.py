@@ -170,6 +170,10 @@ class MethodConfig:
     #: penalty acts on the strengths only; without decay a projection can grow until a link pruned to 1e-3 still
     #: carries what the primary relies on (docs/why_no_transfer.md, item 9). 0: the authors' code
     a2p_weight_decay: float = 0.0
+    #: aux_g, aux_nas: the fusion ops' 1x1 projections (p2a and a2p) train at this multiple of train.lr, under the
+    #: same schedule (the MTL-NAS protocol behind the paper's CNN tables: 100; the authors' ViT code: 1). Methods
+    #: without fusion ops have nothing it acts on
+    fusion_lr_factor: float = 1.0
     #: aux_module: factor on the auxiliary module's (task-weighted) loss
     module_weight: float = 1.0
     #: adashare, adashare_aux: weights of the sparsity (sum log p_exec) and sharing (|p_exec(a) - p_exec(b)|) terms

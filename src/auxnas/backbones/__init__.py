@@ -2,8 +2,9 @@
 
 Real architectures (``resnet18``, ``resnet50``, ``vgg16_bn``, ``vit_tiny``, ``vit_small``,
 ``vit_base``, ``efficientnet_lite0``) match timm's and accept its pretrained weights; ``tiny_*`` are the same
-families at toy widths and depths, for CPU tests and demos. ``efficientnet_lite0`` also has ImageNet weights
-that install with auxnas and load offline (``pretrained="packaged"``).
+families at toy widths and depths, for CPU tests and demos; ``vgg16_narrow`` is VGG-16's layout (13 cells, stages
+[2, 2, 3, 3, 3]) at an eighth of its widths, the paper's CNN search space at CPU cost. ``efficientnet_lite0`` also
+has ImageNet weights that install with auxnas and load offline (``pretrained="packaged"``).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from ..compare.runs import (
     train_units,
 )
 from ..compare.table import aggregate, delta_metric_names
-from ..config import ExperimentConfig, load_config
+from ..config import ExperimentConfig, expand_overrides, load_config
 from ..data import DataSplits, build_splits
 from ..engine.loaders import steps_per_epoch
 from ..io import write_json, write_text
@@ -201,6 +201,7 @@ def run_accuracy_benchmark(
         raise ValueError(f"seeds: need distinct seeds, got {seed_list}")
     if jobs < 1:
         raise ValueError(f"jobs: need at least 1 process, got {jobs}")
+    overrides = expand_overrides(overrides)  # records name every key a protocol (``@name``) sets
     if overrides and not tag:
         raise ValueError("overrides: a variant of the benchmark needs a tag naming its result files")
     if tag is not None and not tag.replace("-", "").replace("_", "").isalnum():
@@ -210,7 +211,7 @@ def run_accuracy_benchmark(
     _check_variant(tag, list(overrides), [variant, Path(out_dir) / f"accuracy-{name}.json"])
     write_json(variant, {"preset": preset, "tag": tag, "overrides": list(overrides)})
     start = time.perf_counter()
-    base_overrides = [*chosen.overrides, *overrides]
+    base_overrides = expand_overrides([*chosen.overrides, *overrides])
     chosen_settings = [(setting, description) for setting, description in SETTINGS if setting in setting_names]
     setting_rows = {setting: [r for r in row_names if r != CEILING or _has_ceiling(setting, base_overrides)]
                     for setting, _ in chosen_settings}

@@ -43,6 +43,16 @@ AUX_SINGLE = "single-aux"
 #: the authors' recipe: Aux-NAS with its primary branch from the seed's single run, its auxiliary one from single-aux
 RECIPE = ("method.name=aux_nas", f"init.primary={RUN % 'single'}", f"init.aux={{{AUX}: {RUN % AUX_SINGLE}}}")
 
+#: the schema's defaults of every key the paper's CNN protocol (``@paper_cnn``) sets, and the benchmark settings'
+#: Adam learning rate: after the protocol, these give back today's default Aux-NAS (the authors' ViT protocol)
+PROTOCOL_RESET = (
+    "method.fusion_norm=none", "method.fusion_lr_factor=1.0", "method.p2a_init=0.5", "method.a2p_init=0.001",
+    "method.penalty_reduction=mean", "method.penalty_max=1000.0", "method.penalty_start=0.5", "method.penalty_end=0.8",
+    "method.arch_optimizer=adam", "method.arch_lr=0.01", "method.arch_betas=[0.9, 0.999]",
+    "method.arch_weight_decay=0.0", "method.arch_schedule=follow", "train.optimizer=adam", "train.momentum=0.9",
+    "train.weight_decay=0.0", "train.schedule=poly", "train.poly_power=0.9", "train.lr=0.002",
+)
+
 #: rows whose fair baseline is another row than single-task (same updates of the primary branch)
 BASELINES = {"aux_nas-recipe": "single-continued", "aux_nas-recipe-a2p_wd": "single-continued"}
 
@@ -70,12 +80,15 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aux_nas-recipe", RECIPE),
     # the same with the investigation's weight decay on the a2p projections (in no preset's table)
     ("aux_nas-recipe-a2p_wd", (*RECIPE, f"method.a2p_weight_decay={A2P_WEIGHT_DECAY}")),
+    # today's default Aux-NAS in a runs folder whose every other row trains under the paper's CNN protocol: the
+    # same-machine reference of the protocol experiment (docs/protocols.md)
+    ("aux_nas-default", ("method.name=aux_nas", *PROTOCOL_RESET)),
     ("aux_nas-random_aux", ("method.name=aux_nas", f"data.random_targets=[{AUX}]")),
     ("aux_head-random_aux", ("method.name=aux_head", f"data.random_targets=[{AUX}]")),
 )
 
 #: rows in no preset's table: the investigation's and the recipe's auxiliary branch
-UNTABLED = {*(r[0] for r in INVESTIGATION_ROWS), AUX_SINGLE, "aux_nas-recipe-a2p_wd"}
+UNTABLED = {*(r[0] for r in INVESTIGATION_ROWS), AUX_SINGLE, "aux_nas-recipe-a2p_wd", "aux_nas-default"}
 
 #: (name, description) of every setting, the positive controls first; each is a packaged config
 #: (``setting_config``: tiny_resnet at 32 px, 96 network updates, the loss weights and how they were chosen)

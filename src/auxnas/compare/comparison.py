@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, load_config, resolve_config_path
+from ..config import ExperimentConfig, expand_overrides, load_config, resolve_config_path
 from ..data import build_splits
 from ..engine.loaders import steps_per_epoch
 from ..errors import ExportError
@@ -129,6 +129,7 @@ def run_comparison(
         raise ValueError(f"jobs: need at least 1 process, got {jobs}")
     methods = [m for m in methods if m != "single"]
     check_methods(methods, METHOD_NAMES, WEIGHTING_NAMES)
+    overrides = expand_overrides(overrides)  # records name every key a protocol (``@name``) sets
     base_overrides = list(overrides)
     cfg = load_config(config, base_overrides)
     primary, aux = cfg.tasks.primary, list(cfg.tasks.aux)

@@ -244,7 +244,7 @@ def train_run(
         "test_last": result.test_last[primary], "val_best": result.val_best[primary],
         "train_labels": result.train_labels, "final_train_losses": result.history[-1]["train_task_losses"],
         "link_strengths": links, "a2p_max": max(a2p) if a2p else None, "wall_time_s": result.wall_time_s,
-        RECORD_PRECISION: here,
+        RECORD_PRECISION: here, "threads": torch.get_num_threads(),  # float rounding, and so results, depend on it
         "resumed_after_epoch": resumed,  # wall_time_s counts the sessions before it (not with an older last.pt)
     }
     write_json(Path(cfg.out_dir) / RECORD_FILE, record)

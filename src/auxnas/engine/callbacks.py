@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..io import save_checkpoint
+from ..methods import MultiTaskModel
 from ..tensorboard_log import TensorBoardLog
 from .checkpoints import checkpoint_payload
 from .evaluation import evaluate_model
@@ -77,10 +78,19 @@ def shared_gradient_stats(
     return stats
 
 
+def projection_norms(model: MultiTaskModel) -> dict[str, float]:
+    """The norm of the model's p2a and of its a2p fusion projections, each taken over all of them together ({}
+    without fusion ops): how far the zero-initialised ``W`` of the fusion ops has grown."""
+    a2p = model.a2p_projections()
+    p2a = [p for p in model.fusion_projections() if all(p is not q for q in a2p)]
+    return {name: float(torch.cat([p.detach().flatten() for p in params]).norm())
+            for name, params in (("p2a", p2a), ("a2p", a2p)) if params}
+
+
 class Diagnostics(Callback):
     """``train.diagnose_every``: every that many steps, each task's gradient norm on the shared parameters and its
-    cosine with the primary's (epoch means in the record's ``diagnostics``); for a model with a2p links, the
-    validation metrics with them kept as well (``val_a2p_kept``)."""
+    cosine with the primary's (epoch means in the record's ``diagnostics``, with the fusion projections' norms at
+    the epoch's end); for a model with a2p links, the validation metrics with them kept as well (``val_a2p_kept``)."""
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -93,6 +103,9 @@ class Diagnostics(Callback):
 
     def on_validated(self, run: Run, record: dict[str, Any]) -> None:
         record["diagnostics"] = self.stats.means()
+        norms = projection_norms(run.model)
+        if norms:
+            record["diagnostics"]["projection_norm"] = norms
         self.stats = EpochStats()
         if getattr(run.model, "a2p", None):
             record["val_a2p_kept"] = evaluate_model(run.model, run.val_loader, run.state.device, run.state.amp,

@@ -147,15 +147,18 @@ class TrainState:
 
 
 def network_groups(model: MultiTaskModel, cfg: ExperimentConfig) -> list[dict[str, Any]]:
-    """The network optimiser's parameter groups: every network parameter, and with ``method.a2p_weight_decay`` the
-    a2p projections in a group of their own whose weight decay is ``train.weight_decay`` plus that."""
+    """The network optimiser's parameter groups: every network parameter once, grouped by learning rate and weight
+    decay. The model's fusion projections (``fusion_projections``) train at ``method.fusion_lr_factor`` times the
+    network's learning rate (its schedule applies to every group alike); with ``method.a2p_weight_decay`` the a2p
+    projections decay by ``train.weight_decay`` plus that."""
+    fusion = {id(p) for p in model.fusion_projections()} if cfg.method.fusion_lr_factor != 1 else set()
     a2p = {id(p) for p in model.a2p_projections()} if cfg.method.a2p_weight_decay else set()
-    params = model.network_parameters()
-    groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in a2p]}]
-    if a2p:
-        groups.append({"params": [p for p in params if id(p) in a2p],
-                       "weight_decay": cfg.train.weight_decay + cfg.method.a2p_weight_decay})
-    return groups
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for p in model.network_parameters():
+        lr = cfg.train.lr * (cfg.method.fusion_lr_factor if id(p) in fusion else 1.0)
+        decay = cfg.train.weight_decay + (cfg.method.a2p_weight_decay if id(p) in a2p else 0.0)
+        groups.setdefault((lr, decay), []).append(p)
+    return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
 
 
 def build_train_state(

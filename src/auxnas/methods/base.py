@@ -45,6 +45,11 @@ class MultiTaskModel(nn.Module):
         (``method.a2p_weight_decay`` decays them); none for most methods."""
         return []
 
+    def fusion_projections(self) -> list[nn.Parameter]:
+        """The 1x1 projections of the fusion ops that join branches (p2a and a2p; ``method.fusion_lr_factor``
+        scales their learning rate); none for most methods."""
+        return []
+
     def last_shared_layer(self) -> nn.Parameter | None:
         """Weight of the last shared layer (where GradNorm measures per-task gradient norms); None if none."""
         return None

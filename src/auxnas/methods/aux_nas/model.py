@@ -157,6 +157,11 @@ class LinkedBranches(MultiTaskModel):
         """The primary fusion ops' 1x1 projections: every source of those ops is an a2p link."""
         return [fusion.proj.weight for fusion in self.primary_fusions.values()]
 
+    def fusion_projections(self) -> list[nn.Parameter]:
+        """Every fusion op's 1x1 projection: the auxiliary branches' (p2a) and the primary's (a2p)."""
+        p2a = [fusion.proj.weight for links in self.p2a.values() for fusion in links.fusions.values()]
+        return [*p2a, *self.a2p_projections()]
+
     def last_shared_layer(self) -> nn.Parameter:
         return self.primary_branch.last_layer_weight()
 
