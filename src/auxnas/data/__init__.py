@@ -4,6 +4,7 @@ and the split into train / val / test."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..config import DataConfig
+from ..tasks import Task
 from .base import IndexedImages, Resized
 from .folder import FolderImages
 from .labels import PartiallyLabelled, RandomTargets, labelled_subset
@@ -21,7 +23,7 @@ from .readers import READERS, reader
 from .synthetic import SyntheticScenes
 
 __all__ = ["READERS", "DataSplits", "FolderImages", "NpyFolders", "PartiallyLabelled", "RandomTargets",
-           "SyntheticScenes", "build_splits", "check_validation_labels", "labelled_subset", "num_val_images", "reader"]
+           "SyntheticScenes", "build_splits", "check_labels", "labelled_subset", "num_val_images", "reader"]
 
 
 @dataclass
@@ -53,18 +55,72 @@ def split_record(split: Dataset) -> dict[str, Any]:
     return {"images": len(split), "fingerprint": hashlib.sha256(names.encode()).hexdigest()}
 
 
-def check_validation_labels(splits: DataSplits, primary: str) -> None:
-    """Refuse a validation split none of whose images carries the primary label: the checkpoint is selected on
-    that label, and the run would train to the end and then report that it diverged."""
-    val = splits.val.dataset if isinstance(splits.val, Resized) else splits.val
-    counts = val.label_counts() if hasattr(val, "label_counts") else {}
-    if counts.get(primary, len(val)) == 0:
-        given = val.split_dir.name == "val"
-        where = val.split_dir if given else f"{val.split_dir} (the {len(val)} validation images carved from it)"
-        hint = "or remove the val folder to carve validation images from train" if given else \
-            "or raise data.val_fraction"
-        raise ValueError(f"{where}: the validation split has no {primary} label (none of its {len(val)} images has "
-                         f"one), and the checkpoint is selected on it: add {primary} labels to its images, {hint}")
+#: what each split is called in errors
+ROLES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def check_labels(splits: DataSplits, tasks: Mapping[str, Task], primary: str) -> None:
+    """Refuse a run one of whose ``tasks`` has no valid label in a split (train, val or test): no image carries its
+    label, or every pixel of those that do is ignored or invalid (``Task.loss_normaliser``). The run would otherwise
+    train a task on nothing, select its checkpoint on a NaN metric (and report that it diverged) or score NaN. Reads
+    images, without augmentation, until each task has a valid label: on good data, one image per split."""
+    for name in ROLES:
+        split = getattr(splits, name)
+        missing = _tasks_without_labels(split, tasks)
+        task = next((t for t in tasks if t in missing), None)  # the primary first
+        if task is not None:
+            raise ValueError(_no_label_error(splits, name, task, primary))
+
+
+def _base(split: Dataset) -> tuple[IndexedImages, dict[str, np.ndarray]]:
+    """The ``IndexedImages`` under ``split``'s wrappers and its label masks (task -> bool over its images; a task
+    not listed: every image): the reader's (``label_masks``), overridden by those of ``PartiallyLabelled``."""
+    masks: dict[str, np.ndarray] = {}
+    while not isinstance(split, IndexedImages):  # Resized, PartiallyLabelled, RandomTargets
+        if isinstance(split, PartiallyLabelled):
+            masks = {**split.labelled, **masks}
+        split = split.dataset
+    own = split.label_masks() if hasattr(split, "label_masks") else {}
+    return split, {**own, **masks}
+
+
+def _tasks_without_labels(split: Dataset, tasks: Mapping[str, Task]) -> set[str]:
+    """The tasks no image of ``split`` has a valid label of."""
+    base, masks = _base(split)
+    plain = base.subset(range(len(base)), augment=False)
+    pending = set(tasks)
+    for i in range(len(plain)):
+        here = [t for t in pending if t not in masks or masks[t][i]]
+        if here:
+            sample = plain[i]
+            pending -= {t for t in here if int(tasks[t].loss_normaliser(sample[t][None])) > 0}
+        if not pending:
+            break
+    return pending
+
+
+def _no_label_error(splits: DataSplits, name: str, task: str, primary: str) -> str:
+    """The one line of a split without a valid ``task`` label, naming its folder where it has one."""
+    base, _ = _base(getattr(splits, name))
+    folder = getattr(base, "split_dir", None) or getattr(base, "root", None)
+    carved = name == "val" and base.checked is _base(splits.train)[0].checked  # views of one dataset share it
+    where = f"{folder}: " if folder else ""
+    if folder and carved:
+        where = f"{folder} (the {len(base)} validation images carved from it): "
+    if name == "train":
+        why, hint = "it would never train", ""
+    elif name == "test":
+        why, hint = "its test metrics would be NaN", ""
+    elif task == primary:
+        why = "the checkpoint is selected on it"
+        hint = ", or raise data.val_fraction" if carved else \
+            ", or remove the val folder to carve validation images from train"
+    else:
+        why, hint = "its validation metrics would be NaN", ""
+    if task != primary:
+        hint += ", or remove it from tasks.aux"
+    return (f"{where}the {ROLES[name]} split has no {task} label (none of its {len(base)} images has one: no label "
+            f"file, or every pixel ignored or invalid), and {why}: add {task} labels to its images{hint}")
 
 
 def num_val_images(num_images: int, val_fraction: float) -> int:

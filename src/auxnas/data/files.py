@@ -4,7 +4,7 @@ values that every reader shares (run on the first read of each file); and the de
 
 from __future__ import annotations
 
-import warnings
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
 
 from ..tasks.normals import MIN_NORMAL_NORM
 from .transforms import NEAREST
@@ -155,26 +156,43 @@ def vector_norms(vectors: np.ndarray) -> np.ndarray:
     return np.sqrt(vectors[..., 0] ** 2 + vectors[..., 1] ** 2 + vectors[..., 2] ** 2)
 
 
+#: how far from 1 the norm of a near-unit normal may be (see ``NEAR_UNIT_SHARE``)
+NEAR_UNIT = 0.1
+#: the share of a normals file's valid vectors that must be near unit: a resampled file blends unit vectors into
+#: shorter ones at surface borders (a minority); a file of short vectors (scaled, or stored as (n + 1) / 2) is wrong
+NEAR_UNIT_SHARE = 0.5
+
+
 def check_normals(path: Path, normals: np.ndarray, norms: np.ndarray, low: float, high: float) -> None:
     """A one-line ValueError naming ``path`` unless every vector of (H, W, 3) ``normals`` (of ``vector_norms``
-    ``norms``) is finite and either zero (invalid) or of a norm in [``low``, ``high``]; normals stored as
-    ``(n + 1) / 2`` (no component negative) are named as such."""
+    ``norms``) is finite and either zero (invalid) or of a norm in [``low``, ``high``], and at least
+    ``NEAR_UNIT_SHARE`` of the valid (non-zero) ones are within ``NEAR_UNIT`` of norm 1. The rule of every reader of
+    ``.npy`` normals; normals stored as ``(n + 1) / 2`` (no component negative) are named as such."""
     top = norms.max()
     if not np.isfinite(top):
         count = int(np.count_nonzero(~np.isfinite(norms)))
         raise ValueError(f"{path}: normals must be finite, got {count} NaN or infinite vectors; mark invalid pixels "
                          "with the zero vector")
-    if top <= high and (low <= 0 or np.where(norms > 0, norms, high).min() >= low):
-        return
     valid = norms > 0
+    if top <= high and (low <= 0 or np.where(valid, norms, high).min() >= low):
+        count, near = int(np.count_nonzero(valid)), int(np.count_nonzero(np.abs(norms - 1) <= NEAR_UNIT))
+        if near >= NEAR_UNIT_SHARE * count:
+            return
+        raise ValueError(f"{path}: normals must be unit vectors (0 = invalid), but {count - near} of the {count} valid "
+                         f"vectors are off norm 1 by more than {NEAR_UNIT:g} (norms {norms[valid].min():.3g}.."
+                         f"{top:.3g}){_half_encoded(normals, valid)}")
     off = valid & ((norms < low) | (norms > high))
     row, col = np.argwhere(off)[0]
-    spread = f"{norms[valid].min():.3g}..{top:.3g}"
-    hint = ("; no component is negative: stored as (n + 1) / 2? store the unit vectors, 2 * v - 1"
-            if normals[valid].min() >= 0 else "")
     raise ValueError(f"{path}: {int(off.sum())} vectors are neither unit vectors nor zero (invalid): norms "
-                     f"{spread}, expected {low:g}..{high:g} (e.g. pixel ({row}, {col}) of norm "
-                     f"{norms[row, col]:.3f}){hint}")
+                     f"{norms[valid].min():.3g}..{top:.3g}, expected {low:g}..{high:g} (e.g. pixel ({row}, {col}) of "
+                     f"norm {norms[row, col]:.3f}){_half_encoded(normals, valid)}")
+
+
+def _half_encoded(normals: np.ndarray, valid: np.ndarray) -> str:
+    """The hint for refused normals none of whose valid vectors has a negative component: stored as (n + 1) / 2."""
+    if normals[valid].min() >= 0:
+        return "; no component is negative: stored as (n + 1) / 2? store the unit vectors, 2 * v - 1"
+    return ""
 
 
 def _image_hint(low: float, high: float) -> str:
@@ -183,16 +201,21 @@ def _image_hint(low: float, high: float) -> str:
     return "0..255 values? divide them by 255, or store uint8" if 1 < high <= 255 else ""
 
 
+#: the folders whose uint8 images this process has said it reads as value / 255 (DataLoader workers inherit it)
+_UINT8_FOLDERS: set[Path] = set()
+
+
 def npy_image(path: Path, array: np.ndarray, check: bool = True) -> torch.Tensor:
     """An (H, W, 3) ``.npy`` image as a 3 x H x W float tensor in [0, 1].
 
     Float values must be in [0, 1] (checked when ``check``: a float file of other values is an error, since its
     range alone cannot tell a dark 0..255 image from a [0, 1] one); uint8 is unambiguously 8-bit and read as
-    value / 255, which a warning says once per folder.
+    value / 255, which one line on stderr says once per folder (``_UINT8_FOLDERS``).
     """
     if array.dtype == np.uint8:
-        if check:
-            warnings.warn(f"{path.parent}: 8-bit (uint8) .npy images, read as value / 255", stacklevel=2)
+        if check and path.parent not in _UINT8_FOLDERS:
+            _UINT8_FOLDERS.add(path.parent)
+            tqdm.write(f"{path.parent}: 8-bit (uint8) .npy images, read as value / 255", file=sys.stderr)
         return image_tensor(array)
     if array.dtype.kind != "f":
         raise ValueError(f"{path}: expected float values in [0, 1] (or uint8), got dtype {array.dtype}")

@@ -33,7 +33,7 @@ DATASET_TASKS = {"nyuv2_mtan": ("seg", "depth", "normal"), "cityscapes": ("seg",
 #: channels of each sample key on disk (1-channel arrays may also be stored as (H, W))
 CHANNELS = {"image": 3, "seg": 1, "depth": 1, "disparity": 1, "normal": 3}
 #: the norms a stored normal may have besides 0 (invalid): unit vectors, up to resampling (a blend of unit vectors is
-#: shorter, a resampling filter may overshoot a little)
+#: shorter, a resampling filter may overshoot a little); most of a file's must still be near unit (``check_normals``)
 NORMAL_NORMS = (0.0, 1.1)
 #: what a task the dataset lacks is called here, where a near-miss exists
 NEAR_MISSES = {("nyuv2_mtan", "disparity"): "its depth/ folder holds metric depth: use the task depth",

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import ConfigError, ExperimentConfig, config_from_dict, read_config_file
-from ..data import DataSplits, build_splits, check_validation_labels
+from ..data import DataSplits, build_splits, check_labels
 from ..distributed import Distributed, session, world_size
 from ..io import load_checkpoint, write_json
 from ..methods import MultiTaskModel, build_model
@@ -92,8 +92,8 @@ def build_run(
     seed_everything(cfg.seed)
     with dist.node_first():  # each node's first process generates (and caches) the data, the others then read it
         splits = build_splits(cfg.data, progress=progress)
-    check_validation_labels(splits, cfg.tasks.primary)
     tasks = build_tasks(cfg, splits.num_classes)
+    check_labels(splits, tasks, cfg.tasks.primary)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     model = dist.prepare_model(build_model(cfg, tasks).to(device, memory_format=memory_format))
     bilevel = bool(model.architecture_parameters()) and cfg.method.optimization == "bilevel"
