@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="deployment formats written beside model.safetensors, each checked against PyTorch "
                          "(onnx needs pip install 'auxnas[export]')")
     ex.add_argument("--overwrite", action="store_true",
-                    help="replace an earlier export in --out (a folder holding any other file is refused)")
+                    help="replace an earlier export in --out (a folder holding any other file, or a symbolic link, "
+                         "is refused)")
     ex.set_defaults(func=commands.export)
 
     recipe = sub.add_parser(
@@ -114,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run")
     compare.add_argument("--methods", nargs="+", default=["aux_head", "aux_g", "aux_nas"], metavar="METHOD[+WEIGHTING]",
                          help="methods compared with single-task, e.g. aux_nas aux_head+gcs (default: aux_head "
-                              "aux_g aux_nas)")
+                              "aux_g aux_nas); single-task is always the baseline row, so at least one must use "
+                              "auxiliary tasks. Each row sets its own method: the config's method.name is only a "
+                              "starting point")
     compare.add_argument("--seeds", type=_seed_count, default=3, metavar="N", help="seeds 0..N-1, N >= 2 (default 3)")
     compare.add_argument("--controls", action="store_true",
                          help="add each method with random auxiliary targets (the noise control)")
@@ -215,7 +218,18 @@ DATA_PARALLEL_COMMANDS = ("train", "recipe")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``auxnas`` console script."""
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``): an error ends in one line on stderr (exit status
+    2), a Ctrl-C wherever it lands from parsing on in ``auxnas: interrupted`` (130). The ``auxnas`` console script
+    and ``python -m auxnas`` call it through ``auxnas.__main__.run``, which covers this module's import too."""
+    try:
+        return _run_command(argv)
+    except KeyboardInterrupt:
+        print("auxnas: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run its command; a bad input is one line on stderr, exit status 2."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides (and @protocols) may also come after options (`auxnas train cfg --quiet a=1`)
@@ -242,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"auxnas: error: {_message(err)}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # last resort: no known bad input, e.g. a failure inside torch
+        if isinstance(err.__cause__, KeyboardInterrupt):  # Python < 3.12 wraps a Ctrl-C in a class's __set_name__
+            raise err.__cause__ from None
         if debug:
             raise
         names = (args.command, getattr(args, "bench_command", None), getattr(args, "data_command", None))
@@ -250,9 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"auxnas: error: unexpected {type(err).__name__} in `{command}`: {first} (set AUXNAS_DEBUG=1 for the "
               "traceback)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("auxnas: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -152,10 +152,15 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
 
 
 def _check_out_dir(out: Path, source: str | os.PathLike, overwrite: bool) -> None:
-    """Refuse an ``out`` the export of ``source`` must not write: a file, a training run folder, a folder holding
-    ``source``, a folder holding anything an export does not write, or an earlier export unless ``overwrite``.
+    """Refuse an ``out`` the export of ``source`` must not write: a symbolic link, a file, a training run folder, a
+    folder holding ``source``, a folder holding anything an export does not write, or an earlier export unless
+    ``overwrite``.
 
-    The export replaces ``out`` as a whole, so it never removes a file it did not write, nor a run."""
+    The export replaces ``out`` as a whole, so it never removes a file it did not write, nor a run, nor follows a
+    link into another folder."""
+    if out.is_symlink():
+        raise FileExistsError(f"{out}: is a symbolic link (to {os.readlink(out)}); an export replaces its --out folder "
+                              "as a whole and never a link: give --out the folder itself, or another one")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: is a file; the export needs a folder")
     run_files = [name for name in RUN_FILES if (out / name).exists()]
@@ -186,8 +191,9 @@ def export_primary(
     ``threshold``: the largest a2p strength that may be cut, a finite number in [0, 1). ``formats``: deployment
     formats written beside the safetensors weights (``FORMATS``), each loaded back by its runtime and compared
     with the PyTorch network at two batch sizes. The folder is written in a temporary folder beside it and moved
-    into place. ``out_dir`` must not be a training run or hold the exported run (``_check_out_dir``); a non-empty
-    one is replaced only if it holds an earlier export and nothing else, and only with ``overwrite``.
+    into place. ``out_dir`` must not be a symbolic link, a training run or hold the exported run
+    (``_check_out_dir``); a non-empty one is replaced only if it holds an earlier export and nothing else, and only
+    with ``overwrite``.
     """
     threshold = check_threshold(threshold)
     formats = _check_formats(formats)

@@ -53,7 +53,8 @@ def comparison_rows(
 
 
 def check_methods(methods: Sequence[str], method_names: Sequence[str], weighting_names: Sequence[str]) -> None:
-    """Refuse (``ValueError``, one line) a method row that names an unknown method or weighting, or a repeated one."""
+    """Refuse (``ValueError``, one line) a method row that names an unknown method or weighting, or a repeated one,
+    and rows of single-task only: single-task is the baseline, so they would compare nothing with it."""
     for row in methods:
         method, plus, weighting = row.partition("+")
         if method not in method_names:
@@ -64,6 +65,10 @@ def check_methods(methods: Sequence[str], method_names: Sequence[str], weighting
     repeated = sorted({row for row in methods if list(methods).count(row) > 1})
     if repeated:
         raise ValueError(f"--methods: {', '.join(repeated)} given twice")
+    if all(row.partition("+")[0] == "single" for row in methods):
+        others = ", ".join(name for name in method_names if name != "single")
+        raise ValueError(f"--methods: single-task is always the baseline row; name at least one method with "
+                         f"auxiliary tasks ({others})")
 
 
 def ceiling_fractions(fractions: Mapping[str, float], primary: str) -> str:
