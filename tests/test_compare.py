@@ -13,6 +13,7 @@ from test_data_folder import write_folder
 import auxnas.compare.runs
 from auxnas.cli import main
 from auxnas.compare.comparison import run_comparison
+from auxnas.compare.records import run_identity
 from auxnas.compare.report import recommendation, verdicts
 from auxnas.compare.rows import CEILING, comparison_rows
 from auxnas.config import ConfigError, load_config
@@ -227,7 +228,8 @@ def test_a_run_trained_again_drops_its_earlier_record_before_training(tmp_path, 
     cfg = load_config("demo", [*TINY, f"out_dir={tmp_path / 'run'}"])
     record = tmp_path / "run" / auxnas.compare.runs.RECORD_FILE
     record.parent.mkdir()
-    record.write_text(json.dumps({"command": "auxnas train demo", "overrides": TINY, "test_best": {}}))
+    record.write_text(json.dumps({"command": "auxnas train demo", "overrides": TINY, "test_best": {},
+                                  "run_dir": str(record.parent)}))
 
     class Interrupted(Exception):
         """The run stopped while it trained."""
@@ -283,7 +285,8 @@ def test_a_training_call_never_reuses_a_run_of_another_float_format(tmp_path, mo
     assert first["precision"] == "float32"
     assert train_run("single", 0, cfg, TINY, "demo", splits, False, True)["reused"]
     record_file = tmp_path / "run" / auxnas.compare.runs.RECORD_FILE
-    record_file.write_text(json.dumps({**first, "precision": "bfloat16"}))  # as a CUDA machine with amp writes it
+    cuda = {**first, "precision": "bfloat16", "identity": run_identity(cfg, splits.record(), "bfloat16")}
+    record_file.write_text(json.dumps(cuda))  # as a CUDA machine with amp writes it
     assert train_run("single", 0, cfg, TINY, "demo", splits, False, False, train=False)["precision"] == "bfloat16"
     fit, trained = auxnas.compare.runs.fit, []
     monkeypatch.setattr(auxnas.compare.runs, "fit", lambda *a, **k: trained.append(1) or fit(*a, **k))

@@ -19,7 +19,7 @@ from .bench.presets import CONTROLS, PRESETS
 from .config import load_config
 from .cost import count_flops, count_parameters, measure_latency
 from .export import export_primary, load_exported, read_export_spec
-from .io import write_json, write_text
+from .io import check_own_report, write_json, write_text
 from .plots import plot_link_heatmap, plot_link_history
 from .tasks import build_task
 
@@ -30,6 +30,8 @@ DEMO_ROWS = {
 }
 #: the seed whose runs are exported and costed
 EXPORT_SEED = 0
+#: what ``demo.json`` says made it: a ``report.md`` beside no such record is a file of the user's, never replaced
+MADE_BY = "auxnas demo"
 
 
 def _format_table(rows: list[dict[str, Any]], main: str) -> str:
@@ -56,6 +58,7 @@ def run_demo(
     ``verdict``, ``report``). ``overrides`` apply to every run; ``progress``: progress bars and per-run lines."""
     start = time.perf_counter()
     out = Path(out_dir)
+    check_own_report(out / "report.md", out / "demo.json", MADE_BY)
     demo = PRESETS["demo"]
     bench = run_accuracy_benchmark(
         "smoke" if quick else "demo", out, out / "runs", progress=progress, settings=demo.settings,
@@ -156,5 +159,5 @@ def run_demo(
     summary = {"setting": setting, "seeds": seeds, "main_metric": main, "verdict": verdict, "control": control,
                "rows": [{k: v for k, v in r.items() if k != "export"} for r in rows], "wall_time_s": wall,
                "table": table_md, "figures": [str(f) for f in figures], "report": str(out / "report.md")}
-    write_json(out / "demo.json", summary)
+    write_json(out / "demo.json", {**summary, "made_by": MADE_BY})
     return summary

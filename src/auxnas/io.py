@@ -124,3 +124,20 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A run directory (its selected checkpoint ``best.pt``) or a checkpoint file."""
     path = Path(path)
     return path / "best.pt" if path.is_dir() else path
+
+
+def check_own_report(report: Path, record: Path, made_by: str) -> None:
+    """Refuse (``FileExistsError`` naming the file) to write ``report`` over a file the command did not write: it
+    exists, and ``record`` (the JSON the same command writes beside it) is missing or names another maker than
+    ``made_by`` (its ``made_by`` key; a record of an older auxnas, without one, names the report itself)."""
+    if not report.exists():
+        return
+    try:
+        data = json.loads(record.read_text())
+        named = [Path(data[key]).name for key in ("markdown_file", "report") if isinstance(data.get(key), str)]
+        ours = data.get("made_by", made_by if report.name in named else None) == made_by
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise FileExistsError(f"{report}: exists and was not written by {made_by} (no {record.name} of it beside it); "
+                              "choose another --out, or move the file away")

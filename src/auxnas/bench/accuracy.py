@@ -24,9 +24,11 @@ from typing import Any
 from ..compare.runs import (
     Progress,
     Unit,
+    check_run_folders,
     identity_overrides,
     mark_trained,
     needed_rows,
+    plan_runs,
     print_now,
     train_rows,
     train_units,
@@ -217,7 +219,11 @@ def run_accuracy_benchmark(
                     for setting, _ in chosen_settings}
     trained_in_units: set[str] = set()
     in_units = train and jobs > 1
-    if in_units:  # seeds outer: whole seeds finish first
+    if in_units:  # seeds outer: whole seeds finish first; no unit starts while a run folder holds another run
+        for setting, _ in chosen_settings:
+            config, _, splits, _ = _setting_inputs(setting, base_overrides, progress)
+            check_run_folders(plan_runs(config, base_overrides, dict(ROWS), setting_rows[setting], seed_list,
+                                        Path(runs_dir) / name / setting, splits))
         units = [Unit(setting_config(setting), tuple(base_overrides), dict(ROWS), tuple(setting_rows[setting]), seed,
                       Path(runs_dir) / name / setting, f"{setting} seed {seed}", {"setting": setting})
                  for seed in seed_list for setting, _ in chosen_settings]

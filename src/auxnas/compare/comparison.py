@@ -22,7 +22,7 @@ from ..data import build_splits
 from ..engine.loaders import steps_per_epoch
 from ..errors import ExportError
 from ..export import export_primary
-from ..io import write_json, write_text
+from ..io import check_own_report, write_json, write_text
 from ..methods import METHOD_NAMES
 from ..stats import paired_interval
 from ..tasks import build_task
@@ -31,13 +31,15 @@ from ..weighting import WEIGHTING_NAMES
 from .profile import profile_row
 from .report import format_markdown, recommendation, verdicts
 from .rows import RANDOM_AUX, ceiling_fractions, check_methods, comparison_rows, row_overrides
-from .runs import Progress, Unit, mark_trained, print_now, train_rows, train_units
+from .runs import Progress, Unit, check_run_folders, mark_trained, plan_runs, print_now, train_rows, train_units
 from .table import aggregate, delta_metric_names
 
 #: the methods compared when none are named
 DEFAULT_METHODS = ("aux_head", "aux_g", "aux_nas")
 #: the seed whose run of every row is exported and profiled
 EXPORT_SEED_INDEX = 0
+#: what ``compare.json`` says made it: a ``compare.md`` beside no such record is a file of the user's, never replaced
+MADE_BY = "auxnas compare"
 
 
 def _holdout_override(cfg: ExperimentConfig, holdout: float) -> str:
@@ -82,6 +84,14 @@ def _add_control_intervals(table: dict[str, Any], runs: list[dict[str, Any]], ma
             table[row]["vs_control"] = {"row": control, **paired_interval(values, noise), "higher_is_better": higher}
 
 
+def _method_override(methods: Sequence[str]) -> str:
+    """The ``method.name`` every row's config starts from: the first of ``methods`` that is not single-task. Each row
+    sets its own method, so the config's ``method.name`` is only a starting point: a single-task config that names
+    auxiliary tasks is compared (``auxnas train`` refuses it)."""
+    names = [row.partition("+")[0] for row in methods]
+    return "method.name=" + next(name for name in names if name != "single")
+
+
 def _row_costs(config: str, rows: Sequence[str], runs: list[dict[str, Any]], seed: int, out: Path,
                progress: bool) -> dict[str, Any]:
     """Per row: the export cost of its ``seed`` run and the time and memory of its training iteration."""
@@ -109,10 +119,11 @@ def run_comparison(
     progress: bool = True,
     jobs: int = 1,
 ) -> dict[str, Any]:
-    """Train ``single`` and every one of ``methods`` (``METHOD`` or ``METHOD+WEIGHTING``) on ``config`` with
-    ``overrides`` over ``seeds`` (a number: seeds 0..N-1; at least 2), compare each with single-task, and write
-    ``compare.json`` and ``compare.md`` into ``out_dir`` (default ``runs/compare/<config name>``; runs in its
-    ``runs/``, exports in its ``exports/``). Returns the JSON's content.
+    """Train ``single`` and every one of ``methods`` (``METHOD`` or ``METHOD+WEIGHTING``, at least one not
+    single-task) on ``config`` with ``overrides`` over ``seeds`` (a number: seeds 0..N-1; at least 2), compare each
+    with single-task, and write ``compare.json`` and ``compare.md`` into ``out_dir`` (default
+    ``runs/compare/<config name>``; runs in its ``runs/``, exports in its ``exports/``). Returns the JSON's content.
+    Each row sets its own method: the config's ``method.name`` is only a starting point.
 
     ``controls``: every method again with its auxiliary targets random. ``holdout``: withhold that share of the
     primary's labels from training (in every row) and add the ceiling, single-task with them. ``budget``: network
@@ -129,11 +140,13 @@ def run_comparison(
         raise ValueError(f"jobs: need at least 1 process, got {jobs}")
     methods = [m for m in methods if m != "single"]
     check_methods(methods, METHOD_NAMES, WEIGHTING_NAMES)
+    out = Path(out_dir) if out_dir is not None else Path("runs/compare") / Path(config).stem
+    check_own_report(out / "compare.md", out / "compare.json", MADE_BY)
     overrides = expand_overrides(overrides)  # records name every key a protocol (``@name``) sets
-    base_overrides = list(overrides)
+    base_overrides = [*overrides, _method_override(methods)]  # every row sets its own method after it
     cfg = load_config(config, base_overrides)
     primary, aux = cfg.tasks.primary, list(cfg.tasks.aux)
-    if not aux and methods:
+    if not aux:
         raise ValueError(f"{config}: tasks.aux names no auxiliary task; the methods {methods} need one")
     if holdout is not None:
         base_overrides.append(_holdout_override(cfg, holdout))
@@ -149,7 +162,6 @@ def run_comparison(
         validate(load_config(config, [*base_overrides, *row_overrides(row, rows, aux[0] if aux else "")]),
                  source=f"{config} ({row})")
 
-    out = Path(out_dir) if out_dir is not None else Path("runs/compare") / Path(config).stem
     task = build_task(primary, splits.num_classes, **cfg.tasks.task_options(primary))
     main = task.main_metric
     counts = splits.train_label_counts([primary, *aux])
@@ -164,6 +176,7 @@ def run_comparison(
     }
     trained: set[str] = set()
     if jobs > 1:  # each seed's rows in one process, then every run read from its record
+        check_run_folders(plan_runs(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits))
         units = [Unit(config, tuple(base_overrides), rows, tuple(rows), seed, out / "runs", f"seed {seed}")
                  for seed in seed_list]
         trained = train_units(units, jobs, reuse, print_now if progress else None)
@@ -183,6 +196,7 @@ def run_comparison(
     summary["wall_time_s"] = time.perf_counter() - start
     summary["markdown"] = format_markdown(summary)
     summary["json_file"], summary["markdown_file"] = str(out / "compare.json"), str(out / "compare.md")
+    summary["made_by"] = MADE_BY
     write_json(out / "compare.json", summary)
     write_text(out / "compare.md", summary["markdown"])
     if progress:

@@ -15,7 +15,6 @@ A row's overrides may hold two placeholders: ``{aux}`` (the config's first auxil
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing
 import os
 import shlex
@@ -39,14 +38,20 @@ from ..io import resolve_checkpoint, write_json
 from ..methods import build_model
 from ..tasks import build_tasks
 from ..train import fit
+from .records import (
+    OUTSIDE_IDENTITY,
+    RECORD_FILE,
+    RECORD_PRECISION,
+    config_changes,
+    data_changes,
+    folder_config,
+    folder_data,
+    identity_fields,
+    read_record,
+    run_identity,
+    shown,
+)
 from .rows import needed_rows, row_dependencies, row_overrides
-
-#: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
-RECORD_FILE = "bench_run.json"
-#: the float format a record's run computed in (``engine.runtime.precision``; CUDA's bfloat16 autocast, or float32)
-#: is its ``precision``; a training call never reuses a run of another format than it would train in (the same
-#: config, ``train.amp`` on, computes in float32 on CPU and bfloat16 on CUDA). Records without one are float32
-RECORD_PRECISION = "precision"
 
 
 def last_overrides(overrides: Sequence[str]) -> list[str]:
@@ -86,16 +91,9 @@ def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool)
     return target // per_epoch
 
 
-#: config keys that change how fast a run computes or what it logs, never what it learns (the NHWC layout computes
-#: the same network, float rounding apart): runs that differ only in them are the same run. ``train.amp`` is among
-#: them because what it changes is the float format, which depends on the machine as well (bfloat16 on CUDA only)
-#: and which the record states (``RECORD_PRECISION``): a training call checks that instead
-OUTSIDE_IDENTITY = ("name", "train.channels_last", "train.tensorboard", "train.amp")
-
-
-def run_identity(config: str, overrides: Sequence[str]) -> dict[str, Any] | None:
-    """What makes a run: every field of its resolved config but ``OUTSIDE_IDENTITY`` (None when it no longer
-    loads)."""
+def _legacy_fields(config: str, overrides: Sequence[str]) -> dict[str, Any] | None:
+    """The resolved config of ``config`` with ``overrides`` but ``OUTSIDE_IDENTITY``, by which a record without an
+    identity (written before records had one) is matched (None when it no longer loads)."""
     try:
         fields = dataclasses.asdict(load_config(config, list(overrides)))
     except (ConfigError, ValueError, TypeError):
@@ -138,32 +136,88 @@ def identity_overrides(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if o.split("=", 1)[0].strip() not in OUTSIDE_IDENTITY]
 
 
+@dataclass(frozen=True)
+class Planned:
+    """One run a comparison will train or read: its row, seed, config (``config`` with ``overrides``), whether it
+    is bilevel, its data record (``DataSplits.record()``) and the identities of the runs its ``init`` names
+    (folder -> identity)."""
+
+    row: str
+    seed: int
+    cfg: ExperimentConfig
+    overrides: list[str]
+    config: str
+    bilevel: bool
+    data: dict[str, Any]
+    started_from: dict[str, str]
+
+    def identity(self, float_format: str) -> str:
+        """The run's identity (``records.run_identity``) when it computes in ``float_format``."""
+        return run_identity(self.cfg, self.data, float_format, self.started_from)
+
+
 def reused_record(
     run_dir: str | Path, config: str, overrides: list[str], float_format: str | None = None,
+    identity: Callable[[str], str] | None = None,
 ) -> dict[str, Any] | None:
     """The record of a finished run in ``run_dir`` that is the run of ``config`` with ``overrides``, or None;
     with ``float_format``, None also when the run computed in another float format (``RECORD_PRECISION``).
 
-    The same run: the same config and overrides, or (a record made from another config and overrides, e.g. the
-    accuracy benchmark's settings before they became configs) the same resolved config but for its name. Records
-    may move with their runs folder (e.g. committed beside a benchmark's results): the paths the record names under
-    its old runs folder (its own folder, the runs it started from) are read under the new one, and the record
+    ``identity`` gives the new run's identity in a float format (``records.run_identity``): a record that carries
+    one is the same run exactly when the two are equal. A record without one (written before records had it) is
+    the same run when it was made from the same config and overrides or, made from another config and overrides
+    (e.g. the accuracy benchmark's settings before they became configs), resolves to the same config but for its
+    name. Records may move with their runs folder (e.g. committed beside a benchmark's results): the record
     returned names ``run_dir``, where it was found, as the run's folder."""
-    path = Path(run_dir) / RECORD_FILE
-    try:
-        record = json.loads(path.read_text())
-        made_from = shlex.split(record["command"])[2]
-        old_runs, new_runs = str(Path(record["run_dir"]).parent.parent), str(Path(run_dir).parent.parent)
-        recorded = [o.replace(old_runs, new_runs) for o in record.get("overrides") or []]
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+    record = read_record(run_dir)
+    if record is None:
         return None
-    if float_format is not None and record.get(RECORD_PRECISION, "float32") != float_format:
+    found = record.get(RECORD_PRECISION, "float32")
+    if float_format is not None and found != float_format:
         return None
-    if not (recorded == overrides and made_from == config):
-        same = run_identity(made_from, recorded)
-        if same is None or same != run_identity(config, overrides):
+    if identity is not None and "identity" in record:
+        same = record["identity"] == identity(found)
+    else:
+        try:
+            made_from = shlex.split(record["command"])[2]
+            old_runs, new_runs = str(Path(record["run_dir"]).parent.parent), str(Path(run_dir).parent.parent)
+            recorded = [o.replace(old_runs, new_runs) for o in record.get("overrides") or []]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return None
-    return {**record, "run_dir": str(run_dir)}
+        same = recorded == overrides and made_from == config
+        if not same:
+            fields = _legacy_fields(made_from, recorded)
+            same = fields is not None and fields == _legacy_fields(config, overrides)
+    return {**record, "run_dir": str(run_dir)} if same else None
+
+
+class ForeignRunError(ValueError):
+    """A run folder a comparison would train into holds another run: training there would replace it."""
+
+
+def check_run_folder(run: Planned, float_format: str) -> None:
+    """Refuse (``ForeignRunError``, naming the folder and what differs) to train ``run`` into a folder that holds
+    anything but the same run: finished (its record's identity), stopped midway (its ``config.yaml`` and
+    ``data.json``), or a record made before records had an identity that names the same config."""
+    folder = Path(run.cfg.out_dir)
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return
+    if reused_record(folder, run.config, run.overrides, None, run.identity) is not None:
+        return
+    record = read_record(folder)
+    saved, data = folder_config(folder), folder_data(folder)
+    if record is None and saved is not None and data is not None \
+            and run.identity(float_format) == run_identity(saved, data, float_format, run.started_from):
+        return  # the same run, stopped before it finished
+    if saved is not None:
+        changes = config_changes(identity_fields(saved, run.started_from), identity_fields(run.cfg, run.started_from))
+        changes += data_changes(data or {}, run.data) if data is not None else []
+        what = f"another run ({shown(changes) or 'another float format'})"
+    else:
+        entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        what = "files no run of a comparison writes (" + ", ".join(entries[:5]) + ")" if entries else "a file"
+    raise ForeignRunError(f"{folder}: holds {what}; a comparison trains only into empty folders or its own runs: "
+                          "choose another --out (or --runs), or move that folder away")
 
 
 def print_now(line: str) -> None:
@@ -209,28 +263,34 @@ def _interrupted(cfg: ExperimentConfig) -> int | None:
 
 
 def train_run(
-    label: str, seed: int, cfg: ExperimentConfig, overrides: list[str], config: str, splits: DataSplits,
+    label: str, seed: int, cfg: ExperimentConfig, overrides: list[str], config: str, splits: DataSplits | None,
     bilevel: bool, reuse: bool, extra: Mapping[str, Any] | None = None, train: bool = True,
+    started_from: Mapping[str, str] = {},  # noqa: B006
 ) -> dict[str, Any]:
     """Train one run, ``cfg`` (``config`` with ``overrides``), or with ``reuse`` read the record of the same
     finished run (or continue the same run stopped after an epoch); return its record: what a comparison reports
-    of it. ``extra`` is added to a new record. With ``train`` False the record is only read: a run without one
-    is an error (regenerating a table from committed records must never start training into them)."""
+    of it. ``extra`` is added to a new record; ``started_from`` maps the run folders its ``init`` names to their
+    runs' identities. With ``train`` False the record is only read: a run without one is an error (regenerating a
+    table from committed records must never start training into them). A folder holding another run is refused
+    before anything is written (``check_run_folder``)."""
+    run = Planned(label, seed, cfg, overrides, config, bilevel, splits.record() if splits is not None else {},
+                  dict(started_from))
     here = precision(resolve_device(cfg.train.device), cfg.train.amp) if train else None  # reading: any machine
-    record = reused_record(cfg.out_dir, config, overrides, here) if reuse or not train else None
+    record = reused_record(cfg.out_dir, config, overrides, here, run.identity) if reuse or not train else None
     if record is not None:
         return {**record, "reused": True}
     if not train:
         raise FileNotFoundError(f"{cfg.out_dir}: no record of a finished run of {label} seed {seed} with these "
                                 "overrides, and reading only (--reuse-only, train=False) trains nothing; run "
                                 "without it to train the missing runs")
+    check_run_folder(run, here)
     # an earlier record goes before training starts: a run stopped midway must not leave it for a later reuse
     (Path(cfg.out_dir) / RECORD_FILE).unlink(missing_ok=True)
     resumed = _interrupted(cfg) if reuse else None
     if resumed is not None:  # continues from its last finished epoch, to the weights of an unbroken run
         result = fit(cfg, progress=False, resume=True)
     else:
-        result = fit(cfg, progress=False, overwrite=True)  # the comparison's own run directories
+        result = fit(cfg, progress=False, overwrite=True)  # the comparison's own run directory (checked above)
     links = result.history[-1].get("link_strengths")
     a2p = [s for key, values in (links or {}).items() if key.startswith("a2p/") for s in values]
     primary = cfg.tasks.primary
@@ -245,30 +305,26 @@ def train_run(
         "train_labels": result.train_labels, "final_train_losses": result.history[-1]["train_task_losses"],
         "link_strengths": links, "a2p_max": max(a2p) if a2p else None, "wall_time_s": result.wall_time_s,
         RECORD_PRECISION: here, "threads": torch.get_num_threads(),  # float rounding, and so results, depend on it
+        "identity": run.identity(here), "data": run.data,
         "resumed_after_epoch": resumed,  # wall_time_s counts the sessions before it (not with an older last.pt)
     }
     write_json(Path(cfg.out_dir) / RECORD_FILE, record)
     return record
 
 
-def train_rows(
+def plan_runs(
     config: str, base_overrides: Sequence[str], rows: Mapping[str, Sequence[str]], wanted: Sequence[str],
-    seeds: Sequence[int], runs_dir: Path, splits: DataSplits, main_metrics: Mapping[str, str], reuse: bool = False,
-    progress: Progress | None = None, extra: Mapping[str, Any] | None = None, train: bool = True,
-) -> list[dict[str, Any]]:
-    """Every (seed, row) run of ``wanted`` (and the rows they start from) on ``config`` with ``base_overrides``:
-    each row's overrides (``rows``), the epochs that give single-task's network updates, the seed and the run
-    directory ``runs_dir/<row>/seed<k>`` after them. Seeds outer, rows inner: a change of load on a shared
-    machine hits every row's wall time alike. Returns the runs' records, each shown through ``progress`` with the
-    main metric (``main_metrics``: task -> metric) of its own primary task (a row may change the primary). With
-    ``train`` False every run is read from its record, none trained (``train_run``). With ``reuse``, a recorded run
-    trains again when a run that trains starts from it and its checkpoint is gone."""
+    seeds: Sequence[int], runs_dir: Path, splits: DataSplits,
+) -> list[Planned]:
+    """Every (seed, row) run of ``wanted`` and the rows they start from, seeds outer, rows in the order of
+    ``rows``: each row's overrides after ``base_overrides``, the epochs that give single-task's network updates,
+    the seed and the run directory ``runs_dir/<row>/seed<k>``, and the identities of the runs it starts from."""
     base = load_config(config, list(base_overrides))
     aux = base.tasks.aux[0] if base.tasks.aux else ""
-    train_images = len(splits.train)
-    records = []
+    train_images, data = len(splits.train), splits.record()
+    planned = []
     for seed in seeds:
-        planned = {}
+        identities: dict[str, str] = {}  # run folder -> identity, of the runs of this seed planned so far
         for row in needed_rows(wanted, rows):
             overrides = [*base_overrides, *row_overrides(row, rows, aux, runs_dir, seed)]
             cfg = load_config(config, overrides)
@@ -277,12 +333,42 @@ def train_rows(
                 *overrides, f"train.epochs={equal_update_epochs(cfg, train_images, bilevel)}", f"seed={seed}",
                 f"out_dir={runs_dir / row / f'seed{seed}'}",
             ])
-            planned[row] = (load_config(config, overrides), overrides, bilevel)
-        again = _trains_again(planned, rows, config, runs_dir, seed) if train and reuse else set()
-        for row, (cfg, overrides, bilevel) in planned.items():
+            cfg = load_config(config, overrides)
+            run = Planned(row, seed, cfg, overrides, config, bilevel, data, dict(identities))
+            identities[cfg.out_dir] = run.identity(precision(resolve_device(cfg.train.device), cfg.train.amp))
+            planned.append(run)
+    return planned
+
+
+def check_run_folders(planned: Sequence[Planned]) -> None:
+    """``check_run_folder`` for every planned run, before any of them trains."""
+    for run in planned:
+        check_run_folder(run, precision(resolve_device(run.cfg.train.device), run.cfg.train.amp))
+
+
+def train_rows(
+    config: str, base_overrides: Sequence[str], rows: Mapping[str, Sequence[str]], wanted: Sequence[str],
+    seeds: Sequence[int], runs_dir: Path, splits: DataSplits, main_metrics: Mapping[str, str], reuse: bool = False,
+    progress: Progress | None = None, extra: Mapping[str, Any] | None = None, train: bool = True,
+) -> list[dict[str, Any]]:
+    """Every (seed, row) run of ``wanted`` (and the rows they start from) on ``config`` with ``base_overrides``
+    (``plan_runs``). Seeds outer, rows inner: a change of load on a shared machine hits every row's wall time
+    alike. Returns the runs' records, each shown through ``progress`` with the main metric (``main_metrics``: task
+    -> metric) of its own primary task (a row may change the primary). With ``train`` False every run is read from
+    its record, none trained (``train_run``). Before anything trains, a run folder holding another run is refused
+    (``check_run_folders``). With ``reuse``, a recorded run trains again when a run that trains starts from it and
+    its checkpoint is gone."""
+    planned = plan_runs(config, base_overrides, rows, wanted, seeds, runs_dir, splits)
+    if train:
+        check_run_folders(planned)
+    records = []
+    for seed in seeds:
+        of_seed = {run.row: run for run in planned if run.seed == seed}
+        again = _trains_again(of_seed, rows, runs_dir, seed) if train and reuse else set()
+        for row, run in of_seed.items():
             start = time.perf_counter()
-            record = train_run(row, seed, cfg, overrides, config, splits, bilevel, reuse and row not in again,
-                               extra, train)
+            record = train_run(row, seed, run.cfg, run.overrides, config, splits, run.bilevel,
+                               reuse and row not in again, extra, train, run.started_from)
             records.append(record)
             if progress is not None:
                 where = f"{extra['setting']} " if extra and "setting" in extra else ""
@@ -290,7 +376,7 @@ def train_rows(
                     text = f"{where}{row} seed {seed}: reused {record['run_dir']}"
                     progress.finished(text, None)
                 else:
-                    primary = cfg.tasks.primary
+                    primary = run.cfg.tasks.primary
                     main = main_metrics[primary]
                     text = (f"{where}{row} seed {seed}: {primary}/{main} {record['test_best'][main]:.4g} "
                             f"selected (epoch {record['best_epoch']}/{record['epochs']}), "
@@ -300,19 +386,18 @@ def train_rows(
 
 
 def _trains_again(
-    planned: Mapping[str, tuple[ExperimentConfig, list[str], bool]], rows: Mapping[str, Sequence[str]], config: str,
-    runs_dir: Path, seed: int,
+    planned: Mapping[str, Planned], rows: Mapping[str, Sequence[str]], runs_dir: Path, seed: int,
 ) -> set[str]:
-    """The rows of one seed (``planned``: row -> its config, overrides and bilevel) that have a record to reuse but
-    must train again: a run that will train starts from their weights and their checkpoint is gone (records travel
-    without checkpoints, e.g. committed beside a benchmark's results), or they start from a run that trains (a
-    record of a run started from other weights is not that run any more). Raises ValueError when a recorded run of
-    a row outside ``planned`` starts from a run that would be replaced: training here would leave that record
-    naming weights it did not start from."""
+    """The rows of one seed (``planned``: row -> its planned run) that have a record to reuse but must train again:
+    a run that will train starts from their weights and their checkpoint is gone (records travel without
+    checkpoints, e.g. committed beside a benchmark's results), or they start from a run that trains (a record of a
+    run started from other weights is not that run any more). Raises ValueError when a recorded run of a row
+    outside ``planned`` starts from a run that would be replaced: training here would leave that record naming
+    weights it did not start from."""
     recorded = {}
-    for row, (cfg, overrides, _) in planned.items():
-        here = precision(resolve_device(cfg.train.device), cfg.train.amp)
-        recorded[row] = reused_record(cfg.out_dir, config, overrides, here) is not None
+    for row, run in planned.items():
+        here = precision(resolve_device(run.cfg.train.device), run.cfg.train.amp)
+        recorded[row] = reused_record(run.cfg.out_dir, run.config, run.overrides, here, run.identity) is not None
     again: set[str] = set()
     changed = True
     while changed:
@@ -323,7 +408,7 @@ def _trains_again(
                 continue
             starts_training = any(start in trains for start in row_dependencies(row, rows))
             feeds_training = any(row in row_dependencies(other, rows) for other in trains) \
-                and not resolve_checkpoint(planned[row][0].out_dir).is_file()
+                and not resolve_checkpoint(planned[row].cfg.out_dir).is_file()
             if starts_training or feeds_training:
                 again.add(row)
                 changed = True

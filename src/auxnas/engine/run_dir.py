@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, config_from_dict
 from ..export_options import is_export_folder
 from ..io import load_checkpoint, unwritable, write_json, write_text
 
@@ -30,18 +30,22 @@ def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
 
     A run must never pick up a checkpoint it did not write (a diverged run would report the older model). A folder
     holding only the files of a run that never finished an epoch (no checkpoint, no metrics: e.g. one that failed
-    on a data error) is reused without ``overwrite``, so that the corrected command simply runs again.
+    on a data error) is reused without ``overwrite``, so that the corrected command simply runs again; a
+    ``config.yaml`` that is not a resolved config auxnas wrote is the user's own, and only ``overwrite`` replaces it.
+    Only the exports made from this folder's run go with it: an export of another run placed inside stays.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise RunDirectoryError(f"out_dir {out_dir}: exists and is a file, not a folder; choose another out_dir")
     try:
         existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
-        failed_start = set(existing) <= set(RUN_FILES) and not set(existing) & set(FINISHED_EPOCH_FILES)
+        failed_start = set(existing) <= set(RUN_FILES) and not set(existing) & set(FINISHED_EPOCH_FILES) \
+            and ("config.yaml" not in existing or _written_by_a_run(out_dir / "config.yaml"))
         if existing and not overwrite and not failed_start:
             shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
             raise RunDirectoryError(f"out_dir {out_dir}: not empty ({shown}); choose another out_dir or overwrite its "
                                     "run files (auxnas train --overwrite, fit(..., overwrite=True))")
-        exports = [p.name for p in out_dir.iterdir() if p.is_dir() and is_export_folder(p)] if existing else []
+        exports = [p.name for p in out_dir.iterdir()
+                   if p.is_dir() and is_export_folder(p) and _exported_from(p, out_dir)] if existing else []
         for name in (*RUN_FILES, *exports) if existing else ():
             if (out_dir / name).is_dir():
                 shutil.rmtree(out_dir / name)
@@ -52,6 +56,26 @@ def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
                                 "out_dir") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise RunDirectoryError(f"out_dir {out_dir}: cannot be written (no permission); choose another out_dir")
+
+
+def _written_by_a_run(path: Path) -> bool:
+    """Whether ``path`` is the resolved ``config.yaml`` a run writes at its start (every key, as auxnas writes it),
+    not a config file of the user's."""
+    try:
+        text = path.read_text()
+        return yaml.safe_dump(config_from_dict(yaml.safe_load(text)).to_dict(), sort_keys=False) == text
+    except (OSError, ValueError, yaml.YAMLError, TypeError, AttributeError):
+        return False
+
+
+def _exported_from(export: Path, run_dir: Path) -> bool:
+    """Whether the export in ``export`` was made from the run in ``run_dir`` (its report's ``source``: the run
+    folder or a checkpoint in it)."""
+    try:
+        source = Path(json.loads((export / "export_report.json").read_text())["source"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return run_dir.resolve() in (source, source.parent)
 
 
 def start_run_dir(out_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> None:

@@ -1,0 +1,117 @@
+"""What a run of a comparison is (its identity) and what it leaves (its record): reuse is a lookup of the identity.
+
+A run's identity is the sha256 of what decides what it computes: its resolved config (every field but those of
+``OUTSIDE_IDENTITY``, its own folder, and the folders of the runs it starts from, which enter as *their*
+identities), the fingerprint of its data (each split's image count and names) and its float format. Two runs of
+one identity are the same run wherever their folders are; a run whose config file was edited, or whose data
+changed, is another run even at the same path with the same overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, ExperimentConfig, config_from_dict
+
+#: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
+RECORD_FILE = "bench_run.json"
+#: the float format a record's run computed in (``engine.runtime.precision``; CUDA's bfloat16 autocast, or float32)
+RECORD_PRECISION = "precision"
+#: config keys that change how fast a run computes or what it logs, never what it learns (the NHWC layout computes
+#: the same network, float rounding apart): runs that differ only in them are the same run. ``train.amp`` is among
+#: them because what it changes is the float format, which depends on the machine as well (bfloat16 on CUDA only)
+#: and which the identity holds instead
+OUTSIDE_IDENTITY = ("name", "train.channels_last", "train.tensorboard", "train.amp")
+
+
+def identity_fields(cfg: ExperimentConfig, started_from: Mapping[str, str] = {}) -> dict[str, Any]:  # noqa: B006
+    """The fields of ``cfg`` that make its run: all but ``OUTSIDE_IDENTITY`` and ``out_dir``; an ``init`` path
+    that ``started_from`` maps (a run folder -> that run's identity) is replaced by the identity."""
+    fields = dataclasses.asdict(cfg)
+    fields.pop("out_dir")
+    for key in OUTSIDE_IDENTITY:
+        *sections, name = key.split(".")
+        section = fields
+        for part in sections:
+            section = section[part]
+        section.pop(name)
+    init = fields["init"]
+    init["primary"] = started_from.get(init["primary"], init["primary"])
+    init["aux"] = {task: started_from.get(path, path) for task, path in init["aux"].items()}
+    return fields
+
+
+def run_identity(
+    cfg: ExperimentConfig, data: Mapping[str, Any], float_format: str, started_from: Mapping[str, str] = {},  # noqa: B006
+) -> str:
+    """The identity of the run of ``cfg`` on data ``data`` (``DataSplits.record()``) in ``float_format``."""
+    content = {"config": identity_fields(cfg, started_from), "data": data, "float_format": float_format}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The record in ``run_dir``, or None when there is none (or it is not a record)."""
+    try:
+        record = json.loads((Path(run_dir) / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def folder_config(run_dir: str | Path) -> ExperimentConfig | None:
+    """The resolved config a run wrote at its start into ``run_dir`` (``config.yaml``), or None."""
+    try:
+        return config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
+    except (OSError, ValueError, yaml.YAMLError, ConfigError, TypeError):
+        return None
+
+
+def folder_data(run_dir: str | Path) -> dict[str, Any] | None:
+    """The data record a run wrote at its start into ``run_dir`` (``data.json``), or None."""
+    try:
+        return json.loads((Path(run_dir) / "data.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``config`` as dotted key -> value (``train.lr``), the form of overrides."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: recorded A, now B`` for every key whose value differs between two configs, ``out_dir`` left out (a
+    run that moved is the same run)."""
+    old, now = flat_config(recorded), flat_config(new)
+    return [f"{key}: recorded {old.get(key, '(unset)')}, now {now.get(key, '(unset)')}"
+            for key in sorted(old.keys() | now.keys()) if key != "out_dir" and old.get(key) != now.get(key)]
+
+
+def data_changes(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two data records (``DataSplits.record()``), split by split."""
+    changes = []
+    for split, now in new.items():
+        then = recorded.get(split, {}) if isinstance(recorded, dict) else {}
+        if then.get("images") != now["images"]:
+            changes.append(f"{split}: {then.get('images')} images then, {now['images']} now")
+        elif then.get("fingerprint") != now["fingerprint"]:
+            changes.append(f"{split}: {now['images']} images then and now, but not the same ones")
+    return changes
+
+
+def shown(changes: list[str], most: int = 4) -> str:
+    """At most ``most`` of ``changes`` in one line."""
+    return "; ".join(changes[:most]) + (f"; and {len(changes) - most} more" if len(changes) > most else "")

@@ -1,0 +1,139 @@
+"""Hostile folders: a command writes only into a folder that is empty or that it made for the same run, and reuses a
+run only when its recorded identity (config content, data, float format) equals the new run's."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+from test_bad_inputs import one_line_error
+from test_data_folder import write_folder
+from test_export import train_tiny
+
+from auxnas.cli import main
+from auxnas.config import load_config
+from auxnas.demo import run_demo
+from auxnas.export import export_primary
+from auxnas.train import fit
+
+#: a folder dataset's comparison, a few seconds a run
+FOLDER = ["data.name=folder", "data.val_fraction=0.25", "data.batch_size=4", "tasks.primary=seg",
+          "tasks.aux=[normal]", "tasks.loss_weights={seg: 1.0, normal: 1.0}", "model.backbone=tiny_resnet",
+          "train.epochs=1", "train.device=cpu", "data.image_size=32", "train.lr=0.002"]
+
+
+def snapshot(folder):
+    """Every file under ``folder`` and its bytes."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """One finished comparison on a config file of the user's and a folder dataset: (config, data root, out)."""
+    tmp = tmp_path_factory.mktemp("folders")
+    root = write_folder(tmp / "data", splits={"train": 8, "test": 4})
+    config = tmp / "mine.yaml"
+    config.write_text(yaml.safe_dump(load_config("demo", [*FOLDER, f"data.root={root}"]).to_dict()))
+    assert main(["compare", str(config), "--methods", "aux_head", "--seeds", "2", "--out", str(tmp / "out"),
+                 "--quiet"]) == 0
+    return config, root, tmp / "out"
+
+
+def compare_argv(config, out, *extra):
+    return ["compare", str(config), *extra, "--methods", "aux_head", "--seeds", "2", "--out", str(out), "--quiet"]
+
+
+def test_the_same_comparison_is_reused_whole(compared, capsys):
+    config, _, out = compared
+    assert main(compare_argv(config, out, "--reuse")) == 0
+    summary = json.loads((out / "compare.json").read_text())
+    assert all(r["reused"] for r in summary["runs"]) and len(summary["runs"]) == 4
+    assert all(len(r["identity"]) == 64 and r["data"]["train"]["images"] == 6 for r in summary["runs"])
+
+
+@pytest.mark.parametrize("reuse", [[], ["--reuse"]], ids=["retrain", "reuse"])
+def test_a_changed_override_is_refused_not_trained_over_the_earlier_runs(compared, capsys, reuse):
+    config, _, out = compared
+    before = snapshot(out)
+    err = one_line_error(capsys, compare_argv(config, out, "train.lr=0.005", *reuse))
+    assert "runs/single/seed0: holds another run (train.lr: recorded 0.002, now 0.005)" in err
+    assert snapshot(out) == before
+
+
+def test_an_edited_config_file_is_another_run_even_at_the_same_path(compared, capsys, tmp_path):
+    config, _, out = compared
+    edited = tmp_path / "out"
+    shutil.copytree(out, edited)
+    text = config.read_text()
+    try:
+        config.write_text(text.replace("lr: 0.002", "lr: 0.05"))
+        before = snapshot(edited)
+        err = one_line_error(capsys, compare_argv(config, edited, "--reuse"))
+        assert "holds another run (train.lr: recorded 0.002, now 0.05)" in err
+        assert snapshot(edited) == before
+    finally:
+        config.write_text(text)
+
+
+def test_changed_data_are_another_run(compared, capsys, tmp_path):
+    """Runs on 6 training images are never paired with runs on more: the data's fingerprint is in the identity."""
+    config, root, out = compared
+    copied = tmp_path / "out"
+    shutil.copytree(out, copied)
+    grown = tmp_path / "data"
+    shutil.copytree(root, grown)
+    for folder in (grown / "train").iterdir():  # two more training images, copies of the first ones
+        for i, j in ((0, 8), (1, 9)):
+            src = next(folder.glob(f"{i}.*"))
+            shutil.copy(src, folder / f"{j}{src.suffix}")
+    err = one_line_error(capsys, compare_argv(config, copied, f"data.root={grown}", "--reuse"))
+    assert "holds another run (data.root: recorded" in err and "train: 6 images then, 8 now" in err
+
+
+def test_an_unrelated_run_in_a_comparisons_run_folder_is_refused(tmp_path, capsys):
+    """``compare --out DIR`` where ``DIR/runs/single/seed0`` holds a finished run of another config and data."""
+    root = write_folder(tmp_path / "data", splits={"train": 8, "test": 4})
+    other = train_tiny(tmp_path / "out" / "runs" / "single" / "seed0", {"name": "single"})
+    before = snapshot(other)
+    err = one_line_error(capsys, compare_argv("demo", tmp_path / "out", *FOLDER, f"data.root={root}"))
+    assert f"{other}: holds another run (" in err and "choose another --out" in err
+    assert snapshot(other) == before
+
+
+def test_a_users_own_report_is_never_replaced(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "compare.md").write_text("my notes")
+    err = one_line_error(capsys, compare_argv("demo", out, *FOLDER, "data.root=unused"))
+    assert f"{out / 'compare.md'}: exists and was not written by auxnas compare" in err
+    (out / "report.md").write_text("my report")
+    with pytest.raises(FileExistsError, match="report.md: exists and was not written by auxnas demo"):
+        run_demo(out, quick=True, progress=False)
+    assert (out / "compare.md").read_text() == "my notes" and (out / "report.md").read_text() == "my report"
+
+
+def test_a_users_own_config_in_out_dir_is_not_taken_for_a_failed_start(tmp_path, capsys):
+    """``auxnas train exp/config.yaml out_dir=exp`` with only the user's file there: refused without --overwrite."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    mine = "# my experiment\ntasks: {primary: normal}\ndata: {num_train: 16, num_test: 4, image_size: 32}\n" \
+           "train: {epochs: 1, max_steps_per_epoch: 1}\nmodel: {backbone: tiny_resnet}\n"
+    (exp / "config.yaml").write_text(mine)
+    err = one_line_error(capsys, ["train", str(exp / "config.yaml"), f"out_dir={exp}", "--quiet"])
+    assert f"out_dir {exp}: not empty (config.yaml)" in err
+    assert (exp / "config.yaml").read_text() == mine
+    # the resolved config.yaml of a start that failed is auxnas's own: the corrected command runs there again
+    cfg = load_config(exp / "config.yaml", [f"out_dir={tmp_path / 'failed'}", "data.num_train=16"])
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    assert fit(cfg, progress=False).best_epoch == 1
+
+
+def test_overwrite_removes_only_the_exports_of_the_run_it_replaces(tmp_path):
+    run = train_tiny(tmp_path / "run", {"name": "single"})
+    other = train_tiny(tmp_path / "other", {"name": "single"})
+    export_primary(run, run / "own-export")
+    export_primary(other, run / "other-export")  # an export of another run, placed inside this one
+    train_tiny(run, {"name": "single"}, overwrite=True)
+    assert not (run / "own-export").exists()
+    assert (run / "other-export" / "model.safetensors").is_file()
