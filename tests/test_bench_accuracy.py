@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
@@ -25,7 +26,7 @@ from auxnas.bench.presets import (
     setting_config,
 )
 from auxnas.compare.runs import last_overrides
-from auxnas.config import PACKAGED_CONFIGS, load_config, protocol_overrides
+from auxnas.config import PACKAGED_CONFIGS, expand_overrides, load_config, protocol_overrides
 from auxnas.data import RandomTargets, build_splits
 from auxnas.stats import mean_std, paired_interval, ratio_interval
 
@@ -150,13 +151,20 @@ def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
         run_accuracy_benchmark("huge", tmp_path, tmp_path, progress=False)
 
 
-def test_the_default_row_undoes_the_paper_cnn_protocol():
-    """``aux_nas-default`` after ``@paper_cnn`` is today's default Aux-NAS on each setting the experiment runs."""
+def test_the_default_row_undoes_the_protocol_presets_overrides():
+    """``aux_nas-default`` after the protocol preset's overrides is today's default Aux-NAS on each of its settings
+    (loss weights of tasks a setting does not train apart: they are unused)."""
     reset = dict(ROWS)["aux_nas-default"]
     assert {o.split("=")[0] for o in protocol_overrides("paper_cnn")} <= {o.split("=")[0] for o in reset}
-    for name in ("ctrl-depth", "d-10"):
-        assert load_config(setting_config(name), ["@paper_cnn", *reset]) == load_config(setting_config(name), [
-            "method.name=aux_nas"])
+    preset = PRESETS["protocol"]
+    for name in preset.settings:
+        default = load_config(setting_config(name), ["method.name=aux_nas"])
+        undone = load_config(setting_config(name), [*expand_overrides(preset.overrides), *reset])
+        trained = {t: undone.tasks.loss_weights[t] for t in undone.tasks.all}
+        assert trained == default.tasks.loss_weights
+        assert dataclasses.replace(undone, tasks=default.tasks) == default
+        protocol = load_config(setting_config(name), [*expand_overrides(preset.overrides), "method.name=aux_nas"])
+        assert protocol.train.optimizer == "sgd" and protocol.method.fusion_lr_factor == 100
 
 
 def test_last_overrides_keep_the_config():

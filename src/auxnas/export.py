@@ -243,7 +243,8 @@ def export_primary(
         "flops_equal_single_task": flops["extra"] == 0,
     }
     report: dict[str, Any] = {
-        "source": str(path), "method": cfg.method.name, "primary": task.name, "backbone": cfg.model.backbone,
+        "source": str(Path(path).resolve()), "method": cfg.method.name, "primary": task.name,
+        "backbone": cfg.model.backbone,
         "epoch": payload["epoch"], "threshold": threshold, "forced": bool(above) and force,
         "a2p_links": links, "a2p_max": max((a["strength"] for a in links), default=None),
         "max_abs_diff": diff, "num_inputs": int(images.shape[0]), "tolerance": OUTPUT_TOLERANCE,
