@@ -181,5 +181,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
     for name, table in tables.items():
         lines += [*_setting_markdown(settings[name], table), ""]
     example = summary["runs"][0]["command"] if summary["runs"] else ""
-    lines += ["Every run is reproducible from its recorded overrides, e.g.", "", "```bash", example, "```", ""]
+    lines += ["Every run is reproducible from its recorded overrides on the same machine configuration (its record "
+              "states the float format and thread count; another thread count or memory layout moves results at "
+              "the edge of noise), e.g.", "", "```bash", example, "```", ""]
     return "\n".join(lines)
