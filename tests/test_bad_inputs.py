@@ -470,7 +470,7 @@ def test_a_run_that_failed_before_its_first_epoch_ended_is_simply_run_again(tmp_
     assert main(train) == 0  # the corrected command runs again in the same folder, no --overwrite
     assert (run / "metrics.json").is_file()
     err = one_line_error(capsys, train)  # a run that finished an epoch is never replaced without --overwrite
-    assert "not empty" in err
+    assert "holds files" in err
 
 
 def test_resuming_in_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):

@@ -120,7 +120,7 @@ def test_a_users_own_config_in_out_dir_is_not_taken_for_a_failed_start(tmp_path,
            "train: {epochs: 1, max_steps_per_epoch: 1}\nmodel: {backbone: tiny_resnet}\n"
     (exp / "config.yaml").write_text(mine)
     err = one_line_error(capsys, ["train", str(exp / "config.yaml"), f"out_dir={exp}", "--quiet"])
-    assert f"out_dir {exp}: not empty (config.yaml)" in err
+    assert f"{exp}: holds files (config.yaml)" in err
     assert (exp / "config.yaml").read_text() == mine
     # the resolved config.yaml of a start that failed is auxnas's own: the corrected command runs there again
     cfg = load_config(exp / "config.yaml", [f"out_dir={tmp_path / 'failed'}", "data.num_train=16"])

@@ -191,7 +191,7 @@ def test_an_existing_export_folder_is_refused_unless_overwrite(tmp_path, capsys)
     written = sorted(p.name for p in out.iterdir())
     assert written == ["export_report.json", "exported.yaml", "model.safetensors"]
     err = one_line_error(capsys, ["export", str(run), "--out", str(out)])
-    assert f"{out}: holds an earlier export; pass --overwrite" in err
+    assert f"{out}: holds an earlier export (pass --overwrite" in err
     assert main(["export", str(run), "--out", str(out), "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == written
     with pytest.raises(ValueError, match="unknown export format"):
@@ -224,11 +224,11 @@ def test_an_export_never_writes_into_or_over_a_run_folder(tmp_path, capsys):
     for flag in ([], ["--overwrite"]):
         for source in (run, run / "best.pt"):
             err = one_line_error(capsys, ["export", str(source), "--out", str(run), *flag])
-            assert f"{run}: is a training run folder (config.yaml, " in err and "best.pt" in err
+            assert f"{run}: holds a training run (config.yaml, " in err and "best.pt" in err
             assert "choose another --out" in err
             assert "export folder" not in err and "pass --overwrite" not in err
         err = one_line_error(capsys, ["export", str(run), "--out", str(other), *flag])
-        assert f"{other}: is a training run folder" in err
+        assert f"{other}: holds a training run" in err
         err = one_line_error(capsys, ["export", str(run), "--out", str(tmp_path), *flag])  # a folder holding the run
         assert f"{tmp_path}: holds {run}, which this export reads" in err and "choose another --out" in err
     assert snapshot(tmp_path) == before
@@ -246,7 +246,7 @@ def test_training_over_a_run_removes_the_exports_made_from_it_and_keeps_other_fo
     (run / "plots").mkdir()
     (run / "plots" / "export_report.json").write_text("{}")  # not an export: it holds another file
     (run / "plots" / "curve.png").write_bytes(b"png")
-    with pytest.raises(RunDirectoryError, match="not empty"):
+    with pytest.raises(RunDirectoryError, match="holds files"):
         train_tiny(run, {"name": "single"})
     assert (run / "export" / "model.safetensors").is_file()
     train_tiny(run, {"name": "single"}, overwrite=True)

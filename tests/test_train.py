@@ -169,7 +169,7 @@ def test_overrides_may_follow_options(tmp_path, capsys):
 def test_a_non_empty_out_dir_is_refused_unless_overwrite(tiny_config, capsys):
     tiny_config.train = dataclasses.replace(tiny_config.train, epochs=1, max_steps_per_epoch=1)
     fit(tiny_config, progress=False)
-    with pytest.raises(RunDirectoryError, match="not empty"):
+    with pytest.raises(RunDirectoryError, match="holds files"):
         fit(tiny_config, progress=False)
     assert main(["train", "quickstart", f"out_dir={tiny_config.out_dir}", "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err

@@ -46,7 +46,7 @@ from .engine.loaders import make_loader
 from .engine.run_dir import RUN_FILES
 from .errors import ExportError
 from .export_options import FORMATS, check_threshold, written_by_export
-from .io import atomic_write, file_mode, write_json, write_text
+from .io import atomic_write, check_output_folder, file_mode, listed, write_json, write_text
 from .methods import MultiTaskModel
 from .methods.adashare import skipped_cell
 from .methods.aux_nas import FusionPost
@@ -158,28 +158,22 @@ def _check_out_dir(out: Path, source: str | os.PathLike, overwrite: bool) -> Non
 
     The export replaces ``out`` as a whole, so it never removes a file it did not write, nor a run, nor follows a
     link into another folder."""
-    if out.is_symlink():
-        raise FileExistsError(f"{out}: is a symbolic link (to {os.readlink(out)}); an export replaces its --out folder "
-                              "as a whole and never a link: give --out the folder itself, or another one")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: is a file; the export needs a folder")
-    run_files = [name for name in RUN_FILES if (out / name).exists()]
-    if "config.yaml" in run_files and len(run_files) > 1:
-        raise FileExistsError(f"{out}: is a training run folder ({', '.join(run_files)}); an export never writes into "
-                              f"a run: choose another --out, e.g. {out / 'export'}")
     source = Path(source)
-    if out.exists() and source.resolve().is_relative_to(out.resolve()):
-        beside = source if source.is_dir() else source.parent
-        raise FileExistsError(f"{out}: holds {source}, which this export reads; an export never writes over its "
-                              f"source: choose another --out, e.g. {beside / 'export'}")
-    existing = sorted(out.iterdir()) if out.is_dir() else []
-    foreign = [p.name + ("/" if p.is_dir() else "") for p in existing if not written_by_export(p)]
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise FileExistsError(f"{out}: holds files an export does not write ({shown}); --overwrite replaces only an "
-                              "earlier export: choose another --out")
-    if existing and not overwrite:
-        raise FileExistsError(f"{out}: holds an earlier export; pass --overwrite (overwrite=True) to replace it")
+
+    def claim(folder: Path) -> str | None:
+        run_files = [name for name in RUN_FILES if (folder / name).exists()]
+        if "config.yaml" in run_files and len(run_files) > 1:
+            return f"a training run ({', '.join(run_files)}), and an export never writes into a run"
+        if source.resolve().is_relative_to(folder.resolve()):
+            return f"{source}, which this export reads, and an export never writes over its source"
+        foreign = [p.name + ("/" if p.is_dir() else "") for p in sorted(folder.iterdir()) if not written_by_export(p)]
+        if foreign:
+            return f"files an export does not write ({listed(folder, foreign)}), and --overwrite replaces only an " \
+                   "earlier export"
+        return None if overwrite else "an earlier export (pass --overwrite, overwrite=True, to replace it)"
+
+    beside = source if source.is_dir() else source.parent
+    check_output_folder(out, claim, f"choose another --out, e.g. {beside / 'export'}")
 
 
 def export_primary(

@@ -126,6 +126,31 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path / "best.pt" if path.is_dir() else path
 
 
+def check_output_folder(
+    folder: Path, claim: Callable[[Path], str | None], remedy: str, error: type[Exception] = FileExistsError,
+) -> None:
+    """The rule of every command that writes into a folder (train, compare, bench, recipe, demo, export): the folder
+    is absent or empty, or ``claim(folder)`` finds in it only what the command made itself for the same run (its
+    record says so) and returns None. Otherwise ``error``, one line naming the folder, what it holds (``claim``'s
+    answer) and ``remedy``; a file or a symbolic link in its place is never written through."""
+    if folder.is_symlink():
+        raise error(f"{folder}: is a symbolic link (to {os.readlink(folder)}); {remedy}")
+    if folder.exists() and not folder.is_dir():
+        raise error(f"{folder}: is a file, not a folder; {remedy}")
+    if not folder.exists() or not any(folder.iterdir()):
+        return
+    holds = claim(folder)
+    if holds is not None:
+        raise error(f"{folder}: holds {holds}; {remedy}")
+
+
+def listed(folder: Path, names: Sequence[str] | None = None, most: int = 5) -> str:
+    """``names`` (default: what ``folder`` holds, folders with a slash) in one line, at most ``most`` of them."""
+    if names is None:
+        names = [p.name + ("/" if p.is_dir() else "") for p in sorted(folder.iterdir())]
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
 def check_own_report(report: Path, record: Path, made_by: str) -> None:
     """Refuse (``FileExistsError`` naming the file) to write ``report`` over a file the command did not write: it
     exists, and ``record`` (the JSON the same command writes beside it) is missing or names another maker than

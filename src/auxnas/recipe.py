@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
+from .compare.records import config_changes, shown
 from .config import ExperimentConfig, InitConfig, load_config
+from .io import check_output_folder
 from .train import RunDirectoryError, fit
 
 
@@ -41,39 +43,22 @@ def recipe_stages(cfg: ExperimentConfig, out_dir: str | os.PathLike) -> list[tup
     return stages
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``config`` as dotted key -> value (``train.lr``), the form of overrides."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def config_changes(recorded: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``key: recorded A, now B`` for every key whose value differs between two configs, ``out_dir`` left out (a
-    run that moved is the same run)."""
-    old, now = _flat(recorded), _flat(new)
-    return [f"{key}: recorded {old.get(key, '(unset)')}, now {now.get(key, '(unset)')}"
-            for key in sorted(old.keys() | now.keys()) if key != "out_dir" and old.get(key) != now.get(key)]
-
-
 def _finished_metrics(cfg: ExperimentConfig) -> dict[str, Any] | None:
     """The test metrics of the selected checkpoint of a finished run of ``cfg`` in ``cfg.out_dir``, or None when
     there is none. A run of another config there, finished or not, is refused: training the stage would replace
     it."""
     run = Path(cfg.out_dir)
-    try:
-        saved = yaml.safe_load((run / "config.yaml").read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    changes = config_changes(saved, cfg.to_dict()) if isinstance(saved, dict) else []
-    if changes:
-        shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
-        raise RunDirectoryError(f"{run}: holds a run of another config ({shown}); choose another --out, "
-                                "or remove that folder to train the stage again")
+
+    def claim(folder: Path) -> str | None:
+        try:
+            saved = yaml.safe_load((folder / "config.yaml").read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            return None  # no run's config: training the stage there refuses what it must not replace
+        changes = config_changes(saved, cfg.to_dict()) if isinstance(saved, dict) else []
+        return f"a run of another config ({shown(changes, 5)})" if changes else None
+
+    check_output_folder(run, claim, "choose another --out, or remove that folder to train the stage again",
+                        RunDirectoryError)
     try:
         return json.loads((run / "metrics.json").read_text())["test_best"]
     except (OSError, ValueError, KeyError, TypeError):

@@ -34,7 +34,7 @@ from ..engine.loaders import steps_per_epoch
 from ..engine.run_dir import RunDirectoryError, resumable_checkpoint
 from ..engine.runtime import precision, resolve_device
 from ..errors import CheckpointError
-from ..io import resolve_checkpoint, write_json
+from ..io import check_output_folder, listed, resolve_checkpoint, write_json
 from ..methods import build_model
 from ..tasks import build_tasks
 from ..train import fit
@@ -199,25 +199,22 @@ def check_run_folder(run: Planned, float_format: str) -> None:
     """Refuse (``ForeignRunError``, naming the folder and what differs) to train ``run`` into a folder that holds
     anything but the same run: finished (its record's identity), stopped midway (its ``config.yaml`` and
     ``data.json``), or a record made before records had an identity that names the same config."""
-    folder = Path(run.cfg.out_dir)
-    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-        return
-    if reused_record(folder, run.config, run.overrides, None, run.identity) is not None:
-        return
-    record = read_record(folder)
-    saved, data = folder_config(folder), folder_data(folder)
-    if record is None and saved is not None and data is not None \
-            and run.identity(float_format) == run_identity(saved, data, float_format, run.started_from):
-        return  # the same run, stopped before it finished
-    if saved is not None:
+
+    def claim(folder: Path) -> str | None:
+        if reused_record(folder, run.config, run.overrides, None, run.identity) is not None:
+            return None
+        saved, data = folder_config(folder), folder_data(folder)
+        if read_record(folder) is None and saved is not None and data is not None \
+                and run.identity(float_format) == run_identity(saved, data, float_format, run.started_from):
+            return None  # the same run, stopped before it finished
+        if saved is None:
+            return f"files no run of a comparison writes ({listed(folder)})"
         changes = config_changes(identity_fields(saved, run.started_from), identity_fields(run.cfg, run.started_from))
-        changes += data_changes(data or {}, run.data) if data is not None else []
-        what = f"another run ({shown(changes) or 'another float format'})"
-    else:
-        entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-        what = "files no run of a comparison writes (" + ", ".join(entries[:5]) + ")" if entries else "a file"
-    raise ForeignRunError(f"{folder}: holds {what}; a comparison trains only into empty folders or its own runs: "
-                          "choose another --out (or --runs), or move that folder away")
+        changes += data_changes(data, run.data) if data is not None else []
+        return f"another run ({shown(changes) or 'another float format'})"
+
+    check_output_folder(Path(run.cfg.out_dir), claim, "a comparison trains only into empty folders or its own runs: "
+                        "choose another --out (or --runs), or move that folder away", ForeignRunError)
 
 
 def print_now(line: str) -> None:

@@ -12,7 +12,7 @@ import yaml
 
 from ..config import ExperimentConfig, config_from_dict
 from ..export_options import is_export_folder
-from ..io import load_checkpoint, unwritable, write_json, write_text
+from ..io import check_output_folder, listed, load_checkpoint, unwritable, write_json, write_text
 
 #: the files a run writes into its directory
 RUN_FILES = ("config.yaml", "data.json", "best.pt", "last.pt", "metrics.json", "tensorboard")
@@ -34,16 +34,16 @@ def prepare_run_dir(out_dir: Path, overwrite: bool) -> None:
     ``config.yaml`` that is not a resolved config auxnas wrote is the user's own, and only ``overwrite`` replaces it.
     Only the exports made from this folder's run go with it: an export of another run placed inside stays.
     """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunDirectoryError(f"out_dir {out_dir}: exists and is a file, not a folder; choose another out_dir")
-    try:
-        existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    def claim(folder: Path) -> str | None:
+        existing = sorted(p.name for p in folder.iterdir())
         failed_start = set(existing) <= set(RUN_FILES) and not set(existing) & set(FINISHED_EPOCH_FILES) \
-            and ("config.yaml" not in existing or _written_by_a_run(out_dir / "config.yaml"))
-        if existing and not overwrite and not failed_start:
-            shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
-            raise RunDirectoryError(f"out_dir {out_dir}: not empty ({shown}); choose another out_dir or overwrite its "
-                                    "run files (auxnas train --overwrite, fit(..., overwrite=True))")
+            and ("config.yaml" not in existing or _written_by_a_run(folder / "config.yaml"))
+        return None if overwrite or failed_start else f"files ({listed(folder, existing)})"
+
+    try:
+        check_output_folder(out_dir, claim, "choose another out_dir or overwrite its run files (auxnas train "
+                            "--overwrite, fit(..., overwrite=True))", RunDirectoryError)
+        existing = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
         exports = [p.name for p in out_dir.iterdir()
                    if p.is_dir() and is_export_folder(p) and _exported_from(p, out_dir)] if existing else []
         for name in (*RUN_FILES, *exports) if existing else ():
