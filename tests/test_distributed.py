@@ -185,14 +185,14 @@ def compare(ddp_dir: Path, single: dict, single_weights: dict[str, torch.Tensor]
 
 
 @pytest.mark.parametrize("setting", [
-    # DistributedDataParallel's buckets of NHWC weights, the fusion projections in a learning-rate group of their own
-    ["weighting.name=equal", "train.channels_last=true", "method.fusion_lr_factor=10"],
+    ["weighting.name=equal", "train.channels_last=true"],  # DistributedDataParallel's buckets of NHWC weights
     # a gradient method (per-task gradients averaged before the surgery) with scarce segmentation labels, so that
     # in some steps one process holds segmentation labels and the other none
     ["weighting.name=gcs", "data.labelled_fraction={seg: 0.25}"],
     # a loss weighting (through DistributedDataParallel) with steps where the segmentation head is unused on every
-    # process (no label in the global batch) or on one (a zero loss there)
-    ["weighting.name=equal", "data.labelled_fraction={seg: 0.25}"],
+    # process (no label in the global batch) or on one (a zero loss there); the fusion projections in a
+    # learning-rate group of their own
+    ["weighting.name=equal", "data.labelled_fraction={seg: 0.25}", "method.fusion_lr_factor=2"],
 ], ids=["equal-channels-last", "gcs-partial-labels", "equal-partial-labels"])
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeypatch, setting):
     cache = tmp_path / "cache"
