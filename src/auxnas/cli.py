@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--jobs", type=int, default=1, metavar="N",
                          help="train N seeds at once, each in its own process with cores / N threads (a many-core "
                               "machine, or runs sharing one GPU)")
-    compare.add_argument("--quiet", action="store_true", help="no per-run lines; print the recommendation only")
+    compare.add_argument("--quiet", action="store_true",
+                         help="print a line per run (its main metric at the epoch selected on the validation split "
+                              "and at the last), warnings and the recommendation, not every step or compare.md")
     compare.set_defaults(func=commands.compare)
 
     demo = sub.add_parser("demo", help="Single, Aux-Head, Aux-G, Aux-NAS and a noise control over 5 seeds on the "

@@ -159,7 +159,7 @@ def compare(args: argparse.Namespace) -> int:
 
     summary = run_comparison(args.config, args.overrides, methods=args.methods, seeds=args.seeds,
                              controls=args.controls, holdout=args.holdout, budget=args.budget, out_dir=args.out,
-                             reuse=args.reuse, progress=not args.quiet, jobs=args.jobs)
+                             reuse=args.reuse, progress=not args.quiet, jobs=args.jobs, run_lines=True)
     if args.quiet:
         print(summary["recommendation"])
     print(f"wrote {summary['json_file']} and {summary['markdown_file']}  ({summary['wall_time_s']:.0f} s)")

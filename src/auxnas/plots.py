@@ -1,4 +1,5 @@
-"""Figures of a run: architecture-weight trajectories and final link strengths."""
+"""Figures of a run (architecture-weight trajectories, final link strengths) and of a comparison (each row's
+difference to single-task with its interval)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,39 @@ def plot_link_heatmap(record: dict[str, Any], path: str | os.PathLike, num_cells
         ax.set_ylabel("target cell")
         fig.colorbar(image, ax=ax, fraction=0.046)
     return _save(fig, path, title)
+
+
+def _interval_panel(ax: plt.Axes, rows: list[str], values: list[dict[str, float]], scale: float = 1.0) -> None:
+    """One point per row (``value``) with its 95 % interval (``low``, ``high``) as an error bar; an unbounded
+    interval (infinite) is drawn as the point alone."""
+    y = np.arange(len(rows))
+    for k, v in enumerate(values):
+        bounded = np.isfinite(v["low"]) and np.isfinite(v["high"])
+        error = [[scale * (v["value"] - v["low"])], [scale * (v["high"] - v["value"])]] if bounded else None
+        ax.errorbar(scale * v["value"], y[k], xerr=error, fmt="o" if bounded else "x", color="C0", capsize=4)
+    ax.set_yticks(y, rows)
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # the first row on top
+    ax.locator_params(axis="x", nbins=6)
+
+
+def plot_comparison(summary: dict[str, Any], path: str | os.PathLike) -> Path:
+    """The figure of ``auxnas compare``: each row's difference to single-task on the main metric with its paired
+    95 % interval and, when the comparison has a ceiling, each row's share of the floor-to-ceiling gap with its
+    Fieller interval (an unbounded one as a cross without bars)."""
+    info, table = summary["info"], summary["table"]
+    main, higher = info["main_metric"], info["higher_is_better"][info["main_metric"]]
+    rows = [row for row in table if row != "single"]
+    shared = [row for row in rows if "share" in table[row]]
+    fig, axes = plt.subplots(1, 2 if shared else 1, figsize=(11 if shared else 6, 1.2 + 0.5 * len(rows)),
+                             squeeze=False)
+    diffs = [table[row]["best"][main]["vs_single"] for row in rows]
+    _interval_panel(axes[0][0], rows, [{**d, "value": d["mean_diff"]} for d in diffs])
+    axes[0][0].axvline(0.0, color="grey", lw=1)
+    axes[0][0].set_xlabel(f"Δ {main} vs single-task, 95 % interval ({'higher' if higher else 'lower'} is better)")
+    if shared:
+        shares = [table[row]["share"]["best"] for row in shared]
+        _interval_panel(axes[0][1], shared, [{**s, "value": s["share"]} for s in shares], scale=100.0)
+        for x in (0.0, 100.0):
+            axes[0][1].axvline(x, color="grey", lw=1)
+        axes[0][1].set_xlabel("share of the floor-to-ceiling gap closed (%), 95 % interval (x: unbounded)")
+    return _save(fig, path, f"{info['data']}: will {', '.join(info['aux'])} help {info['primary']}?")

@@ -4,18 +4,22 @@ Every method trains on the user's config (any dataset reader, labels missing whe
 same network updates over several seeds; each is compared with single-task on the primary's test metrics of the
 checkpoint selected on the validation split: mean ± std, the 95 % interval of the difference paired by seed, Δm,
 a verdict (better / worse / no difference at this budget). Each method's primary network is exported and its cost
-verified against single-task's; a training iteration's time and peak memory are measured per method. Controls:
+verified against single-task's, its inference latency timed side by side with single-task's export; a training
+iteration's time and peak memory are measured per method. Controls:
 every method again with its auxiliary targets randomised (the same extra updates without the labels' information)
 and, where primary labels are held out (``holdout``), the ceiling that labelling every image would reach.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..config import ExperimentConfig, expand_overrides, load_config, resolve_config_path
 from ..data import build_splits
@@ -24,12 +28,13 @@ from ..errors import ExportError
 from ..export import export_primary
 from ..io import check_own_report, write_json, write_text
 from ..methods import METHOD_NAMES
+from ..plots import plot_comparison
 from ..stats import paired_interval
 from ..tasks import build_task
 from ..validate import validate
 from ..weighting import WEIGHTING_NAMES
-from .profile import profile_row
-from .report import format_markdown, recommendation, verdicts
+from .profile import inference_latency, profile_row
+from .report import deployed_cost, format_markdown, recommendation, verdicts
 from .rows import RANDOM_AUX, ceiling_fractions, check_methods, comparison_rows, row_overrides
 from .runs import Progress, Unit, check_run_folders, mark_trained, plan_runs, print_now, train_rows, train_units
 from .table import aggregate, delta_metric_names
@@ -40,6 +45,9 @@ DEFAULT_METHODS = ("aux_head", "aux_g", "aux_nas")
 EXPORT_SEED_INDEX = 0
 #: what ``compare.json`` says made it: a ``compare.md`` beside no such record is a file of the user's, never replaced
 MADE_BY = "auxnas compare"
+#: the fewest validation images on which a comparison selects checkpoints without a warning: on fewer, which epoch
+#: is selected is mostly chance
+MIN_VAL_IMAGES = 20
 
 
 def _holdout_override(cfg: ExperimentConfig, holdout: float) -> str:
@@ -67,10 +75,28 @@ def _export_cost(run_dir: str, out: Path) -> dict[str, Any]:
     except ExportError as err:
         return {"exported": False, "reason": str(err)}
     params, flops = report["params"], report["flops_per_image"]
+    kept = report.get("kept_fusion_post", {})
     return {"exported": True, "folder": str(out), "params": params["exported"], "flops": flops["exported"],
             "params_ratio": params["exported"] / params["single_task"],
             "flops_ratio": flops["exported"] / flops["single_task"], "a2p_max": report["a2p_max"],
-            "max_abs_diff": report["max_abs_diff"], "checks": report["checks"]}
+            "max_abs_diff": report["max_abs_diff"], "checks": report["checks"],
+            "kept_norm_cells": len(report["kept_fusion_post_cells"]),
+            "kept_norm_ops": kept.get("extra_elementwise_ops_per_image", 0),
+            "skipped_cells": len(report["skipped_cells"])}
+
+
+def _small_validation(val_images: int, train_images: int, val_fraction: float) -> str | None:
+    """One line when the validation split is too small to select a checkpoint on (under ``MIN_VAL_IMAGES``): how
+    many images it has and what to set; else None. ``train_images``: the training images after the split."""
+    if val_images >= MIN_VAL_IMAGES:
+        return None
+    total = val_images + train_images
+    fraction = math.ceil(100 * MIN_VAL_IMAGES / total) / 100
+    carve = (f"data.val_fraction={fraction:g} carves {MIN_VAL_IMAGES} of the {total} training images" if fraction < 1
+             else f"the {total} training images are too few to carve {MIN_VAL_IMAGES}")
+    return (f"warning: the validation split has {val_images} images, fewer than {MIN_VAL_IMAGES}: the checkpoint "
+            f"selected on it is mostly chance; raise data.val_fraction (now {val_fraction:g}; {carve}) or give the "
+            f"dataset a val/ folder of {MIN_VAL_IMAGES} or more images")
 
 
 def _add_control_intervals(table: dict[str, Any], runs: list[dict[str, Any]], main: str, higher: bool) -> None:
@@ -93,8 +119,10 @@ def _method_override(methods: Sequence[str]) -> str:
 
 
 def _row_costs(config: str, rows: Sequence[str], runs: list[dict[str, Any]], seed: int, out: Path,
-               progress: bool) -> dict[str, Any]:
-    """Per row: the export cost of its ``seed`` run and the time and memory of its training iteration."""
+               image: torch.Tensor, device: str, progress: bool) -> dict[str, Any]:
+    """Per row: the export cost of its ``seed`` run, the inference latency of that export on ``image`` (a test
+    image) beside single-task's export on ``device`` (None when either was not exported), and the time and memory
+    of its training iteration."""
     costs = {}
     for row in rows:
         run = next(r for r in runs if r["row"] == row and r["seed"] == seed)
@@ -103,6 +131,12 @@ def _row_costs(config: str, rows: Sequence[str], runs: list[dict[str, Any]], see
         per_update = statistics.fmean(r["wall_time_s"] / r["network_updates"] for r in runs if r["row"] == row)
         costs[row] = {"export": _export_cost(run["run_dir"], out / "exports" / row),
                       "training": {**profile_row(config, run["overrides"]), "time_per_update_s": per_update}}
+    exports = {row: cost["export"]["folder"] for row, cost in costs.items() if cost["export"]["exported"]}
+    if progress:
+        print("time the exported networks' inference side by side", flush=True)
+    latency = inference_latency(exports, image, device) if "single" in exports else {}
+    for row, cost in costs.items():
+        cost["inference"] = latency.get(row)
     return costs
 
 
@@ -118,18 +152,23 @@ def run_comparison(
     reuse: bool = False,
     progress: bool = True,
     jobs: int = 1,
+    run_lines: bool | None = None,
 ) -> dict[str, Any]:
     """Train ``single`` and every one of ``methods`` (``METHOD`` or ``METHOD+WEIGHTING``, at least one not
     single-task) on ``config`` with ``overrides`` over ``seeds`` (a number: seeds 0..N-1; at least 2), compare each
     with single-task, and write ``compare.json`` and ``compare.md`` into ``out_dir`` (default
-    ``runs/compare/<config name>``; runs in its ``runs/``, exports in its ``exports/``). Returns the JSON's content.
-    Each row sets its own method: the config's ``method.name`` is only a starting point.
+    ``runs/compare/<config name>``; runs in its ``runs/``, exports in its ``exports/``) with ``compare.png``, the
+    figure of every row's difference to single-task. Returns the JSON's content. Each row sets its own method: the
+    config's ``method.name`` is only a starting point.
 
     ``controls``: every method again with its auxiliary targets random. ``holdout``: withhold that share of the
     primary's labels from training (in every row) and add the ceiling, single-task with them. ``budget``: network
     updates per run (default: ``train.epochs`` epochs of single-task); bilevel methods get the epochs that give the
     same count. ``reuse``: read finished runs with the same overrides instead of training them again. ``jobs``:
     train that many seeds at once, each in its own process (a many-core machine, or runs sharing one GPU).
+    ``progress``: print the data, every step and ``compare.md``. ``run_lines`` (default: ``progress``): print a
+    line per run as it ends (its main metric at the epoch selected on the validation split and at the last: the
+    validation curve in short; with ``jobs`` a line per seed) and a too small validation split's warning.
     """
     start = time.perf_counter()
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -140,8 +179,10 @@ def run_comparison(
         raise ValueError(f"jobs: need at least 1 process, got {jobs}")
     methods = [m for m in methods if m != "single"]
     check_methods(methods, METHOD_NAMES, WEIGHTING_NAMES)
+    run_lines = progress if run_lines is None else run_lines
     out = Path(out_dir) if out_dir is not None else Path("runs/compare") / Path(config).stem
-    check_own_report(out / "compare.md", out / "compare.json", MADE_BY)
+    for report in ("compare.md", "compare.png"):
+        check_own_report(out / report, out / "compare.json", MADE_BY)
     overrides = expand_overrides(overrides)  # records name every key a protocol (``@name``) sets
     base_overrides = [*overrides, _method_override(methods)]  # every row sets its own method after it
     cfg = load_config(config, base_overrides)
@@ -156,6 +197,9 @@ def run_comparison(
         base_overrides.append(f"train.epochs={_budget_epochs(budget, len(splits.train), cfg)}")
         cfg = load_config(config, base_overrides)
     validate(cfg, source=str(resolve_config_path(config)))
+    warning = _small_validation(len(splits.val), len(splits.train), cfg.data.val_fraction)
+    if warning and run_lines:
+        print_now(warning)
     ceiling = (ceiling_fractions(cfg.data.labelled_fraction, primary),) if holdout is not None else None
     rows = comparison_rows(methods, aux, controls, ceiling)
     for row in rows:  # every row's config answers before the first run trains
@@ -166,9 +210,11 @@ def run_comparison(
     main = task.main_metric
     counts = splits.train_label_counts([primary, *aux])
     info: dict[str, Any] = {
-        "config": config, "overrides": list(overrides), "primary": primary, "aux": aux, "main_metric": main,
+        "config": config, "data": Path(cfg.data.root).resolve().name if cfg.data.root else Path(config).stem,
+        "overrides": list(overrides), "primary": primary, "aux": aux, "main_metric": main,
         "higher_is_better": task.higher_is_better, "train_images": len(splits.train), "train_labels": counts,
-        "val_images": len(splits.val), "test_images": len(splits.test), "epochs": cfg.train.epochs,
+        "val_images": len(splits.val), "validation_warning": warning, "test_images": len(splits.test),
+        "epochs": cfg.train.epochs,
         "network_updates": steps_per_epoch(len(splits.train), cfg, False) * cfg.train.epochs,
         "primary_partial": counts[primary] < len(splits.train), "holdout": holdout, "ceiling": ceiling is not None,
         "delta_metrics": delta_metric_names(task),
@@ -179,20 +225,22 @@ def run_comparison(
         check_run_folders(plan_runs(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits))
         units = [Unit(config, tuple(base_overrides), rows, tuple(rows), seed, out / "runs", f"seed {seed}")
                  for seed in seed_list]
-        trained = train_units(units, jobs, reuse, print_now if progress else None)
-    counter = Progress(len(rows) * len(seed_list), show=print_now if progress and jobs == 1 else None)
+        trained = train_units(units, jobs, reuse, print_now if run_lines else None)
+    counter = Progress(len(rows) * len(seed_list), show=print_now if run_lines and jobs == 1 else None)
     runs = mark_trained(train_rows(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits,
                                    {primary: main}, reuse, counter, train=jobs == 1), trained)
     table = aggregate(runs, info, list(rows), task)
     _add_control_intervals(table, runs, main, task.higher_is_better[main])
-    costs = _row_costs(config, rows, runs, seed_list[EXPORT_SEED_INDEX], out, progress)
+    costs = _row_costs(config, rows, runs, seed_list[EXPORT_SEED_INDEX], out, splits.test[0]["image"],
+                       cfg.train.device, progress)
     summary: dict[str, Any] = {
         "info": info, "table": table, "costs": costs, "runs": runs,
         "reused_runs": sum(bool(r.get("reused")) for r in runs),
         "run_time_s": sum(r["wall_time_s"] for r in runs),
     }
     summary["verdicts"] = verdicts(summary)
-    summary["recommendation"] = recommendation(summary)
+    summary["recommendation"] = f"{recommendation(summary)} {deployed_cost(summary)}"
+    summary["figure_file"] = str(plot_comparison(summary, out / "compare.png"))
     summary["wall_time_s"] = time.perf_counter() - start
     summary["markdown"] = format_markdown(summary)
     summary["json_file"], summary["markdown_file"] = str(out / "compare.json"), str(out / "compare.md")

@@ -1,9 +1,11 @@
-"""What a comparison says: a verdict per row, a recommendation that follows from the table and only from it, and
-``compare.md``. Directions are the metric's own: *better* is higher for mIoU, lower for an error."""
+"""What a comparison says: a verdict per row, a recommendation that follows from the table and only from it, what
+the exported networks cost, and ``compare.md``. Directions are the metric's own: *better* is higher for mIoU, lower
+for an error."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from .rows import CEILING, RANDOM_AUX
@@ -131,6 +133,53 @@ def recommendation(summary: dict[str, Any]) -> str:
     return " ".join(sentences)
 
 
+def _export_sentence(row: str, export: dict[str, Any]) -> str:
+    """What the exported network of ``row`` costs where it is not exactly single-task's, and why."""
+    cost = (f"{export['params']:,} parameters (× {export['params_ratio']:.3f} single-task's), {export['flops']:,} "
+            f"FLOPs per image (× {export['flops_ratio']:.3f})")
+    if export["kept_norm_cells"]:
+        return (f"{row}'s exported network keeps a BatchNorm + ReLU after {export['kept_norm_cells']} fused cells "
+                f"(method.fusion_norm=bn_relu), {export['kept_norm_ops']:,} elementwise operations per image more: "
+                f"{cost}.")
+    if export["skipped_cells"]:
+        return f"{row}'s exported network skips {export['skipped_cells']} of single-task's cells (AdaShare): {cost}."
+    return f"{row}'s exported network costs {cost}."
+
+
+def deployed_cost(summary: dict[str, Any]) -> str:
+    """Sentences on what each row's exported primary network costs at inference, from its verified export: which
+    rows cost exactly what single-task costs (parameters and FLOPs per image), which do not and why (norms kept
+    after fused cells, cells AdaShare skips), which could not be exported, and the latency measured side by side."""
+    costs = summary["costs"]
+    single = costs["single"]["export"]
+    if not single["exported"]:
+        return f"Single-task's network could not be exported ({single['reason']}): no deployed cost to compare with."
+    others = {row: cost["export"] for row, cost in costs.items() if row != "single"}
+    same = [row for row, e in others.items() if e["exported"] and e["params_ratio"] == e["flops_ratio"] == 1]
+    counts = f"{single['params']:,} parameters, {single['flops']:,} FLOPs per image"
+    if len(same) == len(others):
+        sentences = [f"The exported network of every row costs exactly what single-task costs: {counts}."]
+    elif same:
+        sentences = [f"The exported networks of {', '.join(same)} cost exactly what single-task costs: {counts}."]
+    else:
+        sentences = [f"Single-task's exported network costs {counts}."]
+    for row, export in others.items():
+        if not export["exported"]:
+            sentences.append(f"{row} could not be exported ({export['reason']}): its deployed cost is unknown.")
+        elif row not in same:
+            sentences.append(_export_sentence(row, export))
+    timed = {row: cost["inference"] for row, cost in costs.items() if cost["inference"]}
+    if timed:  # single-task's export is timed whenever any is
+        ms = timed["single"]["ms_per_image"]
+        text = f"Measured side by side, single-task's exported network infers in {ms:.3g} ms per image"
+        ratios = [f"{row} × {timed[row]['vs_single']['value']:.2f}" for row in timed if row != "single"]
+        if ratios:
+            text += f"; relative to it: {', '.join(ratios)}"
+        sentences.append(text + " (Inference (exported) in the table; the Training columns are per update, not "
+                                "inference).")
+    return " ".join(sentences)
+
+
 def _f(value: float | None, fmt: str = ".3g") -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
@@ -141,16 +190,19 @@ def format_markdown(summary: dict[str, Any]) -> str:
     main, places = info["main_metric"], decimals(summary)
     labels = ", ".join(f"{t} {n}" for t, n in info["train_labels"].items())
     lines = [
-        f"# Will `{', '.join(info['aux'])}` help `{info['primary']}`? ({info['config']})",
+        f"# {info['data']}: will `{', '.join(info['aux'])}` help `{info['primary']}`?",
         "",
-        f"{info['train_images']} training images (with a label: {labels}), {info['val_images']} validation images "
-        f"(checkpoint selection), {info['test_images']} test images; {info['network_updates']} network updates for "
-        f"every row; seeds {info['seeds']}. Overrides: `{' '.join(info['overrides']) or 'none'}`"
+        f"Config `{info['config']}`. {info['train_images']} training images (with a label: {labels}), "
+        f"{info['val_images']} validation images (checkpoint selection), {info['test_images']} test images; "
+        f"{info['network_updates']} network updates for every row; seeds {info['seeds']}. Overrides: "
+        f"`{' '.join(info['overrides']) or 'none'}`"
         + (f"; {100 * info['holdout']:.0f} % of the primary labels held out of training." if info["holdout"] else "."),
+        *(["", f"**{info['validation_warning']}**"] if info["validation_warning"] else []),
         "",
         "| Row | " + main + " (mean ± std) | Δ vs single [95 %] | Verdict | Δm % [95 %] | Gap closed | vs own control "
-        "| Export params, FLOPs (× single) | ms / iteration | Peak MiB | s / run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Export params, FLOPs (× single) | Inference (exported): ms / image (× single) "
+        "| Training (per update): ms | Training: peak MiB | Training: s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, entry in table.items():
         cell, dm = entry["best"][main], entry["delta_m"]["best"]
@@ -163,14 +215,21 @@ def format_markdown(summary: dict[str, Any]) -> str:
                                      f"{100 * share['high']:.0f}]" if share["bounded"] else
                                      f"{100 * share['share']:.0f} % [unbounded]")
         control = "—" if "vs_control" not in entry else _interval(entry["vs_control"], places)
-        export, training = costs[row]["export"], costs[row]["training"]
+        export, inference, training = costs[row]["export"], costs[row]["inference"], costs[row]["training"]
         cost = (f"{export['params_ratio']:.3f}, {export['flops_ratio']:.3f}" if export["exported"] else
                 "not exported")
+        latency = "—" if inference is None else \
+            f"{inference['ms_per_image']:.3g} (× {inference['vs_single']['value']:.2f})"
         lines.append(f"| {row} | {cell['mean']:.{places}f} ± {cell['std']:.{places}f} | {diff} | {verdict} | "
-                     f"{delta} | {gap} | {control} | {cost} | {_f(training['iteration_ms'], '.1f')} | "
+                     f"{delta} | {gap} | {control} | {cost} | {latency} | {_f(training['iteration_ms'], '.1f')} | "
                      f"{_f(training['peak_memory_mib'], '.0f')} | {entry['wall_time_s']:.0f} |")
     first = next(iter(costs.values()))["training"]["how"]
+    inferred = costs["single"]["inference"]
     lines += [
+        "",
+        f"![Δ {main} of every row against single-task with its 95 % interval"
+        + ("; each row's share of the floor-to-ceiling gap" if info["ceiling"] else "")
+        + f"]({Path(summary['figure_file']).name})",
         "",
         "## What this says",
         "",
@@ -184,8 +243,9 @@ def format_markdown(summary: dict[str, Any]) -> str:
         f"change over {', '.join(info['delta_metrics_used'])} (positive = better). *Gap closed*: the share of the "
         "floor (single-task on the labels kept) to ceiling (every primary label) gap, with its Fieller interval. "
         "*vs own control*: the row minus the same method with random auxiliary targets. Export: seed "
-        f"{info['seeds'][0]}'s primary network, verified equal to the trained model with a2p cut. Iteration: {first}. "
-        "s / run: wall time of a run, evaluation included.",
+        f"{info['seeds'][0]}'s primary network, verified equal to the trained model with a2p cut. Inference "
+        f"(exported): {inferred['how'] if inferred else 'not measured (single-task was not exported)'}. Training "
+        f"(per update): {first}. s / run: wall time of a run, evaluation included.",
         "",
         f"{len(summary['runs'])} runs ({summary['reused_runs']} reused), {summary['run_time_s']:.0f} s of training; "
         f"the whole comparison took {summary['wall_time_s']:.0f} s."
