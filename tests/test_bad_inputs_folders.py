@@ -11,6 +11,7 @@ from test_data_folder import write_folder
 from test_export import train_tiny
 
 from auxnas.cli import main
+from auxnas.compare.records import identity_fields, run_identity
 from auxnas.config import load_config
 from auxnas.demo import run_demo
 from auxnas.export import export_primary
@@ -137,3 +138,21 @@ def test_overwrite_removes_only_the_exports_of_the_run_it_replaces(tmp_path):
     train_tiny(run, {"name": "single"}, overwrite=True)
     assert not (run / "own-export").exists()
     assert (run / "other-export" / "model.safetensors").is_file()
+
+
+def test_a_runs_identity_is_its_non_default_fields_its_data_and_float_format():
+    """The identity formula is pinned: a change to it makes every recorded run another run (records made before it
+    would train again). Fields at the schema's default stay out of it, so a field added later with its default
+    leaves every earlier identity as it was."""
+    assert identity_fields(load_config("quickstart", ["train.lr=0.001", "train.epochs=10", "name=x"])) == {
+        key: value for key, value in identity_fields(load_config("quickstart")).items()
+        if key not in ("train.lr", "train.epochs")}
+    cfg = load_config("bench/ctrl-depth", ["method.name=aux_nas", "init.primary=/runs/single/seed0"])
+    fields = identity_fields(cfg, {"/runs/single/seed0": "abc"})
+    assert fields["init.primary"] == "abc" and "out_dir" not in fields and "method.p2a_init" not in fields
+    data = {"train": {"images": 512, "fingerprint": "f"}}
+    assert run_identity(cfg, data, "float32", {"/runs/single/seed0": "abc"}) == (
+        "7aa1e458f259a9b981a7f625c09561520cd9fbe3cce52072ecc18fde446160f9")
+    assert run_identity(cfg, data, "bfloat16") != run_identity(cfg, data, "float32")
+    assert run_identity(cfg, data, "float32", declared={"edges": {"kind": "dense_regression"}}) != run_identity(
+        cfg, data, "float32")

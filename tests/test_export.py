@@ -258,7 +258,7 @@ def test_training_over_a_run_removes_the_exports_made_from_it_and_keeps_other_fo
 def test_a_failed_export_leaves_no_folder_behind(tmp_path, monkeypatch):
     run = train_tiny(tmp_path / "run", {"name": "single"})
 
-    def broken(network, example, fmt, path):
+    def broken(network, example, fmt, path, min_side=None):
         raise RuntimeError("exporter crashed")
 
     monkeypatch.setattr(auxnas.export, "write_format", broken)

@@ -92,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "is refused)")
     ex.set_defaults(func=commands.export)
 
+    pr = sub.add_parser("predict", help="apply an exported network to image files, under its contract",
+                        description="Read each image (PNG, JPG, or .npy H x W x 3), preprocess it as exported.yaml's "
+                                    "contract says (RGB / 255, ImageNet mean and std, NCHW float32), run the exported "
+                                    "network and write each prediction into --out: <name>.png class maps for "
+                                    "segmentation, <name>.npy for other dense outputs, predictions.json for "
+                                    "image-level ones (docs/export.md).")
+    pr.add_argument("export", help="a folder written by auxnas export (or by auxnas compare, exports/<row>)")
+    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("--out", required=True, help="an empty or new folder for the predictions")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=commands.predict)
+
     recipe = sub.add_parser(
         "recipe", help="the authors' recipe: single-task primary, single-task auxiliaries, then the method "
                        "initialised from them",

@@ -72,7 +72,8 @@ def train(args: argparse.Namespace) -> int:
         return 0
     print(f"run directory: {result.out_dir}  (best epoch {result.best_epoch}, selected on the validation split, "
           f"{result.wall_time_s:.0f} s)")
-    print("training images with a label: " + ", ".join(f"{t} {n}" for t, n in result.train_labels.items()))
+    if args.quiet:  # otherwise the run said it at its start
+        print("training images with a label: " + ", ".join(f"{t} {n}" for t, n in result.train_labels.items()))
     print("test metrics of the selected checkpoint:")
     print(_format_metrics(result.test_best))
     print("test metrics of the last checkpoint:")
@@ -94,6 +95,14 @@ def evaluate(args: argparse.Namespace) -> int:
         print(_format_metrics(metrics))
         print("conventions (docs/tasks.md):")
         print(_format_conventions(conventions))
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    from .predict import predict as run
+
+    written = run(args.export, args.images, args.out, progress=not args.quiet)
+    print(f"wrote {len(written)} prediction file(s) into {args.out}")
     return 0
 
 

@@ -71,14 +71,15 @@ class DataConfig:
 
 @dataclass
 class TasksConfig:
-    """Which task is primary, which are auxiliary, and their loss weights."""
+    """Which task is primary, which are auxiliary, and their loss weights. A task is a built-in name (seg, normal,
+    depth, disparity, object, scene, layout) or one its dataset declares by kind (docs/tasks.md)."""
 
     primary: str = "normal"
     aux: list[str] = field(default_factory=list)
     #: task name -> loss weight; tasks not listed weigh 1; weights of tasks the run does not train are unused
     loss_weights: dict[str, float] = field(default_factory=dict)
-    #: task name -> its loss, e.g. {depth: ssi, disparity: mse, object: l2_soft}; tasks not listed use their
-    #: default (docs/tasks.md lists every task's losses, default first)
+    #: task name -> its loss, e.g. {depth: ssi, disparity: mse, object: l2_soft}; tasks not listed use the loss
+    #: their dataset declares, else their kind's default (docs/tasks.md lists every kind's losses, default first)
     losses: dict[str, str] = field(default_factory=dict)
     #: normals metric: the angle between unit vectors ("unit"), or the NDDR / MTL-NAS / Aux-NAS authors' angle
     #: between the L2-normalised 0-255 encodings (n + 1) * 127.5 of prediction and label ("nddr_encoded")
@@ -168,7 +169,7 @@ class MethodConfig:
     penalty_reduction: Literal["mean", "sum"] = "mean"
     #: aux_nas: weight decay on the a2p fusion ops' 1x1 projections, added to train.weight_decay for them. The L1
     #: penalty acts on the strengths only; without decay a projection can grow until a link pruned to 1e-3 still
-    #: carries what the primary relies on (docs/why_no_transfer.md, item 9). 0: the authors' code
+    #: carries what the primary relies on (docs/research/why_no_transfer.md, item 9). 0: the authors' code
     a2p_weight_decay: float = 0.0
     #: aux_g, aux_nas: the fusion ops' 1x1 projections (p2a and a2p) train at this multiple of train.lr, under the
     #: same schedule (the MTL-NAS protocol behind the paper's CNN tables: 100; the authors' ViT code: 1). Methods

@@ -12,7 +12,7 @@ with ``s = +1`` when higher is better and ``s = -1`` otherwise, so **positive = 
 chosen metric weighs the same (a task with more metrics weighs more). ``task_delta_metrics`` gives the
 default metrics of a task: segmentation ``miou, pixel_acc``; normals ``mean_angle, median_angle,
 within_11.25, within_22.5, within_30``; depth / disparity ``abs_err, rel_err``; classification
-``top1, top5``.
+``top1, top5``; dense and image regression ``abs_err, rmse``; multi-label ``map, f1``.
 """
 
 from __future__ import annotations

@@ -38,14 +38,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .backbones import Branch, build_branch
+from .backbones import Branch, build_branch, min_image_side
 from .cost import count_flops, count_parameters
 from .data import build_splits
 from .engine.checkpoints import load_trained
 from .engine.loaders import make_loader
 from .engine.run_dir import RUN_FILES
 from .errors import ExportError
-from .export_options import FORMATS, check_threshold, written_by_export
+from .export_options import FORMATS, check_threshold, deployment_contract, written_by_export
 from .io import atomic_write, check_output_folder, file_mode, listed, write_json, write_text
 from .methods import MultiTaskModel
 from .methods.adashare import skipped_cell
@@ -101,25 +101,29 @@ def _quietly(write: Any) -> Any:
         return write()
 
 
-def write_format(network: nn.Module, example: torch.Tensor, fmt: str, path: Path) -> None:
-    """Write ``network`` (eval mode) in deployment format ``fmt`` to ``path``, with a dynamic batch size.
+def write_format(network: nn.Module, example: torch.Tensor, fmt: str, path: Path, min_side: int | None = None) -> None:
+    """Write ``network`` (eval mode) in deployment format ``fmt`` to ``path``, with a dynamic batch size and, with
+    ``min_side`` (a network that takes any image size from that side on: every CNN), a dynamic height and width
+    (ONNX only: strict ``torch.export`` specialises the sizes where a feature map shrinks to one pixel, and
+    TorchScript is traced at ``example``'s size).
 
     ONNX embeds the weights, so the file runs wherever it is copied; weights above ``ONNX_EMBED_LIMIT`` go to
     ``<path>.data`` beside it, which must travel with it."""
+    dims: dict[int, Any] = {0: torch.export.Dim("batch", min=1)}
+    if min_side is not None:
+        dims |= {2: torch.export.Dim("height", min=min_side), 3: torch.export.Dim("width", min=min_side)}
     if fmt == "torchscript":
         _quietly(lambda: torch.jit.trace(network, example).save(str(path)))
     elif fmt == "pt2":
-        batch = torch.export.Dim("batch", min=1)
-        program = _quietly(lambda: torch.export.export(network, (example,), dynamic_shapes=({0: batch},)))
+        program = _quietly(lambda: torch.export.export(network, (example,), dynamic_shapes=(dims,)))
         torch.export.save(program, str(path))
     elif fmt == "onnx":
         try:
             import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
         except ImportError:
             raise ExportError("--format onnx needs the onnx packages: pip install 'auxnas[export]'") from None
-        batch = torch.export.Dim("batch", min=1)
         program = _quietly(lambda: torch.onnx.export(network, (example,), input_names=["image"],
-                                                     output_names=["output"], dynamic_shapes=({0: batch},),
+                                                     output_names=["output"], dynamic_shapes=(dims,),
                                                      dynamo=True, verbose=False))
         size = sum(t.numel() * t.element_size() for t in network.state_dict().values())
         _quietly(lambda: program.save(str(path), external_data=size > ONNX_EMBED_LIMIT))
@@ -198,16 +202,17 @@ def export_primary(
     links = model.a2p_links()
     above = [link for link in links if link["strength"] >= threshold]
     if above and not force:
-        listed = ", ".join(
+        strong = ", ".join(
             f"{a['aux']}[{a['aux_cell']}]->primary[{a['primary_cell']}]={a['strength']:.4g}" for a in above[:10]
         )
         raise ExportError(
-            f"{len(above)} auxiliary-to-primary link(s) have strength >= {threshold}: {listed}. Cutting them would "
+            f"{len(above)} auxiliary-to-primary link(s) have strength >= {threshold}: {strong}. Cutting them would "
             "change the primary network; train with method.arch_schedule=constant (a constant architecture "
             "learning rate instead of the network's decaying schedule), a larger method.penalty_max or for longer, "
             "or pass --force."
         )
     network = model.primary_network().eval()
+    min_side = min_image_side(cfg.model.backbone) if network.feature_format == "map" else None  # ViTs: fixed size
 
     splits = build_splits(cfg.data, progress=False)
     images = next(iter(make_loader(splits.test, num_inputs, False, cfg.seed)))["image"]
@@ -280,8 +285,9 @@ def export_primary(
             "image_size": cfg.data.image_size, "dilated": cfg.model.dilated, "fusion_post_cells": fused,
             "skipped_cells": skipped, "shortcut_cells": shortcut, "task_options": task.conventions(),
         }
+        spec["contract"] = deployment_contract(task.KIND, task.out_channels, cfg.data.image_size, min_side)
         write_text(staging / "exported.yaml", yaml.safe_dump(spec, sort_keys=False))
-        report["formats"] = _write_formats(network, images, formats, staging)
+        report["formats"] = _write_formats(network, images, formats, staging, min_side)
         write_json(staging / "export_report.json", report)
         _check_out_dir(out, path, overwrite)  # again: the folder may have changed while the export ran
         if out.exists():
@@ -292,23 +298,39 @@ def export_primary(
     return report
 
 
-def _write_formats(network: nn.Module, images: torch.Tensor, formats: list[str], folder: Path) -> dict[str, Any]:
-    """Write each format, run it back on one image and on every test image, and fail on a mismatch."""
+#: formats whose height and width are dynamic for a network that takes any image size (``write_format``)
+SIZE_DYNAMIC_FORMATS = ("onnx",)
+
+
+def _write_formats(network: nn.Module, images: torch.Tensor, formats: list[str], folder: Path,
+                   min_side: int | None) -> dict[str, Any]:
+    """Write each format, run it back on one image and on every test image, and (height and width dynamic) on
+    images of another size; fail on a mismatch."""
     written = {}
+    h, w = images.shape[-2:]
+    other = torch.randn(2, 3, h + 32, w + 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = network(images)
+        expected_other = network(other) if min_side is not None else None
     for fmt in formats:
         path = folder / FORMATS[fmt]
         # traced at batch 2: torch.export specialises a batch of 1 to a constant; written under its own name (the
         # folder is the staging folder), as ONNX names its external weights after it
-        write_format(network, images[:2], fmt, path)
-        diff = max(float((run_format(fmt, path, images[:n]) - expected[:n]).abs().max()) for n in (1, len(images)))
+        dynamic = min_side if fmt in SIZE_DYNAMIC_FORMATS else None
+        write_format(network, images[:2], fmt, path, dynamic)
+        diffs = [float((run_format(fmt, path, images[:n]) - expected[:n]).abs().max()) for n in (1, len(images))]
+        sizes = [[int(h), int(w)]]
+        if dynamic is not None:
+            diffs.append(float((run_format(fmt, path, other) - expected_other).abs().max()))
+            sizes.append([int(h) + 32, int(w) + 64])
+        diff = max(diffs)
         if not diff <= FORMAT_TOLERANCE:
             raise ExportError(f"{path}: {fmt} outputs differ from the PyTorch network by {diff:.3g} "
                               f"(tolerance {FORMAT_TOLERANCE})")
         files = sorted(p.name for p in folder.iterdir() if p.name.startswith(FORMATS[fmt]))
         written[fmt] = {"file": FORMATS[fmt], "files": files, "max_abs_diff": diff,
-                        "batch_sizes_checked": [1, len(images)]}
+                        "batch_sizes_checked": [1, len(images)], "image_sizes_checked": sizes,
+                        "dynamic_image_size": dynamic is not None}
     return written
 
 
@@ -322,7 +344,7 @@ def _export_file(directory: Path, name: str) -> Path:
 #: exported.yaml's keys and their types (earlier exports lack the optional ones)
 SPEC_KEYS = {"backbone": str, "task": str, "num_classes": dict, "image_size": int, "dilated": bool,
              "fusion_post_cells": list}
-OPTIONAL_SPEC_KEYS = {"skipped_cells": list, "shortcut_cells": list, "task_options": dict}
+OPTIONAL_SPEC_KEYS = {"skipped_cells": list, "shortcut_cells": list, "task_options": dict, "contract": dict}
 
 
 def read_export_spec(directory: str | os.PathLike) -> dict[str, Any]:

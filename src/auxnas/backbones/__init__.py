@@ -22,7 +22,8 @@ from .resnet import RESNETS, resnet_branch
 from .vgg import VGGS, vgg_branch
 from .vit import VITS, vit_branch
 
-__all__ = ["BACKBONE_NAMES", "EFFICIENTNETS", "VITS", "Branch", "build_branch", "build_head", "check_config"]
+__all__ = ["BACKBONE_NAMES", "EFFICIENTNETS", "VITS", "Branch", "build_branch", "build_head", "check_config",
+           "min_image_side"]
 
 BACKBONE_NAMES = (*RESNETS, *VGGS, *VITS, *EFFICIENTNETS)
 
@@ -98,6 +99,11 @@ def _min_image_size(backbone: str) -> tuple[int, int, str]:
         pools = layers[:last_conv].count("M")
         return 2**pools, 1, f"its {pools} max-pools leave no pixel below {2**pools} px"
     return 1, 1, ""
+
+
+def min_image_side(backbone: str) -> int:
+    """The smallest image side ``backbone`` takes (at least 2: a side of 1 is one pixel, no map)."""
+    return max(_min_image_size(backbone)[0], 2)
 
 
 def _check_image_size(cfg: ExperimentConfig) -> None:

@@ -16,11 +16,11 @@ def setting_config(name: str) -> str:
     return f"{SETTINGS_FOLDER}/{name}"
 
 
-# Why Aux-NAS does not transfer where hard sharing does (docs/why_no_transfer.md): variants the paper's framework
-# allows, each changing one thing. Single-level: every image's labels reach the network step (bilevel spends half of
-# them on architecture steps). Paper init: every link starts at 0.5 (the paper's text; the released code starts a2p
-# at 0.001), with a constant architecture lr so that the penalty can prune them. Fusion init: the fusion ops start
-# as identity blocks, so auxiliary gradients reach the primary branch from the first step.
+# Why Aux-NAS does not transfer where hard sharing does (docs/research/why_no_transfer.md): variants the paper's
+# framework allows, each changing one thing. Single-level: every image's labels reach the network step (bilevel
+# spends half of them on architecture steps). Paper init: every link starts at 0.5 (the paper's text; the released
+# code starts a2p at 0.001), with a constant architecture lr so that the penalty can prune them. Fusion init: the
+# fusion ops start as identity blocks, so auxiliary gradients reach the primary branch from the first step.
 #: the investigation's weight decay on the a2p projections (``method.a2p_weight_decay``)
 A2P_WEIGHT_DECAY = 0.00025
 #: (label, overrides) of the investigation's rows, in none of the presets' tables
@@ -33,7 +33,7 @@ INVESTIGATION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aux_nas-fusion_init", ("method.name=aux_nas", "method.fusion_init=0.5")),
     ("aux_g-fusion_init", ("method.name=aux_g", "method.granularity=layer", "method.fusion_init=0.5")),
     # weight decay on the a2p projections (the MTL-NAS protocol's 2.5e-4, on them alone): the L1 penalty then
-    # prunes the link, not only its strength (docs/why_no_transfer.md, item 9)
+    # prunes the link, not only its strength (docs/research/why_no_transfer.md, item 9)
     ("aux_nas-a2p_wd", ("method.name=aux_nas", f"method.a2p_weight_decay={A2P_WEIGHT_DECAY}")),
 )
 

@@ -32,27 +32,27 @@ OUTSIDE_IDENTITY = ("name", "train.channels_last", "train.tensorboard", "train.a
 
 
 def identity_fields(cfg: ExperimentConfig, started_from: Mapping[str, str] = {}) -> dict[str, Any]:  # noqa: B006
-    """The fields of ``cfg`` that make its run: all but ``OUTSIDE_IDENTITY`` and ``out_dir``; an ``init`` path
-    that ``started_from`` maps (a run folder -> that run's identity) is replaced by the identity."""
-    fields = dataclasses.asdict(cfg)
-    fields.pop("out_dir")
-    for key in OUTSIDE_IDENTITY:
-        *sections, name = key.split(".")
-        section = fields
-        for part in sections:
-            section = section[part]
-        section.pop(name)
-    init = fields["init"]
-    init["primary"] = started_from.get(init["primary"], init["primary"])
-    init["aux"] = {task: started_from.get(path, path) for task, path in init["aux"].items()}
-    return fields
+    """The fields of ``cfg`` that make its run, as dotted key -> value: every field whose value is not the schema's
+    default (so that a field added later, with its default, leaves every earlier run's identity as it was), but
+    ``OUTSIDE_IDENTITY`` and ``out_dir``; an ``init`` path that ``started_from`` maps (a run folder -> that run's
+    identity) is replaced by the identity."""
+    fields = flat_config(dataclasses.asdict(cfg))
+    defaults = flat_config(dataclasses.asdict(ExperimentConfig()))
+    for key in ("init.primary", *(k for k in fields if k.startswith("init.aux."))):
+        fields[key] = started_from.get(fields[key], fields[key])
+    return {key: value for key, value in fields.items()
+            if key not in (*OUTSIDE_IDENTITY, "out_dir") and (key not in defaults or defaults[key] != value)}
 
 
 def run_identity(
     cfg: ExperimentConfig, data: Mapping[str, Any], float_format: str, started_from: Mapping[str, str] = {},  # noqa: B006
+    declared: Mapping[str, Any] = {},  # noqa: B006
 ) -> str:
-    """The identity of the run of ``cfg`` on data ``data`` (``DataSplits.record()``) in ``float_format``."""
+    """The identity of the run of ``cfg`` on data ``data`` (``DataSplits.record()``) in ``float_format``, with the
+    declarations of the dataset's own tasks (``declared``: task -> its declaration; a changed one is another run)."""
     content = {"config": identity_fields(cfg, started_from), "data": data, "float_format": float_format}
+    if declared:  # absent for built-in tasks, so that the identities of their runs stay what they were
+        content["declared"] = dict(declared)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -98,18 +98,6 @@ def config_changes(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> list[
     old, now = flat_config(recorded), flat_config(new)
     return [f"{key}: recorded {old.get(key, '(unset)')}, now {now.get(key, '(unset)')}"
             for key in sorted(old.keys() | now.keys()) if key != "out_dir" and old.get(key) != now.get(key)]
-
-
-def data_changes(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What differs between two data records (``DataSplits.record()``), split by split."""
-    changes = []
-    for split, now in new.items():
-        then = recorded.get(split, {}) if isinstance(recorded, dict) else {}
-        if then.get("images") != now["images"]:
-            changes.append(f"{split}: {then.get('images')} images then, {now['images']} now")
-        elif then.get("fingerprint") != now["fingerprint"]:
-            changes.append(f"{split}: {now['images']} images then and now, but not the same ones")
-    return changes
 
 
 def shown(changes: list[str], most: int = 4) -> str:

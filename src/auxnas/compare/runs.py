@@ -31,7 +31,7 @@ import torch
 from ..config import ConfigError, ExperimentConfig, load_config
 from ..data import DataSplits, build_splits
 from ..engine.loaders import steps_per_epoch
-from ..engine.run_dir import RunDirectoryError, resumable_checkpoint
+from ..engine.run_dir import RunDirectoryError, data_changes, resumable_checkpoint
 from ..engine.runtime import precision, resolve_device
 from ..errors import CheckpointError
 from ..io import check_output_folder, listed, resolve_checkpoint, write_json
@@ -43,10 +43,8 @@ from .records import (
     RECORD_FILE,
     RECORD_PRECISION,
     config_changes,
-    data_changes,
     folder_config,
     folder_data,
-    identity_fields,
     read_record,
     run_identity,
     shown,
@@ -136,6 +134,13 @@ def identity_overrides(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if o.split("=", 1)[0].strip() not in OUTSIDE_IDENTITY]
 
 
+def declarations(splits: DataSplits | None) -> dict[str, Any]:
+    """The declarations of the tasks ``splits``' dataset declares itself (its task table's mappings; the built-in
+    tasks' class counts are in the config's identity through the data)."""
+    table = splits.num_classes if splits is not None else {}
+    return {name: entry for name, entry in table.items() if isinstance(entry, dict)}
+
+
 @dataclass(frozen=True)
 class Planned:
     """One run a comparison will train or read: its row, seed, config (``config`` with ``overrides``), whether it
@@ -150,10 +155,12 @@ class Planned:
     bilevel: bool
     data: dict[str, Any]
     started_from: dict[str, str]
+    #: the declarations of the dataset's own tasks (``DataSplits.num_classes``' mappings)
+    declared: dict[str, Any] = field(default_factory=dict)
 
     def identity(self, float_format: str) -> str:
         """The run's identity (``records.run_identity``) when it computes in ``float_format``."""
-        return run_identity(self.cfg, self.data, float_format, self.started_from)
+        return run_identity(self.cfg, self.data, float_format, self.started_from, self.declared)
 
 
 def reused_record(
@@ -205,11 +212,13 @@ def check_run_folder(run: Planned, float_format: str) -> None:
             return None
         saved, data = folder_config(folder), folder_data(folder)
         if read_record(folder) is None and saved is not None and data is not None \
-                and run.identity(float_format) == run_identity(saved, data, float_format, run.started_from):
+                and run.identity(float_format) == run_identity(saved, data, float_format, run.started_from,
+                                                               run.declared):
             return None  # the same run, stopped before it finished
         if saved is None:
             return f"files no run of a comparison writes ({listed(folder)})"
-        changes = config_changes(identity_fields(saved, run.started_from), identity_fields(run.cfg, run.started_from))
+        changes = [c for c in config_changes(saved.to_dict(), run.cfg.to_dict())
+                   if c.split(":")[0] not in OUTSIDE_IDENTITY]
         changes += data_changes(data, run.data) if data is not None else []
         return f"another run ({shown(changes) or 'another float format'})"
 
@@ -271,7 +280,7 @@ def train_run(
     table from committed records must never start training into them). A folder holding another run is refused
     before anything is written (``check_run_folder``)."""
     run = Planned(label, seed, cfg, overrides, config, bilevel, splits.record() if splits is not None else {},
-                  dict(started_from))
+                  dict(started_from), declarations(splits))
     here = precision(resolve_device(cfg.train.device), cfg.train.amp) if train else None  # reading: any machine
     record = reused_record(cfg.out_dir, config, overrides, here, run.identity) if reuse or not train else None
     if record is not None:
@@ -331,7 +340,7 @@ def plan_runs(
                 f"out_dir={runs_dir / row / f'seed{seed}'}",
             ])
             cfg = load_config(config, overrides)
-            run = Planned(row, seed, cfg, overrides, config, bilevel, data, dict(identities))
+            run = Planned(row, seed, cfg, overrides, config, bilevel, data, dict(identities), declarations(splits))
             identities[cfg.out_dir] = run.identity(precision(resolve_device(cfg.train.device), cfg.train.amp))
             planned.append(run)
     return planned

@@ -33,8 +33,9 @@ class DataSplits:
     train: Dataset
     val: Dataset
     test: Dataset
-    #: class counts of the label kinds that have classes ("seg", "layout", "object", "scene")
-    num_classes: dict[str, int]
+    #: the dataset's task table (``auxnas.tasks.kinds``): the class counts of its built-in tasks that have classes
+    #: ("seg", "layout", "object", "scene"), the declaration of each task it declares
+    num_classes: dict[str, Any]
 
     def train_label_counts(self, tasks: list[str]) -> dict[str, int]:
         """Task -> number of training images that carry its label."""
@@ -185,7 +186,8 @@ def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
                    f"validation images ({source}), {len(test)} test images")
     masks = dict(train.label_masks()) if hasattr(train, "label_masks") else {}
     if resizes(cfg):
-        train, val, test = (Resized(split, (cfg.image_size, cfg.image_size)) for split in (train, val, test))
+        size = (cfg.image_size, cfg.image_size)
+        train, val, test = (Resized(split, size, full.label_kinds) for split in (train, val, test))
     if cfg.random_targets:
         train = RandomTargets(train, cfg.random_targets, full.num_classes, cfg.seed)
     for task, fraction in cfg.labelled_fraction.items():

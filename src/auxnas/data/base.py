@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..tasks import BUILTIN_KINDS
 from .transforms import resize_sample
 
 
@@ -22,6 +23,8 @@ class IndexedImages(Dataset):
     indices: np.ndarray
     augment: bool
     checked: torch.Tensor
+    #: sample key -> the kind of its task (what the transforms do to it): the built-in tasks', or a dataset's own
+    label_kinds: Mapping[str, str] = BUILTIN_KINDS
 
     def subset(self, indices: Sequence[int], augment: bool) -> IndexedImages:
         """A view over some images of this split (e.g. the validation part of ``train``), sharing its data."""
@@ -47,13 +50,14 @@ def unchecked(count: int) -> torch.Tensor:
 
 class Resized(Dataset):
     """``dataset``'s samples with every image and dense label resized to ``size`` (``data.resize``): the image
-    bilinearly, labels by nearest neighbour, so depth values, unit normals and ignore labels stay valid."""
+    bilinearly, labels by nearest neighbour, so depth values, unit normals and ignore labels stay valid. ``kinds``:
+    the kind of each label (``IndexedImages.label_kinds``)."""
 
-    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
-        self.dataset, self.size = dataset, size
+    def __init__(self, dataset: Dataset, size: tuple[int, int], kinds: Mapping[str, str] = BUILTIN_KINDS) -> None:
+        self.dataset, self.size, self.kinds = dataset, size, kinds
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return resize_sample(self.dataset[i], self.size)
+        return resize_sample(self.dataset[i], self.size, self.kinds)

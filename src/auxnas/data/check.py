@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .folder_layout import CLASS_TASKS, SPLITS, TaskSpec, read_spec, scan_split
+from ..tasks import BUILTIN_KINDS
+from ..tasks.regression import valid_values
+from .folder_layout import DEFAULT_SCALES, SPLITS, TaskSpec, read_spec, scan_split
 from .folder_read import check_label_size, read_image, read_label, size_mismatch
 from .synthetic import IGNORE_INDEX
 
@@ -24,35 +26,44 @@ class _LabelStats:
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
         self.counts = np.zeros(spec.classes or 0, dtype=np.int64)
-        self.ignored = self.pixels = self.valid = 0
+        self.ignored = self.values = self.valid = 0
         self.low, self.high = float("inf"), float("-inf")
 
     def add(self, label: torch.Tensor) -> None:
-        name = self.spec.name
-        if name in CLASS_TASKS:
+        kind = self.spec.kind
+        if kind in ("segmentation", "classification"):
             values = label.reshape(-1).numpy()
-            keep = values != IGNORE_INDEX if name == "seg" else np.ones(values.shape, dtype=bool)
+            keep = values != IGNORE_INDEX if kind == "segmentation" else np.ones(values.shape, dtype=bool)
             self.ignored += int((~keep).sum())
             self.counts += np.bincount(values[keep], minlength=len(self.counts))
             return
-        valid = label.abs().sum(dim=0) > 0
-        self.pixels += valid.numel()
+        if kind == "multilabel":
+            self.counts += label.numpy().astype(np.int64)
+            return
+        if kind == "image_regression":
+            valid = torch.ones_like(label, dtype=torch.bool)
+        elif kind == "dense_regression":
+            valid = valid_values(label, self.spec.declaration["invalid"])
+        else:  # depth, disparity, normals: a zero vector is invalid
+            valid = label.abs().sum(dim=0) > 0
+        self.values += valid.numel()
         self.valid += int(valid.sum())
-        if name != "normal" and bool(valid.any()):
-            values = label[0][valid]
+        if kind != "normals" and bool(valid.any()):
+            values = label[valid] if valid.shape == label.shape else label[0][valid]
             self.low, self.high = min(self.low, float(values.min())), max(self.high, float(values.max()))
 
     def result(self) -> dict[str, Any]:
-        name = self.spec.name
-        if name == "seg":
+        kind = self.spec.kind
+        if kind == "segmentation":
             return {"pixels_per_class": self.counts.tolist(), "ignored_pixels": self.ignored}
-        if name in CLASS_TASKS:
+        if kind in ("classification", "multilabel"):
             return {"images_per_class": self.counts.tolist()}
-        out: dict[str, Any] = {"valid_fraction": self.valid / self.pixels if self.pixels else None}
-        if name != "normal":
-            found = self.low <= self.high
-            out.update(min=self.low if found else None, max=self.high if found else None)
-        return out
+        found = self.low <= self.high
+        limits = {"min": self.low if found else None, "max": self.high if found else None}
+        if kind == "image_regression":
+            return limits
+        out: dict[str, Any] = {"valid_fraction": self.valid / self.values if self.values else None}
+        return out if kind == "normals" else {**out, **limits}
 
 
 def check_folder(root: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
@@ -62,12 +73,14 @@ def check_folder(root: str | os.PathLike, progress: bool = True) -> dict[str, An
 
     * ``root``; ``size``: the (H, W) every image gets, and ``size_from``: ``"dataset.yaml"`` (every image and
       label is resized to it) or ``"first training image"`` (every image must have it);
-    * ``tasks``: task -> its settings in dataset.yaml (``folder``, ``classes``, ``ignore``, ``encoding``, ``scale``);
+    * ``tasks``: task -> its settings in dataset.yaml (``folder``, ``kind`` unless the name implies it, the kind's
+      keys such as ``classes``, ``channels``, ``invalid`` and ``loss`` when given, ``ignore``, ``encoding``,
+      ``scale`` (PNG labels only));
     * ``splits``: split -> ``{"images": n, "tasks": {task: {"labels": n, "unlabelled": n, ...}}}`` for ``train``,
-      ``test`` and (when its folder exists) ``val``, where ``...`` is, over every label of the split: seg
-      ``pixels_per_class`` (a list over the classes) and ``ignored_pixels``; object / scene ``images_per_class``;
-      depth / disparity ``valid_fraction`` of the pixels and the ``min`` / ``max`` of the valid ones; normal
-      ``valid_fraction``;
+      ``test`` and (when its folder exists) ``val``, where ``...`` is, over every label of the split, by the task's
+      kind: segmentation ``pixels_per_class`` (a list over the classes) and ``ignored_pixels``; classification and
+      multi-label ``images_per_class``; depth, disparity and dense regression ``valid_fraction`` of the values and
+      the ``min`` / ``max`` of the valid ones; normals ``valid_fraction``; image regression ``min`` / ``max``;
     * ``problems``: every problem found, one line each, starting with the file or folder it concerns: the layout
       (missing folders, unknown extensions, two files for one image, labels without an image), unreadable files,
       wrong shapes or sizes, labels out of range, and tasks without any label in a split.
@@ -118,20 +131,22 @@ def check_folder(root: str | os.PathLike, progress: bool = True) -> dict[str, An
             splits[split] = report
     return {
         "root": str(spec.root), "size": list(size) if size else None, "size_from": size_from,
-        "tasks": {name: _settings(t) for name, t in spec.tasks.items()}, "splits": splits, "problems": problems,
+        "tasks": {name: _settings(t, any(p.suffix.lower() == ".png" for found in scans.values()
+                                         for p in found.files[name].values()))
+                  for name, t in spec.tasks.items()}, "splits": splits, "problems": problems,
     }
 
 
-def _settings(spec: TaskSpec) -> dict[str, Any]:
-    """The dataset.yaml settings that apply to ``spec``'s task."""
-    out: dict[str, Any] = {"folder": spec.folder}
-    if spec.classes is not None:
-        out["classes"] = spec.classes
-    if spec.name == "seg":
+def _settings(spec: TaskSpec, png: bool) -> dict[str, Any]:
+    """The dataset.yaml settings that apply to ``spec``'s task (its kind only where its name does not imply it;
+    ``scale`` only where its labels are PNG files (``png``): a .npy file holds the values themselves)."""
+    declared = {k: v for k, v in spec.declaration.items() if k != "kind" or spec.name not in BUILTIN_KINDS}
+    out: dict[str, Any] = {"folder": spec.folder, **declared}
+    if spec.kind == "segmentation":
         out["ignore"] = spec.ignore
-    if spec.name == "normal":
+    if spec.kind == "normals":
         out["encoding"] = spec.encoding
-    if spec.name in ("depth", "disparity"):
+    if spec.kind in DEFAULT_SCALES and png:
         out["scale"] = spec.scale
     return out
 
@@ -165,12 +180,14 @@ def format_report(report: dict[str, Any]) -> str:
                           f"{100 * stats['ignored_pixels'] / total if total else 0:.1f}%")
             elif "images_per_class" in stats:
                 detail = f"images per class: {', '.join(f'{c} {n}' for c, n in enumerate(stats['images_per_class']))}"
-            elif stats["valid_fraction"] is None:
-                detail = "no pixels read"
             else:
-                detail = f"valid pixels {100 * stats['valid_fraction']:.1f}%"
-                if "min" in stats and stats["min"] is not None:
-                    detail += f", values {stats['min']:.4g} .. {stats['max']:.4g}"
+                parts = []
+                if "valid_fraction" in stats:
+                    valid = stats["valid_fraction"]
+                    parts.append("no pixels read" if valid is None else f"valid pixels {100 * valid:.1f}%")
+                if stats.get("min") is not None:
+                    parts.append(f"values {stats['min']:.4g} .. {stats['max']:.4g}")
+                detail = ", ".join(parts) or "no values read"
             indent = " " * (len(head) + 2)
             lines.append(textwrap.fill(detail, 118, initial_indent=f"{head}  ", subsequent_indent=indent))
     problems = report["problems"]

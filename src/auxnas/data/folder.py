@@ -7,10 +7,11 @@ Layout (docs/datasets.md, "Your own data: the folder layout")::
     ROOT/{train,val,test}/<task folder>/<id>.<ext>
 
 ``val`` is optional: when present it is the validation split, otherwise ``build_splits`` carves one from ``train``.
+Each task of ``dataset.yaml`` is a built-in one or declared by its kind under any name (``auxnas.tasks.kinds``).
 A missing label file means that the image is unlabelled for that task: every sample carries
 ``sample["labelled"] = {task: bool tensor}`` for every task of ``dataset.yaml``, with a placeholder target where the
-file is missing (segmentation all ``IGNORE_INDEX``, dense labels zeros, classes 0), so that batches collate and no
-loss or metric reads it. Samples are otherwise ``SyntheticScenes``'. Every bad file raises one line naming it.
+file is missing (segmentation all ``IGNORE_INDEX``, classes 0, zeros for the other kinds), so that batches collate
+and no loss or metric reads it. Samples are otherwise ``SyntheticScenes``'. Every bad file raises one line naming it.
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ class FolderImages(IndexedImages):
         self.has_label = {task: np.array([i in found.files[task] for i in self.ids], dtype=bool)
                           for task in self.spec.tasks}
         self.size: tuple[int, int] = self.spec.size or size or image_size(self.files["image"][self.ids[0]])
+        self.label_kinds = self.spec.kinds
 
     @property
-    def num_classes(self) -> dict[str, int]:
+    def num_classes(self) -> dict[str, Any]:
+        """The task table (``FolderSpec.num_classes``)."""
         return self.spec.num_classes
 
     @property
@@ -93,10 +96,10 @@ class FolderImages(IndexedImages):
                 continue
             label = read_label(spec, path, check)
             check_label_size(path, label, image_path, native)
-            sample[task] = resize(task, label, self.size)
+            sample[task] = resize(task, label, self.size, self.label_kinds)
         self.checked[j] = True
         if self.augment:
-            sample = augment(sample)
+            sample = augment(sample, kinds=self.label_kinds)
         sample["image"] = normalise(sample["image"])
         sample["labelled"] = labelled
         return sample
@@ -105,6 +108,11 @@ class FolderImages(IndexedImages):
 def tasks(cfg: DataConfig) -> tuple[str, ...]:
     """The tasks ``ROOT/dataset.yaml`` names."""
     return tuple(read_spec(cfg.root).tasks)
+
+
+def kinds(cfg: DataConfig) -> dict[str, str]:
+    """Task -> kind of every task ``ROOT/dataset.yaml`` declares."""
+    return read_spec(cfg.root).kinds
 
 
 def absent(cfg: DataConfig, task: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..tasks import TASK_NAMES
+from ..tasks import KINDS, TASK_NAMES, declare, kind_of, table_entry
 from .synthetic import IGNORE_INDEX
 
 DATASET_FILE = "dataset.yaml"
@@ -23,37 +23,65 @@ IMAGE_FOLDER = "rgb"
 #: the splits a folder dataset may hold; ``val`` is optional
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
-#: the keys of dataset.yaml, and those of each task (every task also takes ``folder``)
+#: the keys of dataset.yaml
 TOP_KEYS = ("tasks", "size")
-TASK_KEYS = {"seg": ("classes", "ignore"), "normal": ("encoding",), "depth": ("scale",), "disparity": ("scale",),
-             "object": ("classes",), "scene": ("classes",)}
-CLASS_TASKS = ("seg", "object", "scene")
+#: the built-in tasks a folder may name without a kind (``layout``, the synthetic scenes', needs one)
+FOLDER_TASKS = tuple(name for name in TASK_NAMES if name != "layout")
+#: each kind's keys about its files (every task also takes ``folder``, ``kind``, ``loss`` and its kind's keys)
+FILE_KEYS = {"segmentation": ("ignore",), "normals": ("encoding",), "depth": ("scale",), "disparity": ("scale",),
+             "dense_regression": ("scale",)}
+#: the divisor of PNG values by kind
+DEFAULT_SCALES = {"depth": 1000.0, "disparity": 1000.0, "dense_regression": 1.0}
+#: what a task name is (it appears in config keys such as tasks.loss_weights.NAME)
+TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+#: names no task may take: the images' key and folder, and the keys samples and batches hold besides the tasks
+RESERVED_NAMES = ("image", IMAGE_FOLDER, "labelled", "share")
+#: the kinds whose label is one per image (the others' are one per pixel)
+IMAGE_KINDS = ("classification", "multilabel", "image_regression")
 NORMAL_ENCODINGS = ("unit", "rgb8")
 LAYOUT = "ROOT/dataset.yaml, ROOT/{train,test}[,val]/rgb/<id>.png|jpg|npy, ROOT/<split>/<task folder>/<id>.<ext>"
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task of ``dataset.yaml``: its label folder and how its files decode.
+    """One task of ``dataset.yaml``: what it is and how its files decode.
 
-    ``classes``: seg, object, scene; ``ignore``: the seg label value of unlabelled pixels (-> ``IGNORE_INDEX``);
-    ``encoding``: normals, ``unit`` (.npy unit vectors) or ``rgb8`` (PNG, ``(n + 1) * 127.5``); ``scale``: depth and
-    disparity, the divisor of 16-bit PNG values (.npy files hold the values themselves).
+    ``declaration``: the task (``auxnas.tasks.declare``: its kind and the kind's keys, e.g. ``classes``); ``ignore``:
+    segmentation, the label value of unlabelled pixels (-> ``IGNORE_INDEX``); ``encoding``: normals, ``unit`` (.npy
+    unit vectors) or ``rgb8`` (PNG, ``(n + 1) * 127.5``); ``scale``: depth, disparity and dense regression, the
+    divisor of PNG values (.npy files hold the values themselves).
     """
 
     name: str
     folder: str
-    classes: int | None = None
+    declaration: dict[str, Any]
     ignore: int = 255
     encoding: str = "unit"
-    scale: float = 1000.0
+    scale: float = 1.0
+
+    @property
+    def kind(self) -> str:
+        return self.declaration["kind"]
+
+    @property
+    def classes(self) -> int | None:
+        return self.declaration.get("classes")
+
+    @property
+    def channels(self) -> int:
+        """The channels of a target of any kind but segmentation and classification (whose targets are classes)."""
+        if self.kind == "normals":
+            return 3
+        if self.kind == "multilabel":
+            return self.declaration["classes"]
+        return self.declaration.get("channels", 1)
 
     @property
     def suffixes(self) -> tuple[str, ...]:
         """The label file extensions this task accepts."""
-        if self.name == "normal":
+        if self.kind == "normals":
             return (".npy",) if self.encoding == "unit" else (".png",)
-        return (".txt", ".npy") if self.name in ("object", "scene") else (".png", ".npy")
+        return (".txt", ".npy") if self.kind in IMAGE_KINDS else (".png", ".npy")
 
 
 @dataclass(frozen=True)
@@ -65,8 +93,16 @@ class FolderSpec:
     size: tuple[int, int] | None = None
 
     @property
-    def num_classes(self) -> dict[str, int]:
-        return {name: t.classes for name, t in self.tasks.items() if t.classes is not None}
+    def num_classes(self) -> dict[str, Any]:
+        """The task table (``auxnas.tasks.kinds``): the class counts of the built-in tasks, the declarations of the
+        others."""
+        entries = {name: table_entry(name, t.declaration) for name, t in self.tasks.items()}
+        return {name: entry for name, entry in entries.items() if entry is not None}
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Task -> its kind."""
+        return {name: t.kind for name, t in self.tasks.items()}
 
 
 def read_spec(root: str | os.PathLike) -> FolderSpec:
@@ -95,17 +131,19 @@ def read_spec(root: str | os.PathLike) -> FolderSpec:
     specs, folders = {}, {}
     for name, settings in data["tasks"].items():
         where = f"tasks.{name}"
-        if name not in TASK_KEYS:
-            what = "a task of the synthetic scenes only" if name in TASK_NAMES else "unknown task"
-            raise fail(where, f"{what}; valid tasks: {', '.join(TASK_KEYS)}")
         settings = {} if settings is None else settings
         if not isinstance(settings, dict):
             raise fail(where, f"expected a mapping of settings (or nothing), got {settings!r:.60}")
-        valid = ("folder", *TASK_KEYS[name])
-        for key in settings:
-            if key not in valid:
-                raise fail(f"{where}.{key}", f"unknown key; valid keys of {name}: {', '.join(valid)}")
-        spec = _task_spec(name, settings, lambda key, message, w=where: fail(f"{w}.{key}", message))
+        if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
+            raise fail(where, "a task name is letters, digits and _, starting with a letter")
+        if name in RESERVED_NAMES:
+            raise fail(where, f"{name!r} cannot name a task (reserved: {', '.join(RESERVED_NAMES)}); choose another "
+                              "name")
+        if "kind" not in settings and name not in FOLDER_TASKS:
+            what = "a task of the synthetic scenes only" if name in TASK_NAMES else "unknown task"
+            others = "" if name in TASK_NAMES else f", or any other name with a kind ({', '.join(KINDS)})"
+            raise fail(where, f"{what}; valid tasks: {', '.join(FOLDER_TASKS)}{others}")
+        spec = _task_spec(name, settings, f"{path}: {where}.")
         if spec.folder in folders or spec.folder == IMAGE_FOLDER:
             other = "the images" if spec.folder == IMAGE_FOLDER else f"tasks.{folders[spec.folder]}"
             raise fail(f"{where}.folder", f"{spec.folder!r} is already the folder of {other}")
@@ -119,39 +157,44 @@ def read_spec(root: str | os.PathLike) -> FolderSpec:
     return FolderSpec(root, specs, size)
 
 
-def _task_spec(name: str, settings: dict[str, Any], fail) -> TaskSpec:
-    """The ``TaskSpec`` of one task's validated settings; ``fail(key, message)`` builds the error."""
+def _task_spec(name: str, settings: dict[str, Any], prefix: str) -> TaskSpec:
+    """The ``TaskSpec`` of one task's settings, validated; every error starts with ``prefix``."""
+
+    def fail(key: str, message: str) -> ValueError:
+        return ValueError(f"{prefix}{key}: {message}")
+
+    kind = kind_of(name, settings, prefix)
+    file_keys = FILE_KEYS.get(kind, ())
+    valid = ("folder", *KINDS[kind].keys, *file_keys, "kind", "loss")
+    for key in settings:
+        if key not in valid:
+            raise fail(key, f"unknown key; valid keys of {name}: {', '.join(valid)}")
+    declaration = declare(name, {k: v for k, v in settings.items() if k not in ("folder", *file_keys)}, prefix)
     folder = settings.get("folder", name)
     if not isinstance(folder, str) or not folder or folder.startswith(".") or "/" in folder or "\\" in folder:
         raise fail("folder", f"expected the name of a folder inside each split, got {folder!r}")
-    kwargs: dict[str, Any] = {"name": name, "folder": folder}
-    if name in CLASS_TASKS:
-        classes = settings.get("classes")
-        if classes is None:
-            raise fail("classes", f"required for {name}: the number of classes")
-        if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
-            raise fail("classes", f"expected an integer >= 2, got {classes!r}")
-        if name == "seg" and classes > IGNORE_INDEX:
+    files: dict[str, Any] = {}
+    if kind == "segmentation":
+        classes = declaration["classes"]
+        if classes > IGNORE_INDEX:
             raise fail("classes", f"at most {IGNORE_INDEX} ({IGNORE_INDEX} is the ignore index), got {classes}")
-        kwargs["classes"] = classes
-    if name == "seg":
         ignore = settings.get("ignore", 255)
-        if not isinstance(ignore, int) or isinstance(ignore, bool) or 0 <= ignore < kwargs["classes"]:
-            raise fail("ignore", f"expected an integer label value outside the classes 0..{kwargs['classes'] - 1}, "
-                                 f"got {ignore!r}")
-        kwargs["ignore"] = ignore
-    if name == "normal":
+        if not isinstance(ignore, int) or isinstance(ignore, bool) or 0 <= ignore < classes:
+            raise fail("ignore", f"expected an integer label value outside the classes 0..{classes - 1}, got "
+                                 f"{ignore!r}")
+        files["ignore"] = ignore
+    elif kind == "normals":
         encoding = settings.get("encoding")
         if encoding not in NORMAL_ENCODINGS:
             raise fail("encoding", f"required: unit (.npy unit vectors) or rgb8 (PNG, (n + 1) * 127.5), "
                                    f"got {encoding!r}")
-        kwargs["encoding"] = encoding
-    if name in ("depth", "disparity"):
-        scale = settings.get("scale", 1000.0)
+        files["encoding"] = encoding
+    elif kind in DEFAULT_SCALES:
+        scale = settings.get("scale", DEFAULT_SCALES[kind])
         if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale < float("inf"):
-            raise fail("scale", f"expected a positive number (16-bit PNG value / scale), got {scale!r}")
-        kwargs["scale"] = float(scale)
-    return TaskSpec(**kwargs)
+            raise fail("scale", f"expected a positive number (PNG value / scale), got {scale!r}")
+        files["scale"] = float(scale)
+    return TaskSpec(name, folder, declaration, **files)
 
 
 def _natural(name: str) -> list:

@@ -24,7 +24,7 @@ from .files import (
     rgb_array,
     vector_norms,
 )
-from .folder_layout import CLASS_TASKS, DATASET_FILE, TaskSpec
+from .folder_layout import DATASET_FILE, TaskSpec
 from .synthetic import IGNORE_INDEX
 
 #: a unit normal read from .npy may deviate this much from norm 1
@@ -64,18 +64,25 @@ def read_image(path: Path, check: bool = True) -> torch.Tensor:
 
 
 def read_label(spec: TaskSpec, path: Path, check: bool = True) -> torch.Tensor:
-    """A label file as the sample's target at its native size; with ``check``, its values are checked.
+    """A label file as the sample's target at its native size; with ``check``, its values are checked (image-level
+    files, being small, always are).
 
-    seg: H x W int64 (``spec.ignore`` -> ``IGNORE_INDEX``); depth, disparity: 1 x H x W float (0 = invalid);
-    normal: 3 x H x W unit vectors (0 = invalid); object, scene: a 0-d int64 class.
+    By the task's kind: segmentation H x W int64 (``spec.ignore`` -> ``IGNORE_INDEX``); depth, disparity 1 x H x W
+    float (0 = invalid); dense regression C x H x W float; normals 3 x H x W unit vectors (0 = invalid);
+    classification a 0-d int64 class; multi-label C floats 0 or 1; image regression C floats.
     """
     suffix = path.suffix.lower()
-    if spec.name in CLASS_TASKS and spec.name != "seg":
+    kind = spec.kind
+    if kind == "classification":
         return torch.tensor(_read_class(spec, path, suffix))
-    if spec.name == "seg":
+    if kind in ("multilabel", "image_regression"):
+        return torch.from_numpy(_read_vector(spec, path, suffix))
+    if kind == "segmentation":
         return torch.from_numpy(_read_seg(spec, path, suffix, check))
-    if spec.name == "normal":
+    if kind == "normals":
         return _read_normal(spec, path, check)
+    if kind == "dense_regression":
+        return _read_dense(spec, path, suffix, check)
     if suffix == ".png":
         array = read_png(path)
         if array.ndim != 2 or array.dtype.kind not in "iu" or array.dtype.itemsize < 2:
@@ -107,6 +114,59 @@ def _read_class(spec: TaskSpec, path: Path, suffix: str) -> int:
     if not 0 <= value < spec.classes:
         raise ValueError(f"{path}: class {value} out of range 0..{spec.classes - 1}")
     return value
+
+
+def _read_vector(spec: TaskSpec, path: Path, suffix: str) -> np.ndarray:
+    """A multi-label or image regression file: ``spec.channels`` numbers (a .txt of numbers separated by spaces or
+    new lines, or a .npy scalar or vector), checked, as float32."""
+    count = spec.channels
+    multilabel = spec.kind == "multilabel"
+    what = f"{count} labels 0 or 1 (one per class)" if multilabel else f"{count} number{'s' * (count > 1)}"
+    if suffix == ".txt":
+        try:
+            values = np.array(path.read_text().split(), dtype=np.float64)
+        except (UnicodeDecodeError, ValueError):
+            raise ValueError(f"{path}: expected {what}, got {path.read_bytes()[:40]!r}") from None
+    else:
+        values = read_npy(path)
+        if values.ndim > 1 or values.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: expected {what} (a .npy scalar or vector), got shape {values.shape} dtype "
+                             f"{values.dtype}")
+        values = values.reshape(-1).astype(np.float64)
+    if values.size != count:
+        raise ValueError(f"{path}: expected {what}, got {values.size} value{'s' * (values.size != 1)}")
+    if multilabel and not np.isin(values, (0, 1)).all():
+        raise ValueError(f"{path}: expected {what}, got {values[~np.isin(values, (0, 1))][0]:g}")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{path}: {spec.name} values must be finite, got {int((~np.isfinite(values)).sum())} NaN or "
+                         "infinite values")
+    return values.astype(np.float32)
+
+
+def _read_dense(spec: TaskSpec, path: Path, suffix: str, check: bool) -> torch.Tensor:
+    """A dense regression file: an 8- or 16-bit PNG of ``spec.channels`` channels (value / ``spec.scale``), or a
+    .npy (H, W, channels) ((H, W) for one channel), as channels x H x W float32. With ``check``, its values must be
+    finite, or NaN where ``invalid: nan`` marks invalid pixels."""
+    channels = spec.channels
+    if suffix == ".png":
+        array = read_png(path)
+        if channels == 1:
+            array = label_plane(array, path)
+        if array.dtype.kind not in "iu" or array.shape[2:] != ((channels,) if channels > 1 else ()):
+            raise ValueError(f"{path}: expected an 8- or 16-bit PNG of {channels} channel{'s' * (channels > 1)} "
+                             f"({spec.name} x scale), got shape {array.shape} dtype {array.dtype}")
+        values = array.astype(np.float32) / np.float32(spec.scale)
+    else:
+        values = _npy(path, channels).astype(np.float32)
+        if check:
+            nan = spec.declaration["invalid"] == "nan"
+            bad = np.isinf(values) if nan else ~np.isfinite(values)
+            if bad.any():
+                hint = "" if nan else "; mark invalid pixels with NaN and declare invalid: nan, or with a number"
+                raise ValueError(f"{path}: {spec.name} values must be finite{' or NaN (invalid)' if nan else ''}, "
+                                 f"got {int(bad.sum())} {'infinite' if nan else 'NaN or infinite'} values{hint}")
+    values = values.reshape(*values.shape[:2], channels)
+    return torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))
 
 
 def _read_seg(spec: TaskSpec, path: Path, suffix: str, check: bool) -> np.ndarray:
@@ -148,12 +208,14 @@ def _read_normal(spec: TaskSpec, path: Path, check: bool) -> torch.Tensor:
 
 
 def placeholder(spec: TaskSpec, size: tuple[int, int]) -> torch.Tensor:
-    """The target of an image without ``spec``'s label: all ignored (seg), zeros (invalid), class 0."""
-    if spec.name == "seg":
+    """The target of an image without ``spec``'s label: all ignored (segmentation), class 0, zeros (the rest)."""
+    if spec.kind == "segmentation":
         return torch.full(size, IGNORE_INDEX, dtype=torch.int64)
-    if spec.name in CLASS_TASKS:
+    if spec.kind == "classification":
         return torch.tensor(0)
-    return torch.zeros(3 if spec.name == "normal" else 1, *size)
+    if spec.kind in ("multilabel", "image_regression"):
+        return torch.zeros(spec.channels)
+    return torch.zeros(spec.channels, *size)
 
 
 def check_label_size(path: Path, label: torch.Tensor, image_path: Path, native: tuple[int, int]) -> None:

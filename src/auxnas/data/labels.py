@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..tasks import TASK_NAMES
+from ..tasks import build_task
 
 
 def labelled_subset(num_images: int, fraction: float, task: str, seed: int) -> np.ndarray:
@@ -61,20 +62,18 @@ class PartiallyLabelled(Dataset):
 class RandomTargets(Dataset):
     """``dataset`` with some tasks' targets replaced by random ones: the noise control of auxiliary learning.
 
-    Targets are drawn per image (fixed across epochs, seeded by ``seed``, the task and the image index), of
-    the same shape as the real ones: uniform classes for segmentation and classification (a soft-label
-    vector has its entries randomly permuted: same distribution of values, a uniformly random argmax), random
-    unit vectors for normals, uniform values over [0.5, 10) for depth and over (0.1, 2] for disparity. An
-    auxiliary task on such targets carries no information about the primary one.
+    Targets are drawn per image (fixed across epochs, seeded by ``seed``, the task and the image index), of the
+    same shape as the real ones, by the task's kind (``Task.random_target``; ``num_classes``: the dataset's task
+    table): uniform classes for segmentation and classification (a soft-label vector has its entries randomly
+    permuted: same distribution of values, a uniformly random argmax), random unit vectors for normals, uniform
+    values over [0.5, 10) for depth and over [0.1, 2) for disparity, the label's own values at randomly permuted
+    pixels for dense regression, uniformly random subsets for multi-label classification and standard normal values
+    for image regression. An auxiliary task on such targets carries no information about the primary one.
     """
 
-    def __init__(self, dataset: Dataset, tasks: list[str], num_classes: Mapping[str, int], seed: int) -> None:
-        unknown = [t for t in tasks if t not in TASK_NAMES]
-        if unknown:
-            raise ValueError(f"no random targets for task(s) {unknown}")
+    def __init__(self, dataset: Dataset, tasks: list[str], num_classes: Mapping[str, Any], seed: int) -> None:
         self.dataset = dataset
-        self.tasks = list(tasks)
-        self.num_classes = dict(num_classes)
+        self.tasks = {task: build_task(task, num_classes) for task in tasks}
         self.seed = seed
 
     def __len__(self) -> int:
@@ -82,22 +81,16 @@ class RandomTargets(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         sample = dict(self.dataset[i])
-        for task in self.tasks:
-            key = np.random.SeedSequence([self.seed, zlib.crc32(task.encode()), i]).generate_state(1, np.uint64)[0]
+        for name, task in self.tasks.items():
+            key = np.random.SeedSequence([self.seed, zlib.crc32(name.encode()), i]).generate_state(1, np.uint64)[0]
             generator = torch.Generator().manual_seed(int(key))
-            sample[task] = random_target(task, sample[task], self.num_classes, generator)
+            sample[name] = task.random_target(sample[name], generator)
         return sample
 
 
 def random_target(
-    task: str, real: torch.Tensor, num_classes: Mapping[str, int], generator: torch.Generator
+    task: str, real: torch.Tensor, num_classes: Mapping[str, Any], generator: torch.Generator
 ) -> torch.Tensor:
-    """A random target with the shape and dtype of ``real`` (see ``RandomTargets``)."""
-    if task in ("object", "scene") and real.is_floating_point() and real.dim() == 1:  # a soft-label vector
-        return real[torch.randperm(real.numel(), generator=generator)]
-    if task in ("seg", "layout", "object", "scene"):
-        return torch.randint(num_classes[task], real.shape, generator=generator, dtype=real.dtype)
-    if task == "normal":
-        return torch.nn.functional.normalize(torch.randn(real.shape, generator=generator), dim=0).to(real.dtype)
-    low, high = (0.5, 10.0) if task == "depth" else (0.1, 2.0)
-    return (low + (high - low) * torch.rand(real.shape, generator=generator)).to(real.dtype)
+    """A random target with the shape and dtype of ``real`` for task ``task`` of the task table ``num_classes``
+    (see ``RandomTargets``)."""
+    return build_task(task, num_classes).random_target(real, generator)

@@ -4,7 +4,8 @@ A reader is a module function ``open_splits(cfg) -> (train, val, test)`` returni
 dataset's training images; its validation images, or None, and then ``build_splits`` carves the validation split
 from ``train``; its test images; each with ``size`` (H, W) and ``num_classes``, samples as ``SyntheticScenes``'),
 ``tasks(cfg)``, the task names it has targets for (checked when a config is validated, before any work), and
-``absent(cfg, task)``, why it has no targets of a task it lacks (the folder it looked for, a near-miss), or "".
+``absent(cfg, task)``, why it has no targets of a task it lacks (the folder it looked for, a near-miss), or "", and,
+for a dataset that declares its own tasks (``folder``), ``kinds(cfg)``: task -> kind of each.
 A split whose images may lack some labels also has ``label_masks()``: task -> bool array over its images (samples
 then carry ``"labelled"``, see ``data.labels``).
 """
@@ -26,13 +27,15 @@ class Reader:
     open_splits: Callable[[DataConfig], tuple[IndexedImages, IndexedImages | None, IndexedImages]]
     tasks: Callable[[DataConfig], tuple[str, ...]]
     absent: Callable[[DataConfig, str], str]
+    #: task -> kind of every task the dataset declares; None: it provides built-in tasks only
+    kinds: Callable[[DataConfig], dict[str, str]] | None = None
 
 
 #: data.name -> its reader (every name but "synthetic")
 READERS: dict[str, Reader] = {
     "nyuv2_mtan": Reader(mtan.open_splits, mtan.tasks, mtan.absent),
     "cityscapes": Reader(mtan.open_splits, mtan.tasks, mtan.absent),
-    "folder": Reader(folder.open_splits, folder.tasks, folder.absent),
+    "folder": Reader(folder.open_splits, folder.tasks, folder.absent, folder.kinds),
     "nyuv2_nddr": Reader(nddr.open_splits, nddr.tasks, nddr.absent),
     "taskonomy": Reader(taskonomy.open_splits, taskonomy.tasks, taskonomy.absent),
 }
@@ -43,6 +46,17 @@ def reader(name: str) -> Reader:
     if name not in READERS:
         raise ValueError(f"data.name: unknown dataset {name!r}; known: synthetic, {', '.join(READERS)}")
     return READERS[name]
+
+
+def declared_kinds(cfg: ExperimentConfig) -> dict[str, str] | None:
+    """Task -> kind of every task ``cfg``'s dataset declares (reading its description, not its images); None for a
+    dataset of built-in tasks only. ``ConfigError`` when the description is missing or invalid."""
+    if cfg.data.name == "synthetic" or reader(cfg.data.name).kinds is None:
+        return None
+    try:
+        return reader(cfg.data.name).kinds(cfg.data)
+    except (OSError, ValueError) as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_config(cfg: ExperimentConfig) -> None:

@@ -17,10 +17,11 @@ from ..tasks import build_tasks
 
 def checkpoint_payload(
     cfg: ExperimentConfig, model: MultiTaskModel, weighting: torch.nn.Module, epoch: int,
-    val: dict[str, dict[str, float]], num_classes: dict[str, int],
+    val: dict[str, dict[str, float]], num_classes: dict[str, Any],
 ) -> dict[str, Any]:
     """What ``best.pt`` holds (``last.pt`` adds the training state under ``"state"``): the config, the weights of
-    the model and the weighting method, the epoch, its validation metrics and the class counts."""
+    the model and the weighting method, the epoch, its validation metrics and the dataset's task table (class
+    counts and declarations, ``auxnas.tasks.kinds``), from which ``load_trained`` rebuilds the tasks."""
     return {"config": cfg.to_dict(), "model": model.state_dict(), "epoch": epoch, "val": val,
             "num_classes": num_classes, "weighting": weighting.state_dict()}
 
@@ -38,16 +39,17 @@ def load_trained(
     cfg = config_from_dict(_without_unused_aux(payload["config"]), source=str(ckpt_path))
     num_classes, weights = payload["num_classes"], payload["model"]
     if not isinstance(num_classes, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0 for k, v in num_classes.items()
+        isinstance(k, str) and (isinstance(v, dict) or isinstance(v, int) and not isinstance(v, bool) and v > 0)
+        for k, v in num_classes.items()
     ):
-        raise CheckpointError(f"{ckpt_path}: num_classes: expected a mapping of task to class count, got "
-                              f"{num_classes!r:.100}")
+        raise CheckpointError(f"{ckpt_path}: num_classes: expected a mapping of task to class count or declaration, "
+                              f"got {num_classes!r:.100}")
     if not isinstance(weights, dict):
         raise CheckpointError(f"{ckpt_path}: model: expected the model's weights (a state dict), got "
                               f"a {type(weights).__name__}")
     try:
         tasks = build_tasks(cfg, num_classes)
-    except ValueError as err:  # a class count missing for one of its tasks
+    except ValueError as err:  # a class count or declaration missing or invalid for one of its tasks
         raise CheckpointError(f"{ckpt_path}: num_classes: {err}") from None
     # the checkpoint holds every weight: no backbone weights or single-task runs to read (they may be gone)
     weightless = dataclasses.replace(cfg, init=InitConfig(), model=dataclasses.replace(cfg.model, pretrained=None))

@@ -84,6 +84,19 @@ def start_run_dir(out_dir: Path, cfg: ExperimentConfig, overwrite: bool) -> None
     write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+def data_changes(recorded: Any, new: dict[str, dict[str, Any]]) -> list[str]:
+    """What differs between two data records (``DataSplits.record()``: split -> image count and fingerprint), split
+    by split; ``recorded`` may be anything a file held."""
+    changes = []
+    for split, now in new.items():
+        then = recorded.get(split, {}) if isinstance(recorded, dict) else {}
+        if then.get("images") != now["images"]:
+            changes.append(f"{split}: {then.get('images')} images then, {now['images']} now")
+        elif then.get("fingerprint") != now["fingerprint"]:
+            changes.append(f"{split}: {now['images']} images then and now, but not the same ones")
+    return changes
+
+
 def check_same_data(out_dir: Path, record: dict[str, dict[str, Any]]) -> None:
     """Refuse to resume the run in ``out_dir`` on other data than it started on (its ``data.json``, written at its
     start; a run of an older auxnas has none and is not checked)."""
@@ -94,13 +107,7 @@ def check_same_data(out_dir: Path, record: dict[str, dict[str, Any]]) -> None:
         then = json.loads(path.read_text())
     except ValueError:
         raise RunDirectoryError(f"{path}: not the JSON auxnas writes; restore it, or start a new run") from None
-    changes = []
-    for split, now in record.items():
-        before = then.get(split, {}) if isinstance(then, dict) else {}
-        if before.get("images") != now["images"]:
-            changes.append(f"{split}: {before.get('images')} images then, {now['images']} now")
-        elif before.get("fingerprint") != now["fingerprint"]:
-            changes.append(f"{split}: {now['images']} images then and now, but not the same ones")
+    changes = data_changes(then, record)
     if changes:
         raise RunDirectoryError(f"{path}: the data differ from those the run started on ({'; '.join(changes)}); a "
                                 "resumed run must see the same data: restore them, or start a new run")

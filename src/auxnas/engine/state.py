@@ -170,7 +170,9 @@ def build_train_state(
     for a model with architecture weights their optimiser and schedule (``method.arch_*``). With several processes
     (``dist``) and a loss-weighting method, the ``DistributedDataParallel`` wrapper the network step runs through
     (``TrainState.ddp``)."""
-    weighting = build_weighting(cfg.weighting.name, list(model.tasks), cfg.tasks.primary, **cfg.weighting.options)
+    likelihoods = {name: task.likelihood for name, task in model.tasks.items()}
+    weighting = build_weighting(cfg.weighting.name, list(model.tasks), cfg.tasks.primary, likelihoods,
+                                **cfg.weighting.options)
     weighting.to(device)
     optimizer = build_optimizer([*network_groups(model, cfg), *weighting.optimizer_groups()], cfg.train)
     arch_params = model.architecture_parameters()

@@ -2,7 +2,8 @@
 
 A task reads its target from a batch dict under ``task.name`` and is either
 ``dense`` (one prediction per pixel, head output ``B x C x H x W``) or ``image``
-(one prediction per image, head output ``B x C``).
+(one prediction per image, head output ``B x C``). Its class is one kind of task
+(``KIND``, e.g. segmentation); its name is free (``auxnas.tasks.kinds``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ class Task(ABC):
     """
 
     name: str
+    #: the kind a dataset declares the task by (``auxnas.tasks.KINDS``, docs/tasks.md); ``kind`` below is only
+    #: where it predicts, per pixel or per image (what ``make_head`` takes)
+    KIND: ClassVar[str]
     kind: Literal["dense", "image"]
+    #: how the Kendall form of uncertainty weighting treats its loss: a regression or a classification likelihood
+    likelihood: ClassVar[Literal["regression", "classification"]]
     out_channels: int
     #: metric used for model selection and as "the" primary number
     main_metric: str
@@ -69,6 +75,11 @@ class Task(ABC):
     @abstractmethod
     def new_metric(self) -> Metric:
         """A fresh accumulator for this task's metrics."""
+
+    @abstractmethod
+    def random_target(self, real: Tensor, generator: torch.Generator) -> Tensor:
+        """A random target with the shape and dtype of one sample's ``real`` target, drawn with ``generator``: the
+        noise control's (``data.random_targets``), which carries no information about the image."""
 
     def loss_normaliser(self, target: Tensor) -> Tensor:
         """How many terms ``loss`` of ``target`` averages over: its images (the default), or for dense tasks its

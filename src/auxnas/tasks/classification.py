@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -67,7 +68,9 @@ class TopKMetric(Metric):
 class Classification(Task):
     """One label per image among ``num_classes`` classes (e.g. ``object``, ``scene``), hard or soft."""
 
+    KIND = "classification"
     kind = "image"
+    likelihood = "classification"
     main_metric = "top1"
     delta_metrics = ("top1", "top5")
     LOSSES = ("cross_entropy", "l2_soft")
@@ -93,3 +96,10 @@ class Classification(Task):
     def new_metric(self) -> TopKMetric:
         """A fresh top-k counter."""
         return TopKMetric(self.num_classes)
+
+    def random_target(self, real: Tensor, generator: torch.Generator) -> Tensor:
+        """A uniformly random class; a soft-label vector has its entries randomly permuted instead (the same
+        distribution of values, a uniformly random argmax)."""
+        if real.is_floating_point() and real.dim() == 1:
+            return real[torch.randperm(real.numel(), generator=generator)]
+        return torch.randint(self.num_classes, real.shape, generator=generator, dtype=real.dtype)

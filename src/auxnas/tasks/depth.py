@@ -1,8 +1,9 @@
 """Depth (or disparity) regression: a loss over valid pixels, absolute / relative error pooled over every valid pixel.
 
-One implementation serves both ``Depth("depth")`` and ``Depth("disparity")``; a target value of 0 (or
-below) marks an invalid pixel. Predictions at a lower resolution than the target are resized bilinearly
-to the target size in both loss and metric.
+One implementation serves both depth (``Depth``) and disparity (``Disparity``, which differs in its random targets,
+and which augmentation's zoom scales the other way); a target value of 0 (or below) marks an invalid pixel.
+Predictions at a lower resolution than the target are resized bilinearly to the target size in both loss and
+metric.
 
 Losses (``loss``; docs/tasks.md): ``l1`` (default), ``mse`` (the Aux-NAS paper's disparity loss) and ``ssi``, the
 scale-and-shift-invariant loss of Ranftl et al. (MiDaS; the paper's depth loss): per image, the least-squares scale
@@ -81,9 +82,13 @@ def scale_and_shift(pred: Tensor, target: Tensor, valid: Tensor) -> tuple[Tensor
 
 
 class Depth(Task):
-    """Per-pixel positive scalar (1 channel): depth by default, disparity with ``name="disparity"``."""
+    """Per-pixel positive distance (1 channel): depth."""
 
+    KIND = "depth"
     kind = "dense"
+    likelihood = "regression"
+    #: the range of the noise control's uniform random targets
+    RANDOM_RANGE = (0.5, 10.0)
     out_channels = 1
     main_metric = "abs_err"
     delta_metrics = ("abs_err", "rel_err")
@@ -114,3 +119,18 @@ class Depth(Task):
     def new_metric(self) -> DepthMetric:
         """A fresh error accumulator."""
         return DepthMetric(self.align_corners)
+
+    def random_target(self, real: Tensor, generator: torch.Generator) -> Tensor:
+        """Uniform values over ``RANDOM_RANGE``."""
+        low, high = self.RANDOM_RANGE
+        return (low + (high - low) * torch.rand(real.shape, generator=generator)).to(real.dtype)
+
+
+class Disparity(Depth):
+    """Per-pixel positive inverse distance (1 channel): disparity, whose random targets lie in [0.1, 2)."""
+
+    KIND = "disparity"
+    RANDOM_RANGE = (0.1, 2.0)
+
+    def __init__(self, name: str = "disparity", loss: str | None = None, align_corners: bool = False) -> None:
+        super().__init__(name, loss, align_corners)

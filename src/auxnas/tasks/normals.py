@@ -138,7 +138,9 @@ class AngleMetric(Metric):
 class SurfaceNormals(Task):
     """Per-pixel unit surface normal (3 channels); ``postprocess`` L2-normalises the raw output."""
 
+    KIND = "normals"
     kind = "dense"
+    likelihood = "regression"
     out_channels = 3
     main_metric = "mean_angle"
     delta_metrics = ("mean_angle", "median_angle", *THRESHOLD_NAMES)
@@ -180,3 +182,7 @@ class SurfaceNormals(Task):
     def postprocess(self, pred: Tensor) -> Tensor:
         """Unit normals: the raw output L2-normalised over channels."""
         return F.normalize(pred, dim=1)
+
+    def random_target(self, real: Tensor, generator: torch.Generator) -> Tensor:
+        """A uniformly random unit vector per pixel."""
+        return F.normalize(torch.randn(real.shape, generator=generator), dim=0).to(real.dtype)

@@ -69,7 +69,9 @@ class ConfusionMetric(Metric):
 class Segmentation(Task):
     """Per-pixel classification into ``num_classes`` classes; label ``ignore_index`` marks unlabelled pixels."""
 
+    KIND = "segmentation"
     kind = "dense"
+    likelihood = "classification"
     main_metric = "miou"
     delta_metrics = ("miou", "pixel_acc")
     LOSSES = ("cross_entropy",)
@@ -100,6 +102,10 @@ class Segmentation(Task):
     def new_metric(self) -> ConfusionMetric:
         """A fresh confusion matrix."""
         return ConfusionMetric(self.num_classes, self.ignore_index, self.miou_classes, self.align_corners)
+
+    def random_target(self, real: Tensor, generator: torch.Generator) -> Tensor:
+        """A uniformly random class per pixel."""
+        return torch.randint(self.num_classes, real.shape, generator=generator, dtype=real.dtype)
 
     def conventions(self) -> dict[str, Any]:
         """Loss, ``align_corners`` and ``miou_classes``."""

@@ -53,10 +53,11 @@ def build_weighting(
     return method
 
 
-def check_config(cfg: ExperimentConfig) -> None:
+def check_config(cfg: ExperimentConfig, task_kinds: Mapping[str, str] | None = None) -> None:
     """The ``weighting`` section: a known method whose options it takes and which can differ from ``equal`` with
-    the config's tasks. ``ConfigError`` naming the key."""
+    the config's tasks (``task_kinds`` as ``build_weighting``'s). ``ConfigError`` naming the key."""
     try:
-        build_weighting(cfg.weighting.name, cfg.tasks.all, cfg.tasks.primary, **cfg.weighting.options)
+        build_weighting(cfg.weighting.name, cfg.tasks.all, cfg.tasks.primary, task_kinds,
+                        **cfg.weighting.options)
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from None

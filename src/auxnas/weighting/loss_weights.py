@@ -12,13 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..tasks import TASK_NAMES, likelihoods
 from .base import LossWeighting
 
-#: the kind of each built-in task (auxnas.tasks), for the Kendall form of uncertainty weighting
-TASK_KINDS = {
-    "seg": "classification", "layout": "classification", "object": "classification", "scene": "classification",
-    "normal": "regression", "depth": "regression", "disparity": "regression",
-}
+#: the likelihood of each built-in task (auxnas.tasks), for the Kendall form of uncertainty weighting
+TASK_KINDS = likelihoods(list(TASK_NAMES))
 
 
 def task_kind(name: str) -> str:

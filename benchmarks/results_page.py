@@ -1,0 +1,180 @@
+"""docs/results.md: the results that stand, generated from the committed records by one command.
+
+Reads every run of the two central accuracy benchmarks from ``benchmarks/records`` (nothing trains: a missing record
+is an error) and the cost benchmark's ``benchmarks/results/cost-cpu.json``; writes ``docs/results.md`` and its
+figure ``docs/figures/share-of-gap.png``. The positive controls come first.
+
+    python benchmarks/results_page.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from auxnas.bench.accuracy import run_accuracy_benchmark  # noqa: E402
+from auxnas.io import write_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+#: (label, tag) of the central benchmarks, each a folder ``central-<tag>`` of ``benchmarks/records``
+CENTRAL = (("tiny_resnet from scratch", "tiny_resnet-64px-e30-lr0p002"),
+           ("efficientnet_lite0 from ImageNet weights", "efficientnet_lite0-64px-e30-lr0p003"))
+#: (row, label) of the methods every table shows, hard sharing first
+METHODS = (("aux_head", "Aux-Head (hard sharing)"), ("aux_g-layer", "Aux-G (fixed p2a links)"),
+           ("aux_nas", "Aux-NAS"), ("aux_nas-p2a_only", "Aux-NAS, p2a links only"),
+           ("single-continued", "single-task trained twice as long"), ("aux_nas-recipe", "authors' recipe"),
+           ("aux_nas-random_aux", "Aux-NAS, random aux targets"),
+           ("aux_head-random_aux", "Aux-Head, random aux targets"))
+#: the settings whose primary is partially labelled: a floor-to-ceiling gap
+GAPPED = ("ctrl-depth", "ctrl-layout", "d-10")
+SETTINGS = ("ctrl-depth", "ctrl-layout", "a-large", "b-large", "d-10")
+
+
+def central(tag: str) -> dict[str, Any]:
+    """The central benchmark ``tag`` read back from its committed records."""
+    variant = json.loads((ROOT / "benchmarks" / "records" / f"central-{tag}" / "variant.json").read_text())
+    with tempfile.TemporaryDirectory() as out:
+        return run_accuracy_benchmark("central", out, ROOT / "benchmarks" / "records", progress=False,
+                                      overrides=variant["overrides"], tag=tag, train=False)
+
+
+def _interval(entry: dict[str, Any], digits: int = 2) -> str:
+    text = f"{entry['mean_diff']:+.{digits}f} [{entry['low']:+.{digits}f}, {entry['high']:+.{digits}f}]"
+    return f"**{text}**" + (" worse" if entry["outcome"] == "worse" else "") if entry["verdict"] != "no difference" \
+        else text
+
+
+def _share(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "—"
+    if not entry["bounded"]:
+        return f"{100 * entry['share']:+.0f} % [unbounded]"
+    text = f"{100 * entry['share']:+.0f} % [{100 * entry['low']:+.0f}, {100 * entry['high']:+.0f}]"
+    return f"**{text}**" if entry["low"] > 0 or entry["high"] < 0 else text
+
+
+def controls_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| backbone | control | floor | ceiling | " + " | ".join(label for _, label in METHODS[:4])
+             + " | passed |", "|---|---|---|---|" + "---|" * 4 + "---|"]
+    for label, summary in summaries.items():
+        for name, control in summary["controls"]["settings"].items():
+            shares = control["shares"]
+            cells = [label, f"`{name}` ({control['main_metric']})",
+                     f"{control['floor']['mean']:.3g} ± {control['floor']['std']:.2g}",
+                     f"{control['ceiling']['mean']:.3g} ± {control['ceiling']['std']:.2g}",
+                     *(_share(shares.get(row)) for row, _ in METHODS[:4]), "yes" if control["passed"] else "no"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def delta_table(summary: dict[str, Any]) -> list[str]:
+    info, table = summary["settings"], summary["table"]
+    header = " | ".join(f"`{s}` ({info[s]['main_metric']})" for s in SETTINGS)
+    lines = [f"| row | {header} |", "|---|" + "---|" * len(SETTINGS)]
+    single = [f"{table[s]['single']['best'][info[s]['main_metric']]['mean']:.3g}" for s in SETTINGS]
+    lines.append("| single-task (absolute) | " + " | ".join(single) + " |")
+    for row, label in METHODS:
+        cells = [_interval(table[s][row]["best"][info[s]["main_metric"]]["vs_single"]) if row in table[s] else "—"
+                 for s in SETTINGS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def share_figure(summaries: dict[str, dict[str, Any]], path: Path) -> None:
+    """Each method's share of the floor-to-ceiling gap with its interval, per gapped setting and backbone."""
+    fig, axes = plt.subplots(1, len(summaries), figsize=(5.2 * len(summaries), 3.6), sharey=True)
+    for ax, (label, summary) in zip(axes, summaries.items()):
+        for k, (row, name) in enumerate(METHODS[:4]):
+            xs, ys, lows, highs = [], [], [], []
+            for i, setting in enumerate(GAPPED):
+                share = summary["table"][setting][row].get("share", {}).get("best")
+                if share is None or not share["bounded"]:
+                    continue
+                xs.append(i + (k - 1.5) * 0.18)
+                ys.append(100 * share["share"])
+                lows.append(100 * (share["share"] - share["low"]))
+                highs.append(100 * (share["high"] - share["share"]))
+            ax.errorbar(xs, ys, yerr=[lows, highs], fmt="o", capsize=3, label=name)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(GAPPED)), GAPPED)
+        ax.set_title(label, fontsize=10)
+    axes[0].set_ylabel("share of the floor-to-ceiling gap (%)")
+    axes[-1].legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def cost_lines(cost: dict[str, Any]) -> list[str]:
+    lines = ["| backbone | method | parameters (× single) | FLOPs / image (× single) | latency (× single, "
+             "interleaved) |", "|---|---|---|---|---|"]
+    for backbone, entry in cost["backbones"].items():
+        for method, net in entry["inference"]["networks"].items():
+            if method == "single":
+                continue
+            lines.append(f"| {backbone} | {method} | {net['params_ratio']:.3f} | {net['flops_ratio']:.3f} | "
+                         f"{net['latency_ratio']['value']:.2f} [{net['latency_ratio']['rounds_q25']:.2f}, "
+                         f"{net['latency_ratio']['rounds_q75']:.2f}] |")
+    return lines
+
+
+INTRO = """# Results
+
+Generated by `python benchmarks/results_page.py` from the committed records (`benchmarks/records/`) and the
+cost benchmark's `benchmarks/results/cost-cpu.json`: nothing here is typed by hand but the sentences. How the
+benchmarks run: [benchmarks.md](benchmarks.md); the words used: [glossary.md](glossary.md); the investigations
+behind them: [research/](research/). CPU only (2 cores); no GPU was lent to the sessions that made them.
+
+Every run trains on the synthetic indoor scenes at 64 px for 960 network updates, 5 seeds; a row is better or
+worse than single-task only where its 95 % interval, paired by seed, excludes 0. Every number is that of the
+exported primary network, which costs exactly what single-task costs (last section)."""
+
+READING = """## Can the benchmark see a gain? The positive controls
+
+In `ctrl-depth` the primary (depth) is labelled on 10 % of 512 images and the auxiliary label (disparity =
+1 / depth) on all; in `ctrl-layout` segmentation on 10 % and its own 4-class coarsening on all: the auxiliary label
+provably carries what the primary lacks. The floor is single-task on the 10 %, the ceiling single-task on every
+label; each method's share of that gap comes with its Fieller interval (bold: beyond noise). A control passes when
+hard sharing's share lies above 0: then the benchmark can see a gain, and "no gain" elsewhere means something.
+`d-10` is the same question on a real pair of tasks (segmentation on 10 %, surface normals on all)."""
+
+
+def page(summaries: dict[str, dict[str, Any]], cost: dict[str, Any]) -> str:
+    lines = [INTRO, "", READING, "", *controls_table(summaries), "",
+             "![share of the gap](figures/share-of-gap.png)", ""]
+    for label, summary in summaries.items():
+        lines += [f"## Against single-task: {label}", "",
+                  "Difference of the selected checkpoint's main metric to single-task's (lower is better for abs. "
+                  "error and degrees; higher for mIoU), mean [95 % interval paired over 5 seeds]; bold: beyond "
+                  f"noise. `{summary['preset']}` preset, tag `{summary['tag']}`, {len(summary['runs'])} runs.", "",
+                  *delta_table(summary), ""]
+    lines += ["## Inference cost", "",
+              "`auxnas bench cost`: every exported primary network against single-task's, latencies measured "
+              "interleaved on a shared CPU (the ratio of medians with the quartiles of the per-round ratio; the "
+              "networks are identical, so the spread is noise).", "", *cost_lines(cost), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    args = parser.parse_args()
+    summaries = {label: central(tag) for label, tag in CENTRAL}
+    out = Path(args.out)
+    share_figure(summaries, out.parent / "figures" / "share-of-gap.png")
+    cost = json.loads((ROOT / "benchmarks" / "results" / "cost-cpu.json").read_text())
+    write_text(out, page(summaries, cost))
+    print(f"wrote {out} and {out.parent / 'figures' / 'share-of-gap.png'}")
+
+
+if __name__ == "__main__":
+    main()
