@@ -132,7 +132,7 @@ def test_every_row_makes_the_same_number_of_network_updates(bench):
 
 def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
     labels = [label for label, _ in ROWS]
-    assert len(labels) == len(set(labels)) == 25 and labels[:2] == ["single", CEILING]
+    assert len(labels) == len(set(labels)) == 26 and labels[:2] == ["single", CEILING]
     assert set(PRESETS["full"].rows) == set(labels) - UNTABLED
     assert UNTABLED >= {label for label, _ in INVESTIGATION_ROWS} | {AUX_SINGLE, "aux_nas-recipe-a2p_wd"}
     assert labels.index("aux_nas-recipe-a2p_wd") > labels.index(AUX_SINGLE)  # after the runs it starts from
