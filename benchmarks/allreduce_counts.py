@@ -1,9 +1,9 @@
 """Collectives per training step of data-parallel training, counted on 2 gloo processes (CPU).
 
-The setting is ``tests/test_distributed.py``'s: Aux-NAS (bilevel search) on tiny_resnet, 32 px synthetic data,
-global batch 8 (4 images per process), 2 epochs of 2 network steps and 2 architecture steps each. For every
-weighting method named, two processes train with ``auxnas.train.fit``; each counts, during every network step and
-every architecture step:
+The setting is ``tests/test_distributed_equivalence.py``'s: Aux-NAS (bilevel search) on tiny_resnet, 32 px
+synthetic data, global batch 8 (4 images per process), 2 epochs of 2 network steps and 2 architecture steps each.
+For every weighting method named, two processes train with ``auxnas.train.fit``; each counts, during every network
+step and every architecture step:
 
 * ``python``: calls of ``torch.distributed.all_reduce`` (wrapped), by the function that made them:
   ``_AllReduceSum.forward`` / ``.backward`` (the global-batch BatchNorm, 2 per layer and forward, 2 more in the

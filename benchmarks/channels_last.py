@@ -3,7 +3,7 @@
 For every backbone named, two runs of the same config are built with ``auxnas.engine.fit.build_run``, one per
 layout, from the same seed (so the same initial weights and data), and their network steps
 (``auxnas.engine.steps.network_step``: forward, task losses, weighting, backward, optimiser step) on the first
-training batch are timed interleaved, round by round (``auxnas.bench.timing.time_interleaved``). The setting is the
+training batch are timed interleaved, round by round (``auxnas.measure.time_interleaved``). The setting is the
 accuracy benchmark's (a): segmentation primary, surface normals auxiliary, Aux-NAS, 64 px, batch 16. Timings mean
 something only on a quiet machine: stop everything else first.
 
@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 
-from auxnas.bench.timing import summarize, time_interleaved, time_ratio
 from auxnas.config import load_config
 from auxnas.distributed import Distributed
 from auxnas.engine.fit import build_run
 from auxnas.engine.loaders import epoch_batches
 from auxnas.engine.steps import network_step
 from auxnas.io import write_json
+from auxnas.measure import summarize, time_interleaved, time_ratio
 
 SETTING = ["data.image_size=64", "method.name=aux_nas", "train.tensorboard=false"]
 BACKBONES = ["tiny_resnet", "efficientnet_lite0", "resnet18", "vgg16_bn", "vit_tiny"]

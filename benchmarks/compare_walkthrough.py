@@ -60,7 +60,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     generated = "\n\n".join([
         *blocks, f"`runs/compare/my_scenes/compare.md` (the commands took {seconds:.0f} s in all on this machine, "
-        f"{torch.get_num_threads()} threads per run, CPU):", report.strip()])
+        f"torch threads per run: {torch.get_num_threads()}, CPU):", report.strip()])
     page = PAGE.read_text()
     head, rest = page.split(START)
     PAGE.write_text(f"{head}{START}\n{generated}\n{END}{rest.split(END, 1)[1]}")

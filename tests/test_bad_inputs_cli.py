@@ -1,5 +1,7 @@
 """Hostile command-line inputs (issue 33): a compare whose config names a method, a compare with nothing to compare,
-an export over a symbolic link, a Ctrl-C at start-up. Each ends in one line or runs, never in a traceback."""
+an export over a symbolic link, a Ctrl-C at start-up or while the heavy modules import, an unexpected error
+(AUXNAS_DEBUG re-raises it), a single-process command under torchrun. Each ends in one line or runs, never
+in a traceback."""
 
 import json
 import signal
@@ -9,10 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_bad_inputs import SMALL, TRAIN, one_line_error
+from bad_inputs import SMALL, TRAIN, one_line_error
 
 import auxnas.compare.comparison
-from auxnas.cli import main
+import auxnas.train
+from auxnas.cli import build_parser, main
+from auxnas.config import ConfigError
 
 #: the folder of auxnas's modules, which a traceback of a Ctrl-C that landed in them names
 PACKAGE = str(Path(auxnas.__file__).parent)
@@ -76,3 +80,73 @@ def test_ctrl_c_at_start_up_is_one_line(tmp_path, delay):
     assert len(lines) == 1 and lines[0].startswith("auxnas: interrupted"), err
     # -SIGINT: Python < 3.12 ends so, after the handler, when the Ctrl-C landed in code run by exec (a dataclass's)
     assert process.returncode in (130, -signal.SIGINT)
+
+
+# -- anything else that reaches the CLI
+
+
+def test_an_unexpected_runtime_error_is_one_line_naming_the_command(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: something deep\n  with a second line")
+
+    monkeypatch.setattr(auxnas.train, "evaluate", broken)
+    monkeypatch.delenv("AUXNAS_DEBUG", raising=False)
+    err = one_line_error(capsys, ["evaluate", str(tmp_path)])
+    assert "unexpected" in err and "auxnas evaluate" in err and "CUDA error: something deep" in err
+    assert "AUXNAS_DEBUG=1" in err
+
+
+def test_auxnas_debug_re_raises(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("deep")
+
+    monkeypatch.setattr(auxnas.train, "evaluate", broken)
+    monkeypatch.setenv("AUXNAS_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="deep"):
+        main(["evaluate", str(tmp_path)])
+    with pytest.raises(ConfigError, match="train.epochz"):
+        main(["train", "quickstart", "train.epochz=1"])
+    monkeypatch.setenv("AUXNAS_DEBUG", "0")
+    assert main(["train", "quickstart", "train.epochz=1"]) == 2
+    assert "AUXNAS_DEBUG" in build_parser().format_help()
+
+
+def test_keyboard_interrupt_is_unchanged(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(auxnas.train, "evaluate", interrupted)
+    assert main(["evaluate", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "auxnas: interrupted"
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["demo", "--quick"], "demo"), (["bench", "accuracy", "--preset", "smoke"], "bench accuracy"),
+    (["bench", "cost"], "bench cost"), (["export", "RUN", "--out", "OUT"], "export"), (["evaluate", "RUN"], "evaluate"),
+])
+def test_single_process_commands_refuse_to_start_under_torchrun(argv, command, monkeypatch, capsys, tmp_path):
+    """torchrun starts every command on every rank: a single-process one would write and time the same thing twice,
+    or wait on collectives forever. It refuses in one line before doing anything."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "runs in one process, but torchrun started 2" in err
+    assert f"`auxnas {command}` runs in one process" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_torch_and_timm_import_is_one_line(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during start-up, while the heavy modules import inside the command, ends in one line, exit 130."""
+    import sys
+
+    class InterruptedImport:
+        def find_spec(self, name, path=None, target=None):
+            if name == "auxnas.distributed":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "auxnas.distributed", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    assert main(["train", "quickstart", f"out_dir={tmp_path / 'run'}", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["auxnas: interrupted"]

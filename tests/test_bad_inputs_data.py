@@ -1,5 +1,7 @@
 """Hostile data inputs: every bad dataset is refused at start in one line naming the file or split; nothing is lost
-(no task trains or is scored on nothing) and nothing is said twice (issue 33, "Nothing lost, nothing stale")."""
+(no task trains or is scored on nothing) and nothing is said twice (issue 33, "Nothing lost, nothing stale");
+a dataset file of wrong values (normals, images, depth, labels) is one line naming the file, what it holds and
+what was expected, also when it stops training."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bad_inputs import one_line_error
+from bad_inputs import one_line_error
 from test_data_folder import H, W, write_folder
 from test_readers import write_dataset
 
@@ -121,6 +123,18 @@ def test_a_folder_test_split_without_primary_labels_is_refused_at_start(tmp_path
     assert not (run / "last.pt").exists()
 
 
+def test_a_val_folder_without_the_primary_label_is_refused_before_training(tmp_path, capsys):
+    root = write_folder(tmp_path / "data", splits={"train": 8, "val": 4, "test": 4})
+    shutil.rmtree(root / "val" / "seg")
+    (root / "val" / "seg").mkdir()
+    run = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "demo", "data.name=folder", f"data.root={root}", "data.batch_size=4",
+                                  "tasks.primary=seg", "tasks.aux=[normal]", "method.name=aux_head",
+                                  "model.backbone=tiny_resnet", "train.epochs=1", f"out_dir={run}", "--quiet"])
+    assert f"{root / 'val'}: the validation split has no seg label" in err and "add seg labels" in err
+    assert not (run / "last.pt").exists()  # refused before training
+
+
 # -- defect 4: the uint8 notice, once per folder, one plain line
 
 
@@ -135,3 +149,93 @@ def test_uint8_images_are_said_once_per_folder_in_one_line(tmp_path, capsys, wor
     assert [line for line in err.splitlines() if notice in line] == [f"{root / 'train' / 'image'}: {notice}",
                                                                       f"{root / 'val' / 'image'}: {notice}"]
     assert "Warning" not in err and notice not in out  # no source line; stdout stays the run's own
+
+
+# -- dataset files whose values are wrong: one line naming the file, what it holds and what was expected
+
+
+def _mtan(tmp_path: Path, name: str = "nyuv2_mtan") -> Path:
+    return write_dataset(tmp_path / name, name)
+
+
+def _edit(root: Path, folder: str, change, index: int = 1) -> None:
+    """Replace ``root/train/folder/{index}.npy`` by ``change(its array)``."""
+    path = root / "train" / folder / f"{index}.npy"
+    np.save(path, change(np.load(path)))
+
+
+def _nan_at(array: np.ndarray, value: float = np.nan) -> np.ndarray:
+    array = array.copy()
+    array[5, 6] = value
+    return array
+
+
+MTAN_VALUES = [
+    ("normals stored as (n + 1) / 2", "normal", lambda n: (n + 1) / 2,
+     r"normal/1\.npy: \d+ vectors are neither unit vectors nor zero \(invalid\): norms 0\.\d+\.\.1\.\d+, expected "
+     r"0\.\.1\.1 \(e\.g\. pixel .*\); no component is negative: stored as \(n \+ 1\) / 2\? store the unit vectors, "
+     r"2 \* v - 1$"),
+    ("normals of norm 3", "normal", lambda n: 3 * n, r"normal/1\.npy: 752 vectors are neither unit vectors nor zero "
+     r"\(invalid\): norms 3\.\.3, expected 0\.\.1\.1 \(e\.g\. pixel \(0, 4\) of norm 3\.000\)$"),
+    ("NaN normals", "normal", _nan_at, r"normal/1\.npy: normals must be finite, got 1 NaN or infinite vectors; mark "
+     r"invalid pixels with the zero vector$"),
+    ("image in 0..255", "image", lambda x: x * 255, r"image/1\.npy: image values must be in \[0, 1\], got values in "
+     r"\[0\.\d+, 25\d(\.\d+)?\]; 0\.\.255 values\? divide them by 255, or store uint8$"),
+    ("image normalised", "image", lambda x: (x - 0.45) / 0.225, r"image/1\.npy: image values must be in \[0, 1\], got "
+     r"values in \[-\d\.\d+, \d\.\d+\]; ImageNet-normalised\? store the \[0, 1\] image, auxnas normalises it$"),
+    ("NaN depth", "depth", _nan_at, r"depth/1\.npy: depth must be finite and >= 0 \(0 = invalid\), got 1 NaN or "
+     r"infinite values; mark invalid pixels with 0$"),
+    ("negative depth", "depth", lambda d: d - 1, r"depth/1\.npy: depth must be finite and >= 0 \(0 = invalid\), got "
+     r"values in \[-1, 8\.\d+\]; mark invalid pixels with 0$"),
+    ("fractional labels", "label", lambda y: np.where(y == 3, 3.6, y), r"label/1\.npy: labels must be -1 \(ignore\) "
+     r"or classes 0\.\.12, got non-integer values, e\.g\. 3\.6 at pixel \(\d+, \d+\)$"),
+    ("NaN labels", "label", _nan_at, r"label/1\.npy: labels must be -1 \(ignore\) or classes 0\.\.12, got 1 NaN or "
+     r"infinite values$"),
+    ("normals channels first", "normal", lambda n: np.moveaxis(n, -1, 0), r"normal/1\.npy: expected shape "
+     r"\(24, 32, 3\), got \(3, 24, 32\): its channels come first; store it channels last, \(H, W, C\) = "
+     r"\(24, 32, 3\)$"),
+]
+
+
+@pytest.mark.parametrize(("folder", "change", "message"), [c[1:] for c in MTAN_VALUES], ids=[c[0] for c in MTAN_VALUES])
+def test_mtan_files_of_wrong_values_are_one_line(tmp_path, folder, change, message):
+    root = _mtan(tmp_path)
+    _edit(root, folder, change)
+    dataset = NpyFolders(root, "train", folder_layout("nyuv2_mtan"))
+    dataset[0]  # the other files are fine
+    with pytest.raises(ValueError, match=message) as info:
+        dataset[1]
+    assert "\n" not in str(info.value) and str(root / "train" / folder / "1.npy") in str(info.value)
+
+
+def test_cityscapes_nan_disparity_is_one_line(tmp_path):
+    root = _mtan(tmp_path, "cityscapes")
+    _edit(root, "depth", lambda d: _nan_at(d, np.inf))
+    with pytest.raises(ValueError, match=r"depth/1\.npy: disparity must be finite and >= 0 \(0 = invalid\), got 1 NaN "
+                                         r"or infinite values; mark invalid pixels with 0$"):
+        NpyFolders(root, "train", folder_layout("cityscapes"))[1]
+
+
+def test_an_image_stored_channels_first_says_so(tmp_path):
+    root = _mtan(tmp_path)
+    for i in range(6):
+        _edit(root, "image", lambda x: np.moveaxis(x, -1, 0), i)
+    # it used to say "expected shape (3, 24, 3), got (3, 24, 32)"
+    with pytest.raises(ValueError, match=r"train/image/0\.npy: expected an image of shape \(H, W, 3\), got "
+                                         r"\(3, 24, 32\): its channels come first; store it channels last, "
+                                         r"\(H, W, C\) = \(24, 32, 3\)$"):
+        NpyFolders(root, "train", folder_layout("nyuv2_mtan"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_dataset_file_stops_training_with_one_line(tmp_path, capsys, workers):
+    """Also when a DataLoader worker reads the file (torch re-raises its error with the worker's traceback)."""
+    root = _mtan(tmp_path)
+    for i in range(6):
+        _edit(root, "depth", _nan_at, i)
+    err = one_line_error(capsys, ["train", "quickstart", "data.name=nyuv2_mtan", f"data.root={root}",
+                                  "tasks.primary=seg", "tasks.aux=[depth]", "method.name=aux_head",
+                                  f"data.num_workers={workers}", "data.batch_size=2", "train.epochs=1",
+                                  f"out_dir={tmp_path / 'run'}", "--quiet"])
+    assert "depth must be finite and >= 0 (0 = invalid), got 1 NaN or infinite values" in err
+    assert str(root / "train" / "depth") in err

@@ -1,12 +1,14 @@
 """Hostile folders: a command writes only into a folder that is empty or that it made for the same run, and reuses a
-run only when its recorded identity (config content, data, float format) equals the new run's."""
+run only when its recorded identity (config content, data, float format) equals the new run's; an
+out_dir or cache folder that cannot be written (a file in the way, read-only) is one line."""
 
 import json
+import os
 import shutil
 
 import pytest
 import yaml
-from test_bad_inputs import one_line_error
+from bad_inputs import TRAIN, one_line_error
 from test_data_folder import write_folder
 from test_export import train_tiny
 
@@ -156,3 +158,61 @@ def test_a_runs_identity_is_its_non_default_fields_its_data_and_float_format():
     assert run_identity(cfg, data, "bfloat16") != run_identity(cfg, data, "float32")
     assert run_identity(cfg, data, "float32", declared={"edges": {"kind": "dense_regression"}}) != run_identity(
         cfg, data, "float32")
+
+
+# -- folders that cannot be written: a file in the way, a read-only folder
+
+
+ROOT = os.geteuid() == 0  # root writes into read-only folders: the read-only cases cannot be made here
+
+
+def test_a_file_valued_out_dir_is_one_line(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("x")
+    for out_dir in (file, file / "run"):
+        err = one_line_error(capsys, [*TRAIN, f"out_dir={out_dir}"])
+        assert str(out_dir) in err and "choose another out_dir" in err
+    assert file.read_text() == "x"
+
+
+@pytest.mark.skipif(ROOT, reason="root can write into a read-only folder")
+def test_a_read_only_out_dir_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        for out_dir in (folder, folder / "run"):
+            err = one_line_error(capsys, [*TRAIN, f"out_dir={out_dir}"])
+            assert str(out_dir) in err and "choose another out_dir" in err
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_file_valued_cache_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    file = tmp_path / "file"
+    file.write_text("x")
+    for cache in (file, file / "cache"):
+        monkeypatch.setenv("AUXNAS_CACHE", str(cache))
+        err = one_line_error(capsys, [*TRAIN, f"out_dir={tmp_path / 'run-env'}", "--overwrite"])
+        assert str(cache) in err and "set data.cache_dir or AUXNAS_CACHE to a writable folder" in err
+        err = one_line_error(capsys, [*TRAIN, f"out_dir={tmp_path / 'run-key'}", f"data.cache_dir={cache}",
+                                      "--overwrite"])
+        assert str(cache) in err and "set data.cache_dir or AUXNAS_CACHE to a writable folder" in err
+        err = one_line_error(capsys, ["data", "preview", "--out", str(tmp_path / "p.png"), "--image-size", "16",
+                                      "--num", "2"])
+        assert str(cache) in err and "AUXNAS_CACHE" in err
+    assert file.read_text() == "x"
+
+
+@pytest.mark.skipif(ROOT, reason="root can write into a read-only folder")
+def test_a_read_only_cache_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        for cache in (folder, folder / "cache"):
+            monkeypatch.setenv("AUXNAS_CACHE", str(cache))
+            err = one_line_error(capsys, [*TRAIN, f"out_dir={tmp_path / 'run'}", "--overwrite"])
+            assert str(cache) in err and "set data.cache_dir or AUXNAS_CACHE to a writable folder" in err
+    finally:
+        folder.chmod(0o755)

@@ -9,7 +9,7 @@ import pytest
 
 from auxnas.bench.cost import run_cost_benchmark
 from auxnas.bench.cost_settings import ARCH_EVERY, EXPORTED_METHODS, GRADIENT_METHODS, TARGETS
-from auxnas.bench.timing import time_interleaved, time_ratio
+from auxnas.measure import time_interleaved, time_ratio
 
 
 @pytest.fixture(scope="module")

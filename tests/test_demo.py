@@ -28,8 +28,16 @@ def test_demo_quick_writes_report_statistics_exports_and_plots(tmp_path, monkeyp
     # the positive control at the demo's own budget, reported beside the result and in the verdict
     control = summary["control"]
     assert "## Can this demo see a gain?" in report and "| ctrl-depth | abs_err |" in report
-    assert control["passed"] in (True, False) and set(control["shares"]) == {"aux_head", "aux_g-layer", "aux_nas",
-                                                                             "aux_nas-random_aux"}
+    assert set(control["shares"]) == {"aux_head", "aux_g-layer", "aux_nas", "aux_nas-random_aux"}
+    # its verdict follows from its own numbers: Aux-Head's share of the gap from floor to ceiling (abs_err: lower)
+    head = control["shares"]["aux_head"]
+    assert head["gap"] == pytest.approx(control["floor"]["mean"] - control["ceiling"]["mean"])
+    assert control["passed"] is (head["bounded"] and head["gap"] > 0 and head["low"] > 0)
+    reason = ("the ceiling is not better than the floor beyond the seed spread" if not head["bounded"]
+              or head["gap"] <= 0 else "aux_head's share interval includes 0" if head["low"] <= 0
+              else "aux_head's share interval lies above 0")
+    assert control["reason"] == reason
+    assert f"| {'**PASSED**' if control['passed'] else '**NOT PASSED**'}: {reason} |" in report
     assert ("did **not** pass at this budget" in summary["verdict"]) == (not control["passed"])
     rows = {r["row"]: r for r in summary["rows"]}
     assert list(rows) == list(DEMO_ROWS)

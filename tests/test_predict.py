@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from bad_inputs import one_line_error
 from PIL import Image
-from test_bad_inputs import one_line_error
 
 from auxnas.cli import main
 from auxnas.config import config_from_dict

@@ -12,8 +12,9 @@ from .methods import MultiTaskModel
 
 class TensorBoardLog:
     """Per-epoch scalars into ``RUN_DIR/tensorboard``: task losses, the weighting method's statistics (effective
-    task weights, gradient norms and cosines), validation metrics, every architecture weight, the regulariser
-    and the learning rates. The x axis is the epoch; a resumed run drops what was logged after its checkpoint."""
+    task weights, gradient norms and cosines), validation metrics, the values the model records (its
+    ``record_key``: every architecture weight, under ``links/``), the regulariser and the learning rates. The x
+    axis is the epoch; a resumed run drops what was logged after its checkpoint."""
 
     def __init__(self, run_dir: Path, first_epoch: int) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when logging is on
@@ -31,8 +32,8 @@ class TensorBoardLog:
             scalars.update({f"weighting/{stat}/{task}": v for task, v in values.items()})
         for task, metrics in record["val"].items():
             scalars.update({f"val/{task}/{m}": v for m, v in metrics.items() if m != "num_images"})
-        for links, values in record.get("link_strengths", {}).items():
-            scalars.update({f"links/{links}/{i}": v for i, v in enumerate(values)})
+        for series, values in (record.get(model.record_key) or {}).items():  # what the model records, if anything
+            scalars.update({f"links/{series}/{i}": v for i, v in enumerate(values)})
         penalty = model.architecture_penalty(progress)
         if penalty is not None:
             scalars["architecture/regulariser"] = float(penalty.detach())

@@ -18,6 +18,7 @@ from ..cost import count_flops, count_parameters
 from ..engine.runtime import autocast, seed_everything
 from ..engine.state import TrainState, build_train_state
 from ..engine.steps import architecture_step, network_step
+from ..measure import count_step_flops, in_fresh_process, memory_mark, peak_mib_since, start_method, warm_up_kernels
 from ..methods import MultiTaskModel, build_model
 from ..tasks import build_tasks
 from ..weighting import build_weighting
@@ -32,8 +33,6 @@ from .cost_settings import (
     BackboneSpec,
     Preset,
 )
-from .processes import in_fresh_process, memory_mark, peak_mib_since, start_method, warm_up_kernels
-from .timing import count_step_flops
 
 # ---------------------------------------------------------------------------------------------- building
 

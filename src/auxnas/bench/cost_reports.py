@@ -7,9 +7,9 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from ..measure import flops_ratio, summarize, time_ratio
 from .cost_parts import Part, aux_task_counts, weighting_aux_tasks
 from .cost_settings import ARCH_EVERY, AUX_TASKS, EXPORTED_METHODS, GRADIENT_METHODS, PRIMARY, BackboneSpec, Checks
-from .timing import flops_ratio, summarize, time_ratio
 
 
 def inference_report(spec: BackboneSpec, part: Part, samples: dict[str, list[float]], checks: Checks

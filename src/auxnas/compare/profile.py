@@ -13,8 +13,6 @@ from typing import Any
 
 import torch
 
-from ..bench.processes import in_fresh_process, memory_mark, peak_mib_since, start_method, warm_up_kernels
-from ..bench.timing import time_interleaved, time_ratio
 from ..config import load_config
 from ..data import build_splits
 from ..distributed import Distributed
@@ -23,6 +21,15 @@ from ..engine.runtime import resolve_device, seed_everything, to_device
 from ..engine.state import build_train_state
 from ..engine.steps import architecture_step, network_step
 from ..export import load_exported
+from ..measure import (
+    in_fresh_process,
+    memory_mark,
+    peak_mib_since,
+    start_method,
+    time_interleaved,
+    time_ratio,
+    warm_up_kernels,
+)
 from ..methods import build_model
 from ..tasks import build_tasks
 

@@ -35,7 +35,7 @@ from ..engine.run_dir import RunDirectoryError, data_changes, resumable_checkpoi
 from ..engine.runtime import precision, resolve_device
 from ..errors import CheckpointError
 from ..io import check_output_folder, listed, resolve_checkpoint, write_json
-from ..methods import build_model
+from ..methods import build_model, trains_bilevel
 from ..tasks import build_tasks
 from ..train import fit
 from .records import (
@@ -72,7 +72,7 @@ def uses_bilevel(cfg: ExperimentConfig, num_classes: dict[str, int]) -> bool:
     if cfg.method.optimization != "bilevel":
         return False
     bare = dataclasses.replace(cfg, init=type(cfg.init)())
-    return bool(build_model(bare, build_tasks(bare, num_classes)).architecture_parameters())
+    return trains_bilevel(bare, build_model(bare, build_tasks(bare, num_classes)))
 
 
 def equal_update_epochs(cfg: ExperimentConfig, train_images: int, bilevel: bool) -> int:

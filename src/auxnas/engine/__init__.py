@@ -3,12 +3,18 @@
 * ``runtime``: seeds, device, autocast, moving batches
 * ``optim``: the network and architecture optimisers and schedules
 * ``loaders``: the epochs' batch pairs, evaluation loaders, what a global batch holds
+* ``losses``: the task losses of one forward (and the module ``DistributedDataParallel`` wraps)
 * ``state``: ``TrainState`` (what the steps read and the loop changes; what ``last.pt`` holds), built by
   ``build_train_state``
+* ``run``: ``Run``, one run around its ``TrainState`` (what the loop and the callbacks see)
 * ``steps``: ``network_step`` and ``architecture_step`` over a ``TrainState``
 * ``evaluation``: metrics over a loader, and of a saved run
 * ``checkpoints``: checkpoint payloads and ``load_trained``
 * ``run_dir``: the run directory's files and refusals
 * ``callbacks``: diagnostics, TensorBoard and checkpoints hung on the loop
 * ``fit``: ``build_run``, ``train_epoch``, ``end_epoch``, ``fit``, ``resume_run``
+
+The engine names no method: what a method adds to training it declares on ``MultiTaskModel``
+(``optimizer_groups``, ``record_key``, ``evaluation_variants``, ``monitored_parameters``, ...);
+``tests/test_architecture.py`` holds it to that.
 """

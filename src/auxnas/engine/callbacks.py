@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +21,8 @@ from ..methods import MultiTaskModel
 from ..tensorboard_log import TensorBoardLog
 from .checkpoints import checkpoint_payload
 from .evaluation import evaluate_model
+from .run import Run
 from .state import TrainState
-
-if TYPE_CHECKING:
-    from .fit import Run
 
 
 class Callback:
@@ -79,18 +77,16 @@ def shared_gradient_stats(
 
 
 def projection_norms(model: MultiTaskModel) -> dict[str, float]:
-    """The norm of the model's p2a and of its a2p fusion projections, each taken over all of them together ({}
-    without fusion ops): how far the zero-initialised ``W`` of the fusion ops has grown."""
-    a2p = model.a2p_projections()
-    p2a = [p for p in model.fusion_projections() if all(p is not q for q in a2p)]
+    """The norm of each of the model's non-empty ``monitored_parameters``, taken over all of them together."""
     return {name: float(torch.cat([p.detach().flatten() for p in params]).norm())
-            for name, params in (("p2a", p2a), ("a2p", a2p)) if params}
+            for name, params in model.monitored_parameters().items() if params}
 
 
 class Diagnostics(Callback):
     """``train.diagnose_every``: every that many steps, each task's gradient norm on the shared parameters and its
-    cosine with the primary's (epoch means in the record's ``diagnostics``, with the fusion projections' norms at
-    the epoch's end); for a model with a2p links, the validation metrics with them kept as well (``val_a2p_kept``)."""
+    cosine with the primary's (epoch means in the record's ``diagnostics``, with the norms of the model's
+    ``monitored_parameters`` at the epoch's end); the validation metrics of each of the model's
+    ``evaluation_variants`` as well (``val_<name>``)."""
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -107,9 +103,10 @@ class Diagnostics(Callback):
         if norms:
             record["diagnostics"]["projection_norm"] = norms
         self.stats = EpochStats()
-        if getattr(run.model, "a2p", None):
-            record["val_a2p_kept"] = evaluate_model(run.model, run.val_loader, run.state.device, run.state.amp,
-                                                    run.progress, desc="val (a2p kept)", dist=run.dist, keep_a2p=True)
+        for name, variant in run.model.evaluation_variants().items():
+            record[f"val_{name}"] = evaluate_model(run.model, run.val_loader, run.state.device, run.state.amp,
+                                                   run.progress, desc=f"val ({name.replace('_', ' ')})", dist=run.dist,
+                                                   variant=variant)
 
 
 class TensorBoard(Callback):

@@ -23,12 +23,11 @@ from .runtime import autocast, resolve_device, to_device
 @torch.no_grad()
 def evaluate_model(
     model: MultiTaskModel, loader: DataLoader, device: torch.device, amp: bool = True, progress: bool = False,
-    desc: str = "eval", dist: Distributed | None = None, keep_a2p: bool = False,
+    desc: str = "eval", dist: Distributed | None = None, variant: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of every task, pooled over the images of the whole ``loader`` that carry its label.
 
-    ``keep_a2p``: evaluate the train-time network of a model with a2p links (``LinkedBranches``) with them kept,
-    instead of the deployed network that cuts them.
+    ``variant``: the ``forward`` keywords of one of the model's ``evaluation_variants`` (None: its plain forward).
 
     Each task's metrics include ``num_images``, how many images they cover. With several processes (``dist``),
     each evaluates its part of the set (``evaluation_loader``) and the metrics pool every process's images: rank 0
@@ -41,7 +40,7 @@ def evaluate_model(
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         batch = to_device(batch, device)
         with autocast(device, amp):
-            preds = model(batch["image"], cut_a2p=False) if keep_a2p else model(batch["image"])
+            preds = model(batch["image"], **(variant or {}))
         for name, task in model.tasks.items():
             counts[name] += task.update_metric(metrics[name], preds[name].float(), batch)
     model.train(was_training)

@@ -13,23 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import ConfigError, ExperimentConfig, config_from_dict, read_config_file
-from ..data import DataSplits, build_splits, check_labels
+from ..data import build_splits, check_labels
 from ..distributed import Distributed, session, world_size
 from ..io import load_checkpoint, write_json
-from ..methods import MultiTaskModel, build_model
-from ..tasks import Task, build_tasks, conventions
+from ..methods import build_model, trains_bilevel
+from ..tasks import build_tasks, conventions
 from ..validate import validate
 from .callbacks import Callback, Checkpoints, Diagnostics, EpochStats, TensorBoard
 from .evaluation import evaluate_model, is_better
 from .loaders import MIN_TRAIN_BATCH, epoch_batches, evaluation_loader, share_batch, steps_per_epoch
 from .optim import advance_schedule
+from .run import Run
 from .run_dir import RunDirectoryError, check_same_data, record_data, resumable_checkpoint, start_run_dir
 from .runtime import resolve_device, seed_everything, to_device
-from .state import TrainState, build_train_state
+from .state import build_train_state
 from .steps import architecture_step, network_step
 
 
@@ -50,37 +50,6 @@ class RunResult:
     conventions: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
-@dataclass
-class Run:
-    """One run: its config and directory, this process's place, the data and loaders, the number of network steps,
-    the training state (``state``: everything that changes) and when it started (``time.perf_counter``, moved back
-    by the time earlier sessions of a resumed run took)."""
-
-    cfg: ExperimentConfig
-    out_dir: Path
-    dist: Distributed
-    splits: DataSplits
-    val_loader: DataLoader
-    test_loader: DataLoader
-    total_steps: int
-    state: TrainState
-    progress: bool
-    start: float
-
-    @property
-    def model(self) -> MultiTaskModel:
-        return self.state.model
-
-    @property
-    def primary(self) -> Task:
-        return self.model.tasks[self.cfg.tasks.primary]
-
-    @property
-    def select_metric(self) -> str:
-        """The primary task's metric the checkpoint is selected on (its main metric)."""
-        return self.primary.main_metric
-
-
 def build_run(
     cfg: ExperimentConfig, dist: Distributed, device: torch.device, progress: bool,
     resume_from: dict[str, Any] | None = None, start: float | None = None,
@@ -96,7 +65,7 @@ def build_run(
     check_labels(splits, tasks, cfg.tasks.primary)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     model = dist.prepare_model(build_model(cfg, tasks).to(device, memory_format=memory_format))
-    bilevel = bool(model.architecture_parameters()) and cfg.method.optimization == "bilevel"
+    bilevel = trains_bilevel(cfg, model)
     val_loader, test_loader = evaluation_loader(splits.val, cfg, dist), evaluation_loader(splits.test, cfg, dist)
     total_steps = steps_per_epoch(len(splits.train), cfg, bilevel, dist.world_size) * cfg.train.epochs
     if total_steps == 0:
@@ -162,8 +131,8 @@ def end_epoch(run: Run, record: dict[str, Any], callbacks: Sequence[Callback] = 
     run.dist.broadcast_buffers(model)  # as DistributedDataParallel does; BatchNorm's are equal already
     record["val"] = evaluate_model(model, run.val_loader, state.device, state.amp, run.progress, desc="val",
                                    dist=run.dist)
-    if "names" in state.links:
-        record["link_strengths"] = model.link_strengths()
+    if model.record_key is not None:
+        record[model.record_key] = model.recorded_values()
     for callback in callbacks:
         callback.on_validated(run, record)
     state.history.append(record)
@@ -206,8 +175,8 @@ def evaluate_and_report(run: Run) -> RunResult:
         "val_best": state.val_best, "test_best": test_best, "test_last": test_last, "history": state.history,
         "wall_time_s": result.wall_time_s,
     }
-    if "names" in state.links:
-        summary["link_strengths"] = state.links
+    if model.record_key is not None:
+        summary[model.record_key] = state.links
     if dist.is_main():
         write_json(run.out_dir / "metrics.json", summary)
     return result

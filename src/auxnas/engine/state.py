@@ -15,8 +15,9 @@ from torch import nn
 
 from ..config import ExperimentConfig
 from ..distributed import Distributed, data_parallel
-from ..methods import MultiTaskModel
+from ..methods import MultiTaskModel, trains_bilevel
 from ..weighting import Weighting, build_weighting
+from .losses import TaskLosses
 from .optim import build_architecture_optimizer, build_optimizer, build_schedule
 
 
@@ -96,7 +97,8 @@ class TrainState:
     best_epoch: int = 0
     val_best: dict[str, Any] = dataclasses.field(default_factory=dict)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    #: link strengths recorded along training (``steps``, ``values``, ``names``)
+    #: what the model records along training (``MultiTaskModel.recorded_values``: ``steps``, ``values``,
+    #: ``names``); empty for a model that records nothing
     links: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: wall seconds the run took up to its last finished epoch, every session counted (a resume continues it)
     elapsed_s: float = 0.0
@@ -140,25 +142,10 @@ class TrainState:
         set_rank_rng_state(state, self.dist)
 
     def record_links(self) -> None:
-        """Append the model's current link strengths (models with links only)."""
-        if "names" in self.links:
+        """Append the model's current recorded values (``MultiTaskModel.recorded_values``), if it records any."""
+        if self.model.record_key is not None:
             self.links["steps"].append(self.step)
-            self.links["values"].append(self.model.link_strengths())
-
-
-def network_groups(model: MultiTaskModel, cfg: ExperimentConfig) -> list[dict[str, Any]]:
-    """The network optimiser's parameter groups: every network parameter once, grouped by learning rate and weight
-    decay. The model's fusion projections (``fusion_projections``) train at ``method.fusion_lr_factor`` times the
-    network's learning rate (its schedule applies to every group alike); with ``method.a2p_weight_decay`` the a2p
-    projections decay by ``train.weight_decay`` plus that."""
-    fusion = {id(p) for p in model.fusion_projections()} if cfg.method.fusion_lr_factor != 1 else set()
-    a2p = {id(p) for p in model.a2p_projections()} if cfg.method.a2p_weight_decay else set()
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for p in model.network_parameters():
-        lr = cfg.train.lr * (cfg.method.fusion_lr_factor if id(p) in fusion else 1.0)
-        decay = cfg.train.weight_decay + (cfg.method.a2p_weight_decay if id(p) in a2p else 0.0)
-        groups.setdefault((lr, decay), []).append(p)
-    return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
+            self.links["values"].append(self.model.recorded_values())
 
 
 def build_train_state(
@@ -166,30 +153,28 @@ def build_train_state(
     dist: Distributed | None = None,
 ) -> TrainState:
     """The training state of ``model`` (on ``device``) under ``cfg``: the weighting method, the network optimiser
-    (the network's parameters and the weighting's own) and its schedule over ``total_steps`` network steps, and
-    for a model with architecture weights their optimiser and schedule (``method.arch_*``). With several processes
-    (``dist``) and a loss-weighting method, the ``DistributedDataParallel`` wrapper the network step runs through
-    (``TrainState.ddp``)."""
+    (the model's groups, ``MultiTaskModel.optimizer_groups``, and the weighting's own) and its schedule over
+    ``total_steps`` network steps, and for a model with architecture weights their optimiser and schedule
+    (``method.arch_*``). With several processes (``dist``) and a loss-weighting method, the
+    ``DistributedDataParallel`` wrapper the network step runs through (``TrainState.ddp``)."""
     likelihoods = {name: task.likelihood for name, task in model.tasks.items()}
     weighting = build_weighting(cfg.weighting.name, list(model.tasks), cfg.tasks.primary, likelihoods,
                                 **cfg.weighting.options)
     weighting.to(device)
-    optimizer = build_optimizer([*network_groups(model, cfg), *weighting.optimizer_groups()], cfg.train)
+    network = model.optimizer_groups(cfg.train.lr, cfg.train.weight_decay, cfg.method)
+    optimizer = build_optimizer([*network, *weighting.optimizer_groups()], cfg.train)
     arch_params = model.architecture_parameters()
     state = TrainState(
         model, weighting, optimizer, build_schedule(optimizer, total_steps, cfg.train),
         loss_weights={name: cfg.tasks.loss_weights.get(name, 1.0) for name in model.tasks}, device=device,
-        amp=cfg.train.amp, single_level=bool(arch_params) and cfg.method.optimization != "bilevel",
+        amp=cfg.train.amp, single_level=bool(arch_params) and not trains_bilevel(cfg, model),
         dist=dist or Distributed(),
     )
     if arch_params:
         state.arch_optimizer, state.arch_schedule = build_architecture_optimizer(arch_params, cfg, total_steps)
     if state.dist.enabled and not weighting.needs_task_gradients:
-        from .steps import TaskLosses  # steps imports this module
-
         # the architecture weights are reduced by hand where they are stepped (architecture step, single-level)
         state.ddp = data_parallel(TaskLosses(model), device, ignore=arch_params)
-    if hasattr(model, "link_strengths"):
-        state.links = {"steps": [], "values": [], "names": {k: [list(p) for p in v]
-                                                           for k, v in model.link_names().items()}}
+    if model.record_key is not None:
+        state.links = {"steps": [], "values": [], "names": model.record_names()}
     return state

@@ -18,7 +18,7 @@ from .single import SingleTask
 
 __all__ = [
     "METHODS", "METHOD_NAMES", "AdaShare", "AuxModuleNet", "LinkedBranches", "MethodBuilder", "MultiTaskModel",
-    "SharedBackbone", "SingleTask", "build_model",
+    "SharedBackbone", "SingleTask", "build_model", "trains_bilevel",
 ]
 
 
@@ -62,3 +62,10 @@ def build_model(cfg: ExperimentConfig, tasks: dict[str, Task]) -> MultiTaskModel
         return built
 
     return METHODS[cfg.method.name](cfg, tasks, branch)
+
+
+def trains_bilevel(cfg: ExperimentConfig, model: MultiTaskModel) -> bool:
+    """Whether ``model`` (of ``cfg``) trains bilevel: it has architecture weights and ``method.optimization`` is
+    bilevel, so architecture steps on their own batches (half of every epoch's images) alternate with the network
+    steps. Asked of the built model: whether AdaShare has architecture weights depends on its backbone's cells."""
+    return bool(model.architecture_parameters()) and cfg.method.optimization == "bilevel"

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..config_schema import MethodConfig
 from ..tasks import Task
 
 
@@ -15,7 +16,14 @@ class MultiTaskModel(nn.Module):
     Methods with architecture weights (Aux-NAS) return them from
     ``architecture_parameters`` and may add a penalty to the architecture step;
     the training loop then alternates architecture and network steps.
+
+    The training loop names no method: what a method adds to it (its optimiser groups, the values it records
+    along training, its extra evaluations and diagnostics) it declares through the hooks below.
     """
+
+    #: the key, in every epoch's record and in ``metrics.json``, of the values the model records along training
+    #: (``recorded_values``, ``TrainState.links``); None: it records none
+    record_key: str | None = None
 
     def __init__(self, tasks: dict[str, Task], primary: str) -> None:
         super().__init__()
@@ -24,8 +32,32 @@ class MultiTaskModel(nn.Module):
         self.tasks = tasks
         self.primary = primary
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, **variant: Any) -> dict[str, Tensor]:
+        """Predictions of every task; ``variant``: the keywords of one of ``evaluation_variants`` (none by default)."""
         raise NotImplementedError
+
+    def optimizer_groups(self, lr: float, weight_decay: float, method: MethodConfig) -> list[dict[str, Any]]:
+        """The network optimiser's parameter groups (``params``, ``lr``, ``weight_decay``): every network parameter
+        once, at the network's ``lr`` and ``weight_decay`` unless ``method`` sets its own (default: one group)."""
+        return [{"params": self.network_parameters(), "lr": lr, "weight_decay": weight_decay}]
+
+    def record_names(self) -> dict[str, list[list[int]]]:
+        """Series -> what each of its recorded values stands for, in ``recorded_values``' order (``record_key``)."""
+        return {}
+
+    def recorded_values(self) -> dict[str, list[float]]:
+        """Series -> its current values (``record_key``): recorded along training and at every epoch's end."""
+        return {}
+
+    def evaluation_variants(self) -> dict[str, dict[str, Any]]:
+        """Name -> ``forward`` keywords of every other network the diagnostics also evaluate on the validation split
+        (``val_<name>`` in the epoch's record); none by default."""
+        return {}
+
+    def monitored_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Name -> parameters whose norm, taken over all of them together, the diagnostics record at every epoch's
+        end (``projection_norm``); none by default."""
+        return {}
 
     def architecture_parameters(self) -> list[nn.Parameter]:
         """Parameters optimised by the architecture step (none for most methods)."""

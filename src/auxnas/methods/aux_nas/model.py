@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ...backbones import Branch
+from ...config_schema import MethodConfig
 from ...tasks import Task
 from ..base import MultiTaskModel
 from .fusion import Fusion, FusionNorm
@@ -91,6 +92,8 @@ class LinkedBranches(MultiTaskModel):
         norm: fusion op post-processing, "none" or "bn_relu".
         fusion_init: the fusion ops' initial weight on the sources (``Fusion``; 0: they start as the branches).
     """
+
+    record_key = "link_strengths"
 
     def __init__(
         self,
@@ -161,6 +164,36 @@ class LinkedBranches(MultiTaskModel):
         """Every fusion op's 1x1 projection: the auxiliary branches' (p2a) and the primary's (a2p)."""
         p2a = [fusion.proj.weight for links in self.p2a.values() for fusion in links.fusions.values()]
         return [*p2a, *self.a2p_projections()]
+
+    def optimizer_groups(self, lr: float, weight_decay: float, method: MethodConfig) -> list[dict[str, Any]]:
+        """Grouped by learning rate and weight decay: the fusion projections (``fusion_projections``) train at
+        ``method.fusion_lr_factor`` times ``lr`` (the network's schedule applies to every group alike); with
+        ``method.a2p_weight_decay`` the a2p projections decay by ``weight_decay`` plus that."""
+        fusion = {id(p) for p in self.fusion_projections()} if method.fusion_lr_factor != 1 else set()
+        a2p = {id(p) for p in self.a2p_projections()} if method.a2p_weight_decay else set()
+        groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+        for p in self.network_parameters():
+            p_lr = lr * (method.fusion_lr_factor if id(p) in fusion else 1.0)
+            p_decay = weight_decay + (method.a2p_weight_decay if id(p) in a2p else 0.0)
+            groups.setdefault((p_lr, p_decay), []).append(p)
+        return [{"params": params, "lr": g_lr, "weight_decay": g_decay} for (g_lr, g_decay), params in groups.items()]
+
+    def record_names(self) -> dict[str, list[list[int]]]:
+        """``link_names`` as lists."""
+        return {k: [list(p) for p in v] for k, v in self.link_names().items()}
+
+    def recorded_values(self) -> dict[str, list[float]]:
+        """``link_strengths``."""
+        return self.link_strengths()
+
+    def evaluation_variants(self) -> dict[str, dict[str, Any]]:
+        """With a2p links: the train-time network with them kept (``a2p_kept``), beside the deployed one."""
+        return {"a2p_kept": {"cut_a2p": False}} if self.a2p else {}
+
+    def monitored_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """The p2a and the a2p fusion projections: how far the zero-initialised ``W`` of the fusion ops has grown."""
+        a2p = self.a2p_projections()
+        return {"p2a": [p for p in self.fusion_projections() if all(p is not q for q in a2p)], "a2p": a2p}
 
     def last_shared_layer(self) -> nn.Parameter:
         return self.primary_branch.last_layer_weight()
