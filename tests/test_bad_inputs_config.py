@@ -26,6 +26,8 @@ from auxnas.validate import validate
     (["tasks.loss_weights={normal: .inf}"], "tasks.loss_weights.normal", "finite"),
     (["seed=-1"], "seed", "non-negative"),
     (["data.seed=-3"], "data.seed", "non-negative"),
+    (["train.device=cudax"], "train.device", "expected auto, cpu or cuda[:N]"),  # one rule, here and at run time
+    (["train.device=cuda:x"], "train.device", "expected auto, cpu or cuda[:N]"),
     (["tasks.aux=[seg]"], "tasks.aux", "single-task training uses no auxiliary task; remove tasks.aux or choose a "
                                        "method"),
 ])

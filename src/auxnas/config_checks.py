@@ -8,7 +8,7 @@ import math
 import typing
 from typing import Any
 
-from .config_schema import ConfigError, ExperimentConfig
+from .config_schema import ConfigError, ExperimentConfig, valid_device
 
 
 def check_config(cfg: ExperimentConfig) -> None:
@@ -91,7 +91,7 @@ def check_config(cfg: ExperimentConfig) -> None:
         without = "method.search=p2a_only" if m.name == "aux_nas" else f"method {m.name}"
         raise ConfigError(f"method.a2p_weight_decay: acts on Aux-NAS's a2p fusion ops, and {without} has none; set it "
                           "to 0 or use method.name=aux_nas with method.search=both")
-    if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
+    if not valid_device(cfg.train.device):
         raise ConfigError(f"train.device: expected auto, cpu or cuda[:N], got {cfg.train.device!r}")
     if cfg.data.name != "synthetic" and cfg.data.root is None:
         raise ConfigError(f"data.root: data.name={cfg.data.name} needs the dataset folder (see docs/datasets.md)")

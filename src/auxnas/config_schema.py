@@ -15,6 +15,13 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
+def valid_device(name: str) -> bool:
+    """Whether ``name`` is a device a run can name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the one rule; whether
+    this machine has it is ``engine.runtime.resolve_device``'s question)."""
+    index = name.removeprefix("cuda:")
+    return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and index.isdigit())
+
+
 @dataclass
 class DataConfig:
     """Dataset, splits and loading."""

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config_schema import valid_device
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
@@ -22,12 +24,11 @@ def resolve_device(name: str) -> torch.device:
     not have, raises ``ValueError`` saying what to use."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    index = name.removeprefix("cuda:")
-    if name != "cpu" and name != "cuda" and not (name.startswith("cuda:") and index.isdigit()):
+    if not valid_device(name):
         raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r}: CUDA is not available on this machine; use auto or cpu")
-    if name.startswith("cuda:") and int(index) >= torch.cuda.device_count():
+    if name.startswith("cuda:") and int(name.removeprefix("cuda:")) >= torch.cuda.device_count():
         raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
     return torch.device(name)
 
