@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from auxnas.bench.presets import setting_config
-from auxnas.compare.runs import equal_update_epochs
+from auxnas.compare.plan import equal_update_epochs
 from auxnas.config import load_config
 from auxnas.io import write_json, write_text
 from auxnas.recipe import run_recipe

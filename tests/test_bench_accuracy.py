@@ -11,12 +11,13 @@ import pytest
 import torch
 from bench_accuracy_helpers import _copy_records, _no_training
 
-import auxnas.compare.runs
+import auxnas.compare.execute
 import auxnas.engine.state
 from auxnas.bench.accuracy import run_accuracy_benchmark
 from auxnas.bench.presets import (
     CEILING,
 )
+from auxnas.compare.records import reused_record
 from auxnas.config import load_config
 from auxnas.data import RandomTargets, build_splits
 from auxnas.stats import paired_interval
@@ -125,15 +126,15 @@ def test_reuse_reads_finished_runs_and_trains_only_changed_ones(bench, monkeypat
     summary, root, _ = bench
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
 
-    monkeypatch.setattr(auxnas.compare.runs, "fit", _no_training)
-    again = run_accuracy_benchmark("smoke", root / "again", root / "runs", progress=False, rows=ROWS_RUN, reuse=True)
+    again = run_accuracy_benchmark("smoke", root / "again", root / "runs", progress=False, rows=ROWS_RUN, reuse=True,
+                                   trainer=_no_training)
     assert again["table"] == summary["table"]
     assert again["reused_runs"] == len(again["runs"]) == 6
     assert again["run_time_s"] == pytest.approx(sum(r["wall_time_s"] for r in summary["runs"]))
     assert "6 of 6 runs reused" in again["markdown"]
     with pytest.raises(AssertionError, match="trained again"):  # another seed is a run not made yet
         run_accuracy_benchmark("smoke", root / "again", root / "runs", progress=False, rows=ROWS_RUN, seeds=[7],
-                               reuse=True)
+                               reuse=True, trainer=_no_training)
 
 
 def test_a_run_recorded_from_other_overrides_of_the_same_config_is_reused(bench, monkeypatch, tmp_path_factory):
@@ -143,7 +144,7 @@ def test_a_run_recorded_from_other_overrides_of_the_same_config_is_reused(bench,
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
     run = next(r for r in summary["runs"] if r["row"] == "single" and r["seed"] == 0)
     config = "bench/a-small"
-    assert auxnas.compare.runs.reused_record(run["run_dir"], config, run["overrides"]) is not None
+    assert reused_record(run["run_dir"], config, run["overrides"]) is not None
     record_file = Path(run["run_dir"]) / "bench_run.json"
     record = json.loads(record_file.read_text())
     # the setting as the benchmark spelt it before: the demo config and overrides
@@ -154,11 +155,11 @@ def test_a_run_recorded_from_other_overrides_of_the_same_config_is_reused(bench,
     old = {**record, "command": "auxnas train demo ...", "overrides": [*spelt, *run["overrides"]]}
     record_file.write_text(json.dumps(old))
     try:
-        assert auxnas.compare.runs.reused_record(run["run_dir"], config, run["overrides"]) is not None
+        assert reused_record(run["run_dir"], config, run["overrides"]) is not None
         other = [*run["overrides"], "train.lr=0.003"]  # another run: not reused
-        assert auxnas.compare.runs.reused_record(run["run_dir"], config, other) is None
+        assert reused_record(run["run_dir"], config, other) is None
         faster = [*run["overrides"], "train.channels_last=true", "train.tensorboard=false"]  # the same run
-        assert auxnas.compare.runs.reused_record(run["run_dir"], config, faster) is not None
+        assert reused_record(run["run_dir"], config, faster) is not None
     finally:
         record_file.write_text(json.dumps(record))
 
@@ -219,5 +220,5 @@ def _records_only(root: Path, folder: str, monkeypatch, tmp_path_factory) -> Pat
     """The smoke benchmark's records copied to ``root/folder`` (``_copy_records``), with the shared data cache and
     training forbidden: what is read from there must come from the records alone."""
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path_factory.getbasetemp() / "auxnas-cache"))
-    monkeypatch.setattr(auxnas.compare.runs, "fit", _no_training)
+    monkeypatch.setattr(auxnas.compare.execute, "fit", _no_training)
     return _copy_records(root / "runs", root / folder)

@@ -9,7 +9,6 @@ import json
 import pytest
 from bench_accuracy_helpers import _copy_records, _no_training
 
-import auxnas.compare.runs
 from auxnas.bench.accuracy import run_accuracy_benchmark
 from auxnas.bench.presets import (
     AUX_SINGLE,
@@ -22,7 +21,7 @@ from auxnas.bench.presets import (
     UNTABLED,
     setting_config,
 )
-from auxnas.compare.runs import last_overrides
+from auxnas.compare.records import last_overrides
 from auxnas.config import PACKAGED_CONFIGS, expand_overrides, load_config, protocol_overrides
 from auxnas.stats import mean_std, paired_interval, ratio_interval
 
@@ -177,10 +176,8 @@ def test_the_recipe_rows_start_from_the_seeds_single_task_runs(tmp_path, capsys)
     assert "against its fair baseline single-continued" in summary["markdown"]
     # the records alone, moved to another folder, give the same table: the runs they start from moved with them
     copied = _copy_records(tmp_path / "runs", tmp_path / "records")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(auxnas.compare.runs, "fit", _no_training)
-        again = run_accuracy_benchmark("smoke", tmp_path / "again", copied, progress=False,
-                                       rows=["single-continued", "aux_nas-recipe"], reuse=True)
+    again = run_accuracy_benchmark("smoke", tmp_path / "again", copied, progress=False,
+                                   rows=["single-continued", "aux_nas-recipe"], reuse=True, trainer=_no_training)
     assert again["table"] == summary["table"] and again["reused_runs"] == len(summary["runs"])
     # a seed stopped before its recipe run, continued from the records alone: the runs the recipe starts from have
     # records but no checkpoint, so they train again, and so does single-continued, recorded from the old single

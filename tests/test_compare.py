@@ -10,15 +10,16 @@ import statistics
 import pytest
 from test_data_folder import write_folder
 
-import auxnas.compare.runs
 from auxnas.cli import main
 from auxnas.compare.comparison import run_comparison
-from auxnas.compare.records import run_identity
+from auxnas.compare.execute import Progress, Unit, train_run, train_units
+from auxnas.compare.records import RECORD_FILE, mixed_runs_text, reused_record, run_identity
 from auxnas.compare.report import recommendation, verdicts
 from auxnas.compare.rows import CEILING, comparison_rows
 from auxnas.config import ConfigError, load_config
 from auxnas.data import build_splits
 from auxnas.engine.callbacks import Callback
+from auxnas.train import fit
 
 #: tiny synthetic runs: 16 training images in 2 batches of 8 (1 per half when bilevel), 4 validation images
 TINY = ["data.num_train=20", "data.val_fraction=0.2", "data.num_test=8", "data.batch_size=8", "train.epochs=1",
@@ -96,7 +97,7 @@ def test_compare_statistics_match_hand_computed_values(folder_comparison):
 def synthetic_comparison(tmp_path_factory):
     """A synthetic comparison with half the primary labels held out, interrupted after two runs and continued."""
     tmp = tmp_path_factory.mktemp("compare-synthetic")
-    fit, calls = auxnas.compare.runs.fit, []
+    calls = []
 
     class Interrupted(Exception):
         """The comparison stopped in its third run (Ctrl-C, a killed job)."""
@@ -113,15 +114,13 @@ def synthetic_comparison(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AUXNAS_CACHE", str(tmp / "cache"))
-        patch.setattr(auxnas.compare.runs, "fit", interrupted)
         with pytest.raises(Interrupted):
             run_comparison("demo", TINY, methods=["aux_nas"], seeds=2, holdout=0.5, out_dir=tmp / "out",
-                           progress=False)
+                           progress=False, trainer=interrupted)
         finished = [p.parent.name + "/" + p.parent.parent.name for p in (tmp / "out" / "runs").rglob("bench_run.json")]
         calls.clear()
-        patch.setattr(auxnas.compare.runs, "fit", counted)
         summary = run_comparison("demo", TINY, methods=["aux_nas"], seeds=2, holdout=0.5, out_dir=tmp / "out",
-                                 reuse=True, progress=False)
+                                 reuse=True, progress=False, trainer=counted)
     return summary, finished, len(calls)
 
 
@@ -223,10 +222,10 @@ def test_the_recommendation_follows_from_the_table():
     assert "aux_head: worse than single-task" in decided and "could be told apart" not in decided
 
 
-def test_a_run_trained_again_drops_its_earlier_record_before_training(tmp_path, monkeypatch):
+def test_a_run_trained_again_drops_its_earlier_record_before_training(tmp_path):
     """A run stopped while it trains again must not leave the record of its earlier training for ``--reuse``."""
     cfg = load_config("demo", [*TINY, f"out_dir={tmp_path / 'run'}"])
-    record = tmp_path / "run" / auxnas.compare.runs.RECORD_FILE
+    record = tmp_path / "run" / RECORD_FILE
     record.parent.mkdir()
     record.write_text(json.dumps({"command": "auxnas train demo", "overrides": TINY, "test_best": {},
                                   "run_dir": str(record.parent)}))
@@ -238,11 +237,10 @@ def test_a_run_trained_again_drops_its_earlier_record_before_training(tmp_path, 
         assert not record.exists()
         raise Interrupted
 
-    monkeypatch.setattr(auxnas.compare.runs, "fit", interrupted)
     with pytest.raises(Interrupted):
-        auxnas.compare.runs.train_run("single", 0, cfg, TINY, "demo", splits=None, bilevel=False, reuse=False)
+        train_run("single", 0, cfg, TINY, "demo", splits=None, bilevel=False, reuse=False, trainer=interrupted)
     assert not record.exists()
-    assert auxnas.compare.runs.reused_record(record.parent, "demo", TINY) is None
+    assert reused_record(record.parent, "demo", TINY) is None
 
 
 def test_a_run_stopped_after_an_epoch_continues_from_it_with_reuse(tmp_path, monkeypatch):
@@ -252,7 +250,7 @@ def test_a_run_stopped_after_an_epoch_continues_from_it_with_reuse(tmp_path, mon
     overrides = [*TINY, "train.epochs=2"]
     unbroken_cfg = load_config("demo", [*overrides, f"out_dir={tmp_path / 'unbroken'}"])
     splits = build_splits(unbroken_cfg.data, progress=False)
-    unbroken = auxnas.compare.runs.train_run("single", 0, unbroken_cfg, overrides, "demo", splits, False, False)
+    unbroken = train_run("single", 0, unbroken_cfg, overrides, "demo", splits, False, False)
 
     class Stopped(Exception):
         """The run was killed after its first epoch."""
@@ -262,13 +260,13 @@ def test_a_run_stopped_after_an_epoch_continues_from_it_with_reuse(tmp_path, mon
             if record["epoch"] == 1:
                 raise Stopped
 
-    fit, resumes = auxnas.compare.runs.fit, []
+    resumes = []
     cfg = load_config("demo", [*overrides, f"out_dir={tmp_path / 'stopped'}"])
-    monkeypatch.setattr(auxnas.compare.runs, "fit", lambda *a, **k: fit(*a, **k, callbacks=[StopAfterFirstEpoch()]))
     with pytest.raises(Stopped):
-        auxnas.compare.runs.train_run("single", 0, cfg, overrides, "demo", splits, False, True)
-    monkeypatch.setattr(auxnas.compare.runs, "fit", lambda *a, **k: resumes.append(k.get("resume")) or fit(*a, **k))
-    record = auxnas.compare.runs.train_run("single", 0, cfg, overrides, "demo", splits, False, True)
+        train_run("single", 0, cfg, overrides, "demo", splits, False, True,
+                  trainer=lambda *a, **k: fit(*a, **k, callbacks=[StopAfterFirstEpoch()]))
+    record = train_run("single", 0, cfg, overrides, "demo", splits, False, True,
+                       trainer=lambda *a, **k: resumes.append(k.get("resume")) or fit(*a, **k))
     assert resumes == [True] and record["resumed_after_epoch"] == 1 and unbroken["resumed_after_epoch"] is None
     assert record["test_best"] == pytest.approx(unbroken["test_best"], rel=1e-6)
     assert record["test_last"] == pytest.approx(unbroken["test_last"], rel=1e-6)
@@ -280,23 +278,23 @@ def test_a_training_call_never_reuses_a_run_of_another_float_format(tmp_path, mo
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
     cfg = load_config("demo", [*TINY, f"out_dir={tmp_path / 'run'}"])
     splits = build_splits(cfg.data, progress=False)
-    train_run = auxnas.compare.runs.train_run
     first = train_run("single", 0, cfg, TINY, "demo", splits, False, False)
     assert first["precision"] == "float32"
     assert train_run("single", 0, cfg, TINY, "demo", splits, False, True)["reused"]
-    record_file = tmp_path / "run" / auxnas.compare.runs.RECORD_FILE
+    record_file = tmp_path / "run" / RECORD_FILE
     cuda = {**first, "precision": "bfloat16", "identity": run_identity(cfg, splits.record(), "bfloat16")}
     record_file.write_text(json.dumps(cuda))  # as a CUDA machine with amp writes it
     assert train_run("single", 0, cfg, TINY, "demo", splits, False, False, train=False)["precision"] == "bfloat16"
-    fit, trained = auxnas.compare.runs.fit, []
-    monkeypatch.setattr(auxnas.compare.runs, "fit", lambda *a, **k: trained.append(1) or fit(*a, **k))
-    again = train_run("single", 0, cfg, TINY, "demo", splits, False, True)
+    trained = []
+    again = train_run("single", 0, cfg, TINY, "demo", splits, False, True,
+                      trainer=lambda *a, **k: trained.append(1) or fit(*a, **k))
     assert trained == [1] and not again.get("reused") and again["precision"] == "float32"
     assert again["test_best"] == first["test_best"]
     # on CPU train.amp changes nothing: the same run, in the same format
     fp32 = [*TINY, "train.amp=false"]
     fp32_cfg = load_config("demo", [*fp32, f"out_dir={tmp_path / 'run'}"])
-    assert train_run("single", 0, fp32_cfg, fp32, "demo", splits, False, True)["reused"] and trained == [1]
+    assert train_run("single", 0, fp32_cfg, fp32, "demo", splits, False, True,
+                     trainer=lambda *a, **k: trained.append(1) or fit(*a, **k))["reused"] and trained == [1]
 
 
 def test_a_report_says_when_runs_differ_in_keys_outside_their_identity():
@@ -304,12 +302,12 @@ def test_a_report_says_when_runs_differ_in_keys_outside_their_identity():
     how many were trained otherwise, and whether the float formats are mixed."""
     wanted = ["train.lr=0.1", "train.channels_last=true"]
     runs = [{"overrides": ["train.lr=0.1"], "precision": "float32"}, {"overrides": wanted}]
-    assert auxnas.compare.runs.mixed_runs_text(wanted, runs[1:]) == ""
-    assert auxnas.compare.runs.mixed_runs_text(wanted, runs) == (
+    assert mixed_runs_text(wanted, runs[1:]) == ""
+    assert mixed_runs_text(wanted, runs) == (
         " Runs trained with other values of keys outside a run's identity (speed, logging) than these overrides "
         "give, each record keeping its own: `train.channels_last` unset in 1.")
     gpu = {"overrides": [*wanted, "train.amp=true"], "precision": "bfloat16"}
-    text = auxnas.compare.runs.mixed_runs_text(wanted, [*runs, gpu])
+    text = mixed_runs_text(wanted, [*runs, gpu])
     assert text.endswith("`train.channels_last` unset in 1, `train.amp` true in 1. Float formats: bfloat16 in 1 "
                          "runs, float32 in 2 runs.")
 
@@ -318,7 +316,7 @@ def test_progress_estimates_the_time_left_from_the_trained_ones_run_in_parallel(
     """The time left is the mean time of those trained so far (a reused one took none), times those left, over
     the number running at once; the count names what it counts."""
     shown: list[str] = []
-    progress = auxnas.compare.runs.Progress(5, shown.append, counted=" units", parallel=2)
+    progress = Progress(5, shown.append, counted=" units", parallel=2)
     progress.finished("a", 240.0)  # 4 left, 2 at a time: 4 x 240 s / 2
     progress.finished("b", None)  # reused: the mean stays 240 s; 3 left, 2 at a time: 360 s
     progress.finished("c", 60.0)  # mean 150 s; 2 left: 150 s
@@ -332,9 +330,9 @@ def test_a_failing_unit_is_shown_at_once_and_starts_no_further_unit(tmp_path):
     """The first unit fails (its config does not exist): the failure is shown as it happens, the units after it
     never start (each would fail and be shown as well), and the call raises it."""
     shown: list[str] = []
-    units = [auxnas.compare.runs.Unit(str(tmp_path / f"missing{k}.yaml"), (), {"single": ()}, ("single",), 0,
-                                      tmp_path / "runs", f"unit {k}") for k in range(3)]
+    units = [Unit(str(tmp_path / f"missing{k}.yaml"), (), {"single": ()}, ("single",), 0,
+                  tmp_path / "runs", f"unit {k}") for k in range(3)]
     with pytest.raises(ConfigError, match="missing0.yaml"):
-        auxnas.compare.runs.train_units(units, 1, reuse=False, show=shown.append)
+        train_units(units, 1, reuse=False, show=shown.append)
     assert len(shown) == 1 and shown[0].startswith("unit 0: failed (") and "no further unit starts" in shown[0]
     assert not (tmp_path / "runs").exists()

@@ -21,18 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..compare.runs import (
-    Progress,
-    Unit,
-    check_run_folders,
-    identity_overrides,
-    mark_trained,
-    needed_rows,
-    plan_runs,
-    print_now,
-    train_rows,
-    train_units,
-)
+from ..compare.execute import Progress, Trainer, Unit, mark_trained, print_now, train_rows, train_units
+from ..compare.plan import check_run_folders, plan_runs
+from ..compare.records import identity_overrides
+from ..compare.rows import needed_rows
 from ..compare.table import aggregate, delta_metric_names
 from ..config import ExperimentConfig, expand_overrides, load_config
 from ..data import DataSplits, build_splits
@@ -125,10 +117,10 @@ def _setting_inputs(
 
 def _run_setting(
     name: str, description: str, base_overrides: list[str], rows: list[str], seeds: list[int], runs_dir: Path,
-    progress: Progress | None, reuse: bool, train: bool,
+    progress: Progress | None, reuse: bool, train: bool, trainer: Trainer | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """Every (seed, row) run of one setting (its config, ``setting_config``, with ``base_overrides``; through
-    ``auxnas.compare.runs.train_rows``): its description, its run records and its aggregated table
+    ``auxnas.compare.execute.train_rows``, with ``trainer``): its description, its run records and its aggregated table
     (``auxnas.compare.table.aggregate``). ``rows`` holds the ceiling only where the primary is partially labelled
     (elsewhere it would be ``single``)."""
     config, base, splits, main_metric = _setting_inputs(name, base_overrides, progress is not None)
@@ -144,7 +136,7 @@ def _run_setting(
         "delta_metrics": delta_metric_names(task), "ceiling": CEILING in rows, "rows": rows, "config": config,
     }
     runs = train_rows(config, base_overrides, dict(ROWS), rows, seeds, runs_dir, splits, main_metric,
-                      reuse, progress, extra={"setting": name}, train=train)
+                      reuse, progress, extra={"setting": name}, train=train, trainer=trainer)
     info["bilevel_epochs"] = next((r["epochs"] for r in runs if r["bilevel"]), None)
     info["final_train_losses"] = {}
     for t in (primary, aux):  # the loss scales behind the loss weights; random targets have other losses
@@ -174,6 +166,7 @@ def run_accuracy_benchmark(
     tag: str | None = None,
     train: bool = True,
     jobs: int = 1,
+    trainer: Trainer | None = None,
 ) -> dict[str, Any]:
     """Train every (setting, row, seed) of ``preset`` and compare each row with single-task.
 
@@ -189,7 +182,8 @@ def run_accuracy_benchmark(
     ``runs_dir/<preset>[-<tag>]/<setting>/<row>/seed<k>``. With ``train`` False every run is read from its
     record and none trained (a missing one is an error): the table regenerated from committed records. With
     ``jobs`` above 1 the (setting, seed) units train in that many processes at once (a many-core machine, or
-    several runs sharing one GPU), then every record is read as with ``train`` False.
+    several runs sharing one GPU), then every record is read as with ``train`` False. ``trainer`` trains each run
+    (None: ``auxnas.train.fit``; with ``jobs``, a picklable one).
     Returns the JSON's content.
     """
     if preset not in PRESETS:
@@ -225,7 +219,7 @@ def run_accuracy_benchmark(
             check_run_folders(plan_runs(config, base_overrides, dict(ROWS), setting_rows[setting], seed_list,
                                         Path(runs_dir) / name / setting, splits))
         units = [Unit(setting_config(setting), tuple(base_overrides), dict(ROWS), tuple(setting_rows[setting]), seed,
-                      Path(runs_dir) / name / setting, f"{setting} seed {seed}", {"setting": setting})
+                      Path(runs_dir) / name / setting, f"{setting} seed {seed}", {"setting": setting}, trainer)
                  for seed in seed_list for setting, _ in chosen_settings]
         trained_in_units = train_units(units, jobs, reuse, print_now if progress else None)
         train = False  # every run now has its record: read them all
@@ -237,7 +231,7 @@ def run_accuracy_benchmark(
     for setting, description in chosen_settings:
         infos[setting], setting_runs, tables[setting] = _run_setting(
             setting, description, base_overrides, setting_rows[setting], seed_list,
-            Path(runs_dir) / name / setting, counter, reuse, train,
+            Path(runs_dir) / name / setting, counter, reuse, train, trainer,
         )
         runs += mark_trained(setting_runs, trained_in_units)
     summary: dict[str, Any] = {

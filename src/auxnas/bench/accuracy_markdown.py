@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..compare.runs import mixed_runs_text
+from ..compare.records import mixed_runs_text
 from .presets import CEILING, CONTROL_ROW, CONTROLS
 
 

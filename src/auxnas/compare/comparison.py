@@ -33,10 +33,11 @@ from ..stats import paired_interval
 from ..tasks import build_task
 from ..validate import validate
 from ..weighting import WEIGHTING_NAMES
+from .execute import Progress, Trainer, Unit, mark_trained, print_now, train_rows, train_units
+from .plan import check_run_folders, plan_runs
 from .profile import inference_latency, profile_row
 from .report import deployed_cost, format_markdown, recommendation, verdicts
 from .rows import RANDOM_AUX, ceiling_fractions, check_methods, comparison_rows, row_overrides
-from .runs import Progress, Unit, check_run_folders, mark_trained, plan_runs, print_now, train_rows, train_units
 from .table import aggregate, delta_metric_names
 
 #: the methods compared when none are named
@@ -153,6 +154,7 @@ def run_comparison(
     progress: bool = True,
     jobs: int = 1,
     run_lines: bool | None = None,
+    trainer: Trainer | None = None,
 ) -> dict[str, Any]:
     """Train ``single`` and every one of ``methods`` (``METHOD`` or ``METHOD+WEIGHTING``, at least one not
     single-task) on ``config`` with ``overrides`` over ``seeds`` (a number: seeds 0..N-1; at least 2), compare each
@@ -169,6 +171,7 @@ def run_comparison(
     ``progress``: print the data, every step and ``compare.md``. ``run_lines`` (default: ``progress``): print a
     line per run as it ends (its main metric at the epoch selected on the validation split and at the last: the
     validation curve in short; with ``jobs`` a line per seed) and a too small validation split's warning.
+    ``trainer`` trains each run (None: ``auxnas.train.fit``; with ``jobs``, a picklable one).
     """
     start = time.perf_counter()
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -223,12 +226,14 @@ def run_comparison(
     trained: set[str] = set()
     if jobs > 1:  # each seed's rows in one process, then every run read from its record
         check_run_folders(plan_runs(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits))
-        units = [Unit(config, tuple(base_overrides), rows, tuple(rows), seed, out / "runs", f"seed {seed}")
+        units = [Unit(config, tuple(base_overrides), rows, tuple(rows), seed, out / "runs", f"seed {seed}",
+                     trainer=trainer)
                  for seed in seed_list]
         trained = train_units(units, jobs, reuse, print_now if run_lines else None)
     counter = Progress(len(rows) * len(seed_list), show=print_now if run_lines and jobs == 1 else None)
     runs = mark_trained(train_rows(config, base_overrides, rows, list(rows), seed_list, out / "runs", splits,
-                                   {primary: main}, reuse, counter, train=jobs == 1), trained)
+                                   {primary: main}, reuse, counter, train=jobs == 1, trainer=trainer),
+                         trained)
     table = aggregate(runs, info, list(rows), task)
     _add_control_intervals(table, runs, main, task.higher_is_better[main])
     costs = _row_costs(config, rows, runs, seed_list[EXPORT_SEED_INDEX], out, splits.test[0]["image"],

@@ -5,6 +5,10 @@ A run's identity is the sha256 of what decides what it computes: its resolved co
 identities), the fingerprint of its data (each split's image count and names) and its float format. Two runs of
 one identity are the same run wherever their folders are; a run whose config file was edited, or whose data
 changed, is another run even at the same path with the same overrides.
+
+Here too what reads records back and matches them with a run (``reused_record``, also for records made before
+records had an identity) and what reads overrides (``last_overrides``, ``identity_overrides``, and the report's
+sentence on runs trained with other keys outside the identity, ``mixed_runs_text``).
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+import shlex
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import ConfigError, ExperimentConfig, config_from_dict
+from ..config import ConfigError, ExperimentConfig, config_from_dict, load_config
 
 #: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
 RECORD_FILE = "bench_run.json"
@@ -103,3 +109,95 @@ def config_changes(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> list[
 def shown(changes: list[str], most: int = 4) -> str:
     """At most ``most`` of ``changes`` in one line."""
     return "; ".join(changes[:most]) + (f"; and {len(changes) - most} more" if len(changes) > most else "")
+
+
+def last_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` without those a later one of the same key replaces: the same config, readable commands."""
+    seen: set[str] = set()
+    kept = []
+    for text in reversed(overrides):
+        key = text.split("=", 1)[0]
+        if key not in seen:
+            seen.add(key)
+            kept.append(text)
+    return kept[::-1]
+
+
+def identity_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` without those of ``OUTSIDE_IDENTITY``'s keys: what they change in a run's identity."""
+    return [o for o in overrides if o.split("=", 1)[0].strip() not in OUTSIDE_IDENTITY]
+
+
+def _last_value(overrides: Sequence[str], key: str) -> str | None:
+    """The value the last ``key=value`` of ``overrides`` gives ``key``; None when none sets it."""
+    values = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].strip() == key]
+    return values[-1] if values else None
+
+
+def mixed_runs_text(overrides: Sequence[str], runs: Sequence[Mapping[str, Any]]) -> str:
+    """A report's sentence on what ``runs`` were trained with where it differs from ``overrides`` (those of the
+    whole comparison) without changing their identity: other values of keys outside it (a comparison may switch
+    them midway; each record keeps its own), or more than one float format; '' when nothing differs."""
+    differ = []
+    for key in OUTSIDE_IDENTITY[1:]:  # not the name
+        wanted = _last_value(overrides, key)
+        found = Counter(_last_value(r["overrides"], key) for r in runs)
+        differ += [f"`{key}` {'unset' if value is None else value} in {n}"
+                   for value, n in found.items() if value != wanted]
+    formats = Counter(r.get(RECORD_PRECISION, "float32") for r in runs)
+    text = (f" Runs trained with other values of keys outside a run's identity (speed, logging) than these "
+            f"overrides give, each record keeping its own: {', '.join(differ)}." if differ else "")
+    if len(formats) > 1:
+        text += " Float formats: " + ", ".join(f"{f} in {n} runs" for f, n in sorted(formats.items())) + "."
+    return text
+
+
+def _legacy_fields(config: str, overrides: Sequence[str]) -> dict[str, Any] | None:
+    """The resolved config of ``config`` with ``overrides`` but ``OUTSIDE_IDENTITY``, by which a record without an
+    identity (written before records had one) is matched (None when it no longer loads)."""
+    try:
+        fields = dataclasses.asdict(load_config(config, list(overrides)))
+    except (ConfigError, ValueError, TypeError):
+        return None
+    for key in OUTSIDE_IDENTITY:
+        *sections, name = key.split(".")
+        section = fields
+        for part in sections:
+            section = section[part]
+        section.pop(name)
+    return fields
+
+
+def reused_record(
+    run_dir: str | Path, config: str, overrides: list[str], float_format: str | None = None,
+    identity: Callable[[str], str] | None = None,
+) -> dict[str, Any] | None:
+    """The record of a finished run in ``run_dir`` that is the run of ``config`` with ``overrides``, or None;
+    with ``float_format``, None also when the run computed in another float format (``RECORD_PRECISION``).
+
+    ``identity`` gives the new run's identity in a float format (``records.run_identity``): a record that carries
+    one is the same run exactly when the two are equal. A record without one (written before records had it) is
+    the same run when it was made from the same config and overrides or, made from another config and overrides
+    (e.g. the accuracy benchmark's settings before they became configs), resolves to the same config but for its
+    name. Records may move with their runs folder (e.g. committed beside a benchmark's results): the record
+    returned names ``run_dir``, where it was found, as the run's folder."""
+    record = read_record(run_dir)
+    if record is None:
+        return None
+    found = record.get(RECORD_PRECISION, "float32")
+    if float_format is not None and found != float_format:
+        return None
+    if identity is not None and "identity" in record:
+        same = record["identity"] == identity(found)
+    else:
+        try:
+            made_from = shlex.split(record["command"])[2]
+            old_runs, new_runs = str(Path(record["run_dir"]).parent.parent), str(Path(run_dir).parent.parent)
+            recorded = [o.replace(old_runs, new_runs) for o in record.get("overrides") or []]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return None
+        same = recorded == overrides and made_from == config
+        if not same:
+            fields = _legacy_fields(made_from, recorded)
+            same = fields is not None and fields == _legacy_fields(config, overrides)
+    return {**record, "run_dir": str(run_dir)} if same else None

@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .records import mixed_runs_text
 from .rows import CEILING, RANDOM_AUX
-from .runs import mixed_runs_text
 
 
 def row_kind(row: str) -> str:
