@@ -122,3 +122,12 @@ def test_cuda_or_an_unknown_device_is_one_line(tmp_path, monkeypatch, capsys):
         assert main(["evaluate", str(run), "--device", device]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+def test_last_pt_holds_the_weighting_state_once(tmp_path, monkeypatch):
+    """The weighting's state sits beside the training state in last.pt, not in it too; a resumed run reads it."""
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    cfg = load_config("demo", [*OVERRIDES, "train.epochs=1", "weighting.name=uncertainty", f"out_dir={tmp_path}"])
+    fit(cfg, progress=False)
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert "weighting" not in last["state"] and set(last["weighting"]) == {"log_vars.seg"}

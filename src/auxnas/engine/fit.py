@@ -75,7 +75,7 @@ def build_run(
     state = build_train_state(cfg, model, device, total_steps, dist)
     if resume_from is not None:
         model.load_state_dict(resume_from["model"])
-        state.load_state_dict(resume_from["state"])
+        state.load_state_dict({"weighting": resume_from["weighting"], **resume_from["state"]})  # older: in both
     else:
         state.record_links()
     return Run(cfg, Path(cfg.out_dir), dist, splits, val_loader, test_loader, total_steps, state, progress,

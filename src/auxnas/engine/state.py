@@ -114,14 +114,15 @@ class TrainState:
         return stepped + self.model.architecture_parameters() if self.single_level else stepped
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain containers of tensors and numbers (a checkpoint loadable with ``weights_only=True``). Every process
-        must call it (it gathers their generators' states: ``rng_ranks``, in rank order, complete on rank 0)."""
+        """Plain containers of tensors and numbers (a checkpoint loadable with ``weights_only=True``); the weighting's
+        state is not among them: the checkpoint holds it once, beside (``checkpoint_payload``). Every process must
+        call it (it gathers their generators' states: ``rng_ranks``, in rank order, complete on rank 0)."""
         rng_ranks = gather_rng_states(self.dist)
         optional = {k: getattr(self, k).state_dict() for k in ("arch_optimizer", "arch_schedule")
                     if getattr(self, k) is not None}
         return {
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), **optional,
-            "weighting": self.weighting.state_dict(), "step": self.step, "epoch": self.epoch,
+            "step": self.step, "epoch": self.epoch,
             "best_value": self.best_value, "best_epoch": self.best_epoch, "val_best": self.val_best,
             "history": self.history, "links": self.links, "elapsed_s": self.elapsed_s,
             "rng": rng_ranks[0] if rng_ranks else rng_state(),
@@ -135,7 +136,7 @@ class TrainState:
         if self.arch_optimizer is not None:
             self.arch_optimizer.load_state_dict(state["arch_optimizer"])
             self.arch_schedule.load_state_dict(state["arch_schedule"])
-        self.weighting.load_state_dict(state["weighting"])
+        self.weighting.load_state_dict(state["weighting"])  # the checkpoint's, beside this state (checkpoint_payload)
         for key in ("step", "epoch", "best_value", "best_epoch", "val_best", "history", "links"):
             setattr(self, key, state[key])
         self.elapsed_s = float(state.get("elapsed_s", 0.0))  # a last.pt of an older auxnas has none
