@@ -123,7 +123,7 @@ def run_single(monkeypatch, overrides: list[str]) -> tuple[dict, dict[str, torch
 
 def compare(ddp_dir: Path, single: dict, single_weights: dict[str, torch.Tensor]) -> dict[str, float]:
     """Assert that both processes ended bitwise equal and match the one-process run; return the differences."""
-    ranks = [torch.load(ddp_dir / f"weights-rank{r}.pt") for r in range(2)]
+    ranks = [torch.load(ddp_dir / f"weights-rank{r}.pt", map_location="cpu") for r in range(2)]
     results = [json.loads((ddp_dir / f"result-rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["architecture"], "aux_nas has architecture weights"
     for name, value in ranks[0]["architecture"].items():  # the architecture is the same on every process
