@@ -15,6 +15,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shlex
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -203,6 +205,16 @@ def _train_unit(unit: Unit, reuse: bool, threads: int) -> tuple[list[str], float
     return [r["run_dir"] for r in runs if not r.get("reused")], time.perf_counter() - start
 
 
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate ``pool``'s worker processes and wait for them: a run they leave stopped midway continues from its
+    last finished epoch with ``reuse``. (The executor has no public way to stop a running task: its processes.)"""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=30)
+
+
 def train_units(
     units: Sequence[Unit], jobs: int, reuse: bool, show: Callable[[str], None] | None = print_now,
 ) -> set[str]:
@@ -211,7 +223,8 @@ def train_units(
     shown at once and starts no further unit; the call raises it when the units still running have finished (a
     unit stopped midway continues with ``reuse``). ``show`` receives a line per finished unit, with the time left.
     Returns the folders of the runs trained (read them back with ``train_rows(..., train=False)`` and
-    ``mark_trained``)."""
+    ``mark_trained``). Stopped by Ctrl-C or a kill (SIGTERM), it ends its workers before it raises: none trains on.
+    """
     if jobs < 1:
         raise ValueError(f"jobs: need at least 1 process, got {jobs}")
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -220,7 +233,10 @@ def train_units(
     running: dict[Future, Unit] = {}
     trained: set[str] = set()
     failure: BaseException | None = None
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None  # a kill: as Ctrl-C
+    try:
         while running or (waiting and failure is None):
             while waiting and failure is None and len(running) < jobs:
                 unit = waiting.pop(0)
@@ -238,6 +254,13 @@ def train_units(
                 trained.update(run_dirs)
                 progress.finished(f"{unit.name}: {len(run_dirs)} runs trained, {seconds:.0f} s",
                                   seconds if run_dirs else None)  # a unit only read back says nothing of time
+    except BaseException:
+        _end_workers(pool)  # stopped (Ctrl-C, a kill): no worker may train on, unseen, into the runs folder
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     if failure is not None:
         raise failure
     return trained

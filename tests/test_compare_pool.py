@@ -1,0 +1,46 @@
+"""A stopped comparison leaves no worker behind: ``train_units`` ends its processes when it is killed."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from auxnas.compare.execute import Unit, train_units
+
+    overrides = ("data.image_size=32", "data.num_train=40", "data.num_test=8", "data.batch_size=8",
+                 "train.epochs=50", "train.tensorboard=false")
+    units = [Unit("demo", overrides, {"single": ("method.name=single", "tasks.aux=[]")}, ("single",), seed,
+                  Path(sys.argv[1]), f"seed {seed}") for seed in (0, 1)]
+    train_units(units, 2, reuse=False, show=None)
+""")
+
+
+def children(pid: int) -> list[int]:
+    done = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in done.stdout.split()]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process tree with pgrep")
+def test_a_killed_comparison_ends_its_workers(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUXNAS_CACHE": str(tmp_path / "cache")}
+    parent = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "runs")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "runs" / "single" / "seed1" / "config.yaml").exists():  # both workers train
+        assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read().decode()[-2000:]
+        time.sleep(0.2)
+    workers = children(parent.pid)
+    assert len(workers) >= 2
+    parent.send_signal(signal.SIGTERM)
+    parent.wait(timeout=60)
+    time.sleep(1)
+    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}") and
+             open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
+    assert alive == []
