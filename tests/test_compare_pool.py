@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,11 +24,19 @@ SCRIPT = textwrap.dedent("""
 
 
 def children(pid: int) -> list[int]:
-    done = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return [int(p) for p in done.stdout.split()]
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="reads the process tree with pgrep")
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process tree from /proc")
 def test_a_killed_comparison_ends_its_workers(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AUXNAS_CACHE": str(tmp_path / "cache")}
     parent = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "runs")], env=env,
@@ -41,6 +50,6 @@ def test_a_killed_comparison_ends_its_workers(tmp_path):
     parent.send_signal(signal.SIGTERM)
     parent.wait(timeout=60)
     time.sleep(1)
-    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}") and
-             open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
     assert alive == []
