@@ -23,15 +23,17 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc)."""
+def workers_of(pid: int) -> list[int]:
+    """The pool's worker processes of ``pid``: its children that run ``spawn_main`` (from /proc; not the resource
+    tracker, which ends on its own)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # ended meanwhile
             continue
-        if int(fields[1]) == pid:
+        if int(fields[1]) == pid and b"spawn_main" in command and b"resource_tracker" not in command:
             found.append(int(stat.parent.name))
     return found
 
@@ -45,7 +47,7 @@ def test_a_killed_comparison_ends_its_workers(tmp_path):
     while not (tmp_path / "runs" / "single" / "seed1" / "config.yaml").exists():  # both workers train
         assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read().decode()[-2000:]
         time.sleep(0.2)
-    workers = children(parent.pid)
+    workers = workers_of(parent.pid)
     assert len(workers) >= 2
     parent.send_signal(signal.SIGTERM)
     parent.wait(timeout=60)
