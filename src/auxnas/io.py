@@ -129,7 +129,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 def check_output_folder(
     folder: Path, claim: Callable[[Path], str | None], remedy: str, error: type[Exception] = FileExistsError,
 ) -> None:
-    """The rule of every command that writes into a folder (train, compare, bench, recipe, demo, export): the folder
+    """The rule of every command that writes into a folder (train, compare, bench, recipe, export, predict): the folder
     is absent or empty, or ``claim(folder)`` finds in it only what the command made itself for the same run (its
     record says so) and returns None. Otherwise ``error``, one line naming the folder, what it holds (``claim``'s
     answer) and ``remedy``; a file or a symbolic link in its place is never written through."""

@@ -30,7 +30,6 @@ from ..config import ExperimentConfig, load_config
 from ..data import DataSplits, build_splits
 from ..engine.loaders import steps_per_epoch
 from ..engine.run_dir import RunDirectoryError, resumable_checkpoint
-from ..engine.runtime import precision, resolve_device
 from ..errors import CheckpointError
 from ..io import write_json
 from ..train import RunResult, fit
@@ -98,7 +97,7 @@ def train_run(
     train_one = trainer if trainer is not None else fit
     run = Planned(label, seed, cfg, overrides, config, bilevel, splits.record() if splits is not None else {},
                   dict(started_from), declarations(splits))
-    here = precision(resolve_device(cfg.train.device), cfg.train.amp) if train else None  # reading: any machine
+    here = run.float_format if train else None  # reading: any machine
     record = reused_record(cfg.out_dir, config, overrides, here, run.identity) if reuse or not train else None
     if record is not None:
         return {**record, "reused": True}

@@ -93,6 +93,11 @@ class Planned:
     #: the declarations of the dataset's own tasks (``DataSplits.num_classes``' mappings)
     declared: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def float_format(self) -> str:
+        """The float format the run computes in on this machine (``engine.runtime.precision``)."""
+        return precision(resolve_device(self.cfg.train.device), self.cfg.train.amp)
+
     def identity(self, float_format: str) -> str:
         """The run's identity (``records.run_identity``) when it computes in ``float_format``."""
         return run_identity(self.cfg, self.data, float_format, self.started_from, self.declared)
@@ -121,7 +126,7 @@ def plan_runs(
             ])
             cfg = load_config(config, overrides)
             run = Planned(row, seed, cfg, overrides, config, bilevel, data, dict(identities), declarations(splits))
-            identities[cfg.out_dir] = run.identity(precision(resolve_device(cfg.train.device), cfg.train.amp))
+            identities[cfg.out_dir] = run.identity(run.float_format)
             planned.append(run)
     return planned
 
@@ -157,7 +162,7 @@ def check_run_folder(run: Planned, float_format: str) -> None:
 def check_run_folders(planned: Sequence[Planned]) -> None:
     """``check_run_folder`` for every planned run, before any of them trains."""
     for run in planned:
-        check_run_folder(run, precision(resolve_device(run.cfg.train.device), run.cfg.train.amp))
+        check_run_folder(run, run.float_format)
 
 
 def _trains_again(
@@ -171,8 +176,8 @@ def _trains_again(
     weights it did not start from."""
     recorded = {}
     for row, run in planned.items():
-        here = precision(resolve_device(run.cfg.train.device), run.cfg.train.amp)
-        recorded[row] = reused_record(run.cfg.out_dir, run.config, run.overrides, here, run.identity) is not None
+        recorded[row] = reused_record(run.cfg.out_dir, run.config, run.overrides, run.float_format,
+                                      run.identity) is not None
     again: set[str] = set()
     changed = True
     while changed:

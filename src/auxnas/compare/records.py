@@ -1,10 +1,11 @@
 """What a run of a comparison is (its identity) and what it leaves (its record): reuse is a lookup of the identity.
 
-A run's identity is the sha256 of what decides what it computes: its resolved config (every field but those of
-``OUTSIDE_IDENTITY``, its own folder, and the folders of the runs it starts from, which enter as *their*
-identities), the fingerprint of its data (each split's image count and names) and its float format. Two runs of
-one identity are the same run wherever their folders are; a run whose config file was edited, or whose data
-changed, is another run even at the same path with the same overrides.
+A run's identity is the sha256 of what decides what it computes: its resolved config (every field not at the
+schema's default but those of ``OUTSIDE_IDENTITY`` and its own folder; the folders of the runs it starts from
+enter as *their* identities), the fingerprint of its data (each split's image count and names), its float format
+and the declarations of a dataset's own tasks. Two runs of one identity are the same run wherever their folders
+are; a run whose config file was edited, or whose data changed, is another run even at the same path with the
+same overrides.
 
 Here too what reads records back and matches them with a run (``reused_record``, also for records made before
 records had an identity) and what reads overrides (``last_overrides``, ``identity_overrides``, and the report's
@@ -14,6 +15,7 @@ sentence on runs trained with other keys outside the identity, ``mixed_runs_text
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shlex
@@ -37,13 +39,18 @@ RECORD_PRECISION = "precision"
 OUTSIDE_IDENTITY = ("name", "train.channels_last", "train.tensorboard", "train.amp")
 
 
+@functools.cache
+def _schema_defaults() -> dict[str, Any]:
+    """Every field of the schema at its default, as dotted key -> value."""
+    return flat_config(dataclasses.asdict(ExperimentConfig()))
+
+
 def identity_fields(cfg: ExperimentConfig, started_from: Mapping[str, str] = {}) -> dict[str, Any]:  # noqa: B006
     """The fields of ``cfg`` that make its run, as dotted key -> value: every field whose value is not the schema's
     default (so that a field added later, with its default, leaves every earlier run's identity as it was), but
     ``OUTSIDE_IDENTITY`` and ``out_dir``; an ``init`` path that ``started_from`` maps (a run folder -> that run's
     identity) is replaced by the identity."""
-    fields = flat_config(dataclasses.asdict(cfg))
-    defaults = flat_config(dataclasses.asdict(ExperimentConfig()))
+    fields, defaults = flat_config(dataclasses.asdict(cfg)), _schema_defaults()
     for key in ("init.primary", *(k for k in fields if k.startswith("init.aux."))):
         fields[key] = started_from.get(fields[key], fields[key])
     return {key: value for key, value in fields.items()

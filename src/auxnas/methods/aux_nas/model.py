@@ -160,10 +160,13 @@ class LinkedBranches(MultiTaskModel):
         """The primary fusion ops' 1x1 projections: every source of those ops is an a2p link."""
         return [fusion.proj.weight for fusion in self.primary_fusions.values()]
 
+    def p2a_projections(self) -> list[nn.Parameter]:
+        """The auxiliary branches' fusion ops' 1x1 projections: every source of those ops is a p2a link."""
+        return [fusion.proj.weight for links in self.p2a.values() for fusion in links.fusions.values()]
+
     def fusion_projections(self) -> list[nn.Parameter]:
         """Every fusion op's 1x1 projection: the auxiliary branches' (p2a) and the primary's (a2p)."""
-        p2a = [fusion.proj.weight for links in self.p2a.values() for fusion in links.fusions.values()]
-        return [*p2a, *self.a2p_projections()]
+        return [*self.p2a_projections(), *self.a2p_projections()]
 
     def optimizer_groups(self, lr: float, weight_decay: float, method: MethodConfig) -> list[dict[str, Any]]:
         """Grouped by learning rate and weight decay: the fusion projections (``fusion_projections``) train at
@@ -192,8 +195,7 @@ class LinkedBranches(MultiTaskModel):
 
     def monitored_parameters(self) -> dict[str, list[nn.Parameter]]:
         """The p2a and the a2p fusion projections: how far the zero-initialised ``W`` of the fusion ops has grown."""
-        a2p = self.a2p_projections()
-        return {"p2a": [p for p in self.fusion_projections() if all(p is not q for q in a2p)], "a2p": a2p}
+        return {"p2a": self.p2a_projections(), "a2p": self.a2p_projections()}
 
     def last_shared_layer(self) -> nn.Parameter:
         return self.primary_branch.last_layer_weight()
