@@ -10,6 +10,9 @@ the end; whether every auxiliary gradient stayed non-zero after the first epoch.
 
     python benchmarks/protocol_verdict.py --runs benchmarks/records/protocol-tiny_resnet-64px-e30 \\
         --out benchmarks/results/protocol-tiny_resnet
+
+``--nas-row aux_nas-disparity_15`` applies it with that row in place of protocol Aux-NAS (the follow-up of
+docs/protocols.md: the protocol at the default's auxiliary weight).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from auxnas.io import write_json, write_text
 from auxnas.stats import paired_interval
 
 #: the rows that train on the auxiliary task (their auxiliary gradient must stay alive)
-AUX_ROWS = ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-default")
+AUX_ROWS = ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-default", "aux_nas-disparity_15")
 #: the rule's threshold: protocol Aux-NAS must close at least this share of the depth gap (mean)
 SHARE_NEEDED = 0.25
 
@@ -49,8 +52,9 @@ def run_extras(run_dir: str, primary: str, aux: str) -> dict[str, Any]:
             "a2p_norm": norms.get("a2p")}
 
 
-def setting_summary(runs: Path, setting: str) -> dict[str, Any]:
-    """``why_no_transfer.summarise`` of one setting, with ``run_extras`` per seed and the paired comparisons."""
+def setting_summary(runs: Path, setting: str, nas_row: str = "aux_nas") -> dict[str, Any]:
+    """``why_no_transfer.summarise`` of one setting, with ``run_extras`` per seed and the paired comparisons of
+    ``nas_row`` (protocol Aux-NAS, or the follow-up's row in its place)."""
     summary = summarise(runs, setting)
     primary, aux, metric = summary["primary"], summary["aux"], summary["metric"]
     folder = runs / setting
@@ -67,13 +71,14 @@ def setting_summary(runs: Path, setting: str) -> dict[str, Any]:
     def tests(row: str) -> list[float]:
         return [m["test"] for m in rows[row]["per_seed"]]
 
-    if {"aux_nas", "aux_nas-default"} <= rows.keys():
-        summary["aux_nas_vs_default"] = paired_interval(tests("aux_nas"), tests("aux_nas-default"))
+    summary["nas_row"] = nas_row
+    if {nas_row, "aux_nas-default"} <= rows.keys():
+        summary["aux_nas_vs_default"] = paired_interval(tests(nas_row), tests("aux_nas-default"))
         summary["grad_ratio_vs_default"] = paired_interval(
-            [x["grad_ratio"] for x in rows["aux_nas"]["extras"]],
+            [x["grad_ratio"] for x in rows[nas_row]["extras"]],
             [x["grad_ratio"] for x in rows["aux_nas-default"]["extras"]])
-    if {"aux_nas", "aux_head"} <= rows.keys():
-        summary["aux_nas_vs_aux_head"] = paired_interval(tests("aux_nas"), tests("aux_head"))
+    if {nas_row, "aux_head"} <= rows.keys():
+        summary["aux_nas_vs_aux_head"] = paired_interval(tests(nas_row), tests("aux_head"))
     summary["metric"] = metric
     return summary
 
@@ -81,13 +86,14 @@ def setting_summary(runs: Path, setting: str) -> dict[str, Any]:
 def verdict(depth: dict[str, Any]) -> dict[str, str]:
     """The rule of docs/protocols.md on the ``ctrl-depth`` summary: validity first, then the four outcomes."""
     rows = depth["rows"]
-    dead = {row: rows[row]["dead_aux"] for row in AUX_ROWS if row in rows and rows[row]["dead_aux"]}
+    read = ("aux_head", "aux_g-layer", depth["nas_row"], "aux_nas-default")
+    dead = {row: rows[row]["dead_aux"] for row in read if row in rows and rows[row]["dead_aux"]}
     head = rows["aux_head"].get("share")
     if dead:
         return {"verdict": "no verdict", "why": f"an auxiliary gradient died (row: epochs) {dead}"}
     if not (head and head["bounded"] and head["low"] > 0):
         return {"verdict": "no verdict", "why": "protocol Aux-Head does not pass the depth control"}
-    nas, default = rows["aux_nas"]["share"], rows["aux_nas-default"]["share"]
+    nas, default = rows[depth["nas_row"]]["share"], rows["aux_nas-default"]["share"]
     ratio = depth["grad_ratio_vs_default"]
     if nas["share"] >= SHARE_NEEDED and nas["bounded"] and default["bounded"] and nas["low"] > default["high"]:
         return {"verdict": "the missing transfer was an implementation choice",
@@ -130,7 +136,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['verdict']['why']}.", ""]
     for setting, s in result["settings"].items():
         lines += [f"## `{setting}` ({s['primary']} primary, {s['aux']} auxiliary), seeds {s['seeds']}", "",
-                  f"Protocol Aux-NAS vs `aux_nas-default`: {_interval(s.get('aux_nas_vs_default'))} {s['metric']}; "
+                  f"`{s['nas_row']}` vs `aux_nas-default`: {_interval(s.get('aux_nas_vs_default'))} {s['metric']}; "
                   f"vs protocol Aux-Head: {_interval(s.get('aux_nas_vs_aux_head'))}; gradient ratio vs default: "
                   f"{_interval(s.get('grad_ratio_vs_default'))}.", "",
                   "| row | test | share of gap | aux/primary gradient (run; 1st / 2nd half) | p2a max | a2p end "
@@ -154,10 +160,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", required=True, help="one backbone's runs folder of the protocol preset")
     parser.add_argument("--settings", nargs="+", default=["ctrl-depth", "d-10"])
+    parser.add_argument("--nas-row", default="aux_nas", help="the row the rule reads as protocol Aux-NAS")
     parser.add_argument("--out", required=True, help="writes <out>.json and <out>.md")
     args = parser.parse_args()
     runs = Path(args.runs)
-    settings = {name: setting_summary(runs, name) for name in args.settings if (runs / name).is_dir()}
+    settings = {name: setting_summary(runs, name, args.nas_row) for name in args.settings if (runs / name).is_dir()}
     result = {"runs": str(runs), "settings": settings, "verdict": verdict(settings["ctrl-depth"])}
     write_json(Path(f"{args.out}.json"), result)
     write_text(Path(f"{args.out}.md"), markdown(result))

@@ -91,12 +91,16 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # today's default Aux-NAS in a runs folder whose every other row trains under the paper's CNN protocol: the
     # same-machine reference of the protocol experiment (docs/protocols.md)
     ("aux_nas-default", ("method.name=aux_nas", *PROTOCOL_RESET)),
+    # the protocol experiment's follow-up: protocol Aux-NAS at the default's disparity weight, to separate the
+    # protocol from the weight cut it came with (docs/protocols.md)
+    ("aux_nas-disparity_15", ("method.name=aux_nas", "tasks.loss_weights.disparity=15.0")),
     ("aux_nas-random_aux", ("method.name=aux_nas", f"data.random_targets=[{AUX}]")),
     ("aux_head-random_aux", ("method.name=aux_head", f"data.random_targets=[{AUX}]")),
 )
 
 #: rows in no preset's table: the investigation's and the recipe's auxiliary branch
-UNTABLED = {*(r[0] for r in INVESTIGATION_ROWS), AUX_SINGLE, "aux_nas-recipe-a2p_wd", "aux_nas-default"}
+UNTABLED = {*(r[0] for r in INVESTIGATION_ROWS), AUX_SINGLE, "aux_nas-recipe-a2p_wd", "aux_nas-default",
+             "aux_nas-disparity_15"}
 
 #: (name, description) of every setting, the positive controls first; each is a packaged config
 #: (``setting_config``: tiny_resnet at 32 px, 96 network updates, the loss weights and how they were chosen)
