@@ -107,6 +107,10 @@ def test_weighting_overhead_of_every_gradient_method(result):
             # gradient norms at the last shared layer only
             low, high = (1.3, 2.0) if method != "gradnorm" else (1.0, 1.2)
             assert low < overhead[model][method]["flops_ratio"] < high, (model, method)
+        # Auto-Lambda's meta step: two forward-backward passes (the virtual step, the primary's gradient ahead) and
+        # two forwards (the finite difference) before the network step's forward-backward
+        assert 3.0 < overhead[model]["auto_lambda"]["flops_ratio"] < 4.5
+    assert overhead["peak_memory_ratio"]["auto_lambda"] > 0
 
 
 def test_time_interleaved_alternates_calls_and_pairs_rounds():

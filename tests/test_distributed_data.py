@@ -47,18 +47,19 @@ def test_every_process_loads_its_part_of_the_same_global_batches(tmp_path, monke
     for batch_size, steps, sizes in [(6, 3, [3] * 10 + [2] * 2), (8, 2, [4] * 8)]:
         cfg = load_config("demo", [*BASE, "data.num_train=43", f"data.batch_size={batch_size}"])
         train = build_splits(cfg.data, progress=False).train  # 34 images: two halves of 17
-        one = list(epoch_batches(train, cfg, 1, True))
-        parts = [list(epoch_batches(train, cfg, 1, True, Distributed(rank, 2))) for rank in range(2)]
+        one = list(epoch_batches(train, cfg, 1, True, meta=True))
+        parts = [list(epoch_batches(train, cfg, 1, True, Distributed(rank, 2), meta=True)) for rank in range(2)]
         # 17 = 6 + 6 + 5 (the last batch split 3 + 2); 17 = 8 + 8 + 1: a batch of one image is left out, in one
         # process as in two
         assert len(one) == len(parts[0]) == len(parts[1]) == steps
         assert steps_per_epoch(len(train), cfg, True, 2) == steps
         got = []
         for whole, a, b in zip(one, *parts):
-            for half in range(2):  # network and architecture batches alike
+            for kind in range(3):  # network, architecture and meta batches alike
                 for key in ("seg", "normal", "image"):
-                    assert torch.equal(torch.cat([a[half][key], b[half][key]]), whole[half][key])
-                got += [a[half]["image"].shape[0], b[half]["image"].shape[0]]
+                    assert torch.equal(torch.cat([a[kind][key], b[kind][key]]), whole[kind][key])
+                got += [a[kind]["image"].shape[0], b[kind]["image"].shape[0]] if kind < 2 else []
+            assert not torch.equal(whole[2]["image"], whole[0]["image"])  # the meta batch: another draw
         assert sorted(got, reverse=True) == sizes
 
 

@@ -50,7 +50,10 @@ from auxnas.weighting import WEIGHTINGS
     # process (no label in the global batch) or on one (a zero loss there); the fusion projections in a
     # learning-rate group of their own
     ["weighting.name=equal", "data.labelled_fraction={seg: 0.25}", "method.fusion_lr_factor=2"],
-], ids=["equal-channels-last", "gcs-partial-labels", "equal-partial-labels"])
+    # a meta-learned weighting: its look-ahead's gradients and losses averaged over the processes, on meta batches
+    # where one process may hold segmentation labels and the other none
+    ["weighting.name=auto_lambda", "weighting.options.lr=0.01", "data.labelled_fraction={seg: 0.25}"],
+], ids=["equal-channels-last", "gcs-partial-labels", "equal-partial-labels", "auto_lambda-partial-labels"])
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeypatch, setting):
     cache = tmp_path / "cache"
     monkeypatch.setenv("AUXNAS_CACHE", str(cache))
@@ -59,7 +62,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeyp
     if "data.labelled_fraction={seg: 0.25}" in setting:  # the case the label shares exist for does occur
         cfg = load_config("demo", overrides)
         train = build_splits(cfg.data, progress=False).train
-        seg = [[b["labelled"]["seg"].any().item() for b, _ in epoch_batches(train, cfg, epoch, True,
+        seg = [[b["labelled"]["seg"].any().item() for b, _, _ in epoch_batches(train, cfg, epoch, True,
                                                                              Distributed(rank, 2))]
                for epoch in (1, 2) for rank in range(2)]
         assert any(a != b for ranks in zip(seg[0::2], seg[1::2]) for a, b in zip(*ranks))

@@ -38,6 +38,8 @@ class InterruptAtValidation(Callback):
     # fusion projections' learning-rate group
     ["method.name=aux_nas", "weighting.name=pcgrad_aux", "train.channels_last=true", "method.fusion_lr_factor=10"],
     ["method.name=adashare_aux", "method.adashare_skip_downsample=true", "weighting.name=gradnorm"],  # sampled
+    # a meta-learned weighting: its weights, Adam moments and cadence; SGD's momentum in its look-ahead
+    ["method.name=aux_head", "weighting.name=auto_lambda", "weighting.options.every=2", "train.optimizer=sgd"],
 ])
 def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, method):
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))

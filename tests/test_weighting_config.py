@@ -21,7 +21,8 @@ def test_unknown_names_and_options():
         build_weighting("gcs", TASKS, "p", granularity="layer")
     with pytest.raises(ValueError, match="not among"):
         build_weighting("equal", TASKS, "q")
-    assert WEIGHTING_NAMES == ("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "pcgrad_aux", "cagrad", "gcs")
+    assert WEIGHTING_NAMES == ("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "pcgrad_aux", "cagrad", "gcs",
+                               "auto_lambda")
 
 
 @pytest.mark.parametrize("name, tasks, options, reason", [

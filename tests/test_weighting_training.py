@@ -23,7 +23,7 @@ def three_task_losses(gradients_of, present):
 def test_a_task_without_loss_takes_no_part_in_the_step(name):
     g = {"p": [1.0, 0.0], "a": [-1.0, 1.0], "b": [0.5, -2.0]}
     shared, private, losses = three_task_losses(g, "pa")
-    method = build_weighting(name, list("pab"), "p")
+    method = build_weighting(name, list("pab"), "p", **TWO_TASK_OPTIONS.get(name, {}))
     stats = method.backward(losses, [shared], dict.fromkeys("pab", 1.0), last_shared_layer=shared)
     assert all(set(values) <= {"p", "a"} for values in stats.values()) and stats
     assert private["b"].grad is None and float(private["a"].grad) == 1.0  # every weight is 1 at the first step
@@ -159,14 +159,17 @@ def test_every_weighting_trains_with_real_methods(tmp_path, name, method):
             assert set(stats) == {"grad_norm", "cos_primary"} and set(stats["cos_primary"]) == aux
             assert all(-1.0 <= v <= 1.0 for v in stats["cos_primary"].values())
         else:
-            assert set(stats["weight"]) == tasks and set(stats) == {"weight", *(("grad_norm",) if name == "gradnorm"
-                                                                               else ())}
+            own = {"gradnorm": {"grad_norm"}, "auto_lambda": {"meta_updated"}}.get(name, set())
+            assert set(stats["weight"]) == tasks and set(stats) == {"weight", *own}
         # a gradient may be 0 at first (zero-initialised heads and fusion ops), not after three updates
         assert all(v >= 0 for v in stats.get("grad_norm", {}).values())
     if name in GRADIENT_NAMES or name == "gradnorm":
         assert history[-1]["weighting"]["grad_norm"]["normal"] > 0
     if name in ("uncertainty", "dwa", "gradnorm"):  # weights learnt or adapted from the loss history
         assert any(v != 1.0 for v in history[-1]["weighting"]["weight"].values())
+    if name == "auto_lambda":  # learnt from the primary's loss on the meta batches, one update a step
+        assert all(v != 0.1 for v in history[-1]["weighting"]["weight"].values())
+        assert all(r["weighting"]["meta_updated"] == {"normal": 1.0} for r in history)
     if name == "equal":
         _EQUAL_WEIGHTS[method] = weights
     else:

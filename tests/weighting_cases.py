@@ -9,8 +9,8 @@ from auxnas.weighting import build_weighting
 TASKS = ["p", "a"]
 BASE = {"p": 1.0, "a": 1.0}
 GRADIENT_METHODS = ["pcgrad", "pcgrad_aux", "cagrad", "gcs"]
-#: options that make a method non-degenerate with one auxiliary task
-TWO_TASK_OPTIONS = {"dwa": {"fix_primary": False}}
+#: options that make a method non-degenerate with one auxiliary task and start every weight at 1
+TWO_TASK_OPTIONS = {"dwa": {"fix_primary": False}, "auto_lambda": {"init": 1.0}}
 
 
 def linear_losses(gp, ga, own=(0.0, 0.0)):

@@ -77,7 +77,7 @@ def bench_backbone(spec: BackboneSpec, preset: Preset, device: torch.device, che
     if spec.k_scaling:
         section["k_scaling"] = k_scaling_report(spec, parts["training"], samples["training"], memory, checks)
     if spec.weighting_rounds:
-        section["weighting_overhead"] = weighting_report(parts["weighting"], samples["weighting"])
+        section["weighting_overhead"] = weighting_report(parts["weighting"], samples["weighting"], memory)
     return section
 
 

@@ -77,11 +77,14 @@ def format_markdown(result: Mapping[str, Any]) -> str:
             lines += _table(["K", "auxiliary tasks", "network step ms", "params", "peak MiB"], rows)
         if "weighting_overhead" in b:
             w = b["weighting_overhead"]
-            lines += ["", f"Gradient methods' network-step overhead over equal ({', '.join(w['aux_tasks'])} "
-                          "auxiliary):", ""]
+            lines += ["", f"Weightings' network-step overhead over equal ({', '.join(w['aux_tasks'])} auxiliary; a "
+                          "meta-learned one's meta step included):", ""]
             lines += _table(["model", "weighting", "ms", "× equal", "FLOPs ×"], [
                 [model, weighting, _spread(e["ms"]), _ratio(e["overhead"]), f"{e['flops_ratio']:.3f}"]
                 for model in ("aux_head", "aux_nas") for weighting, e in w[model].items()])
+            if w.get("peak_memory_ratio"):  # results written before the meta-learned weightings have none
+                lines += ["", "Peak training memory over equal (Aux-Head): " + ", ".join(
+                    f"{name} ×{ratio:.2f}" for name, ratio in w["peak_memory_ratio"].items())]
         lines.append("")
     missed = [row for row in result["checks"] if not row["met"]]
     if missed:

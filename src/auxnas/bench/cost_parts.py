@@ -17,7 +17,7 @@ from ..config import ExperimentConfig, config_from_dict
 from ..cost import count_flops, count_parameters
 from ..engine.runtime import autocast, seed_everything
 from ..engine.state import TrainState, build_train_state
-from ..engine.steps import architecture_step, network_step
+from ..engine.steps import architecture_step, meta_step, network_step
 from ..measure import count_step_flops, in_fresh_process, memory_mark, peak_mib_since, start_method, warm_up_kernels
 from ..methods import MultiTaskModel, build_model
 from ..tasks import build_tasks
@@ -28,6 +28,7 @@ from .cost_settings import (
     EXPORTED_METHODS,
     GRADIENT_METHODS,
     LEARNING_RATE,
+    META_METHODS,
     NUM_CLASSES,
     PRIMARY,
     BackboneSpec,
@@ -79,8 +80,17 @@ def bench_state(cfg: ExperimentConfig, device: torch.device, model: MultiTaskMod
 
 
 def network_call(state: TrainState, batch: dict[str, Tensor]) -> Callable[[], object]:
-    """``fit``'s network step (``auxnas.engine.steps.network_step``) on ``batch``."""
-    return lambda: network_step(state, batch, ARCH_PROGRESS)
+    """``fit``'s network step (``auxnas.engine.steps.network_step``) on ``batch``, after the meta step of a
+    meta-learned weighting (its meta batch: ``batch`` again, which costs the same as another)."""
+    if not state.weighting.needs_meta_batch:
+        return lambda: network_step(state, batch, ARCH_PROGRESS)
+    labels = set(state.model.tasks)
+
+    def call() -> object:
+        meta_step(state, batch, batch, labels, labels)
+        return network_step(state, batch, ARCH_PROGRESS)
+
+    return call
 
 
 def architecture_call(state: TrainState, batch: dict[str, Tensor]) -> Callable[[], object]:
@@ -89,10 +99,11 @@ def architecture_call(state: TrainState, batch: dict[str, Tensor]) -> Callable[[
 
 
 def iteration(state: TrainState, batch: dict[str, Tensor]) -> None:
-    """A training iteration: the architecture step (bilevel search only), then the network step."""
+    """A training iteration: the architecture step (bilevel search only), then the network step (with a
+    meta-learned weighting's meta step, ``network_call``)."""
     if state.bilevel:
         architecture_step(state, batch, ARCH_PROGRESS)
-    network_step(state, batch, ARCH_PROGRESS)
+    network_call(state, batch)()
 
 def _eval_forward(net: nn.Module, x: Tensor, device: torch.device, **kwargs: Any) -> Callable[[], object]:
     """An eval-mode forward of ``net`` on ``x`` without gradients (bf16 autocast on CUDA)."""
@@ -109,7 +120,7 @@ def _eval_forward(net: nn.Module, x: Tensor, device: torch.device, **kwargs: Any
 
 
 def peak_memory(spec: BackboneSpec, method: str, primary: str, aux: tuple[str, ...], device: str,
-                iterations: int) -> float:
+                iterations: int, weighting: str = "equal") -> float:
     """MiB of peak memory that ``iterations`` training iterations of one model add over the batch alone:
     weights, gradients, optimiser state and activations. Meant for a fresh process (``_in_fresh_process``).
 
@@ -121,7 +132,7 @@ def peak_memory(spec: BackboneSpec, method: str, primary: str, aux: tuple[str, .
     batch = random_batch(spec, target)
     warm_up_kernels(target)
     mark = memory_mark(target)
-    state = bench_state(bench_config(spec, method, primary, aux), target)
+    state = bench_state(bench_config(spec, method, primary, aux, weighting), target)
     for _ in range(iterations):
         iteration(state, batch)
     return peak_mib_since(target, mark)
@@ -200,23 +211,28 @@ def weighting_aux_tasks() -> tuple[str, ...]:
 
 
 def weighting_part(spec: BackboneSpec, device: torch.device, batch: dict[str, Tensor]) -> Part:
-    """Item 5: the network step of Aux-Head and Aux-NAS under ``equal`` and every gradient method."""
+    """Item 5: the network step of Aux-Head and Aux-NAS under ``equal``, every gradient method and every
+    meta-learned weighting (with its meta step)."""
     aux = weighting_aux_tasks()
     calls, params = {}, {}
     for method in ("aux_head", "aux_nas"):
         model = bench_model(spec, method, device, aux)  # shared by the weightings: weight values do not change costs
         params[method] = count_parameters(model)
-        for weighting in ("equal", *GRADIENT_METHODS):
+        for weighting in ("equal", *GRADIENT_METHODS, *META_METHODS):
             state = bench_state(bench_config(spec, method, aux=aux, weighting=weighting), device, model)
             calls[f"{method}/{weighting}"] = network_call(state, batch)
     return Part(calls, {name: count_step_flops(call) for name, call in calls.items()}, params, spec.weighting_rounds)
 
 
 def measure_memory(spec: BackboneSpec, preset: Preset, device: torch.device, progress: bool) -> dict[str, float]:
-    """Items 3 and 4: peak training memory (MiB) of the single-task models and Aux-NAS with K auxiliary tasks,
-    each in a fresh process."""
-    runs = {"single_normal": ("single", PRIMARY, ()), "single_seg": ("single", AUX_TASKS[0], ())}
-    runs.update({f"aux_nas_k{k}": ("aux_nas", PRIMARY, AUX_TASKS[:k]) for k in aux_task_counts(spec)})
+    """Items 3 and 4: peak training memory (MiB) of the single-task models and Aux-NAS with K auxiliary tasks, and
+    of Aux-Head under ``equal`` and each meta-learned weighting, each in a fresh process."""
+    runs = {"single_normal": ("single", PRIMARY, (), "equal"), "single_seg": ("single", AUX_TASKS[0], (), "equal")}
+    runs.update({f"aux_nas_k{k}": ("aux_nas", PRIMARY, AUX_TASKS[:k], "equal") for k in aux_task_counts(spec)})
+    if spec.weighting_rounds:
+        aux = weighting_aux_tasks()
+        runs.update({f"aux_head/{w}": ("aux_head", PRIMARY, aux, w) for w in ("equal", *META_METHODS)})
     bar = tqdm(runs.items(), desc=f"{spec.name} memory", leave=False, disable=not progress)
-    return {name: in_fresh_process(peak_memory, spec, method, primary, aux, str(device), preset.memory_iterations)
-            for name, (method, primary, aux) in bar}
+    return {name: in_fresh_process(peak_memory, spec, method, primary, aux, str(device), preset.memory_iterations,
+                                   weighting)
+            for name, (method, primary, aux, weighting) in bar}

@@ -9,7 +9,16 @@ from typing import Any
 
 from ..measure import flops_ratio, summarize, time_ratio
 from .cost_parts import Part, aux_task_counts, weighting_aux_tasks
-from .cost_settings import ARCH_EVERY, AUX_TASKS, EXPORTED_METHODS, GRADIENT_METHODS, PRIMARY, BackboneSpec, Checks
+from .cost_settings import (
+    ARCH_EVERY,
+    AUX_TASKS,
+    EXPORTED_METHODS,
+    GRADIENT_METHODS,
+    META_METHODS,
+    PRIMARY,
+    BackboneSpec,
+    Checks,
+)
 
 
 def inference_report(spec: BackboneSpec, part: Part, samples: dict[str, list[float]], checks: Checks
@@ -102,17 +111,20 @@ def k_scaling_report(spec: BackboneSpec, part: Part, samples: dict[str, list[flo
             "by_k": by_k}
 
 
-def weighting_report(part: Part, samples: dict[str, list[float]]) -> dict[str, Any]:
-    """Item 5: every gradient method's network step against ``equal`` on the same model."""
+def weighting_report(part: Part, samples: dict[str, list[float]], memory: dict[str, float]) -> dict[str, Any]:
+    """Item 5: every gradient method's network step, and every meta-learned weighting's meta + network step, against
+    ``equal`` on the same model; the meta-learned weightings' peak memory against ``equal``'s (Aux-Head)."""
     out: dict[str, Any] = {
         "aux_tasks": list(weighting_aux_tasks()), "params": part.params, "target": None,
-        "note": "network step of each model under each weighting; overhead: its time over the same model's under "
-                "equal (no target stated: reported)",
+        "note": "network step of each model under each weighting (a meta-learned weighting's: its meta step on a "
+                "second batch, then the network step; every step, the default cadence); overhead: its time over "
+                "the same model's under equal (no target stated: reported)",
+        "peak_memory_ratio": {w: memory[f"aux_head/{w}"] / memory["aux_head/equal"] for w in META_METHODS},
     }
     for method in ("aux_head", "aux_nas"):
         base = {f"{method}/equal": 1.0}
         out[method] = {}
-        for weighting in ("equal", *GRADIENT_METHODS):
+        for weighting in ("equal", *GRADIENT_METHODS, *META_METHODS):
             key = f"{method}/{weighting}"
             out[method][weighting] = {"ms": summarize(samples[key]), "flops": part.flops[key],
                                       "overhead": time_ratio(samples, {key: 1.0}, base),

@@ -80,6 +80,9 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aux_nas", ("method.name=aux_nas",)),
     ("aux_nas+pcgrad_aux", ("method.name=aux_nas", "weighting.name=pcgrad_aux")),
     ("aux_nas+gcs", ("method.name=aux_nas", "weighting.name=gcs")),
+    # the meta-learned weighting (Auto-Lambda, the reference's defaults): the primary's loss one step ahead decides
+    ("aux_head+auto_lambda", ("method.name=aux_head", "weighting.name=auto_lambda")),
+    ("aux_nas+auto_lambda", ("method.name=aux_nas", "weighting.name=auto_lambda")),
     *INVESTIGATION_ROWS,
     # the authors' recipe: both branches start from the seed's single-task runs and train as many updates again;
     # its fair control is single-task continued from its own run for as many updates (the primary branch's total)
@@ -154,7 +157,7 @@ PRESETS: dict[str, Preset] = {
     "central": Preset(
         (*CONTROLS, "a-large", "b-large", "d-10"),
         ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-p2a_only", "aux_nas-random_aux", "aux_head-random_aux",
-         "single-continued", "aux_nas-recipe"),
+         "single-continued", "aux_nas-recipe", "aux_head+auto_lambda", "aux_nas+auto_lambda"),
         (0, 1, 2, 3, 4),
     ),
     # the positive controls alone, 3 seeds: to size the budget (--set train.epochs=...) until they pass

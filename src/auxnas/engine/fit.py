@@ -24,13 +24,20 @@ from ..tasks import build_tasks, conventions
 from ..validate import validate
 from .callbacks import Callback, Checkpoints, Diagnostics, EpochStats, TensorBoard
 from .evaluation import evaluate_model, is_better
-from .loaders import MIN_TRAIN_BATCH, epoch_batches, evaluation_loader, share_batch, steps_per_epoch
+from .loaders import (
+    MIN_TRAIN_BATCH,
+    epoch_batches,
+    evaluation_loader,
+    labelled_tasks,
+    share_batch,
+    steps_per_epoch,
+)
 from .optim import advance_schedule
 from .run import Run
 from .run_dir import RunDirectoryError, check_same_data, record_data, resumable_checkpoint, start_run_dir
 from .runtime import resolve_device, seed_everything, to_device
 from .state import build_train_state
-from .steps import architecture_step, network_step
+from .steps import architecture_step, meta_step, network_step
 
 
 @dataclass
@@ -83,19 +90,20 @@ def build_run(
 
 
 def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-    """Train epoch ``epoch``: for every batch pair an architecture step (bilevel search, every
-    ``method.arch_every`` steps) and a network step. Returns the start of its record: the mean training loss
-    (the weighted sum, per image), every task's mean loss (per labelled image) and the weighting's statistics."""
+    """Train epoch ``epoch``: for every step an architecture step (bilevel search, every ``method.arch_every``
+    steps), a meta step (a meta-learned weighting) and a network step. Returns the start of its record: the mean
+    training loss (the weighted sum, per image), every task's mean loss (per labelled image) and the weighting's
+    statistics."""
     cfg, state, dist, model = run.cfg, run.state, run.dist, run.model
     model.train()
     running, seen = 0.0, 0
     task_sums, task_images = dict.fromkeys(model.tasks, 0.0), dict.fromkeys(model.tasks, 0)
     weighting_stats = EpochStats()
     record_every = max(1, run.total_steps // 100)
-    bar = tqdm(epoch_batches(run.splits.train, cfg, epoch, state.bilevel, dist),
-               total=run.total_steps // cfg.train.epochs, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
-               disable=not run.progress)
-    for net_batch, arch_batch in bar:
+    batches = epoch_batches(run.splits.train, cfg, epoch, state.bilevel, dist, state.weighting.needs_meta_batch)
+    bar = tqdm(batches, total=run.total_steps // cfg.train.epochs, desc=f"epoch {epoch}/{cfg.train.epochs}",
+               leave=False, disable=not run.progress)
+    for net_batch, arch_batch, meta_batch in bar:
         done = state.step / max(run.total_steps, 1)
         model.set_progress(done)
         if arch_batch is not None and state.step % cfg.method.arch_every == 0:
@@ -104,6 +112,11 @@ def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> dic
             architecture_step(state, arch_batch, done)
         batch = to_device(net_batch, state.device)
         counts = share_batch(batch, model.tasks, dist)  # of the global batch
+        if meta_batch is not None:
+            meta_batch = to_device(meta_batch, state.device)
+            meta_counts = share_batch(meta_batch, model.tasks, dist)
+            weighting_stats.add(meta_step(state, batch, meta_batch, labelled_tasks(counts),
+                                          labelled_tasks(meta_counts)))
         task_values, stats = network_step(state, batch, done, callbacks)
         weighting_stats.add(stats)
         for name, value in task_values.items():

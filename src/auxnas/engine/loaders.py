@@ -96,16 +96,20 @@ def oversampled(indices: list[int], has_label: np.ndarray, share: float, generat
 
 
 def epoch_batches(
-    train: Dataset, cfg: ExperimentConfig, epoch: int, bilevel: bool, dist: Distributed | None = None
-) -> Iterator[tuple[dict[str, Tensor], dict[str, Tensor] | None]]:
-    """The ``(network batch, architecture batch or None)`` pairs of one epoch (``steps_per_epoch`` of them).
+    train: Dataset, cfg: ExperimentConfig, epoch: int, bilevel: bool, dist: Distributed | None = None,
+    meta: bool = False,
+) -> Iterator[tuple[dict[str, Tensor], dict[str, Tensor] | None, dict[str, Tensor] | None]]:
+    """The ``(network batch, architecture batch or None, meta batch or None)`` of every step of one epoch
+    (``steps_per_epoch`` of them).
 
-    Bilevel: the training set is reshuffled and split into two disjoint halves every
-    epoch; architecture batches come from the first half, network batches from the other.
-    With ``data.oversample_primary`` each half's draws are ``oversampled``.
+    Bilevel: the training set is reshuffled and split into two disjoint halves every epoch; architecture batches
+    come from the first half, network batches from the other. ``meta`` (a meta-learned weighting): a second batch
+    for every step, drawn from the network batches' own images in another order (as Auto-Lambda's reference draws
+    it from the training set), so a meta batch never holds the architecture's half. With
+    ``data.oversample_primary`` every loader's draws are ``oversampled``.
 
     ``data.batch_size`` is the global batch: with several processes (``dist``) every process draws the same
-    global batches of both halves (same seeds) and loads its part of each (``process_loader``).
+    global batches (same seeds) and loads its part of each (``process_loader``).
     """
     dist = dist or Distributed()
     seed = cfg.seed * 100_003 + epoch
@@ -124,14 +128,17 @@ def epoch_batches(
         return process_loader(train, batches, loader_seed, dist, workers)
 
     if not bilevel:
-        pairs: Iterator = ((batch, None) for batch in loader(None, seed))
+        network, architecture = None, None
     else:
         if len(train) < 2:
             raise ValueError("bilevel optimisation needs at least 2 training images")
         order = torch.randperm(len(train), generator=generator).tolist()
         half = len(order) // 2
-        pairs = zip(loader(order[half:], seed + 2), loader(order[:half], seed + 1))
-    return itertools.islice(pairs, steps_per_epoch(len(train), cfg, bilevel, dist.world_size))
+        network, architecture = order[half:], order[:half]
+    batches = [loader(network, seed + 2 if bilevel else seed),
+               loader(architecture, seed + 1) if bilevel else itertools.repeat(None),
+               loader(network, seed + 3) if meta else itertools.repeat(None)]
+    return itertools.islice(zip(*batches), steps_per_epoch(len(train), cfg, bilevel, dist.world_size))
 
 
 @dataclass
@@ -140,6 +147,11 @@ class BatchCounts:
 
     images: int
     labelled: dict[str, int]
+
+
+def labelled_tasks(counts: BatchCounts) -> set[str]:
+    """The tasks some image of the batch carries a label of."""
+    return {name for name, n in counts.labelled.items() if n}
 
 
 def share_batch(batch: dict[str, Any], tasks: Mapping[str, Task], dist: Distributed) -> BatchCounts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from ..methods import MultiTaskModel
 
@@ -15,8 +16,23 @@ def task_losses(
     """Forward ``batch``: the (unweighted, float32) loss of every task some image of the batch has a label for,
     and the model's own extra loss if any. A task without any label in the batch is absent from the result."""
     preds = model(batch["image"])
+    return prediction_losses(model, preds, batch), model.auxiliary_loss(preds, batch, weights)
+
+
+def prediction_losses(model: MultiTaskModel, preds: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+    """The (unweighted, float32) loss of every task of ``model`` labelled in ``batch``, from its predictions."""
     losses = {name: task.batch_loss(preds[name].float(), batch) for name, task in model.tasks.items()}
-    return {k: v for k, v in losses.items() if v is not None}, model.auxiliary_loss(preds, batch, weights)
+    return {k: v for k, v in losses.items() if v is not None}
+
+
+def losses_at(
+    model: MultiTaskModel, batch: dict[str, Any], params: dict[str, Tensor] | None = None
+) -> dict[str, Tensor]:
+    """``prediction_losses`` of ``batch`` with the parameters named in ``params`` replaced (``torch.func``), on copies
+    of the model's buffers: the forward leaves the model, its BatchNorm statistics included, as it was."""
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    preds = functional_call(model, {**(params or {}), **buffers}, (batch["image"],), strict=False)
+    return prediction_losses(model, preds, batch)
 
 
 class TaskLosses(nn.Module):

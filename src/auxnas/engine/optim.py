@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..config import ExperimentConfig, TrainConfig
 
@@ -49,6 +49,27 @@ def advance_schedule(schedule: torch.optim.lr_scheduler.LRScheduler) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"), UserWarning)
         schedule.step()
+
+
+def current_lrs(optimizer: torch.optim.Optimizer, params: Sequence[Tensor]) -> list[float]:
+    """The current learning rate of each of ``params`` (its parameter group's)."""
+    lr = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    return [lr[id(p)] for p in params]
+
+
+@torch.no_grad()
+def virtual_step(optimizer: torch.optim.Optimizer, params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
+    """Where the plain SGD form of ``optimizer`` moves ``params`` with ``grads``: ``p - lr (momentum * buffer + g +
+    weight_decay * p)`` at each parameter's group's lr, momentum and weight decay (no momentum for Adam, whose
+    normalisation is left out, as in Auto-Lambda's reference); new leaf tensors that require grad."""
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    moved = []
+    for p, g in zip(params, grads):
+        group = group_of[id(p)]
+        buffer = optimizer.state.get(p, {}).get("momentum_buffer")
+        update = group["momentum"] * buffer + g if buffer is not None and group.get("momentum", 0.0) else g
+        moved.append((p - group["lr"] * (update + group["weight_decay"] * p)).requires_grad_())
+    return moved
 
 
 def build_architecture_optimizer(

@@ -1,16 +1,19 @@
-"""The two updates of training, over one ``TrainState``: the network step (through the weighting method) and the
-architecture step (the architecture search). ``fit`` and the cost benchmark both take these steps."""
+"""The updates of training, over one ``TrainState``: the network step (through the weighting method), the
+architecture step (the architecture search) and the meta step (a meta-learned weighting's update on a second
+batch). ``fit`` and the cost benchmark both take these steps."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from ..methods import MultiTaskModel
-from .losses import task_losses
+from ..weighting import MetaProblem
+from .losses import losses_at, task_losses
+from .optim import current_lrs, virtual_step
 from .runtime import autocast
 from .state import TrainState
 
@@ -116,3 +119,36 @@ def architecture_step(state: TrainState, batch: dict[str, Any], progress: float)
     state.dist.average_gradients(params)
     state.arch_optimizer.step()
     return float(loss.detach())
+
+
+def meta_problem(
+    state: TrainState, batch: dict[str, Any], meta_batch: dict[str, Any], batch_labels: Collection[str],
+    meta_labels: Collection[str],
+) -> MetaProblem:
+    """What the weighting's ``meta_update`` works on before the network step on ``batch``, measured on
+    ``meta_batch`` (a second batch of training images); ``batch_labels`` / ``meta_labels``: the tasks labelled in
+    each (the global batch's). The forwards run on the plain model with its parameters replaced (``losses_at``),
+    never through ``state.ddp``; with several processes every gradient and loss the update uses is averaged over
+    them (``reduce``), so the weights stay identical on every process."""
+    model, optimizer = state.model, state.optimizer
+    names = {id(p): name for name, p in model.named_parameters()}
+    params = [p for group in optimizer.param_groups for p in group["params"] if id(p) in names]
+
+    def losses(one: dict[str, Any], replaced: Sequence[Tensor] | None) -> dict[str, Tensor]:
+        values = None if replaced is None else {names[id(p)]: v for p, v in zip(params, replaced)}
+        with autocast(state.device, state.amp):
+            return losses_at(model, one, values)
+
+    return MetaProblem(
+        params, current_lrs(optimizer, params), losses, lambda grads: virtual_step(optimizer, params, grads),
+        batch, meta_batch, frozenset(batch_labels), frozenset(meta_labels), state.loss_weights,
+        state.dist.average_ if state.dist.enabled else None,
+    )
+
+
+def meta_step(
+    state: TrainState, batch: dict[str, Any], meta_batch: dict[str, Any], batch_labels: Collection[str],
+    meta_labels: Collection[str],
+) -> dict[str, dict[str, float]]:
+    """The weighting's ``meta_update`` on ``meta_problem``'s problem; returns the weighting's statistics."""
+    return state.weighting.meta_update(meta_problem(state, batch, meta_batch, batch_labels, meta_labels))

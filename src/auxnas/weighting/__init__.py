@@ -7,19 +7,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..config import ConfigError, ExperimentConfig
-from .base import GradientWeighting, LossWeighting, Stats, Weighting
+from .auto_lambda import AutoLambda
+from .base import GradientWeighting, LossWeighting, MetaProblem, Stats, Weighting
 from .gradnorm import GradNorm
 from .loss_weights import DWA, TASK_KINDS, Equal, Uncertainty, task_kind
 from .surgery import GCS, CAGrad, PCGrad, PCGradAux
 
 __all__ = [
-    "TASK_KINDS", "WEIGHTINGS", "WEIGHTING_NAMES", "GradientWeighting", "LossWeighting", "Stats", "Weighting",
+    "TASK_KINDS", "WEIGHTINGS", "WEIGHTING_NAMES", "GradientWeighting", "LossWeighting", "MetaProblem", "Stats",
+    "Weighting",
     "build_weighting", "check_config", "task_kind",
 ]
 
 WEIGHTINGS: dict[str, type[Weighting]] = {
     "equal": Equal, "uncertainty": Uncertainty, "dwa": DWA, "gradnorm": GradNorm,
-    "pcgrad": PCGrad, "pcgrad_aux": PCGradAux, "cagrad": CAGrad, "gcs": GCS,
+    "pcgrad": PCGrad, "pcgrad_aux": PCGradAux, "cagrad": CAGrad, "gcs": GCS, "auto_lambda": AutoLambda,
 }
 WEIGHTING_NAMES = tuple(WEIGHTINGS)
 

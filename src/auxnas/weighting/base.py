@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,6 +13,32 @@ from torch import Tensor, nn
 Stats = dict[str, dict[str, float]]
 #: data-parallel training: replaces each tensor of a list by its mean over the processes, in place
 Reduce = Callable[[Sequence[Tensor]], None]
+
+
+@dataclass
+class MetaProblem:
+    """What a meta-learned weighting's update (``Weighting.meta_update``) works on, built by the training loop.
+
+    ``params``: the network parameters the network step updates, and ``lrs`` each one's current learning rate.
+    ``losses(batch, params)``: the (unweighted) loss of every task labelled in ``batch`` with the network's parameters
+    replaced by ``params`` (None: as they are), leaving the network's BatchNorm statistics as they are.
+    ``virtual_step(grads)``: where the plain SGD form of the network optimiser would move ``params`` with ``grads``,
+    ``p - lr (momentum * buffer + g + weight_decay * p)`` (the look-ahead of Auto-Lambda and DARTS). ``train``: the
+    network step's batch; ``meta``: the second batch the meta-objective is measured on; ``train_labels`` and
+    ``meta_labels``: the tasks labelled in each (in the global batch, with several processes). ``reduce``: as in
+    ``Weighting.backward``.
+    """
+
+    params: list[nn.Parameter]
+    lrs: list[float]
+    losses: Callable[[Mapping[str, Any], Sequence[Tensor] | None], dict[str, Tensor]]
+    virtual_step: Callable[[Sequence[Tensor]], list[Tensor]]
+    train: Mapping[str, Any]
+    meta: Mapping[str, Any]
+    train_labels: frozenset[str]
+    meta_labels: frozenset[str]
+    base_weights: Mapping[str, float]
+    reduce: Reduce | None = None
 
 
 class Weighting(nn.Module):
@@ -27,6 +54,9 @@ class Weighting(nn.Module):
     #: only combines the losses linearly (``LossWeighting.objective``), and the network step runs through
     #: ``DistributedDataParallel`` (docs/distributed.md). True by default: a method is data-parallel safe either way.
     needs_task_gradients: bool = True
+    #: whether the method learns from a second batch of training images before each network step (``meta_update``,
+    #: which the training loop then calls with that batch)
+    needs_meta_batch: bool = False
 
     def __init__(self, tasks: Sequence[str], primary: str) -> None:
         super().__init__()
@@ -73,6 +103,26 @@ class Weighting(nn.Module):
 
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
         """Called once per epoch with the epoch's mean (unweighted) training loss of every task."""
+
+    def meta_update(self, problem: MetaProblem) -> Stats:
+        """Update what the method learns from ``problem.meta`` before the network step on ``problem.train``
+        (``needs_meta_batch`` methods only); return its statistics for logging."""
+        raise NotImplementedError
+
+
+def adam_update(
+    value: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, steps: Tensor, lr: float,
+    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One step of ``torch.optim.Adam`` (no weight decay) on ``value`` with ``grad``, element-wise, from its moments
+    and per-element step counts; returns the new value, moments and counts. The weightings that keep their own
+    optimiser as buffers (so that their ``state_dict`` holds all of it) step with this."""
+    beta1, beta2 = betas
+    steps = steps + 1
+    exp_avg = beta1 * exp_avg + (1 - beta1) * grad
+    exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
+    step = exp_avg / (1 - beta1**steps) / ((exp_avg_sq / (1 - beta2**steps)).sqrt() + eps)
+    return value - lr * step, exp_avg, exp_avg_sq, steps
 
 
 def gradients(loss: Tensor, params: Sequence[Tensor], retain_graph: bool = True) -> list[Tensor | None]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import LossWeighting, Reduce, Stats, gradients
+from .base import LossWeighting, Reduce, Stats, adam_update, gradients
 
 
 class GradNorm(LossWeighting):
@@ -104,12 +104,9 @@ class GradNorm(LossWeighting):
         balanced = w * norms
         target = balanced.mean() * rates**self.alpha
         grad = torch.sign(balanced - target) * norms  # d/dw_t of |w_t n_t - target_t|
-        beta1, beta2 = self.BETAS
-        steps = self.steps[index] + 1
-        exp_avg = beta1 * self.exp_avg[index] + (1 - beta1) * grad
-        exp_avg_sq = beta2 * self.exp_avg_sq[index] + (1 - beta2) * grad * grad
-        step = exp_avg / (1 - beta1**steps) / ((exp_avg_sq / (1 - beta2**steps)).sqrt() + self.EPS)
-        updated = (w - self.lr * step).clamp_min(1e-4)
+        updated, exp_avg, exp_avg_sq, steps = adam_update(
+            w, grad, self.exp_avg[index], self.exp_avg_sq[index], self.steps[index], self.lr, self.BETAS, self.EPS)
+        updated = updated.clamp_min(1e-4)
         total = len(self.tasks) - (self.task_weights.sum() - w.sum())  # what the weights at index may sum to
         self.task_weights[index] = updated * total / updated.sum()
         self.initial_losses[index] = initial
