@@ -15,11 +15,13 @@ from auxnas.compare.comparison import run_comparison
 from auxnas.compare.execute import Progress, Unit, train_run, train_units
 from auxnas.compare.records import RECORD_FILE, mixed_runs_text, reused_record, run_identity
 from auxnas.compare.report import recommendation, verdicts
-from auxnas.compare.rows import CEILING, comparison_rows
+from auxnas.compare.rows import CEILING, check_methods, comparison_rows, method_overrides
 from auxnas.config import ConfigError, load_config
 from auxnas.data import build_splits
 from auxnas.engine.callbacks import Callback
+from auxnas.methods import METHOD_NAMES
 from auxnas.train import fit
+from auxnas.weighting import COMPOSED_NAMES, WEIGHTING_NAMES
 
 #: tiny synthetic runs: 16 training images in 2 batches of 8 (1 per half when bilevel), 4 validation images
 TINY = ["data.num_train=20", "data.val_fraction=0.2", "data.num_test=8", "data.batch_size=8", "train.epochs=1",
@@ -176,6 +178,9 @@ def test_fewer_than_two_seeds_and_unknown_methods_are_refused(tmp_path, capsys):
 
 
 def test_rows_of_methods_weightings_controls_and_ceiling():
+    check_methods(["aux_head+auto_lambda+cagrad"], METHOD_NAMES, (*WEIGHTING_NAMES, *COMPOSED_NAMES))
+    assert method_overrides("aux_head+auto_lambda+cagrad") == ("method.name=aux_head",
+                                                               "weighting.name=auto_lambda+cagrad")
     rows = comparison_rows(["aux_nas", "aux_head+gcs"], ["normal", "depth"], controls=True,
                            ceiling=("data.labelled_fraction={}",))
     assert list(rows) == ["single", CEILING, "aux_nas", "aux_head+gcs", "aux_nas-random_aux",

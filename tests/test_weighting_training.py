@@ -93,7 +93,7 @@ def training_step(method, shared, step):
     return stats, grads, {t: float(v.detach()) for t, v in losses.items()}
 
 
-@pytest.mark.parametrize("name", WEIGHTING_NAMES)
+@pytest.mark.parametrize("name", [*WEIGHTING_NAMES, "dwa+pcgrad"])  # a composed one: both parts' state
 def test_state_round_trips_through_a_weights_only_checkpoint(name):
     method = build_weighting(name, STATE_TASKS, "p", **({"fix_primary": False} if name == "uncertainty" else {}))
     shared = torch.nn.Parameter(torch.tensor([0.2, -0.3, 0.1]))

@@ -32,7 +32,7 @@ from ..plots import plot_comparison
 from ..stats import paired_interval
 from ..tasks import build_task
 from ..validate import validate
-from ..weighting import WEIGHTING_NAMES
+from ..weighting import COMPOSED_NAMES, WEIGHTING_NAMES
 from .execute import Progress, Trainer, Unit, mark_trained, print_now, train_rows, train_units
 from .plan import check_run_folders, plan_runs
 from .profile import inference_latency, profile_row
@@ -181,7 +181,7 @@ def run_comparison(
     if jobs < 1:
         raise ValueError(f"jobs: need at least 1 process, got {jobs}")
     methods = [m for m in methods if m != "single"]
-    check_methods(methods, METHOD_NAMES, WEIGHTING_NAMES)
+    check_methods(methods, METHOD_NAMES, (*WEIGHTING_NAMES, *COMPOSED_NAMES))
     run_lines = progress if run_lines is None else run_lines
     out = Path(out_dir) if out_dir is not None else Path("runs/compare") / Path(config).stem
     for report in ("compare.md", "compare.png"):
