@@ -85,12 +85,12 @@ def main() -> None:
     cfg = load_config("demo", [*OVERRIDES, "out_dir=/tmp/auxnas-parity-auto_lambda"])
     run = build_run(cfg, Distributed(), torch.device("cpu"), progress=False)
     run.model.train()
-    steps = list(epoch_batches(run.splits.train, cfg, 1, run.state.bilevel, run.dist, meta=True))
-    for net, _, _ in steps[:WARMUP_STEPS]:
+    steps = [net for net, _ in epoch_batches(run.splits.train, cfg, 1, run.state.bilevel, run.dist)]
+    for net in steps[:WARMUP_STEPS]:
         share_batch(net, run.model.tasks, run.dist)
         network_step(run.state, net, 0.0)
         run.state.schedule.step()
-    batch, _, meta = steps[WARMUP_STEPS]
+    batch, meta = steps[WARMUP_STEPS], steps[WARMUP_STEPS + 1]
     labels = labelled_tasks(share_batch(batch, run.model.tasks, run.dist))
     meta_labels = labelled_tasks(share_batch(meta, run.model.tasks, run.dist))
     ref_grad, ref_weights = reference_update(AutoLambda, run, batch, meta)

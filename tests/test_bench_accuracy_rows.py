@@ -28,7 +28,7 @@ from auxnas.stats import mean_std, paired_interval, ratio_interval
 
 def test_rows_and_settings_are_declared_once_and_selected_by_name(tmp_path):
     labels = [label for label, _ in ROWS]
-    assert len(labels) == len(set(labels)) == 29 and labels[:2] == ["single", CEILING]
+    assert len(labels) == len(set(labels)) == 30 and labels[:2] == ["single", CEILING]
     assert set(PRESETS["full"].rows) == set(labels) - UNTABLED
     assert UNTABLED >= {label for label, _ in INVESTIGATION_ROWS} | {AUX_SINGLE, "aux_nas-recipe-a2p_wd"}
     assert labels.index("aux_nas-recipe-a2p_wd") > labels.index(AUX_SINGLE)  # after the runs it starts from

@@ -89,7 +89,7 @@ def test_adam_on_partial_labels_two_processes_equal_one_in_float64(tmp_path):
     cfg = load_config("demo", SETTING)
     train = build_splits(cfg.data, progress=False).train  # the cache, generated once, read by every process
     # the case in question occurs: in some network step one process holds segmentation labels and the other none
-    seg = [[b["labelled"]["seg"].any().item() for b, _, _ in epoch_batches(train, cfg, epoch, True,
+    seg = [[b["labelled"]["seg"].any().item() for b, _ in epoch_batches(train, cfg, epoch, True,
                                                                          Distributed(rank, 2))]
            for epoch in (1, 2) for rank in range(2)]
     assert any(a != b for ranks in zip(seg[0::2], seg[1::2]) for a, b in zip(*ranks))

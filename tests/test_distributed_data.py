@@ -14,7 +14,7 @@ from auxnas.config import ConfigError, load_config
 from auxnas.data import build_splits
 from auxnas.distributed import Distributed
 from auxnas.engine.fit import with_global_batch
-from auxnas.engine.loaders import epoch_batches, steps_per_epoch
+from auxnas.engine.loaders import epoch_batches, meta_batches, steps_per_epoch
 from auxnas.tasks import build_task
 from auxnas.train import fit
 
@@ -47,8 +47,12 @@ def test_every_process_loads_its_part_of_the_same_global_batches(tmp_path, monke
     for batch_size, steps, sizes in [(6, 3, [3] * 10 + [2] * 2), (8, 2, [4] * 8)]:
         cfg = load_config("demo", [*BASE, "data.num_train=43", f"data.batch_size={batch_size}"])
         train = build_splits(cfg.data, progress=False).train  # 34 images: two halves of 17
-        one = list(epoch_batches(train, cfg, 1, True, meta=True))
-        parts = [list(epoch_batches(train, cfg, 1, True, Distributed(rank, 2), meta=True)) for rank in range(2)]
+        one = [(*pair, meta) for pair, meta in zip(epoch_batches(train, cfg, 1, True), meta_batches(
+            train, cfg, 1, range(len(train))))]
+        parts = [[(*pair, meta) for pair, meta in zip(epoch_batches(train, cfg, 1, True, Distributed(rank, 2)),
+                                                      meta_batches(train, cfg, 1, range(len(train)),
+                                                                   Distributed(rank, 2)))]
+                 for rank in range(2)]
         # 17 = 6 + 6 + 5 (the last batch split 3 + 2); 17 = 8 + 8 + 1: a batch of one image is left out, in one
         # process as in two
         assert len(one) == len(parts[0]) == len(parts[1]) == steps

@@ -53,7 +53,10 @@ from auxnas.weighting import WEIGHTINGS
     # a meta-learned weighting: its look-ahead's gradients and losses averaged over the processes, on meta batches
     # where one process may hold segmentation labels and the other none
     ["weighting.name=auto_lambda", "weighting.options.lr=0.01", "data.labelled_fraction={seg: 0.25}"],
-], ids=["equal-channels-last", "gcs-partial-labels", "equal-partial-labels", "auto_lambda-partial-labels"])
+    # the implicit hypergradient: its Hessian-vector products averaged over the processes
+    ["weighting.name=auxilearn", "weighting.options={every: 2, lr: 0.1, aux_share: 0.1}"],
+], ids=["equal-channels-last", "gcs-partial-labels", "equal-partial-labels", "auto_lambda-partial-labels",
+        "auxilearn"])
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeypatch, setting):
     cache = tmp_path / "cache"
     monkeypatch.setenv("AUXNAS_CACHE", str(cache))
@@ -62,7 +65,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, monkeyp
     if "data.labelled_fraction={seg: 0.25}" in setting:  # the case the label shares exist for does occur
         cfg = load_config("demo", overrides)
         train = build_splits(cfg.data, progress=False).train
-        seg = [[b["labelled"]["seg"].any().item() for b, _, _ in epoch_batches(train, cfg, epoch, True,
+        seg = [[b["labelled"]["seg"].any().item() for b, _ in epoch_batches(train, cfg, epoch, True,
                                                                              Distributed(rank, 2))]
                for epoch in (1, 2) for rank in range(2)]
         assert any(a != b for ranks in zip(seg[0::2], seg[1::2]) for a, b in zip(*ranks))
@@ -78,7 +81,7 @@ def test_weightings_say_whether_they_need_task_gradients():
     """Loss weightings run the data-parallel network step through DistributedDataParallel; the methods that need
     each task's gradient (gradient surgery, GradNorm's norms) average those by hand."""
     linear = {name for name, cls in WEIGHTINGS.items() if not cls.needs_task_gradients}
-    assert linear == {"equal", "uncertainty", "dwa"}
+    assert linear == {"equal", "uncertainty", "dwa", "auto_lambda", "auxilearn"}  # meta-learned: their meta step apart
 
 
 def test_loss_weightings_step_through_ddp_and_gradient_methods_reduce_once(tmp_path):

@@ -40,6 +40,8 @@ class InterruptAtValidation(Callback):
     ["method.name=adashare_aux", "method.adashare_skip_downsample=true", "weighting.name=gradnorm"],  # sampled
     # a meta-learned weighting: its weights, Adam moments and cadence; SGD's momentum in its look-ahead
     ["method.name=aux_head", "weighting.name=auto_lambda", "weighting.options.every=2", "train.optimizer=sgd"],
+    # a held-out auxiliary set and a learned non-linear combination with its own SGD's momentum
+    ["method.name=aux_head", "weighting.name=auxilearn", "weighting.options={every: 2, combine: nonlinear}"],
 ])
 def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, method):
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))

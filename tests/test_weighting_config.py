@@ -22,7 +22,7 @@ def test_unknown_names_and_options():
     with pytest.raises(ValueError, match="not among"):
         build_weighting("equal", TASKS, "q")
     assert WEIGHTING_NAMES == ("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "pcgrad_aux", "cagrad", "gcs",
-                               "auto_lambda")
+                               "auto_lambda", "auxilearn")
 
 
 @pytest.mark.parametrize("name, tasks, options, reason", [

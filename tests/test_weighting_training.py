@@ -88,7 +88,8 @@ def training_step(method, shared, step):
     scale = torch.tensor([1.0, 1.0 + step, 2.0 - 0.3 * step])
     losses = {t: s * ((shared - g) ** 2).sum() for t, s, g in zip(STATE_TASKS, scale, TARGETS)}
     stats = method.backward(losses, [shared], dict.fromkeys(STATE_TASKS, 1.0), last_shared_layer=shared)
-    grads = [shared.grad.clone(), *[p.grad.clone() for p in method.parameters()]]
+    stepped = [p for group in method.optimizer_groups() for p in group["params"]]
+    grads = [shared.grad.clone(), *[p.grad.clone() for p in stepped]]
     optimizer.step()
     return stats, grads, {t: float(v.detach()) for t, v in losses.items()}
 
@@ -137,7 +138,7 @@ def trained_weights(tmp_path, method: str, name: str) -> tuple[list[dict], dict[
         "tasks": {"primary": "normal", "aux": ["seg", "depth"]},
         "model": {"backbone": "tiny_resnet"},
         "method": {"name": method},
-        "weighting": {"name": name},
+        "weighting": {"name": name, "options": {"every": 1} if name == "auxilearn" else {}},  # a meta step a step
         "train": {"epochs": 3, "max_steps_per_epoch": 1},
     })
     result = fit(cfg, progress=False)
@@ -159,7 +160,8 @@ def test_every_weighting_trains_with_real_methods(tmp_path, name, method):
             assert set(stats) == {"grad_norm", "cos_primary"} and set(stats["cos_primary"]) == aux
             assert all(-1.0 <= v <= 1.0 for v in stats["cos_primary"].values())
         else:
-            own = {"gradnorm": {"grad_norm"}, "auto_lambda": {"meta_updated"}}.get(name, set())
+            own = {"gradnorm": {"grad_norm"}, "auto_lambda": {"meta_updated"}, "auxilearn": {"meta_updated"}}.get(
+                name, set())
             assert set(stats["weight"]) == tasks and set(stats) == {"weight", *own}
         # a gradient may be 0 at first (zero-initialised heads and fusion ops), not after three updates
         assert all(v >= 0 for v in stats.get("grad_norm", {}).values())
@@ -167,8 +169,8 @@ def test_every_weighting_trains_with_real_methods(tmp_path, name, method):
         assert history[-1]["weighting"]["grad_norm"]["normal"] > 0
     if name in ("uncertainty", "dwa", "gradnorm"):  # weights learnt or adapted from the loss history
         assert any(v != 1.0 for v in history[-1]["weighting"]["weight"].values())
-    if name == "auto_lambda":  # learnt from the primary's loss on the meta batches, one update a step
-        assert all(v != 0.1 for v in history[-1]["weighting"]["weight"].values())
+    if name in ("auto_lambda", "auxilearn"):  # learnt from the primary's loss on the meta batches, one update a step
+        assert all(v not in (0.1, 1.0) for v in history[-1]["weighting"]["weight"].values())
         assert all(r["weighting"]["meta_updated"] == {"normal": 1.0} for r in history)
     if name == "equal":
         _EQUAL_WEIGHTS[method] = weights

@@ -16,7 +16,7 @@ NUM_CLASSES = {"seg": len(SEG_CLASSES), "object": len(OBJECT_CLASSES), "scene": 
 EXPORTED_METHODS = ("aux_nas", "aux_g", "aux_module", "adashare_aux", "aux_head")
 GRADIENT_METHODS = ("pcgrad", "pcgrad_aux", "cagrad", "gcs", "gradnorm")
 #: meta-learned weightings: timed with their meta step (on a second batch) before every network step
-META_METHODS = ("auto_lambda",)
+META_METHODS = ("auto_lambda", "auxilearn")
 #: one architecture step every k network steps (``method.arch_every``)
 ARCH_EVERY = (1, 2, 4)
 #: fraction of training at which the architecture steps are taken: the a2p penalty is on

@@ -83,6 +83,8 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the meta-learned weighting (Auto-Lambda, the reference's defaults): the primary's loss one step ahead decides
     ("aux_head+auto_lambda", ("method.name=aux_head", "weighting.name=auto_lambda")),
     ("aux_nas+auto_lambda", ("method.name=aux_nas", "weighting.name=auto_lambda")),
+    # the other meta-learned weighting (AuxiLearn, linear, the reference's defaults): a held-out auxiliary set decides
+    ("aux_head+auxilearn", ("method.name=aux_head", "weighting.name=auxilearn")),
     *INVESTIGATION_ROWS,
     # the authors' recipe: both branches start from the seed's single-task runs and train as many updates again;
     # its fair control is single-task continued from its own run for as many updates (the primary branch's total)
@@ -157,7 +159,7 @@ PRESETS: dict[str, Preset] = {
     "central": Preset(
         (*CONTROLS, "a-large", "b-large", "d-10"),
         ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-p2a_only", "aux_nas-random_aux", "aux_head-random_aux",
-         "single-continued", "aux_nas-recipe", "aux_head+auto_lambda", "aux_nas+auto_lambda"),
+         "single-continued", "aux_nas-recipe", "aux_head+auto_lambda", "aux_nas+auto_lambda", "aux_head+auxilearn"),
         (0, 1, 2, 3, 4),
     ),
     # the positive controls alone, 3 seeds: to size the budget (--set train.epochs=...) until they pass

@@ -27,8 +27,11 @@ from .evaluation import evaluate_model, is_better
 from .loaders import (
     MIN_TRAIN_BATCH,
     epoch_batches,
+    epoch_pools,
     evaluation_loader,
+    held_out_images,
     labelled_tasks,
+    meta_batches,
     share_batch,
     steps_per_epoch,
 )
@@ -36,7 +39,7 @@ from .optim import advance_schedule
 from .run import Run
 from .run_dir import RunDirectoryError, check_same_data, record_data, resumable_checkpoint, start_run_dir
 from .runtime import resolve_device, seed_everything, to_device
-from .state import build_train_state
+from .state import build_train_state, model_weighting
 from .steps import architecture_step, meta_step, network_step
 
 
@@ -74,19 +77,22 @@ def build_run(
     model = dist.prepare_model(build_model(cfg, tasks).to(device, memory_format=memory_format))
     bilevel = trains_bilevel(cfg, model)
     val_loader, test_loader = evaluation_loader(splits.val, cfg, dist), evaluation_loader(splits.test, cfg, dist)
-    total_steps = steps_per_epoch(len(splits.train), cfg, bilevel, dist.world_size) * cfg.train.epochs
+    weighting = model_weighting(cfg, model)
+    held_out = held_out_images(splits.train, cfg, weighting.meta_split)
+    trained = len(splits.train) - len(held_out)
+    total_steps = steps_per_epoch(trained, cfg, bilevel, dist.world_size) * cfg.train.epochs
     if total_steps == 0:
         halved = "halved by the bilevel search, " if bilevel else ""
-        raise ValueError(f"{len(splits.train)} training images ({halved}in batches of {cfg.data.batch_size}) "
+        raise ValueError(f"{trained} training images ({halved}in batches of {cfg.data.batch_size}) "
                          f"make no batch of at least {MIN_TRAIN_BATCH} images: use more training images")
-    state = build_train_state(cfg, model, device, total_steps, dist)
+    state = build_train_state(cfg, model, device, total_steps, dist, weighting)
     if resume_from is not None:
         model.load_state_dict(resume_from["model"])
         state.load_state_dict({"weighting": resume_from["weighting"], **resume_from["state"]})  # older: in both
     else:
         state.record_links()
     return Run(cfg, Path(cfg.out_dir), dist, splits, val_loader, test_loader, total_steps, state, progress,
-               start - state.elapsed_s)
+               start - state.elapsed_s, held_out)
 
 
 def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
@@ -100,10 +106,15 @@ def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> dic
     task_sums, task_images = dict.fromkeys(model.tasks, 0.0), dict.fromkeys(model.tasks, 0)
     weighting_stats = EpochStats()
     record_every = max(1, run.total_steps // 100)
-    batches = epoch_batches(run.splits.train, cfg, epoch, state.bilevel, dist, state.weighting.needs_meta_batch)
-    bar = tqdm(batches, total=run.total_steps // cfg.train.epochs, desc=f"epoch {epoch}/{cfg.train.epochs}",
-               leave=False, disable=not run.progress)
-    for net_batch, arch_batch, meta_batch in bar:
+    train = run.splits.train
+    meta = None
+    if state.weighting.needs_meta_batch:  # its held-out images, or the network's own of this epoch
+        pool = run.held_out or epoch_pools(len(train), cfg, epoch, state.bilevel)[0]
+        meta = meta_batches(train, cfg, epoch, pool, dist)
+    bar = tqdm(epoch_batches(train, cfg, epoch, state.bilevel, dist, run.held_out),
+               total=run.total_steps // cfg.train.epochs, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
+               disable=not run.progress)
+    for net_batch, arch_batch in bar:
         done = state.step / max(run.total_steps, 1)
         model.set_progress(done)
         if arch_batch is not None and state.step % cfg.method.arch_every == 0:
@@ -112,8 +123,8 @@ def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> dic
             architecture_step(state, arch_batch, done)
         batch = to_device(net_batch, state.device)
         counts = share_batch(batch, model.tasks, dist)  # of the global batch
-        if meta_batch is not None:
-            meta_batch = to_device(meta_batch, state.device)
+        if meta is not None and state.weighting.meta_due(state.step):
+            meta_batch = to_device(next(meta), state.device)
             meta_counts = share_batch(meta_batch, model.tasks, dist)
             weighting_stats.add(meta_step(state, batch, meta_batch, labelled_tasks(counts),
                                           labelled_tasks(meta_counts)))

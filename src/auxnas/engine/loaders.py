@@ -95,50 +95,94 @@ def oversampled(indices: list[int], has_label: np.ndarray, share: float, generat
     return [draws[k] for k in torch.randperm(len(draws), generator=generator).tolist()]
 
 
+def held_out_images(train: Dataset, cfg: ExperimentConfig, share: float) -> list[int]:
+    """The training images a meta-learned weighting holds out as its own set (``Weighting.meta_split``): ``share`` of
+    those that carry a primary label (at least ``MIN_TRAIN_BATCH``, a batch BatchNorm can train on), drawn once for
+    the run from ``seed``; [] when ``share`` is 0. The meta-objective is the primary's loss, so only those images
+    serve it. ValueError when too few training images carry a primary label to leave one to the network."""
+    if share <= 0:
+        return []
+    mask = train.labelled.get(cfg.tasks.primary) if isinstance(train, PartiallyLabelled) else None
+    labelled = list(range(len(train))) if mask is None else [i for i in range(len(train)) if mask[i]]
+    count = max(MIN_TRAIN_BATCH, round(share * len(labelled)))
+    if count >= len(labelled):
+        raise ValueError(f"weighting.name={cfg.weighting.name} holds out {share:g} (at least {MIN_TRAIN_BATCH}) of "
+                         f"the training images with a primary label for its meta-objective, and {len(labelled)} "
+                         f"carry one: it needs at least {MIN_TRAIN_BATCH + 1}, so that one is left to the network; "
+                         "label more primary images or use another weighting")
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 - 1)
+    return sorted(labelled[k] for k in torch.randperm(len(labelled), generator=generator)[:count].tolist())
+
+
+def epoch_pools(
+    num_train: int, cfg: ExperimentConfig, epoch: int, bilevel: bool, held_out: Sequence[int] = ()
+) -> tuple[list[int], list[int] | None, torch.Generator]:
+    """The images of one epoch's network batches and architecture batches (None unless bilevel), and the epoch's
+    generator (what ``oversampled`` then draws with). ``held_out`` images are in neither. Bilevel: the images are
+    reshuffled and split into two disjoint halves every epoch, the first half the architecture's."""
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    excluded = set(held_out)
+    kept = [i for i in range(num_train) if i not in excluded]
+    if not bilevel:
+        return kept, None, generator
+    if len(kept) < 2:
+        raise ValueError("bilevel optimisation needs at least 2 training images")
+    order = [kept[k] for k in torch.randperm(len(kept), generator=generator).tolist()]
+    half = len(order) // 2
+    return order[half:], order[:half], generator
+
+
+def _batches_of(
+    train: Dataset, cfg: ExperimentConfig, indices: list[int], seed: int, generator: torch.Generator
+) -> list[list[int]]:
+    """``indices`` in shuffled batches of ``data.batch_size`` (``seed``), or ``oversampled`` (``generator``) with
+    ``data.oversample_primary``."""
+    bs = cfg.data.batch_size
+    mask = train.labelled.get(cfg.tasks.primary) if isinstance(train, PartiallyLabelled) else None
+    if mask is not None and cfg.data.oversample_primary is not None:
+        draws = oversampled(indices, mask, cfg.data.oversample_primary, generator)
+        return [draws[i : i + bs] for i in range(0, len(draws), bs)]
+    return [[indices[k] for k in batch] for batch in shuffled_batches(len(indices), bs, seed)]
+
+
 def epoch_batches(
     train: Dataset, cfg: ExperimentConfig, epoch: int, bilevel: bool, dist: Distributed | None = None,
-    meta: bool = False,
-) -> Iterator[tuple[dict[str, Tensor], dict[str, Tensor] | None, dict[str, Tensor] | None]]:
-    """The ``(network batch, architecture batch or None, meta batch or None)`` of every step of one epoch
-    (``steps_per_epoch`` of them).
-
-    Bilevel: the training set is reshuffled and split into two disjoint halves every epoch; architecture batches
-    come from the first half, network batches from the other. ``meta`` (a meta-learned weighting): a second batch
-    for every step, drawn from the network batches' own images in another order (as Auto-Lambda's reference draws
-    it from the training set), so a meta batch never holds the architecture's half. With
-    ``data.oversample_primary`` every loader's draws are ``oversampled``.
+    held_out: Sequence[int] = (),
+) -> Iterator[tuple[dict[str, Tensor], dict[str, Tensor] | None]]:
+    """The ``(network batch, architecture batch or None)`` pairs of one epoch (``steps_per_epoch`` of them), from
+    ``epoch_pools``. With ``data.oversample_primary`` each pool's draws are ``oversampled``.
 
     ``data.batch_size`` is the global batch: with several processes (``dist``) every process draws the same
-    global batches (same seeds) and loads its part of each (``process_loader``).
+    global batches of both pools (same seeds) and loads its part of each (``process_loader``).
     """
     dist = dist or Distributed()
     seed = cfg.seed * 100_003 + epoch
-    bs, workers = cfg.data.batch_size, cfg.data.num_workers
-    generator = torch.Generator().manual_seed(seed)
-    primary_mask = train.labelled.get(cfg.tasks.primary) if isinstance(train, PartiallyLabelled) else None
-    share = cfg.data.oversample_primary if primary_mask is not None else None
+    network, architecture, generator = epoch_pools(len(train), cfg, epoch, bilevel, held_out)
+    loaders = [process_loader(train, _batches_of(train, cfg, network, seed + 2 * bilevel, generator),
+                              seed + 2 * bilevel, dist, cfg.data.num_workers)]
+    if architecture is not None:
+        loaders.append(process_loader(train, _batches_of(train, cfg, architecture, seed + 1, generator), seed + 1,
+                                      dist, cfg.data.num_workers))
+    pairs = zip(*loaders) if bilevel else ((batch, None) for batch in loaders[0])
+    return itertools.islice(pairs, steps_per_epoch(len(train) - len(held_out), cfg, bilevel, dist.world_size))
 
-    def loader(indices: list[int] | None, loader_seed: int) -> DataLoader:
-        indices = list(range(len(train))) if indices is None else indices
-        if share is not None:
-            draws = oversampled(indices, primary_mask, share, generator)
-            batches = [draws[i : i + bs] for i in range(0, len(draws), bs)]
-        else:
-            batches = [[indices[k] for k in batch] for batch in shuffled_batches(len(indices), bs, loader_seed)]
-        return process_loader(train, batches, loader_seed, dist, workers)
 
-    if not bilevel:
-        network, architecture = None, None
-    else:
-        if len(train) < 2:
-            raise ValueError("bilevel optimisation needs at least 2 training images")
-        order = torch.randperm(len(train), generator=generator).tolist()
-        half = len(order) // 2
-        network, architecture = order[half:], order[:half]
-    batches = [loader(network, seed + 2 if bilevel else seed),
-               loader(architecture, seed + 1) if bilevel else itertools.repeat(None),
-               loader(network, seed + 3) if meta else itertools.repeat(None)]
-    return itertools.islice(zip(*batches), steps_per_epoch(len(train), cfg, bilevel, dist.world_size))
+def meta_batches(
+    train: Dataset, cfg: ExperimentConfig, epoch: int, pool: Sequence[int], dist: Distributed | None = None
+) -> Iterator[dict[str, Tensor]]:
+    """Endless meta batches of a meta-learned weighting in ``epoch``: ``pool`` (its held-out images, or the epoch's
+    network images) in shuffled batches, reshuffled at every pass (oversampled as the network's with
+    ``data.oversample_primary``); loaded only as the weighting asks for them."""
+    dist = dist or Distributed()
+    for cycle in itertools.count():
+        seed = (cfg.seed * 100_003 + epoch) * 1_000 + 3 + cycle
+        batches = [b for b in _batches_of(train, cfg, list(pool), seed, torch.Generator().manual_seed(seed))
+                   if len(b) >= max(dist.world_size, MIN_TRAIN_BATCH)]
+        if not batches:
+            raise ValueError(f"the meta batches' {len(pool)} images make no batch of at least "
+                             f"{max(dist.world_size, MIN_TRAIN_BATCH)} (data.batch_size {cfg.data.batch_size}, "
+                             f"{dist.world_size} process(es)): use more training images or a larger batch")
+        yield from process_loader(train, batches, seed, dist, cfg.data.num_workers)
 
 
 @dataclass

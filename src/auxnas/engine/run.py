@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -18,8 +18,8 @@ from .state import TrainState
 @dataclass
 class Run:
     """One run: its config and directory, this process's place, the data and loaders, the number of network steps,
-    the training state (``state``: everything that changes) and when it started (``time.perf_counter``, moved back
-    by the time earlier sessions of a resumed run took)."""
+    the training state (``state``: everything that changes), when it started (``time.perf_counter``, moved back by
+    the time earlier sessions of a resumed run took) and the training images held out from the network."""
 
     cfg: ExperimentConfig
     out_dir: Path
@@ -31,6 +31,8 @@ class Run:
     state: TrainState
     progress: bool
     start: float
+    #: training images held out as a meta-learned weighting's own set (``Weighting.meta_split``), never trained on
+    held_out: list[int] = field(default_factory=list)
 
     @property
     def model(self) -> MultiTaskModel:

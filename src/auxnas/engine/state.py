@@ -149,18 +149,23 @@ class TrainState:
             self.links["values"].append(self.model.recorded_values())
 
 
+def model_weighting(cfg: ExperimentConfig, model: MultiTaskModel) -> Weighting:
+    """The weighting method of ``cfg`` over ``model``'s tasks (with their likelihoods)."""
+    likelihoods = {name: task.likelihood for name, task in model.tasks.items()}
+    return build_weighting(cfg.weighting.name, list(model.tasks), cfg.tasks.primary, likelihoods,
+                           **cfg.weighting.options)
+
+
 def build_train_state(
     cfg: ExperimentConfig, model: MultiTaskModel, device: torch.device, total_steps: int,
-    dist: Distributed | None = None,
+    dist: Distributed | None = None, weighting: Weighting | None = None,
 ) -> TrainState:
-    """The training state of ``model`` (on ``device``) under ``cfg``: the weighting method, the network optimiser
-    (the model's groups, ``MultiTaskModel.optimizer_groups``, and the weighting's own) and its schedule over
-    ``total_steps`` network steps, and for a model with architecture weights their optimiser and schedule
-    (``method.arch_*``). With several processes (``dist``) and a loss-weighting method, the
-    ``DistributedDataParallel`` wrapper the network step runs through (``TrainState.ddp``)."""
-    likelihoods = {name: task.likelihood for name, task in model.tasks.items()}
-    weighting = build_weighting(cfg.weighting.name, list(model.tasks), cfg.tasks.primary, likelihoods,
-                                **cfg.weighting.options)
+    """The training state of ``model`` (on ``device``) under ``cfg``: the weighting method (``weighting``, or
+    ``model_weighting``'s), the network optimiser (the model's groups, ``MultiTaskModel.optimizer_groups``, and the
+    weighting's own) and its schedule over ``total_steps`` network steps, and for a model with architecture weights
+    their optimiser and schedule (``method.arch_*``). With several processes (``dist``) and a loss-weighting method,
+    the ``DistributedDataParallel`` wrapper the network step runs through (``TrainState.ddp``)."""
+    weighting = model_weighting(cfg, model) if weighting is None else weighting
     weighting.to(device)
     network = model.optimizer_groups(cfg.train.lr, cfg.train.weight_decay, cfg.method)
     optimizer = build_optimizer([*network, *weighting.optimizer_groups()], cfg.train)

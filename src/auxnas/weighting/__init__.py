@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config import ConfigError, ExperimentConfig
 from .auto_lambda import AutoLambda
+from .auxilearn import AuxiLearn
 from .base import GradientWeighting, LossWeighting, MetaProblem, Stats, Weighting
 from .composed import Composed
 from .gradnorm import GradNorm
@@ -23,6 +24,7 @@ __all__ = [
 WEIGHTINGS: dict[str, type[Weighting]] = {
     "equal": Equal, "uncertainty": Uncertainty, "dwa": DWA, "gradnorm": GradNorm,
     "pcgrad": PCGrad, "pcgrad_aux": PCGradAux, "cagrad": CAGrad, "gcs": GCS, "auto_lambda": AutoLambda,
+    "auxilearn": AuxiLearn,
 }
 WEIGHTING_NAMES = tuple(WEIGHTINGS)
 #: "loss+gradient": a loss weighting that acts through its weights alone, composed with a gradient method
@@ -30,7 +32,7 @@ WEIGHTING_NAMES = tuple(WEIGHTINGS)
 COMPOSED_NAMES = tuple(
     f"{loss}+{gradient}"
     for loss, cls in WEIGHTINGS.items() if issubclass(cls, LossWeighting) and not cls.needs_task_gradients
-    and loss != "equal"
+    and cls.weighs_linearly and loss != "equal"
     for gradient, other in WEIGHTINGS.items() if issubclass(other, GradientWeighting)
 )
 

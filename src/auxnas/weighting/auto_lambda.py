@@ -29,8 +29,8 @@ class AutoLambda(LossWeighting):
     only the auxiliary weights are learned (the reference learns the primary's too: False).
 
     A meta batch without a primary label gives no meta-objective: that step makes no meta update (statistic
-    ``meta_updated``, its share of the steps). A task without a label in the network step's batch takes no part in
-    the look-ahead and its weight does not move.
+    ``meta_updated``, its share of the meta steps). A task without a label in the network step's batch takes no part
+    in the look-ahead and its weight does not move.
     """
 
     needs_meta_batch = True
@@ -58,7 +58,6 @@ class AutoLambda(LossWeighting):
         self.register_buffer("exp_avg", torch.zeros(k))
         self.register_buffer("exp_avg_sq", torch.zeros(k))
         self.register_buffer("steps", torch.zeros(k, dtype=torch.long))  # Adam steps of each weight
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long))  # meta_update calls, for ``every``
 
     def weights(self) -> dict[str, Tensor]:
         return dict(zip(self.tasks, self.lambdas))
@@ -67,12 +66,12 @@ class AutoLambda(LossWeighting):
         """The tasks among ``tasks`` whose weight is learned."""
         return [t for t in tasks if not (self.fix_primary and t == self.primary)]
 
+    def meta_due(self, step: int) -> bool:
+        return step % self.every == 0
+
     def meta_update(self, problem: MetaProblem) -> Stats:
-        """One Adam step of the weights (every ``every`` calls); ``meta_updated`` 1 when it was made, 0 when the
-        meta batch had no primary label or the cadence skipped this step."""
-        self.calls += 1
-        if (int(self.calls) - 1) % self.every:
-            return {}
+        """One Adam step of the weights; ``meta_updated`` 1 when it was made, 0 when the meta batch had no primary
+        label (or no learned task a label in the network batch)."""
         grads = self.meta_gradient(problem)
         if grads is None:
             return {"meta_updated": {self.primary: 0.0}}

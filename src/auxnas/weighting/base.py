@@ -54,9 +54,12 @@ class Weighting(nn.Module):
     #: only combines the losses linearly (``LossWeighting.objective``), and the network step runs through
     #: ``DistributedDataParallel`` (docs/distributed.md). True by default: a method is data-parallel safe either way.
     needs_task_gradients: bool = True
-    #: whether the method learns from a second batch of training images before each network step (``meta_update``,
-    #: which the training loop then calls with that batch)
+    #: whether the method learns from a second batch of training images before network steps (``meta_update``, which
+    #: the training loop calls with that batch before every step ``meta_due`` accepts)
     needs_meta_batch: bool = False
+    #: the share of the training images with a primary label held out as the meta batches' own set, never trained
+    #: on by the network (0: the meta batches are drawn from the network's own images)
+    meta_split: float = 0.0
 
     def __init__(self, tasks: Sequence[str], primary: str) -> None:
         super().__init__()
@@ -103,6 +106,10 @@ class Weighting(nn.Module):
 
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
         """Called once per epoch with the epoch's mean (unweighted) training loss of every task."""
+
+    def meta_due(self, step: int) -> bool:
+        """Whether a meta update precedes network step ``step`` (counted from 0 over the run)."""
+        return True
 
     def meta_update(self, problem: MetaProblem) -> Stats:
         """Update what the method learns from ``problem.meta`` before the network step on ``problem.train``
@@ -169,6 +176,9 @@ class LossWeighting(Weighting):
     """Methods that only scale the losses: one backward of a weighted sum (plus the method's own terms)."""
 
     needs_task_gradients = False
+    #: whether the objective is ``sum_t w_t b_t L_t`` with ``weights()``, so that a gradient method can combine the
+    #: weighted losses' gradients (``Composed``); False for a learned non-linear combination
+    weighs_linearly: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a subclass whose own ``backward`` data-parallel training would silently skip."""

@@ -23,7 +23,7 @@ class Composed(Weighting):
 
     def __init__(self, loss: LossWeighting, gradient: GradientWeighting) -> None:
         super().__init__(loss.tasks, loss.primary)
-        if not isinstance(loss, LossWeighting) or loss.needs_task_gradients:
+        if not isinstance(loss, LossWeighting) or loss.needs_task_gradients or not loss.weighs_linearly:
             raise ValueError(f"{type(loss).__name__} cannot come first: the first part must act through its task "
                              "weights alone (uncertainty, dwa, auto_lambda)")
         if not isinstance(gradient, GradientWeighting):
@@ -32,6 +32,7 @@ class Composed(Weighting):
         self.loss = loss
         self.gradient = gradient
         self.needs_meta_batch = loss.needs_meta_batch
+        self.meta_split = loss.meta_split
 
     def degenerate_reason(self) -> str | None:
         return self.loss.degenerate_reason() or self.gradient.degenerate_reason()
@@ -63,6 +64,9 @@ class Composed(Weighting):
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:
         self.loss.end_epoch(mean_losses)
         self.gradient.end_epoch(mean_losses)
+
+    def meta_due(self, step: int) -> bool:
+        return self.loss.meta_due(step)
 
     def meta_update(self, problem: MetaProblem) -> Stats:
         return self.loss.meta_update(problem)
