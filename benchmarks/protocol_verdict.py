@@ -18,12 +18,11 @@ docs/protocols.md: the protocol at the default's auxiliary weight).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from why_no_transfer import _ratio_of_means, summarise
+from why_no_transfer import _ratio_of_means, read_history, summarise
 
 from auxnas.io import write_json, write_text
 from auxnas.stats import paired_interval
@@ -34,19 +33,14 @@ AUX_ROWS = ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-default", "aux_nas-di
 SHARE_NEEDED = 0.25
 
 
-def _history(record_dir: str) -> list[dict[str, Any]]:
-    return json.loads((Path(record_dir) / "metrics.json").read_text())["history"]
-
-
 def run_extras(run_dir: str, primary: str, aux: str) -> dict[str, Any]:
     """What ``why_no_transfer.run_measures`` leaves out: the whole run's gradient ratio, the epochs after the first
     whose auxiliary gradient on the shared parameters was 0, the projection norms and a2p strengths at the end."""
-    history = _history(run_dir)
-    dead = [r["epoch"] for r in history[1:]
-            if r.get("diagnostics", {}).get("shared_grad_norm", {}).get(aux, 1.0) == 0.0]
-    links = history[-1].get("link_strengths") or {}
+    history = read_history(Path(run_dir))
+    dead = [r.epoch for r in history[1:] if (r.diagnostics or {}).get("shared_grad_norm", {}).get(aux, 1.0) == 0.0]
+    links = history[-1].recorded.get("link_strengths") or {}
     a2p = [v for key, values in links.items() if key.startswith("a2p") for v in values]
-    norms = history[-1].get("diagnostics", {}).get("projection_norm", {})
+    norms = (history[-1].diagnostics or {}).get("projection_norm", {})
     return {"grad_ratio": _ratio_of_means(history, primary, aux), "dead_aux_epochs": dead,
             "a2p_mean": statistics.fmean(a2p) if a2p else None, "p2a_norm": norms.get("p2a"),
             "a2p_norm": norms.get("a2p")}

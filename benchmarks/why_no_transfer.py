@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from auxnas.compare.table import gap_share
+from auxnas.engine.record import EpochRecord
 from auxnas.io import write_json, write_text
 from auxnas.stats import mean_std, paired_interval
 from auxnas.tasks import build_task
@@ -32,11 +33,16 @@ from auxnas.tasks import build_task
 PENALTY_START = 0.5
 
 
-def _ratio_of_means(history: list[dict[str, Any]], primary: str, aux: str) -> float | None:
+def read_history(run_dir: Path) -> list[EpochRecord]:
+    """The epoch records of a run's ``metrics.json``."""
+    return [EpochRecord.from_dict(r) for r in json.loads((run_dir / "metrics.json").read_text())["history"]]
+
+
+def _ratio_of_means(history: list[EpochRecord], primary: str, aux: str) -> float | None:
     """Mean auxiliary over mean primary gradient norm on the shared parameters, over ``history``'s epochs."""
     primary_norms, aux_norms = [], []
     for record in history:
-        norms = record.get("diagnostics", {}).get("shared_grad_norm", {})
+        norms = (record.diagnostics or {}).get("shared_grad_norm", {})
         if primary in norms:
             primary_norms.append(norms[primary])
         if aux in norms:
@@ -46,16 +52,16 @@ def _ratio_of_means(history: list[dict[str, Any]], primary: str, aux: str) -> fl
     return statistics.fmean(aux_norms) / statistics.fmean(primary_norms)
 
 
-def _cosine(history: list[dict[str, Any]], aux: str) -> float | None:
-    values = [r["diagnostics"]["shared_grad_cos_primary"][aux] for r in history
-              if aux in r.get("diagnostics", {}).get("shared_grad_cos_primary", {})]
+def _cosine(history: list[EpochRecord], aux: str) -> float | None:
+    values = [r.diagnostics["shared_grad_cos_primary"][aux] for r in history
+              if aux in (r.diagnostics or {}).get("shared_grad_cos_primary", {})]
     return statistics.fmean(values) if values else None
 
 
 def run_measures(run_dir: Path, primary: str, aux: str, metric: str) -> dict[str, Any]:
     """What one run's metrics.json says about transfer."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = metrics["history"]
+    history = read_history(run_dir)
     half = len(history) // 2
     out: dict[str, Any] = {
         "test": metrics["test_best"][primary][metric],
@@ -63,13 +69,13 @@ def run_measures(run_dir: Path, primary: str, aux: str, metric: str) -> dict[str
         "grad_ratio_second_half": _ratio_of_means(history[half:], primary, aux),
         "grad_cos": _cosine(history, aux),
     }
-    if "val_a2p_kept" in history[-1]:
+    if "a2p_kept" in history[-1].val_variants:
         before = history[max(0, int(PENALTY_START * len(history)) - 1)]
-        out["val_before_penalty"] = {"kept": before["val_a2p_kept"][primary][metric],
-                                     "cut": before["val"][primary][metric]}
-        out["val_end"] = {"kept": history[-1]["val_a2p_kept"][primary][metric],
-                          "cut": history[-1]["val"][primary][metric]}
-    links = history[-1].get("link_strengths") or {}
+        out["val_before_penalty"] = {"kept": before.val_variants["a2p_kept"][primary][metric],
+                                     "cut": before.val[primary][metric]}
+        out["val_end"] = {"kept": history[-1].val_variants["a2p_kept"][primary][metric],
+                          "cut": history[-1].val[primary][metric]}
+    links = history[-1].recorded.get("link_strengths") or {}
     for direction in ("p2a", "a2p"):
         values = [v for key, strengths in links.items() if key.startswith(direction) for v in strengths]
         out[f"{direction}_max"] = max(values) if values else None

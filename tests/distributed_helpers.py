@@ -67,8 +67,8 @@ WORKER = textwrap.dedent('''
     except KeyboardInterrupt:
         sys.exit(130)
     with open(f"{out}/result-rank{rank}.json", "w") as f:
-        json.dump({"history": result.history, "test_best": result.test_best, "test_last": result.test_last,
-                   "writes": writes}, f)
+        json.dump({"history": [r.to_dict() for r in result.history], "test_best": result.test_best,
+                   "test_last": result.test_last, "writes": writes}, f)
 ''')
 
 
@@ -118,7 +118,8 @@ def run_single(monkeypatch, overrides: list[str]) -> tuple[dict, dict[str, torch
             final.update({k: v.detach().clone() for k, v in run.model.state_dict().items()})
 
     result = fit(load_config("demo", overrides), progress=False, callbacks=[Capture()])
-    return {"history": result.history, "test_best": result.test_best, "test_last": result.test_last}, final
+    return {"history": [r.to_dict() for r in result.history], "test_best": result.test_best,
+            "test_last": result.test_last}, final
 
 
 def compare(ddp_dir: Path, single: dict, single_weights: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -143,7 +143,7 @@ def test_partially_labelled_training_learns_the_weights_from_the_labelled_meta_b
                                "data.num_train=64", "method.name=aux_head",
                                "weighting.options.lr=0.01", f"out_dir={tmp_path / 'run'}"])
     result = fit(cfg, progress=False)
-    updated = [r["weighting"]["meta_updated"]["normal"] for r in result.history]
+    updated = [r.weighting["meta_updated"]["normal"] for r in result.history]
     assert all(0.0 < u < 1.0 for u in updated), updated
     weights = load_checkpoint(tmp_path / "run" / "last.pt")["weighting"]["lambdas"]
     assert all(abs(float(w) - 0.1) > 1e-3 for w in weights)

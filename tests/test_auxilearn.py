@@ -132,8 +132,8 @@ def test_partially_labelled_training_learns_the_combination(tmp_path, monkeypatc
     cfg = load_config("demo", [*TINY, f"weighting.options={{every: 2, combine: {combine}, lr: 0.1}}",
                                f"out_dir={tmp_path / 'run'}"])
     result = fit(cfg, progress=False)
-    assert all(r["weighting"]["meta_updated"]["normal"] == 1.0 for r in result.history)  # held-out: all labelled
-    assert any(v != 1.0 for v in result.history[-1]["weighting"]["weight"].values())
+    assert all(r.weighting["meta_updated"]["normal"] == 1.0 for r in result.history)  # held-out: all labelled
+    assert any(v != 1.0 for v in result.history[-1].weighting["weight"].values())
     assert math.isfinite(result.test_best["normal"]["mean_angle"])
     report = export_primary(tmp_path / "run", tmp_path / "exported")
     assert report["checks"]["params_equal_single_task"] and report["checks"]["flops_equal_single_task"]

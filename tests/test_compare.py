@@ -262,7 +262,7 @@ def test_a_run_stopped_after_an_epoch_continues_from_it_with_reuse(tmp_path, mon
 
     class StopAfterFirstEpoch(Callback):
         def on_epoch_end(self, run, record):
-            if record["epoch"] == 1:
+            if record.epoch == 1:
                 raise Stopped
 
     resumes = []

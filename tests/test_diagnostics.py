@@ -21,13 +21,13 @@ def test_diagnostics_change_no_result(tmp_path):
     plain = fit(_config(tmp_path, "aux_nas", 0, "plain"), progress=False)
     measured = fit(_config(tmp_path, "aux_nas", 1, "measured"), progress=False)
     assert measured.test_last == plain.test_last and measured.test_best == plain.test_best
-    assert "diagnostics" not in plain.history[-1]
+    assert plain.history[-1].diagnostics is None
     record = measured.history[-1]
-    assert set(record["diagnostics"]["shared_grad_norm"]) == {"depth", "disparity"}
-    assert -1 <= record["diagnostics"]["shared_grad_cos_primary"]["disparity"] <= 1
-    norms = record["diagnostics"]["projection_norm"]  # the zero-initialised fusion projections have grown
+    assert set(record.diagnostics["shared_grad_norm"]) == {"depth", "disparity"}
+    assert -1 <= record.diagnostics["shared_grad_cos_primary"]["disparity"] <= 1
+    norms = record.diagnostics["projection_norm"]  # the zero-initialised fusion projections have grown
     assert set(norms) == {"p2a", "a2p"} and norms["p2a"] > 0 and norms["a2p"] > 0
-    kept, cut = record["val_a2p_kept"]["depth"], record["val"]["depth"]
+    kept, cut = record.val_variants["a2p_kept"]["depth"], record.val["depth"]
     assert kept["num_images"] == cut["num_images"] == 8
 
 
@@ -36,23 +36,23 @@ def test_first_step_auxiliary_gradient_reaches_only_a_shared_backbone(tmp_path, 
     """The fusion ops start at zero: at the first step no auxiliary gradient reaches the primary branch of the
     linked methods (it arrives only as the p2a fusion weights grow), while hard sharing gets all of it."""
     result = fit(_config(tmp_path, method, 1000, method), progress=False)  # step 0 of 8 only
-    norms = result.history[0]["diagnostics"]["shared_grad_norm"]
+    norms = result.history[0].diagnostics["shared_grad_norm"]
     assert norms["depth"] > 0
     if method == "aux_head":
         assert norms["disparity"] > 0
     else:
         assert norms["disparity"] == 0
-    later = result.history[1]["diagnostics"]  # no step measured in epoch 2; linked branches' projection norms
+    later = result.history[1].diagnostics  # no step measured in epoch 2; linked branches' projection norms
     assert set(later) == (set() if method == "aux_head" else {"projection_norm"})
 
 
 def test_single_task_has_no_shared_parameters_to_diagnose(tmp_path):
     cfg = _config(tmp_path, "single", 1, "single", aux=())
-    assert fit(cfg, progress=False).history[-1]["diagnostics"] == {}
+    assert fit(cfg, progress=False).history[-1].diagnostics == {}
 
 
 def test_fusion_init_lets_the_auxiliary_gradient_reach_the_primary_from_the_first_step(tmp_path):
     cfg = _config(tmp_path, "aux_nas", 1000, "init")
     cfg.method.fusion_init = 0.5
-    norms = fit(cfg, progress=False).history[0]["diagnostics"]["shared_grad_norm"]
+    norms = fit(cfg, progress=False).history[0].diagnostics["shared_grad_norm"]
     assert norms["disparity"] > 0

@@ -19,7 +19,7 @@ def test_a_bfloat16_run_trains_and_records_its_float_format(tmp_path, monkeypatc
     cfg = load_config("demo", [*OVERRIDES, "method.name=aux_nas", "train.device=cuda", "train.amp=true",
                                "train.channels_last=true", f"out_dir={tmp_path / 'run'}"])
     result = fit(cfg, progress=False)
-    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.history)
+    assert all(torch.isfinite(torch.tensor(h.train_loss)) for h in result.history)
     assert load_checkpoint(tmp_path / "run" / "best.pt")["model"]  # saved from CUDA, loads on the CPU
 
 

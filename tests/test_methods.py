@@ -133,7 +133,7 @@ def search_config(tmp_path, penalty_max: float):
 def test_regulariser_prunes_a2p_and_keeps_p2a_then_exports(tmp_path):
     cfg = search_config(tmp_path, penalty_max=1000.0)
     result = fit(cfg, progress=False)
-    final = result.history[-1]["link_strengths"]
+    final = result.history[-1].recorded["link_strengths"]
     assert max(final["a2p/seg"]) < 0.01
     assert min(final["p2a/seg"]) > 0.05
     recorded = json.loads((result.out_dir / "metrics.json").read_text())["link_strengths"]
@@ -154,7 +154,7 @@ def test_regulariser_prunes_a2p_and_keeps_p2a_then_exports(tmp_path):
 
 def test_without_penalty_a2p_stays_and_export_refuses(tmp_path):
     result = fit(search_config(tmp_path, penalty_max=0.0), progress=False)
-    assert max(result.history[-1]["link_strengths"]["a2p/seg"]) > 0.05
+    assert max(result.history[-1].recorded["link_strengths"]["a2p/seg"]) > 0.05
     with pytest.raises(ExportError, match=r"seg\[\d+\]->primary\[\d+\]"):
         export_primary(result.out_dir, tmp_path / "export", threshold=0.01)
     report = export_primary(result.out_dir, tmp_path / "forced", threshold=0.01, force=True)
@@ -232,7 +232,7 @@ def test_single_level_search_updates_links_and_weights_on_one_batch(tmp_path):
     cfg = make_config(tmp_path, {"name": "aux_nas", "optimization": "single_level", "a2p_init": 0.5,
                                  "penalty_start": 0.0, "penalty_end": 0.0}, epochs=2, schedule="constant")
     result = fit(cfg, progress=False)
-    first, last = result.history[0]["link_strengths"], result.history[-1]["link_strengths"]
+    first, last = result.history[0].recorded["link_strengths"], result.history[-1].recorded["link_strengths"]
     assert max(last["a2p/seg"]) < min(first["a2p/seg"]) < 0.5  # the penalty acts from the first step
     assert last["p2a/seg"] != first["p2a/seg"]
 

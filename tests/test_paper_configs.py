@@ -49,7 +49,7 @@ def test_paper_config_runs_on_its_fixture(tmp_path, name):
     assert result.best_epoch == 1 and len(result.history) == 1
     assert result.conventions[cfg.tasks.primary]  # the result file says which conventions produced it
     # every task was trained on and evaluated, on every image of the test split
-    losses = result.history[0]["train_task_losses"]
+    losses = result.history[0].train_task_losses
     assert set(losses) == set(cfg.tasks.all) and all(math.isfinite(v) and v > 0 for v in losses.values())
     assert set(result.test_best) == set(cfg.tasks.all)
     assert len({m["num_images"] for m in result.test_best.values()}) == 1 and result.test_best[cfg.tasks.primary][

@@ -168,7 +168,7 @@ def test_fit_with_partial_labels_reports_label_counts_and_oversamples(tmp_path):
     metrics = json.loads((result.out_dir / "metrics.json").read_text())
     assert metrics["train_labels"] == {"normal": 3, "seg": 32} and metrics["train_images"] == 32
     assert metrics["test_best"]["normal"]["num_images"] == 8  # test images carry every label
-    assert all(math.isfinite(h["train_task_losses"]["normal"]) for h in result.history)
+    assert all(math.isfinite(h.train_task_losses["normal"]) for h in result.history)
 
 
 def test_random_targets_replace_training_labels_only(tmp_path):

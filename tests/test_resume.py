@@ -29,7 +29,7 @@ class InterruptAtValidation(Callback):
         self.epoch = epoch
 
     def on_validated(self, run, record) -> None:
-        if record["epoch"] == self.epoch:
+        if record.epoch == self.epoch:
             raise KeyboardInterrupt
 
 
@@ -61,7 +61,7 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, 
         assert a["epoch"] == b["epoch"]
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
     assert resumed.test_best == whole.test_best and resumed.best_epoch == whole.best_epoch
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    assert [h.train_loss for h in resumed.history] == [h.train_loss for h in whole.history]
 
 
 def test_resume_from_the_command_line_and_refusals(tmp_path, monkeypatch, capsys):

@@ -306,7 +306,7 @@ def test_every_method_and_weighting_trains_declared_auxiliaries(kinds_root, tmp_
     cfg = validate(load_config("demo", overrides(kinds_root, "tasks.aux=[edges, parts]", f"method.name={method}",
                                                  f"weighting.name={weighting}", f"out_dir={tmp_path / 'run'}")))
     result = fit(cfg, progress=False)
-    losses = result.history[-1]["train_task_losses"]
+    losses = result.history[-1].train_task_losses
     assert set(losses) == {"seg", "edges", "parts"} and all(np.isfinite(v) for v in losses.values())
     assert np.isfinite(result.test_best["edges"]["abs_err"]) and np.isfinite(result.test_best["parts"]["miou"])
 
@@ -317,7 +317,7 @@ def test_image_level_kinds_train_as_auxiliaries(kinds_root, tmp_path, aux, metri
                                                  "weighting.name=uncertainty", "weighting.options={form: kendall}",
                                                  f"out_dir={tmp_path / 'run'}")))
     result = fit(cfg, progress=False)
-    assert set(result.history[-1]["train_task_losses"]) == {"seg", aux}
+    assert set(result.history[-1].train_task_losses) == {"seg", aux}
     assert np.isfinite(result.test_best[aux][metric]) and result.test_best[aux]["num_images"] == 4
     assert result.conventions[aux] == {"loss": "binary_cross_entropy" if aux == "attrs" else "l1"}
 
@@ -335,7 +335,7 @@ def test_random_targets_on_a_declared_dense_task(kinds_root, tmp_path):
     assert torch.equal(splits.train[0]["edges"], fake["edges"])  # fixed across epochs
     assert torch.equal(fake["seg"], plain["seg"])  # the primary keeps its labels
     result = fit(cfg, progress=False)
-    assert np.isfinite(result.history[-1]["train_task_losses"]["edges"])
+    assert np.isfinite(result.history[-1].train_task_losses["edges"])
 
 
 def test_partial_labels_with_a_declared_auxiliary(tmp_path):

@@ -24,7 +24,7 @@ def test_scalars_of_every_kind_per_epoch(tmp_path, monkeypatch):
     angles = events.Scalars("val/normal/mean_angle")
     assert [e.step for e in angles] == [1, 2]
     for event, record in zip(angles, result.history):
-        assert abs(event.value - record["val"]["normal"]["mean_angle"]) < 1e-4
+        assert abs(event.value - record.val["normal"]["mean_angle"]) < 1e-4
     lrs = [e.value for e in events.Scalars("lr/network/0")]
     assert lrs[1] < lrs[0]  # the poly schedule decays
 

@@ -51,6 +51,6 @@ def test_auto_lambda_with_cagrad_trains_with_both_parts(tmp_path, monkeypatch):
         "train.epochs=2", "tasks.primary=normal", "tasks.aux=[seg]", "method.name=aux_head",
         "weighting.name=auto_lambda+cagrad", "weighting.options={lr: 0.01, c: 0.4}", f"out_dir={tmp_path / 'run'}"])
     history = fit(cfg, progress=False).history
-    stats = history[-1]["weighting"]
+    stats = history[-1].weighting
     assert set(stats) == {"weight", "meta_updated", "grad_norm", "cos_primary"}
     assert stats["meta_updated"] == {"normal": 1.0} and all(w != 0.1 for w in stats["weight"].values())

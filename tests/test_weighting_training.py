@@ -153,9 +153,9 @@ def test_every_weighting_trains_with_real_methods(tmp_path, name, method):
     weights end elsewhere than under ``equal`` from the same seed."""
     history, weights = trained_weights(tmp_path, method, name)
     tasks, aux = {"normal", "seg", "depth"}, {"seg", "depth"}
-    assert all(math.isfinite(h["train_loss"]) for h in history)
+    assert all(math.isfinite(h.train_loss) for h in history)
     for record in history:
-        stats = record["weighting"]
+        stats = record.weighting
         if name in GRADIENT_NAMES:
             assert set(stats) == {"grad_norm", "cos_primary"} and set(stats["cos_primary"]) == aux
             assert all(-1.0 <= v <= 1.0 for v in stats["cos_primary"].values())
@@ -166,12 +166,12 @@ def test_every_weighting_trains_with_real_methods(tmp_path, name, method):
         # a gradient may be 0 at first (zero-initialised heads and fusion ops), not after three updates
         assert all(v >= 0 for v in stats.get("grad_norm", {}).values())
     if name in GRADIENT_NAMES or name == "gradnorm":
-        assert history[-1]["weighting"]["grad_norm"]["normal"] > 0
+        assert history[-1].weighting["grad_norm"]["normal"] > 0
     if name in ("uncertainty", "dwa", "gradnorm"):  # weights learnt or adapted from the loss history
-        assert any(v != 1.0 for v in history[-1]["weighting"]["weight"].values())
+        assert any(v != 1.0 for v in history[-1].weighting["weight"].values())
     if name in ("auto_lambda", "auxilearn"):  # learnt from the primary's loss on the meta batches, one update a step
-        assert all(v not in (0.1, 1.0) for v in history[-1]["weighting"]["weight"].values())
-        assert all(r["weighting"]["meta_updated"] == {"normal": 1.0} for r in history)
+        assert all(v not in (0.1, 1.0) for v in history[-1].weighting["weight"].values())
+        assert all(r.weighting["meta_updated"] == {"normal": 1.0} for r in history)
     if name == "equal":
         _EQUAL_WEIGHTS[method] = weights
     else:

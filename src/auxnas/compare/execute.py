@@ -113,7 +113,7 @@ def train_run(
         result = train_one(cfg, progress=False, resume=True)
     else:
         result = train_one(cfg, progress=False, overwrite=True)  # the comparison's own run directory (checked above)
-    links = result.history[-1].get("link_strengths")
+    links = result.history[-1].recorded.get("link_strengths")
     a2p = [s for key, values in (links or {}).items() if key.startswith("a2p/") for s in values]
     primary = cfg.tasks.primary
     record = {
@@ -124,7 +124,7 @@ def train_run(
         "network_updates": steps_per_epoch(len(splits.train), cfg, bilevel) * cfg.train.epochs,
         "best_epoch": result.best_epoch, "test_best": result.test_best[primary],
         "test_last": result.test_last[primary], "val_best": result.val_best[primary],
-        "train_labels": result.train_labels, "final_train_losses": result.history[-1]["train_task_losses"],
+        "train_labels": result.train_labels, "final_train_losses": result.history[-1].train_task_losses,
         "link_strengths": links, "a2p_max": max(a2p) if a2p else None, "wall_time_s": result.wall_time_s,
         RECORD_PRECISION: here, "threads": torch.get_num_threads(),  # float rounding, and so results, depend on it
         "identity": run.identity(here), "data": run.data,

@@ -7,11 +7,13 @@
 * ``state``: ``TrainState`` (what the steps read and the loop changes; what ``last.pt`` holds), built by
   ``build_train_state``
 * ``run``: ``Run``, one run around its ``TrainState`` (what the loop and the callbacks see)
-* ``steps``: ``network_step`` and ``architecture_step`` over a ``TrainState``
+* ``steps``: ``network_step``, ``architecture_step`` and ``meta_step`` over a ``TrainState``
+* ``record``: ``EpochRecord``, one epoch of the history (what ``metrics.json``, TensorBoard and compare read)
 * ``evaluation``: metrics over a loader, and of a saved run
 * ``checkpoints``: checkpoint payloads and ``load_trained``
 * ``run_dir``: the run directory's files and refusals
 * ``callbacks``: diagnostics, TensorBoard and checkpoints hung on the loop
+* ``tensorboard_log``: the TensorBoard scalars of a run
 * ``fit``: ``build_run``, ``train_epoch``, ``end_epoch``, ``fit``, ``resume_run``
 
 The engine names no method: what a method adds to training it declares on ``MultiTaskModel``

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +17,12 @@ from torch import Tensor, nn
 
 from ..io import save_checkpoint
 from ..methods import MultiTaskModel
-from ..tensorboard_log import TensorBoardLog
 from .checkpoints import checkpoint_payload
 from .evaluation import evaluate_model
+from .record import EpochRecord
 from .run import Run
 from .state import TrainState
+from .tensorboard_log import TensorBoardLog
 
 
 class Callback:
@@ -31,10 +31,10 @@ class Callback:
     def on_losses(self, state: TrainState, losses: Mapping[str, Tensor]) -> None:
         """A network step's task losses (with their graph), before its backward pass."""
 
-    def on_validated(self, run: Run, record: dict[str, Any]) -> None:
-        """An epoch's record (``metrics.json`` history entry) with its validation metrics, before it is kept."""
+    def on_validated(self, run: Run, record: EpochRecord) -> None:
+        """An epoch's record with its validation metrics, before it is kept."""
 
-    def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: Run, record: EpochRecord) -> None:
         """The epoch ``record`` is in ``run.state.history``; ``run.state.epoch`` and the selection are updated."""
 
     def on_train_end(self, run: Run) -> None:
@@ -97,14 +97,14 @@ class Diagnostics(Callback):
         if state.step % self.every == 0 and shared:
             self.stats.add(shared_gradient_stats(losses, state.loss_weights, shared, state.model.primary))
 
-    def on_validated(self, run: Run, record: dict[str, Any]) -> None:
-        record["diagnostics"] = self.stats.means()
+    def on_validated(self, run: Run, record: EpochRecord) -> None:
+        record.diagnostics = self.stats.means()
         norms = projection_norms(run.model)
         if norms:
-            record["diagnostics"]["projection_norm"] = norms
+            record.diagnostics["projection_norm"] = norms
         self.stats = EpochStats()
         for name, variant in run.model.evaluation_variants().items():
-            record[f"val_{name}"] = evaluate_model(run.model, run.val_loader, run.state.device, run.state.amp,
+            record.val_variants[name] = evaluate_model(run.model, run.val_loader, run.state.device, run.state.amp,
                                                    run.progress, desc=f"val ({name.replace('_', ' ')})", dist=run.dist,
                                                    variant=variant)
 
@@ -115,11 +115,11 @@ class TensorBoard(Callback):
     def __init__(self, run: Run) -> None:
         self.log = TensorBoardLog(run.out_dir, run.state.epoch + 1)
 
-    def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: Run, record: EpochRecord) -> None:
         state = run.state
         optimizers = {"network": state.optimizer,
                       **({"architecture": state.arch_optimizer} if state.arch_optimizer is not None else {})}
-        self.log.epoch(record["epoch"], record, run.model, state.step / max(run.total_steps, 1), optimizers)
+        self.log.epoch(record, run.model, state.step / max(run.total_steps, 1), optimizers)
 
     def on_train_end(self, run: Run) -> None:
         self.log.close()
@@ -129,12 +129,12 @@ class Checkpoints(Callback):
     """Every epoch: ``last.pt`` (with the training state, what ``--resume`` continues from), and ``best.pt`` when
     the epoch is the best so far. Rank 0 alone writes (every process hands it its generators' states)."""
 
-    def on_epoch_end(self, run: Run, record: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: Run, record: EpochRecord) -> None:
         state = run.state
         state_dict = state.state_dict()
         if not run.dist.is_main():
             return
-        payload = checkpoint_payload(run.cfg, run.model, state.weighting, state.epoch, record["val"],
+        payload = checkpoint_payload(run.cfg, run.model, state.weighting, state.epoch, record.val,
                                      run.splits.num_classes)
         if state.best_epoch == state.epoch:
             save_checkpoint(run.out_dir / "best.pt", payload)

@@ -36,6 +36,7 @@ from .loaders import (
     steps_per_epoch,
 )
 from .optim import advance_schedule
+from .record import EpochRecord
 from .run import Run
 from .run_dir import RunDirectoryError, check_same_data, record_data, resumable_checkpoint, start_run_dir
 from .runtime import resolve_device, seed_everything, to_device
@@ -52,7 +53,7 @@ class RunResult:
     val_best: dict[str, dict[str, float]]
     test_best: dict[str, dict[str, float]]
     test_last: dict[str, dict[str, float]]
-    history: list[dict[str, Any]]
+    history: list[EpochRecord]
     wall_time_s: float
     #: task -> number of training images that carry its label
     train_labels: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -95,7 +96,7 @@ def build_run(
                start - state.elapsed_s, held_out)
 
 
-def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> EpochRecord:
     """Train epoch ``epoch``: for every step an architecture step (bilevel search, every ``method.arch_every``
     steps), a meta step (a meta-learned weighting) and a network step. Returns the start of its record: the mean
     training loss (the weighted sum, per image), every task's mean loss (per labelled image) and the weighting's
@@ -143,32 +144,31 @@ def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> dic
         seen += counts.images
         bar.set_postfix(loss=f"{running / seen:.4f}")
     task_means = {name: total / task_images[name] for name, total in task_sums.items() if task_images[name]}
-    return {"epoch": epoch, "train_loss": running / max(seen, 1), "train_task_losses": task_means,
-            "weighting": weighting_stats.means()}
+    return EpochRecord(epoch, running / max(seen, 1), task_means, weighting_stats.means())
 
 
-def end_epoch(run: Run, record: dict[str, Any], callbacks: Sequence[Callback] = ()) -> None:
+def end_epoch(run: Run, record: EpochRecord, callbacks: Sequence[Callback] = ()) -> None:
     """Close the epoch of ``record`` (``train_epoch``'s): the weighting's epoch update, the validation metrics,
     the record kept in the history, the selection on the primary's main metric, the callbacks."""
-    state, model, epoch = run.state, run.model, record["epoch"]
-    state.weighting.end_epoch(record["train_task_losses"])
+    state, model, epoch = run.state, run.model, record.epoch
+    state.weighting.end_epoch(record.train_task_losses)
     run.dist.broadcast_buffers(model)  # as DistributedDataParallel does; BatchNorm's are equal already
-    record["val"] = evaluate_model(model, run.val_loader, state.device, state.amp, run.progress, desc="val",
-                                   dist=run.dist)
+    record.val = evaluate_model(model, run.val_loader, state.device, state.amp, run.progress, desc="val",
+                                dist=run.dist)
     if model.record_key is not None:
-        record[model.record_key] = model.recorded_values()
+        record.recorded[model.record_key] = model.recorded_values()
     for callback in callbacks:
         callback.on_validated(run, record)
     state.history.append(record)
     state.epoch = epoch
     state.elapsed_s = time.perf_counter() - run.start
-    value = record["val"][run.primary.name][run.select_metric]
+    value = record.val[run.primary.name][run.select_metric]
     if is_better(value, state.best_value, run.primary.higher_is_better[run.select_metric]):
-        state.best_value, state.best_epoch, state.val_best = value, epoch, record["val"]
+        state.best_value, state.best_epoch, state.val_best = value, epoch, record.val
     for callback in callbacks:
         callback.on_epoch_end(run, record)
     if run.progress:
-        tqdm.write(f"epoch {epoch}: train loss {record['train_loss']:.4f}  val {run.primary.name}/"
+        tqdm.write(f"epoch {epoch}: train loss {record.train_loss:.4f}  val {run.primary.name}/"
                    f"{run.select_metric} {value:.4f}{'  (best)' if state.best_epoch == epoch else ''}")
 
 
@@ -177,7 +177,7 @@ def evaluate_and_report(run: Run) -> RunResult:
     ``metrics.json``. Its wall time counts every session of a resumed run."""
     state, model, dist, primary, metric = run.state, run.model, run.dist, run.primary, run.select_metric
     if state.best_epoch == 0:
-        first_bad = next(r["epoch"] for r in state.history if not math.isfinite(r["val"][primary.name][metric]))
+        first_bad = next(r.epoch for r in state.history if not math.isfinite(r.val[primary.name][metric]))
         raise FloatingPointError(
             f"{run.out_dir}: the validation metric {primary.name}/{metric} was never finite (not finite from epoch "
             f"{first_bad} on); the run diverged and no checkpoint was selected: lower train.lr or check the data"
@@ -196,7 +196,8 @@ def evaluate_and_report(run: Run) -> RunResult:
         "name": run.cfg.name, "method": run.cfg.method.name, "primary": primary.name,
         "selection": f"val {primary.name}/{metric}", "conventions": result.conventions,
         "train_images": len(run.splits.train), "train_labels": label_counts, "best_epoch": state.best_epoch,
-        "val_best": state.val_best, "test_best": test_best, "test_last": test_last, "history": state.history,
+        "val_best": state.val_best, "test_best": test_best, "test_last": test_last,
+        "history": [r.to_dict() for r in state.history],
         "wall_time_s": result.wall_time_s,
     }
     if model.record_key is not None:

@@ -19,6 +19,7 @@ from ..methods import MultiTaskModel, trains_bilevel
 from ..weighting import Weighting, build_weighting
 from .losses import TaskLosses
 from .optim import build_architecture_optimizer, build_optimizer, build_schedule
+from .record import EpochRecord
 
 
 def rng_state() -> dict[str, Any]:
@@ -96,7 +97,7 @@ class TrainState:
     best_value: float | None = None
     best_epoch: int = 0
     val_best: dict[str, Any] = dataclasses.field(default_factory=dict)
-    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    history: list[EpochRecord] = dataclasses.field(default_factory=list)
     #: what the model records along training (``MultiTaskModel.recorded_values``: ``steps``, ``values``,
     #: ``names``); empty for a model that records nothing
     links: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -124,7 +125,7 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), **optional,
             "step": self.step, "epoch": self.epoch,
             "best_value": self.best_value, "best_epoch": self.best_epoch, "val_best": self.val_best,
-            "history": self.history, "links": self.links, "elapsed_s": self.elapsed_s,
+            "history": [r.to_dict() for r in self.history], "links": self.links, "elapsed_s": self.elapsed_s,
             "rng": rng_ranks[0] if rng_ranks else rng_state(),
             "rng_ranks": rng_ranks,
         }
@@ -137,8 +138,9 @@ class TrainState:
             self.arch_optimizer.load_state_dict(state["arch_optimizer"])
             self.arch_schedule.load_state_dict(state["arch_schedule"])
         self.weighting.load_state_dict(state["weighting"])  # the checkpoint's, beside this state (checkpoint_payload)
-        for key in ("step", "epoch", "best_value", "best_epoch", "val_best", "history", "links"):
+        for key in ("step", "epoch", "best_value", "best_epoch", "val_best", "links"):
             setattr(self, key, state[key])
+        self.history = [EpochRecord.from_dict(r) for r in state["history"]]
         self.elapsed_s = float(state.get("elapsed_s", 0.0))  # a last.pt of an older auxnas has none
         set_rank_rng_state(state, self.dist)
 

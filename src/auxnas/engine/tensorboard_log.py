@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .methods import MultiTaskModel
+from ..methods import MultiTaskModel
+from .record import EpochRecord
 
 
 class TensorBoardLog:
@@ -22,17 +22,16 @@ class TensorBoardLog:
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_epoch)
 
     def epoch(
-        self, epoch: int, record: dict[str, Any], model: MultiTaskModel, progress: float,
-        optimizers: dict[str, torch.optim.Optimizer],
+        self, record: EpochRecord, model: MultiTaskModel, progress: float, optimizers: dict[str, torch.optim.Optimizer],
     ) -> None:
-        """Log epoch ``epoch``'s ``record`` (a ``metrics.json`` history entry) and the model's state."""
-        scalars = {"train/loss": record["train_loss"]}
-        scalars.update({f"train/loss_{task}": v for task, v in record["train_task_losses"].items()})
-        for stat, values in record["weighting"].items():
+        """Log an epoch's ``record`` and the model's state, at the record's epoch."""
+        scalars = {"train/loss": record.train_loss}
+        scalars.update({f"train/loss_{task}": v for task, v in record.train_task_losses.items()})
+        for stat, values in record.weighting.items():
             scalars.update({f"weighting/{stat}/{task}": v for task, v in values.items()})
-        for task, metrics in record["val"].items():
+        for task, metrics in record.val.items():
             scalars.update({f"val/{task}/{m}": v for m, v in metrics.items() if m != "num_images"})
-        for series, values in (record.get(model.record_key) or {}).items():  # what the model records, if anything
+        for series, values in record.recorded.get(model.record_key, {}).items():  # what the model records, if any
             scalars.update({f"links/{series}/{i}": v for i, v in enumerate(values)})
         penalty = model.architecture_penalty(progress)
         if penalty is not None:
@@ -43,7 +42,7 @@ class TensorBoardLog:
         for name, optimizer in optimizers.items():
             scalars.update({f"lr/{name}/{i}": group["lr"] for i, group in enumerate(optimizer.param_groups)})
         for tag, value in scalars.items():
-            self.writer.add_scalar(tag, value, epoch)
+            self.writer.add_scalar(tag, value, record.epoch)
         self.writer.flush()
 
     def close(self) -> None:
