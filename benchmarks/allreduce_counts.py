@@ -83,6 +83,7 @@ def worker(out: str, overrides: list[str]) -> None:
                 ddp.register_comm_hook(None, bucket_hook)
             wrapper.setdefault("type", type(ddp).__name__ if ddp is not None else None)
             wrapper.setdefault("network_weights", sum(p.numel() for p in state.model.network_parameters()))
+            wrapper.setdefault("shared_weights", sum(p.numel() for p in state.model.shared_parameters()))
             current = {"step": kind, "python": Counter(), "python_elements": 0, "ddp_buckets": 0, "ddp_elements": 0}
             try:
                 return step(state, *args, **kwargs)
@@ -96,7 +97,8 @@ def worker(out: str, overrides: list[str]) -> None:
     fit_module.architecture_step = counted("architecture", fit_module.architecture_step)
     fit_module.fit(load_config("demo", overrides), progress=False)
     Path(out).write_text(json.dumps({"network_step_wrapper": wrapper.get("type"),
-                                     "network_weights": wrapper.get("network_weights"), "steps": steps}))
+                                     "network_weights": wrapper.get("network_weights"),
+                                     "shared_weights": wrapper.get("shared_weights"), "steps": steps}))
     del torch
 
 
@@ -127,7 +129,8 @@ def launch(weighting: str, tmp: Path) -> dict:
 
 def summary(counts: dict) -> dict:
     """Per kind of step: the counts of each step, and of the last one (DDP rebuilds its buckets after the first)."""
-    out: dict = {"network_step_wrapper": counts["network_step_wrapper"], "network_weights": counts["network_weights"]}
+    out: dict = {"network_step_wrapper": counts["network_step_wrapper"], "network_weights": counts["network_weights"],
+                 "shared_weights": counts.get("shared_weights")}
     for kind in ("network", "architecture"):
         steps = [{k: v for k, v in s.items() if k != "step"} for s in counts["steps"] if s["step"] == kind]
         for s in steps:

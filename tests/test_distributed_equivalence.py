@@ -104,8 +104,12 @@ def test_loss_weightings_step_through_ddp_and_gradient_methods_reduce_once(tmp_p
     assert pcgrad["network_step_wrapper"] is None
     for step in [*pcgrad["network"]["each"], *equal["architecture"]["each"], *pcgrad["architecture"]["each"]]:
         assert step["ddp_buckets"] == 0
+    shared, weights = pcgrad["shared_weights"], pcgrad["network_weights"]
     for step in pcgrad["network"]["each"]:  # per-task gradients (the has-gradient flags, the gradients), losses
         assert step["python"]["_all_reduce_"] == 4
+        # each gradient crosses once: the two tasks' shared gradients, then the others' (with BatchNorm's statistics,
+        # flags and losses, a few thousand elements); sending the combined shared gradients again would add ``shared``
+        assert 2 * shared + weights - shared <= step["python_elements"] < 2 * shared + weights - shared // 2
 
 
 #: fit in which the second network step's global batch has no label anywhere (every process's share is empty)

@@ -61,7 +61,8 @@ def network_step(
     single-level's penalty) in one backward, during which the wrapper averages the network's gradients in
     buckets; the parameters it does not hold (the weighting's own, single-level's architecture weights) are
     averaged afterwards. A gradient method forwards through the plain model, averages the per-task gradients
-    before combining them (``reduce``), and every stepped gradient is averaged before the update.
+    before combining them (``reduce``), and every other stepped gradient is averaged before the update: each
+    gradient crosses the processes once.
     """
     model, dist = state.model, state.dist
     losses, extra = checked_losses(model, batch, state.loss_weights, state.device, state.amp, state.ddp)
@@ -87,7 +88,11 @@ def network_step(
         data_parallel = {"reduce": dist.average_} if dist.enabled else {}
         stats = state.weighting.backward(losses, model.shared_parameters(), state.loss_weights,
                                          model.last_shared_layer(), **data_parallel)
-        dist.average_gradients(state.stepped_parameters())
+        # gradients the weighting combined from averaged per-task gradients are the global batch's already, unless
+        # the model's extra loss added this process's own part to them
+        reduced = state.weighting.reduces_shared_gradients and extra is None
+        done = {id(p) for p in model.shared_parameters()} if reduced else set()
+        dist.average_gradients([p for p in state.stepped_parameters() if id(p) not in done])
     state.optimizer.step()
     if state.single_level:
         state.arch_optimizer.step()

@@ -60,6 +60,9 @@ class Weighting(nn.Module):
     #: the share of the training images with a primary label held out as the meta batches' own set, never trained
     #: on by the network (0: the meta batches are drawn from the network's own images)
     meta_split: float = 0.0
+    #: whether ``backward`` leaves the shared parameters' gradients averaged over the processes already (it combined
+    #: per-task gradients it had averaged), so that data-parallel training need not send them again
+    reduces_shared_gradients: bool = False
 
     def __init__(self, tasks: Sequence[str], primary: str) -> None:
         super().__init__()
@@ -236,6 +239,8 @@ class GradientWeighting(Weighting):
     gradients are averaged over the processes before ``combine`` (one all-reduce for all tasks), so
     every process combines the global batch's gradients and gets the same result.
     """
+
+    reduces_shared_gradients = True
 
     def combine(self, grads: dict[str, Tensor], shapes: list[torch.Size]) -> Tensor:
         """Flat per-task gradients (task -> vector over all shared parameters) of the tasks present in this

@@ -33,6 +33,7 @@ class Composed(Weighting):
         self.gradient = gradient
         self.needs_meta_batch = loss.needs_meta_batch
         self.meta_split = loss.meta_split
+        self.reduces_shared_gradients = gradient.reduces_shared_gradients
 
     def degenerate_reason(self) -> str | None:
         return self.loss.degenerate_reason() or self.gradient.degenerate_reason()
