@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader
 
 from auxnas.data import build_splits
 from auxnas.engine.checkpoints import load_trained
-from auxnas.io import write_json, write_text
 from auxnas.methods.aux_nas.model import LinkedBranches
+from auxnas.storage import write_json, write_text
 
 
 @torch.no_grad()

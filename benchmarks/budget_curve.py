@@ -22,7 +22,7 @@ from typing import Any
 
 from auxnas.bench.accuracy import run_accuracy_benchmark
 from auxnas.bench.presets import CONTROLS
-from auxnas.io import write_json, write_text
+from auxnas.storage import write_json, write_text
 
 #: learning rate of a point that names none: the benchmark's Adam 2e-3 from scratch, 1e-3 when fine-tuning
 DEFAULT_LR = {"efficientnet_lite0": 0.001}

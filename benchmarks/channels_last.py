@@ -28,8 +28,8 @@ from auxnas.distributed import Distributed
 from auxnas.engine.fit import build_run
 from auxnas.engine.loaders import epoch_batches
 from auxnas.engine.steps import network_step
-from auxnas.io import write_json
 from auxnas.measure import summarize, time_interleaved, time_ratio
+from auxnas.storage import write_json
 
 SETTING = ["data.image_size=64", "method.name=aux_nas", "train.tensorboard=false"]
 BACKBONES = ["tiny_resnet", "efficientnet_lite0", "resnet18", "vgg16_bn", "vit_tiny"]

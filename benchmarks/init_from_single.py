@@ -20,9 +20,9 @@ from typing import Any
 from auxnas.bench.presets import setting_config
 from auxnas.compare.plan import equal_update_epochs
 from auxnas.config import load_config
-from auxnas.io import write_json, write_text
 from auxnas.recipe import run_recipe
 from auxnas.stats import mean_std, paired_interval
+from auxnas.storage import write_json, write_text
 from auxnas.train import fit
 
 SETTING = "b-small"

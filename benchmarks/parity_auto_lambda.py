@@ -21,14 +21,11 @@ import sys
 from pathlib import Path
 
 import torch
+from parity_setup import warmed_up
 from torch import nn
 
-from auxnas.config import load_config
-from auxnas.distributed import Distributed
-from auxnas.engine.fit import build_run
-from auxnas.engine.loaders import epoch_batches, labelled_tasks, share_batch
-from auxnas.engine.steps import meta_problem, meta_step, network_step
-from auxnas.io import write_json
+from auxnas.engine.steps import meta_problem, meta_step
+from auxnas.storage import write_json
 
 OVERRIDES = [
     "data.image_size=32", "data.num_train=48", "data.num_test=8", "data.val_fraction=0.25", "data.batch_size=8",
@@ -81,18 +78,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(args.reference).resolve()))
     from auto_lambda import AutoLambda  # the reference
 
-    torch.manual_seed(0)
-    cfg = load_config("demo", [*OVERRIDES, "out_dir=/tmp/auxnas-parity-auto_lambda"])
-    run = build_run(cfg, Distributed(), torch.device("cpu"), progress=False)
-    run.model.train()
-    steps = [net for net, _ in epoch_batches(run.splits.train, cfg, 1, run.state.bilevel, run.dist)]
-    for net in steps[:WARMUP_STEPS]:
-        share_batch(net, run.model.tasks, run.dist)
-        network_step(run.state, net, 0.0)
-        run.state.schedule.step()
-    batch, meta = steps[WARMUP_STEPS], steps[WARMUP_STEPS + 1]
-    labels = labelled_tasks(share_batch(batch, run.model.tasks, run.dist))
-    meta_labels = labelled_tasks(share_batch(meta, run.model.tasks, run.dist))
+    run, batch, meta, labels, meta_labels = warmed_up([*OVERRIDES, "out_dir=/tmp/auxnas-parity-auto_lambda"],
+                                                      WARMUP_STEPS)
     ref_grad, ref_weights = reference_update(AutoLambda, run, batch, meta)
     ours = run.state.weighting
     grads = ours.meta_gradient(meta_problem(run.state, batch, meta, labels, meta_labels))  # changes nothing

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from auxnas.config import load_config
-from auxnas.io import write_json, write_text
 from auxnas.stats import mean_std, paired_interval
+from auxnas.storage import write_json, write_text
 from auxnas.train import fit
 
 ROWS = (("single", "single"), ("aux_head", "aux_head"), ("aux_nas", "aux_nas"))

@@ -24,8 +24,8 @@ from typing import Any
 
 from why_no_transfer import _ratio_of_means, read_history, summarise
 
-from auxnas.io import write_json, write_text
 from auxnas.stats import paired_interval
+from auxnas.storage import write_json, write_text
 
 #: the rows that train on the auxiliary task (their auxiliary gradient must stay alive)
 AUX_ROWS = ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-default", "aux_nas-disparity_15")

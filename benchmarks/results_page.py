@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from auxnas.bench.accuracy import run_accuracy_benchmark  # noqa: E402
-from auxnas.io import write_text  # noqa: E402
+from auxnas.storage import write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (label, tag) of the central benchmarks, each a folder ``central-<tag>`` of ``benchmarks/records``

@@ -25,8 +25,8 @@ from typing import Any
 
 from auxnas.compare.table import gap_share
 from auxnas.engine.record import EpochRecord
-from auxnas.io import write_json, write_text
 from auxnas.stats import mean_std, paired_interval
+from auxnas.storage import write_json, write_text
 from auxnas.tasks import build_task
 
 #: fraction of training at which the a2p penalty starts (method.penalty_start's default)

@@ -9,8 +9,8 @@ import yaml
 
 from auxnas.backbones import build_branch, build_head
 from auxnas.config import ConfigError, config_from_dict
-from auxnas.cost import count_flops, count_parameters
 from auxnas.export import export_primary, load_exported
+from auxnas.measure import count_flops, count_parameters
 from auxnas.methods.adashare import AdaShare
 from auxnas.tasks import Segmentation, SurfaceNormals
 from auxnas.train import fit, load_trained

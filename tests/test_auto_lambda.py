@@ -6,14 +6,15 @@ import math
 
 import pytest
 import torch
+from meta_cases import Identity, problem
 from torch.func import functional_call
 
 from auxnas.config import load_config
 from auxnas.engine.optim import current_lrs, virtual_step
 from auxnas.export import export_primary
-from auxnas.io import load_checkpoint
+from auxnas.storage import load_checkpoint
 from auxnas.train import fit
-from auxnas.weighting import MetaProblem, build_weighting
+from auxnas.weighting import build_weighting
 
 
 class Quadratic(torch.nn.Module):
@@ -29,18 +30,6 @@ class Quadratic(torch.nn.Module):
         a = torch.tensor([[1.0, 0.5], [-0.3, 2.0]])
         pred = a @ torch.tanh(self.theta) * self.scale
         return {t: 0.5 * ((pred - target) ** 2).sum() for t, target in batch.items()}
-
-
-def problem(model, optimizer, train, meta):
-    """The ``MetaProblem`` the training loop builds, over a plain module."""
-    params = list(model.parameters())
-    names = [n for n, _ in model.named_parameters()]
-
-    def losses(batch, replaced=None):
-        return model(batch) if replaced is None else functional_call(model, dict(zip(names, replaced)), (batch,))
-
-    return MetaProblem(params, current_lrs(optimizer, params), losses, lambda g: virtual_step(optimizer, params, g),
-                       train, meta, frozenset(train), frozenset(meta), {"p": 1.0, "a": 2.0})
 
 
 def exact_gradient(model, optimizer, lambdas, train, meta, base):
@@ -63,21 +52,10 @@ def test_the_meta_gradient_is_the_look_ahead_derivative_with_each_groups_lr():
     train = {"p": torch.tensor([1.0, 0.0]), "a": torch.tensor([0.5, 0.8])}
     meta = {"p": torch.tensor([0.9, 0.2])}
     method = build_weighting("auto_lambda", ["p", "a"], "p")
-    got = method.meta_gradient(problem(model, optimizer, train, meta))
+    got = method.meta_gradient(problem(model, optimizer, train, meta, {"p": 1.0, "a": 2.0}))
     expected = exact_gradient(model, optimizer, method.lambdas, train, meta, {"p": 1.0, "a": 2.0})
     assert torch.allclose(torch.stack([got["p"], got["a"]]), expected, rtol=1e-3, atol=1e-7)
     assert float(expected.abs().min()) > 1e-4  # not a trivially zero case
-
-
-class Identity(torch.nn.Module):
-    """``L_t = 0.5 |theta - batch[t]|^2`` from ``theta = 0``: each task's gradient is minus its target."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.theta = torch.nn.Parameter(torch.zeros(2))
-
-    def forward(self, batch):
-        return {t: 0.5 * ((self.theta - target) ** 2).sum() for t, target in batch.items()}
 
 
 @pytest.mark.parametrize(("aux_target", "direction"), [([1.0, 0.2], 1), ([-1.0, -0.2], -1)])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from auxnas.backbones import build_branch, build_head
-from auxnas.cost import count_flops, count_parameters
+from auxnas.measure import count_flops, count_parameters
 from auxnas.methods.aux_module import MODULE_SUFFIX, AuxModuleNet
 from auxnas.tasks import Classification, Segmentation, SurfaceNormals
 

@@ -6,14 +6,14 @@ import math
 
 import pytest
 import torch
+from meta_cases import Identity, problem
 
 from auxnas.config import load_config
 from auxnas.data import build_splits
 from auxnas.engine.loaders import epoch_pools, held_out_images
-from auxnas.engine.optim import current_lrs, virtual_step
 from auxnas.export import export_primary
 from auxnas.train import fit
-from auxnas.weighting import COMPOSED_NAMES, MetaProblem, build_weighting
+from auxnas.weighting import COMPOSED_NAMES, build_weighting
 
 #: L_t(theta) = 0.5 (theta - t)^T A_t (theta - t) per task; the meta batch asks the primary for TARGET_META
 A = {"p": torch.tensor([[2.0, 0.3], [0.3, 1.0]]), "a": torch.tensor([[1.0, -0.2], [-0.2, 0.5]])}
@@ -28,16 +28,9 @@ class Quadratic(torch.nn.Module):
         return {t: 0.5 * (self.theta - target) @ A[t] @ (self.theta - target) for t, target in batch.items()}
 
 
-def problem(model, lr, train, meta):
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    params = list(model.parameters())
-
-    def losses(batch, replaced=None):
-        assert replaced is None  # AuxiLearn differentiates at the current parameters
-        return model(batch)
-
-    return MetaProblem(params, current_lrs(optimizer, params), losses, lambda g: virtual_step(optimizer, params, g),
-                       train, meta, frozenset(train), frozenset(meta), {"p": 1.0, "a": 1.0})
+def sgd_problem(model, lr, train, meta):
+    """The ``MetaProblem`` of ``model`` under SGD at ``lr`` (the Neumann series' step)."""
+    return problem(model, torch.optim.SGD(model.parameters(), lr=lr), train, meta)
 
 
 def test_the_hypergradient_is_the_truncated_neumann_series_of_the_implicit_derivative():
@@ -47,7 +40,7 @@ def test_the_hypergradient_is_the_truncated_neumann_series_of_the_implicit_deriv
     method = build_weighting("auxilearn", ["p", "a"], "p", neumann_terms=3)
     with torch.no_grad():
         method.phi["w"].copy_(torch.tensor([1.0, 0.7]))
-    got = method.hypergradient(problem(model, alpha, train, meta))
+    got = method.hypergradient(sgd_problem(model, alpha, train, meta))
     theta = model.theta.detach()
     w = {"p": 1.0, "a": 0.7}
     hessian = sum(w[t] * A[t] for t in A)
@@ -61,22 +54,11 @@ def test_the_hypergradient_is_the_truncated_neumann_series_of_the_implicit_deriv
     assert float(expected.abs().min()) > 1e-3
 
 
-class Identity(torch.nn.Module):
-    """``L_t = 0.5 |theta - batch[t]|^2`` from ``theta = 0``: each task's gradient is minus its target."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.theta = torch.nn.Parameter(torch.zeros(2))
-
-    def forward(self, batch):
-        return {t: 0.5 * ((self.theta - target) ** 2).sum() for t, target in batch.items()}
-
-
 @pytest.mark.parametrize(("aux_target", "direction"), [([1.0, 0.2], 1), ([-1.0, -0.2], -1)])
 def test_an_aligned_auxiliary_is_turned_up_and_an_opposed_one_down(aux_target, direction):
     method = build_weighting("auxilearn", ["p", "a"], "p", lr=0.01, weight_decay=0.0)
     train = {"p": torch.tensor([1.0, 0.0]), "a": torch.tensor(aux_target)}
-    stats = method.meta_update(problem(Identity(), 0.1, train, {"p": torch.tensor([1.0, 0.0])}))
+    stats = method.meta_update(sgd_problem(Identity(), 0.1, train, {"p": torch.tensor([1.0, 0.0])}))
     assert stats == {"meta_updated": {"p": 1.0}}
     assert (float(method.phi["w"][1].detach()) - 1.0) * direction > 1e-4
 
@@ -84,10 +66,10 @@ def test_an_aligned_auxiliary_is_turned_up_and_an_opposed_one_down(aux_target, d
 def test_the_combination_stays_monotone_and_a_meta_batch_without_primary_label_is_skipped():
     method = build_weighting("auxilearn", ["p", "a"], "p", combine="nonlinear", lr=10.0)
     train = {"p": torch.tensor([1.0, 0.0]), "a": torch.tensor([-1.0, -0.2])}
-    assert method.meta_update(problem(Identity(), 0.1, train, {"a": torch.tensor([1.0, 0.0])})) == {
+    assert method.meta_update(sgd_problem(Identity(), 0.1, train, {"a": torch.tensor([1.0, 0.0])})) == {
         "meta_updated": {"p": 0.0}}
     assert int(method.meta_steps) == 0
-    method.meta_update(problem(Identity(), 0.1, train, {"p": torch.tensor([1.0, 0.0])}))
+    method.meta_update(sgd_problem(Identity(), 0.1, train, {"p": torch.tensor([1.0, 0.0])}))
     assert int(method.meta_steps) == 1
     assert float(method.phi["w1"].detach().min()) >= 0 and float(method.phi["w2"].detach().min()) >= 0  # clamped
     x = torch.tensor([0.3, 0.5], requires_grad=True)

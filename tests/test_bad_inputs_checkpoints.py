@@ -8,8 +8,8 @@ import torch
 from bad_inputs import one_line_error
 
 from auxnas.config import config_from_dict
-from auxnas.io import CheckpointError
 from auxnas.methods import build_model
+from auxnas.storage import CheckpointError
 from auxnas.tasks import build_tasks
 from auxnas.train import load_trained
 

@@ -6,7 +6,7 @@ import pytest
 from bad_inputs import SMALL, one_line_error
 
 from auxnas.config import ConfigError, load_config
-from auxnas.validate import validate
+from auxnas.config.validate import validate
 
 
 @pytest.mark.parametrize(("overrides", "key", "expected"), [

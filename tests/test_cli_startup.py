@@ -47,5 +47,5 @@ def test_the_config_is_a_leaf():
     probe = ("import sys, auxnas.config; print(sorted(m for m in sys.modules if m.startswith('auxnas') or "
              "m.split('.')[0] == 'torch'))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "['auxnas', 'auxnas.config', 'auxnas.config_checks', 'auxnas.config_schema']", \
+    assert done.stdout.strip() == "['auxnas', 'auxnas.config', 'auxnas.config.checks', 'auxnas.config.schema']", \
         done.stderr

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from auxnas.config import ConfigError, ExperimentConfig, load_config, parse_override
-from auxnas.validate import validate
+from auxnas.config.validate import validate
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -15,13 +15,13 @@ from torch.utils.data import DataLoader
 
 from auxnas.cli import main
 from auxnas.config import ConfigError, DataConfig, load_config
+from auxnas.config.validate import validate
 from auxnas.data import FolderImages, PartiallyLabelled, build_splits
 from auxnas.data.check import check_folder, format_report
 from auxnas.data.folder import read_spec
 from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from auxnas.tasks import build_task
 from auxnas.train import fit
-from auxnas.validate import validate
 
 H, W = 24, 32
 YAML = {"tasks": {"seg": {"classes": 5}, "normal": {"encoding": "rgb8"}, "depth": None, "scene": {"classes": 3}}}

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from auxnas.config import ConfigError, DataConfig, load_config
+from auxnas.config.validate import validate
 from auxnas.data import build_splits
 from auxnas.data.nddr import NddrImages, open_splits, tasks
 from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SCALES
 from auxnas.tasks import build_task
 from auxnas.train import fit
-from auxnas.validate import validate
 
 H, W = 24, 32
 #: encoded normal pixels with known decodings: pixel -> (encoded RGB, expected unit vector, None = invalid (zero) or

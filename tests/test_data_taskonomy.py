@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from auxnas.config import ConfigError, DataConfig, load_config
+from auxnas.config.validate import validate
 from auxnas.data import build_splits
 from auxnas.data.taskonomy import open_splits, read_split_file, tasks
 from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SCALES
 from auxnas.train import fit
-from auxnas.validate import validate
 
 S = 16
 #: building -> its split; "unused" is listed with no split and has no folder

@@ -16,11 +16,11 @@ from auxnas.backbones.efficientnet import (
 )
 from auxnas.backbones.weights import read_state_dict
 from auxnas.config import ConfigError, config_from_dict
+from auxnas.config.validate import validate
 from auxnas.data.transforms import normalise
 from auxnas.export import export_primary
 from auxnas.tasks import build_task
 from auxnas.train import fit
-from auxnas.validate import validate
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -13,12 +13,12 @@ import auxnas.export
 from auxnas.backbones import VITS, build_branch
 from auxnas.cli import main
 from auxnas.config import config_from_dict
-from auxnas.cost import count_flops
 from auxnas.data import build_splits
 from auxnas.engine.loaders import make_loader
 from auxnas.engine.run_dir import RunDirectoryError
 from auxnas.export import FORMATS, ExportError, export_primary, load_exported, run_format
-from auxnas.io import load_checkpoint, save_checkpoint
+from auxnas.measure import count_flops
+from auxnas.storage import load_checkpoint, save_checkpoint
 from auxnas.tasks import build_task
 from auxnas.train import evaluate, fit, load_trained
 

@@ -8,7 +8,7 @@ from distributed_helpers import BASE, compare, run_single, run_workers
 from test_resume import OVERRIDES, InterruptAtValidation
 
 from auxnas.config import load_config
-from auxnas.io import load_checkpoint
+from auxnas.storage import load_checkpoint
 from auxnas.train import fit, resume_run
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

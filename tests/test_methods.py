@@ -8,17 +8,17 @@ import torch
 
 from auxnas.backbones import build_branch
 from auxnas.config import ConfigError, config_from_dict
-from auxnas.cost import count_flops, count_parameters
+from auxnas.config.validate import validate
 from auxnas.data import build_splits
 from auxnas.engine.loaders import make_loader
 from auxnas.engine.state import build_train_state
 from auxnas.engine.steps import architecture_step
 from auxnas.export import ExportError, export_primary, load_exported
-from auxnas.io import load_checkpoint
+from auxnas.measure import count_flops, count_parameters
 from auxnas.methods import LinkedBranches, SharedBackbone, build_model
+from auxnas.storage import load_checkpoint
 from auxnas.tasks import build_tasks
 from auxnas.train import fit, load_trained
-from auxnas.validate import validate
 
 NUM_CLASSES = {"seg": 9, "object": 6, "scene": 5}
 

@@ -9,7 +9,7 @@ from test_data_taskonomy import write_taskonomy
 from test_readers import write_dataset
 
 from auxnas.config import load_config, resolve_config_path
-from auxnas.io import load_checkpoint
+from auxnas.storage import load_checkpoint
 from auxnas.train import fit
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"

@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from auxnas.config import ConfigError, config_from_dict
+from auxnas.config.validate import validate
 from auxnas.data import PartiallyLabelled, build_splits, labelled_subset
 from auxnas.engine.evaluation import evaluate_model
 from auxnas.engine.loaders import make_loader, oversampled
 from auxnas.engine.state import build_train_state
 from auxnas.engine.steps import architecture_step, task_losses
-from auxnas.io import load_checkpoint
 from auxnas.methods import LinkedBranches, build_model
+from auxnas.storage import load_checkpoint
 from auxnas.tasks import build_task, build_tasks
 from auxnas.train import Callback, fit
-from auxnas.validate import validate
 from auxnas.weighting import WEIGHTING_NAMES, build_weighting
 
 NUM_CLASSES = {"seg": 9, "object": 6, "scene": 5}

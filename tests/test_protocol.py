@@ -9,7 +9,7 @@ from test_methods import make_config, model_for
 from auxnas.backbones import build_branch
 from auxnas.cli import main
 from auxnas.config import ConfigError, expand_overrides, load_config, protocol_overrides
-from auxnas.config_schema import ExperimentConfig
+from auxnas.config.schema import ExperimentConfig
 from auxnas.engine.optim import advance_schedule
 from auxnas.engine.state import build_train_state
 from auxnas.export import export_primary

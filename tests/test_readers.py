@@ -14,13 +14,13 @@ from torch.utils.data import DataLoader
 
 from auxnas.cli import main
 from auxnas.config import ConfigError, DataConfig, config_from_dict
+from auxnas.config.validate import validate
 from auxnas.data import NpyFolders, PartiallyLabelled, RandomTargets, build_splits
 from auxnas.data.files import resize_nearest
 from auxnas.data.mtan import folder_layout
 from auxnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SCALES, augment, hflip, resize_sample, scale_crop
 from auxnas.tasks import Depth, SurfaceNormals
 from auxnas.train import fit
-from auxnas.validate import validate
 
 H, W = 24, 32
 

@@ -10,9 +10,9 @@ import auxnas.recipe
 from auxnas.cli import main
 from auxnas.config import load_config
 from auxnas.data import build_splits
-from auxnas.io import load_checkpoint
 from auxnas.methods import build_model
 from auxnas.recipe import recipe_stages
+from auxnas.storage import load_checkpoint
 from auxnas.tasks import build_tasks
 
 OVERRIDES = [

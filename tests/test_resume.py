@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import auxnas.engine.fit
 from auxnas.cli import main
 from auxnas.config import load_config
-from auxnas.io import load_checkpoint
+from auxnas.storage import load_checkpoint
 from auxnas.train import Callback, RunDirectoryError, fit, resume_run
 
 OVERRIDES = [
@@ -99,7 +99,7 @@ def test_resume_from_the_command_line_and_refusals(tmp_path, monkeypatch, capsys
 def test_sigterm_stops_a_training_process_resumably(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "AUXNAS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "auxnas.cli", "train", "demo", *OVERRIDES, "train.epochs=50", "method.name=single",
+    args = [sys.executable, "-m", "auxnas", "train", "demo", *OVERRIDES, "train.epochs=50", "method.name=single",
             "tasks.aux=[]", f"out_dir={run}", "--quiet"]
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

@@ -18,6 +18,7 @@ from test_data_folder import arrays, write_folder
 
 from auxnas.cli import main
 from auxnas.config import ConfigError, DataConfig, load_config
+from auxnas.config.validate import validate
 from auxnas.data import FolderImages, RandomTargets, build_splits
 from auxnas.data.check import check_folder, format_report
 from auxnas.data.folder import read_spec
@@ -25,7 +26,6 @@ from auxnas.engine.checkpoints import load_trained
 from auxnas.export import export_primary, load_exported, read_export_spec
 from auxnas.tasks import DenseRegression, ImageRegression, MultiLabel, Segmentation, build_task
 from auxnas.train import fit
-from auxnas.validate import validate
 from auxnas.weighting import WEIGHTING_NAMES
 
 SIZE = 32

@@ -14,6 +14,7 @@ import yaml
 from auxnas.backbones import build_branch
 from auxnas.cli import main
 from auxnas.config import ConfigError, TasksConfig, config_from_dict
+from auxnas.config.validate import validate
 from auxnas.data.labels import random_target
 from auxnas.export import export_primary, load_exported
 from auxnas.methods import build_model
@@ -28,7 +29,6 @@ from auxnas.tasks import (
     build_tasks,
 )
 from auxnas.train import evaluate, fit
-from auxnas.validate import validate
 
 NUM_CLASSES = {"seg": 4, "object": 3, "scene": 3, "layout": 4}
 

@@ -13,7 +13,7 @@ from auxnas.data import build_splits
 from auxnas.engine.evaluation import is_better
 from auxnas.engine.loaders import steps_per_epoch
 from auxnas.engine.optim import build_architecture_optimizer
-from auxnas.io import CheckpointError, load_checkpoint
+from auxnas.storage import CheckpointError, load_checkpoint
 from auxnas.train import Callback, RunDirectoryError, evaluate, fit
 
 

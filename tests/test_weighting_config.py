@@ -5,7 +5,7 @@ config errors), and the contract a new loss weighting must declare."""
 import pytest
 from weighting_cases import GRADIENT_METHODS, TASKS
 
-from auxnas.validate import validate
+from auxnas.config.validate import validate
 from auxnas.weighting import WEIGHTING_NAMES, WEIGHTINGS, build_weighting
 from auxnas.weighting.base import LossWeighting
 

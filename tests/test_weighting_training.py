@@ -129,7 +129,7 @@ _EQUAL_WEIGHTS: dict[str, dict[str, torch.Tensor]] = {}
 def trained_weights(tmp_path, method: str, name: str) -> tuple[list[dict], dict[str, torch.Tensor]]:
     """Three one-step epochs of ``method`` under weighting ``name``: the history and the final weights."""
     from auxnas.config import config_from_dict
-    from auxnas.io import load_checkpoint
+    from auxnas.storage import load_checkpoint
     from auxnas.train import fit
 
     cfg = config_from_dict({

@@ -17,10 +17,10 @@ from .bench.accuracy import run_accuracy_benchmark
 from .bench.accuracy_markdown import controls_markdown
 from .bench.presets import CONTROLS, PRESETS
 from .config import load_config
-from .cost import count_flops, count_parameters, measure_latency
 from .export import export_primary, load_exported, read_export_spec
-from .io import check_own_report, write_json, write_text
+from .measure import count_flops, count_parameters, measure_latency
 from .plots import plot_link_heatmap, plot_link_history
+from .storage import check_own_report, write_json, write_text
 from .tasks import build_task
 
 #: benchmark row (single-task and the ``demo`` preset's rows) -> its label in the demo's report, in its order

@@ -39,17 +39,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .backbones import Branch, build_branch, min_image_side
-from .cost import count_flops, count_parameters
 from .data import build_splits
 from .engine.checkpoints import load_trained
 from .engine.loaders import make_loader
 from .engine.run_dir import RUN_FILES
 from .errors import ExportError
 from .export_options import FORMATS, check_threshold, deployment_contract, written_by_export
-from .io import atomic_write, check_output_folder, file_mode, listed, write_json, write_text
+from .measure import count_flops, count_parameters
 from .methods import MultiTaskModel
 from .methods.adashare import skipped_cell
 from .methods.aux_nas import FusionPost
+from .storage import atomic_write, check_output_folder, file_mode, listed, write_json, write_text
 from .tasks import build_task
 
 #: max |exported - trained| allowed on real inputs (float32 round-off only)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .data.folder_read import read_image
 from .errors import ExportError
 from .export import load_exported, read_export_spec
-from .io import atomic_write, check_output_folder, write_json
+from .storage import atomic_write, check_output_folder, write_json
 
 #: the kinds whose output is a class map (written as a PNG of class indices)
 CLASS_MAPS = ("segmentation",)

@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from .compare.records import config_changes, shown
+from .compare.records import config_changes
 from .config import ExperimentConfig, InitConfig, load_config
-from .io import check_output_folder
+from .storage import check_output_folder, one_line
 from .train import RunDirectoryError, fit
 
 
@@ -55,7 +55,7 @@ def _finished_metrics(cfg: ExperimentConfig) -> dict[str, Any] | None:
         except (OSError, ValueError, yaml.YAMLError):
             return None  # no run's config: training the stage there refuses what it must not replace
         changes = config_changes(saved, cfg.to_dict()) if isinstance(saved, dict) else []
-        return f"a run of another config ({shown(changes, 5)})" if changes else None
+        return f"a run of another config ({one_line(changes, 5, '; ')})" if changes else None
 
     check_output_folder(run, claim, "choose another --out, or remove that folder to train the stage again",
                         RunDirectoryError)

@@ -29,8 +29,8 @@ from ..compare.table import aggregate, delta_metric_names
 from ..config import ExperimentConfig, expand_overrides, load_config
 from ..data import DataSplits, build_splits
 from ..engine.loaders import steps_per_epoch
-from ..io import write_json, write_text
 from ..stats import mean_std
+from ..storage import write_json, write_text
 from ..tasks import build_task
 from .accuracy_markdown import format_markdown
 from .presets import (

@@ -36,8 +36,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine.runtime import resolve_device, seed_everything
-from ..io import write_json, write_text
 from ..measure import start_method, time_interleaved
+from ..storage import write_json, write_text
 from .cost_markdown import format_markdown
 from .cost_parts import inference_part, measure_memory, memory_method, random_batch, training_part, weighting_part
 from .cost_reports import inference_report, k_scaling_report, training_report, weighting_report

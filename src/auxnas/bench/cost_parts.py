@@ -14,11 +14,19 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig, config_from_dict
-from ..cost import count_flops, count_parameters
 from ..engine.runtime import autocast, seed_everything
 from ..engine.state import TrainState, build_train_state
 from ..engine.steps import architecture_step, meta_step, network_step
-from ..measure import count_step_flops, in_fresh_process, memory_mark, peak_mib_since, start_method, warm_up_kernels
+from ..measure import (
+    count_flops,
+    count_parameters,
+    count_step_flops,
+    in_fresh_process,
+    memory_mark,
+    peak_mib_since,
+    start_method,
+    warm_up_kernels,
+)
 from ..methods import MultiTaskModel, build_model
 from ..tasks import build_tasks
 from ..weighting import build_weighting

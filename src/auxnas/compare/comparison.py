@@ -22,16 +22,16 @@ from typing import Any
 import torch
 
 from ..config import ExperimentConfig, expand_overrides, load_config, resolve_config_path
+from ..config.validate import validate
 from ..data import build_splits
 from ..engine.loaders import steps_per_epoch
 from ..errors import ExportError
 from ..export import export_primary
-from ..io import check_own_report, write_json, write_text
 from ..methods import METHOD_NAMES
 from ..plots import plot_comparison
 from ..stats import paired_interval
+from ..storage import check_own_report, write_json, write_text
 from ..tasks import build_task
-from ..validate import validate
 from ..weighting import COMPOSED_NAMES, WEIGHTING_NAMES
 from .execute import Progress, Trainer, Unit, mark_trained, print_now, train_rows, train_units
 from .plan import check_run_folders, plan_runs

@@ -31,7 +31,7 @@ from ..data import DataSplits, build_splits
 from ..engine.loaders import steps_per_epoch
 from ..engine.run_dir import RunDirectoryError, resumable_checkpoint
 from ..errors import CheckpointError
-from ..io import write_json
+from ..storage import write_json
 from ..train import RunResult, fit
 from .plan import Planned, _trains_again, check_run_folder, check_run_folders, declarations, plan_runs
 from .records import RECORD_FILE, RECORD_PRECISION, reused_record

@@ -26,8 +26,8 @@ from ..data import DataSplits
 from ..engine.loaders import steps_per_epoch
 from ..engine.run_dir import data_changes
 from ..engine.runtime import precision, resolve_device
-from ..io import check_output_folder, listed, resolve_checkpoint
 from ..methods import build_model, trains_bilevel
+from ..storage import check_output_folder, listed, one_line, resolve_checkpoint
 from ..tasks import build_tasks
 from .records import (
     OUTSIDE_IDENTITY,
@@ -39,7 +39,6 @@ from .records import (
     read_record,
     reused_record,
     run_identity,
-    shown,
 )
 from .rows import needed_rows, row_dependencies, row_overrides
 
@@ -153,7 +152,7 @@ def check_run_folder(run: Planned, float_format: str) -> None:
         changes = [c for c in config_changes(saved.to_dict(), run.cfg.to_dict())
                    if c.split(":")[0] not in OUTSIDE_IDENTITY]
         changes += data_changes(data, run.data) if data is not None else []
-        return f"another run ({shown(changes) or 'another float format'})"
+        return f"another run ({one_line(changes, 4, '; ') or 'another float format'})"
 
     check_output_folder(Path(run.cfg.out_dir), claim, "a comparison trains only into empty folders or its own runs: "
                         "choose another --out (or --runs), or move that folder away", ForeignRunError)

@@ -113,11 +113,6 @@ def config_changes(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> list[
             for key in sorted(old.keys() | now.keys()) if key != "out_dir" and old.get(key) != now.get(key)]
 
 
-def shown(changes: list[str], most: int = 4) -> str:
-    """At most ``most`` of ``changes`` in one line."""
-    return "; ".join(changes[:most]) + (f"; and {len(changes) - most} more" if len(changes) > most else "")
-
-
 def last_overrides(overrides: Sequence[str]) -> list[str]:
     """``overrides`` without those a later one of the same key replaces: the same config, readable commands."""
     seen: set[str] = set()

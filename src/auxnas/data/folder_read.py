@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..storage import one_line
 from .files import (
     channels_first,
     check_normals,
@@ -186,9 +187,8 @@ def _read_seg(spec: TaskSpec, path: Path, suffix: str, check: bool) -> np.ndarra
         bad &= ~ignored
         if bad.any():
             values = np.unique(labels[bad])
-            shown = ", ".join(str(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
             raise ValueError(f"{path}: labels must be classes 0..{spec.classes - 1} or the ignore value "
-                             f"{spec.ignore}, got {shown}")
+                             f"{spec.ignore}, got {one_line([str(v) for v in values], 5)}")
     if spec.ignore != IGNORE_INDEX:
         labels[ignored] = IGNORE_INDEX
     return labels

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..io import atomic_write  # noqa: E402
+from ..storage import atomic_write  # noqa: E402
 from .synthetic import IGNORE_INDEX, OBJECT_CLASSES, SCENE_CLASSES, SEG_CLASSES, SyntheticScenes  # noqa: E402
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_write, unwritable
+from ..storage import atomic_write, unwritable
 from .base import IndexedImages
 from .synthetic_render import (
     DISPARITY_SCALE,

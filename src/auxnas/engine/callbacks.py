@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..io import save_checkpoint
 from ..methods import MultiTaskModel
+from ..storage import save_checkpoint
 from .checkpoints import checkpoint_payload
 from .evaluation import evaluate_model
 from .record import EpochRecord

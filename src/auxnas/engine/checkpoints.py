@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from ..config import ExperimentConfig, InitConfig, config_from_dict
-from ..io import TRAINED_KEYS, CheckpointError, load_checkpoint, resolve_checkpoint, weights_mismatch
 from ..methods import MultiTaskModel, build_model
+from ..storage import TRAINED_KEYS, CheckpointError, load_checkpoint, resolve_checkpoint, weights_mismatch
 from ..tasks import build_tasks
 
 

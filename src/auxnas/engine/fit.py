@@ -16,12 +16,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import ConfigError, ExperimentConfig, config_from_dict, read_config_file
+from ..config.validate import validate
 from ..data import build_splits, check_labels
 from ..distributed import Distributed, session, world_size
-from ..io import load_checkpoint, write_json
 from ..methods import build_model, trains_bilevel
+from ..storage import load_checkpoint, write_json
 from ..tasks import build_tasks, conventions
-from ..validate import validate
 from .callbacks import Callback, Checkpoints, Diagnostics, EpochStats, TensorBoard
 from .evaluation import evaluate_model, is_better
 from .loaders import (
@@ -227,7 +227,7 @@ def fit(
     ``cfg.out_dir``, which must be empty unless ``overwrite``. With ``resume``, continues the run in
     ``cfg.out_dir`` from its ``last.pt`` (the end of its last finished epoch) and ends with the weights an
     uninterrupted run would have (see ``resume_run``). ``callbacks`` run after the built-in ones (diagnostics,
-    TensorBoard, checkpoints). ``cfg`` is first checked against the components it names (``auxnas.validate``).
+    TensorBoard, checkpoints). ``cfg`` is first checked against the components it names (``auxnas.config.validate``).
 
     Started by ``torchrun`` with several processes, every process runs this loop on its part of each global
     batch of ``data.batch_size`` images (``auxnas.distributed``, docs/distributed.md): gradients, losses, label

@@ -12,7 +12,7 @@ import yaml
 
 from ..config import ExperimentConfig, config_from_dict
 from ..export_options import is_export_folder
-from ..io import check_output_folder, listed, load_checkpoint, unwritable, write_json, write_text
+from ..storage import check_output_folder, listed, load_checkpoint, unwritable, write_json, write_text
 
 #: the files a run writes into its directory
 RUN_FILES = ("config.yaml", "data.json", "best.pt", "last.pt", "metrics.json", "tensorboard")

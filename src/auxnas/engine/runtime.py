@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config_schema import valid_device
+from ..config.schema import valid_device
 
 
 def seed_everything(seed: int) -> None:

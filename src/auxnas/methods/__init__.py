@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from ..backbones import Branch, build_branch
 from ..config import ExperimentConfig
-from ..io import load_checkpoint, resolve_checkpoint
+from ..storage import load_checkpoint, resolve_checkpoint
 from ..tasks import Task
 from . import adashare, aux_head, aux_module, aux_nas, single
 from .adashare import AdaShare

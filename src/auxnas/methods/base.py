@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..config_schema import MethodConfig
+from ..config.schema import MethodConfig
 from ..tasks import Task
 
 

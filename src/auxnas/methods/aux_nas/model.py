@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ...backbones import Branch
-from ...config_schema import MethodConfig
+from ...config.schema import MethodConfig
 from ...tasks import Task
 from ..base import MultiTaskModel
 from .fusion import Fusion, FusionNorm
