@@ -15,13 +15,11 @@ predictions as its list; its ``utils`` needs scipy.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 from pathlib import Path
 
 import torch
-from parity_setup import warmed_up
+from parity_setup import reference_args, warmed_up
 from torch import nn
 
 from auxnas.engine.steps import meta_problem, meta_step
@@ -71,11 +69,7 @@ def reference_update(reference: type, run, batch: dict, meta: dict) -> tuple[lis
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", required=True, help="folder holding the reference's auto_lambda.py, utils.py")
-    parser.add_argument("--out", required=True, help="the JSON result")
-    args = parser.parse_args()
-    sys.path.insert(0, str(Path(args.reference).resolve()))
+    args = reference_args(__doc__, "auto_lambda.py and utils.py")
     from auto_lambda import AutoLambda  # the reference
 
     run, batch, meta, labels, meta_labels = warmed_up([*OVERRIDES, "out_dir=/tmp/auxnas-parity-auto_lambda"],

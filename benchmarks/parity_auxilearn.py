@@ -17,13 +17,11 @@ a parameter the primary's loss does not reach, the auxiliary heads; auxnas takes
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from parity_setup import warmed_up
+from parity_setup import reference_args, warmed_up
 
 from auxnas.engine.steps import meta_problem, meta_step
 from auxnas.storage import write_json
@@ -94,11 +92,7 @@ def compare(modules: Any, combine: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", required=True, help="folder holding the reference's auxilearn package")
-    parser.add_argument("--out", required=True, help="the JSON result")
-    args = parser.parse_args()
-    sys.path.insert(0, str(Path(args.reference).resolve()))
+    args = reference_args(__doc__, "auxilearn package")
     from auxilearn import hypernet, optim  # the reference
 
     class Modules:

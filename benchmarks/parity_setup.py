@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +16,17 @@ from auxnas.engine.fit import build_run
 from auxnas.engine.loaders import epoch_batches, labelled_tasks, share_batch
 from auxnas.engine.run import Run
 from auxnas.engine.steps import network_step
+
+
+def reference_args(doc: str, holds: str) -> argparse.Namespace:
+    """A parity script's ``--reference`` (the folder holding ``holds``, put first on ``sys.path`` so that the
+    reference imports from it) and ``--out`` (its JSON result)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--reference", required=True, help=f"folder holding the reference's {holds}")
+    parser.add_argument("--out", required=True, help="the JSON result")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(args.reference).resolve()))
+    return args
 
 
 def warmed_up(overrides: list[str], steps: int) -> tuple[Run, dict[str, Any], dict[str, Any], set[str], set[str]]:
