@@ -23,6 +23,19 @@ def test_a_bfloat16_run_trains_and_records_its_float_format(tmp_path, monkeypatc
     assert load_checkpoint(tmp_path / "run" / "best.pt")["model"]  # saved from CUDA, loads on the CPU
 
 
+@pytest.mark.parametrize("weighting", [("weighting.name=auto_lambda",),
+                                       ("weighting.name=auxilearn", "weighting.options={every: 1}")],
+                         ids=["auto_lambda", "auxilearn"])
+def test_the_meta_learned_weightings_step_in_bfloat16(tmp_path, monkeypatch, weighting):
+    """Their look-ahead (``torch.func`` forwards under autocast, double backward for AuxiLearn) on CUDA."""
+    monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
+    cfg = load_config("demo", [*OVERRIDES, "method.name=aux_head", *weighting, "train.device=cuda", "train.amp=true",
+                               f"out_dir={tmp_path / 'run'}"])
+    result = fit(cfg, progress=False)
+    assert all(torch.isfinite(torch.tensor(h.train_loss)) for h in result.history)
+    assert all(h.weighting["meta_updated"]["normal"] == 1.0 for h in result.history)
+
+
 def test_an_interrupted_cuda_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("AUXNAS_CACHE", str(tmp_path / "cache"))
     torch.use_deterministic_algorithms(True, warn_only=True)
