@@ -1,10 +1,11 @@
 """Config loading: typed fields, overrides, and errors that name the key."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from auxnas.config import ConfigError, ExperimentConfig, load_config, parse_override
+from auxnas.config import ConfigError, ExperimentConfig, load_config, parse_override, replace
 from auxnas.config.validate import validate
 
 
@@ -71,3 +72,16 @@ def test_parse_override_reads_yaml_values():
     assert parse_override("a.b=1e-3") == (["a", "b"], 0.001)
     assert parse_override("a=null") == (["a"], None)
     assert parse_override("a=text") == (["a"], "text")
+
+
+def test_configs_are_frozen_and_a_replaced_one_is_checked_again():
+    cfg = load_config("quickstart")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.epochs = 1  # type: ignore[misc]
+    changed = replace(cfg, out_dir="elsewhere", train={"epochs": 1}, tasks=cfg.tasks)
+    assert changed.train.epochs == 1 and changed.out_dir == "elsewhere" and changed.train.lr == cfg.train.lr
+    assert cfg.train.epochs != 1  # the original is untouched
+    with pytest.raises(ConfigError, match="train.lr: must be positive"):
+        replace(cfg, train={"lr": -1.0})
+    with pytest.raises(TypeError):
+        replace(cfg, train={"no_such_key": 1})

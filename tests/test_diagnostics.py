@@ -3,7 +3,7 @@ metrics with a2p links kept; they change nothing in training."""
 
 import pytest
 
-from auxnas.config import config_from_dict
+from auxnas.config import config_from_dict, replace
 from auxnas.train import fit
 
 
@@ -52,7 +52,6 @@ def test_single_task_has_no_shared_parameters_to_diagnose(tmp_path):
 
 
 def test_fusion_init_lets_the_auxiliary_gradient_reach_the_primary_from_the_first_step(tmp_path):
-    cfg = _config(tmp_path, "aux_nas", 1000, "init")
-    cfg.method.fusion_init = 0.5
+    cfg = replace(_config(tmp_path, "aux_nas", 1000, "init"), method={"fusion_init": 0.5})
     norms = fit(cfg, progress=False).history[0].diagnostics["shared_grad_norm"]
     assert norms["disparity"] > 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from auxnas.config import ConfigError, config_from_dict
+from auxnas.config import ConfigError, config_from_dict, replace
 from auxnas.config.validate import validate
 from auxnas.data import PartiallyLabelled, build_splits, labelled_subset
 from auxnas.engine.evaluation import evaluate_model
@@ -163,8 +163,7 @@ def test_oversampling_draws_every_primary_label_every_epoch():
 
 def test_fit_with_partial_labels_reports_label_counts_and_oversamples(tmp_path):
     cfg = config(tmp_path, method="aux_nas", labelled_fraction={"normal": 0.1}, oversample_primary=0.5)
-    cfg.train = dataclasses.replace(cfg.train, max_steps_per_epoch=None)
-    result = fit(cfg, progress=False)
+    result = fit(replace(cfg, train={"max_steps_per_epoch": None}), progress=False)
     metrics = json.loads((result.out_dir / "metrics.json").read_text())
     assert metrics["train_labels"] == {"normal": 3, "seg": 32} and metrics["train_images"] == 32
     assert metrics["test_best"]["normal"]["num_images"] == 8  # test images carry every label
@@ -173,7 +172,7 @@ def test_fit_with_partial_labels_reports_label_counts_and_oversamples(tmp_path):
 
 def test_random_targets_replace_training_labels_only(tmp_path):
     cfg = config(tmp_path, random_targets=["seg", "scene"], augment=False)
-    cfg.tasks = dataclasses.replace(cfg.tasks, aux=["seg", "scene"])
+    cfg = replace(cfg, tasks={"aux": ["seg", "scene"]})
     splits = build_splits(cfg.data, progress=False)
     clean = build_splits(dataclasses.replace(cfg.data, random_targets=[]), progress=False)
     noisy, real = splits.train[3], clean.train[3]
@@ -217,8 +216,8 @@ def test_a_batch_without_labels_advances_the_schedule_without_a_warning(tmp_path
     """The schedule counts batches: the lr of the update on batch k is the schedule's k-th value, also when
     earlier batches (the first among them) had no label and made no update; torch's ordering warning stays away."""
     cfg = config(tmp_path, method="single", aux=(), labelled_fraction={"normal": 0.1})
-    cfg.seed = 3  # its first batch carries no label
-    cfg.train = dataclasses.replace(cfg.train, epochs=1, max_steps_per_epoch=None, schedule="poly", poly_power=0.9)
+    cfg = replace(cfg, seed=3,  # its first batch carries no label
+                  train={"epochs": 1, "max_steps_per_epoch": None, "schedule": "poly", "poly_power": 0.9})
     record = RecordUpdates()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from auxnas.cli import main
-from auxnas.config import config_from_dict
+from auxnas.config import config_from_dict, replace
 from auxnas.data import build_splits
 from auxnas.engine.evaluation import is_better
 from auxnas.engine.loaders import steps_per_epoch
@@ -19,11 +19,8 @@ from auxnas.train import Callback, RunDirectoryError, evaluate, fit
 
 @pytest.fixture
 def seg_config(tiny_config):
-    cfg = dataclasses.replace(tiny_config)
-    cfg.tasks = dataclasses.replace(cfg.tasks, primary="seg")
-    cfg.data = dataclasses.replace(cfg.data, num_train=160, num_test=64)
-    cfg.train = dataclasses.replace(cfg.train, epochs=4, lr=0.005)
-    return cfg
+    return replace(tiny_config, tasks={"primary": "seg"}, data={"num_train": 160, "num_test": 64},
+                   train={"epochs": 4, "lr": 0.005})
 
 
 def test_training_lowers_loss_and_beats_chance(seg_config):
@@ -55,10 +52,9 @@ def test_training_lowers_loss_and_beats_chance(seg_config):
 
 def test_training_is_reproducible(tiny_config):
     """The same config trains to the same weights, history and metrics, bit for bit, on one machine."""
-    tiny_config.train = dataclasses.replace(tiny_config.train, epochs=2, max_steps_per_epoch=2)
-    first = fit(tiny_config, progress=False)
-    tiny_config.out_dir = tiny_config.out_dir + "-again"
-    second = fit(tiny_config, progress=False)
+    cfg = replace(tiny_config, train={"epochs": 2, "max_steps_per_epoch": 2})
+    first = fit(cfg, progress=False)
+    second = fit(replace(cfg, out_dir=cfg.out_dir + "-again"), progress=False)
     assert first.history == second.history and len(first.history) == 2
     assert (first.test_best, first.test_last, first.best_epoch) == (second.test_best, second.test_last,
                                                                     second.best_epoch)
@@ -82,16 +78,14 @@ def test_channels_last_trains_the_same_network_in_the_nhwc_layout(tiny_config):
     """``train.channels_last``: every convolution weight is NHWC while training, and the run ends where the default
     layout's does up to float rounding (the same computation in another memory order); its checkpoint loads into a
     model of the default layout (``evaluate``) with the same metrics."""
-    tiny_config.tasks = dataclasses.replace(tiny_config.tasks, aux=["seg"])
-    tiny_config.method = dataclasses.replace(tiny_config.method, name="aux_nas")
     # SGD: Adam's normalised steps would turn rounding-level differences of near-zero gradients into whole steps
-    tiny_config.train = dataclasses.replace(tiny_config.train, epochs=1, max_steps_per_epoch=3, optimizer="sgd",
-                                            lr=0.05)
+    tiny_config = replace(tiny_config, tasks={"aux": ["seg"]}, method={"name": "aux_nas"},
+                          train={"epochs": 1, "max_steps_per_epoch": 3, "optimizer": "sgd", "lr": 0.05})
     layouts = {}
     results = {}
     for channels_last in (False, True):
-        cfg = dataclasses.replace(tiny_config, out_dir=f"{tiny_config.out_dir}-{channels_last}")
-        cfg.train = dataclasses.replace(cfg.train, channels_last=channels_last)
+        cfg = replace(tiny_config, out_dir=f"{tiny_config.out_dir}-{channels_last}",
+                      train={"channels_last": channels_last})
         layouts[channels_last] = ConvLayouts()
         results[channels_last] = fit(cfg, progress=False, callbacks=[layouts[channels_last]])
     assert (layouts[False].channels_last, layouts[True].channels_last) == ({False}, {True})
@@ -167,7 +161,7 @@ def test_overrides_may_follow_options(tmp_path, capsys):
 
 
 def test_a_non_empty_out_dir_is_refused_unless_overwrite(tiny_config, capsys):
-    tiny_config.train = dataclasses.replace(tiny_config.train, epochs=1, max_steps_per_epoch=1)
+    tiny_config = replace(tiny_config, train={"epochs": 1, "max_steps_per_epoch": 1})
     fit(tiny_config, progress=False)
     with pytest.raises(RunDirectoryError, match="holds files"):
         fit(tiny_config, progress=False)
@@ -185,7 +179,7 @@ class Diverged(Callback):
 
 
 def test_a_diverged_run_never_reports_an_older_checkpoint(tiny_config):
-    tiny_config.train = dataclasses.replace(tiny_config.train, epochs=2, max_steps_per_epoch=1)
+    tiny_config = replace(tiny_config, train={"epochs": 2, "max_steps_per_epoch": 1})
     fit(tiny_config, progress=False)  # an earlier, healthy run leaves best.pt behind
     with pytest.raises(FloatingPointError, match=r"never finite \(not finite from epoch 1 on\)"):
         fit(tiny_config, progress=False, overwrite=True, callbacks=[Diverged()])
@@ -225,11 +219,8 @@ def test_constant_architecture_rate_prunes_a2p_from_the_papers_init_in_a_short_r
 
 
 def aux_head_config(tiny_config, weighting: dict, epochs: int):
-    cfg = dataclasses.replace(tiny_config, method=dataclasses.replace(tiny_config.method, name="aux_head"))
-    cfg.tasks = dataclasses.replace(cfg.tasks, aux=["seg"])
-    cfg.weighting = dataclasses.replace(cfg.weighting, **weighting)
-    cfg.train = dataclasses.replace(cfg.train, epochs=epochs, max_steps_per_epoch=2)
-    return cfg
+    return replace(tiny_config, method={"name": "aux_head"}, tasks={"aux": ["seg"]}, weighting=weighting,
+                   train={"epochs": epochs, "max_steps_per_epoch": 2})
 
 
 def test_metrics_show_what_the_weighting_did_and_checkpoints_keep_its_state(tiny_config):

@@ -3,7 +3,6 @@ from them (``init.*``), as the Aux-NAS paper trains every setting."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from typing import Any
 import yaml
 
 from .compare.records import config_changes
-from .config import ExperimentConfig, InitConfig, load_config
+from .config import ExperimentConfig, InitConfig, load_config, replace
 from .storage import check_output_folder, one_line
 from .train import RunDirectoryError, fit
 
@@ -28,18 +27,16 @@ def recipe_stages(cfg: ExperimentConfig, out_dir: str | os.PathLike) -> list[tup
         """The single-task run on ``task``, with the labels of ``task`` the method's run sees."""
         stage = f"single-{task}"
         fractions = {t: f for t, f in cfg.data.labelled_fraction.items() if t == task}
-        return stage, dataclasses.replace(
-            cfg, name=f"{cfg.name}-{stage}", out_dir=str(out / stage),
-            tasks=dataclasses.replace(cfg.tasks, primary=task, aux=[]),
-            method=dataclasses.replace(cfg.method, name="single"), init=InitConfig(),
-            weighting=dataclasses.replace(cfg.weighting, name="equal", options={}),
-            data=dataclasses.replace(cfg.data, labelled_fraction=fractions, random_targets=[]),
+        return stage, replace(
+            cfg, name=f"{cfg.name}-{stage}", out_dir=str(out / stage), tasks={"primary": task, "aux": []},
+            method={"name": "single"}, init=InitConfig(), weighting={"name": "equal", "options": {}},
+            data={"labelled_fraction": fractions, "random_targets": []},
         )
 
     stages = [single(cfg.tasks.primary), *(single(aux) for aux in cfg.tasks.aux)]
     init = InitConfig(primary=stages[0][1].out_dir, aux={aux: stage.out_dir for aux, (_, stage) in
                                                          zip(cfg.tasks.aux, stages[1:])})
-    stages.append((cfg.method.name, dataclasses.replace(cfg, out_dir=str(out / cfg.method.name), init=init)))
+    stages.append((cfg.method.name, replace(cfg, out_dir=str(out / cfg.method.name), init=init)))
     return stages
 
 

@@ -15,13 +15,12 @@ A row's overrides may hold two placeholders: ``{aux}`` (the config's first auxil
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, load_config
+from ..config import ExperimentConfig, InitConfig, load_config, replace
 from ..data import DataSplits
 from ..engine.loaders import steps_per_epoch
 from ..engine.run_dir import data_changes
@@ -50,7 +49,7 @@ def uses_bilevel(cfg: ExperimentConfig, num_classes: dict[str, int]) -> bool:
     needs no checkpoint of the runs it started from."""
     if cfg.method.optimization != "bilevel":
         return False
-    bare = dataclasses.replace(cfg, init=type(cfg.init)())
+    bare = replace(cfg, init=InitConfig())
     return trains_bilevel(bare, build_model(bare, build_tasks(bare, num_classes)))
 
 

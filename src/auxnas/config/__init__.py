@@ -10,7 +10,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from .schema import (
 __all__ = [
     "PACKAGED_CONFIGS", "PROTOCOLS", "ConfigError", "DataConfig", "ExperimentConfig", "InitConfig", "MethodConfig",
     "ModelConfig", "TasksConfig", "TrainConfig", "WeightingConfig", "apply_overrides", "config_from_dict",
-    "expand_overrides", "load_config", "parse_override", "protocol_overrides", "read_config_file",
+    "expand_overrides", "load_config", "parse_override", "protocol_overrides", "read_config_file", "replace",
     "resolve_config_path",
 ]
 
@@ -122,6 +122,21 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Experiment
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     return cfg
+
+
+def replace(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """A copy of ``cfg`` with ``changes``, checked again as a loaded config is (``ConfigError`` naming the key).
+    Configs are frozen: this is how one changes. A section's changes are a mapping of its fields
+    (``replace(cfg, train={"epochs": 1})``) or a whole section; a top-level field takes its value
+    (``out_dir="runs/x"``)."""
+    sections = {
+        key: dataclasses.replace(getattr(cfg, key), **value)
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(getattr(cfg, key, None)) else value
+        for key, value in changes.items()
+    }
+    updated = dataclasses.replace(cfg, **sections)
+    check_config(updated)
+    return updated
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

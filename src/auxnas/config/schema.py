@@ -22,7 +22,7 @@ def valid_device(name: str) -> bool:
     return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and index.isdigit())
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Dataset, splits and loading."""
 
@@ -76,7 +76,7 @@ class DataConfig:
     random_targets: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TasksConfig:
     """Which task is primary, which are auxiliary, and their loss weights. A task is a built-in name (seg, normal,
     depth, disparity, object, scene, layout) or one its dataset declares by kind (docs/tasks.md)."""
@@ -112,7 +112,7 @@ class TasksConfig:
                 "align_corners": self.align_corners, "nddr_grey_normals": self.nddr_grey_normals}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Backbone of every branch."""
 
@@ -123,7 +123,7 @@ class ModelConfig:
     dilated: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class InitConfig:
     """Start branches from trained single-task runs (as the authors do), instead of backbone weights only."""
 
@@ -133,7 +133,7 @@ class InitConfig:
     aux: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class MethodConfig:
     """How primary and auxiliary tasks are combined (see docs/methods.md)."""
 
@@ -206,7 +206,7 @@ class MethodConfig:
     adashare_sparsity: Literal["log", "bounded"] = "log"
 
 
-@dataclass
+@dataclass(frozen=True)
 class WeightingConfig:
     """Loss weighting / gradient method applied in the network step (see docs/weighting.md)."""
 
@@ -215,7 +215,7 @@ class WeightingConfig:
     options: dict[str, float | bool | str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation of the network weights."""
 
@@ -246,7 +246,7 @@ class TrainConfig:
     diagnose_every: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One training run."""
 

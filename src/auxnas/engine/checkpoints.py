@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import ExperimentConfig, InitConfig, config_from_dict
+from ..config import ExperimentConfig, InitConfig, config_from_dict, replace
 from ..methods import MultiTaskModel, build_model
 from ..storage import TRAINED_KEYS, CheckpointError, load_checkpoint, resolve_checkpoint, weights_mismatch
 from ..tasks import build_tasks
@@ -52,7 +51,7 @@ def load_trained(
     except ValueError as err:  # a class count or declaration missing or invalid for one of its tasks
         raise CheckpointError(f"{ckpt_path}: num_classes: {err}") from None
     # the checkpoint holds every weight: no backbone weights or single-task runs to read (they may be gone)
-    weightless = dataclasses.replace(cfg, init=InitConfig(), model=dataclasses.replace(cfg.model, pretrained=None))
+    weightless = replace(cfg, init=InitConfig(), model={"pretrained": None})
     model = build_model(weightless, tasks)
     mismatch = weights_mismatch(model.state_dict(), weights)
     if mismatch:

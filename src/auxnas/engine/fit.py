@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..config import ConfigError, ExperimentConfig, config_from_dict, read_config_file
+from ..config import ConfigError, ExperimentConfig, config_from_dict, read_config_file, replace
 from ..config.validate import validate
 from ..data import build_splits, check_labels
 from ..distributed import Distributed, session, world_size
@@ -213,7 +213,7 @@ def with_global_batch(cfg: ExperimentConfig, processes: int) -> ExperimentConfig
     per_device = cfg.data.batch_size_per_device
     if per_device is None:
         return cfg
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=per_device * processes))
+    return replace(cfg, data={"batch_size": per_device * processes})
 
 
 def fit(
@@ -287,5 +287,5 @@ def resume_run(run_dir: str | Path, progress: bool = True, callbacks: Sequence[C
                           "run again with --overwrite") from None
     cfg = config_from_dict(data, source=str(config))
     if Path(cfg.out_dir).resolve() != run_dir.resolve():  # the folder was moved: it is still the same run
-        cfg = dataclasses.replace(cfg, out_dir=str(run_dir))
+        cfg = replace(cfg, out_dir=str(run_dir))
     return fit(cfg, progress=progress, resume=True, callbacks=callbacks)
