@@ -95,6 +95,11 @@ def oversampled(indices: list[int], has_label: np.ndarray, share: float, generat
     return [draws[k] for k in torch.randperm(len(draws), generator=generator).tolist()]
 
 
+def primary_mask(train: Dataset, cfg: ExperimentConfig) -> np.ndarray | None:
+    """Which training images carry the primary label (None: every one, the set is not partially labelled)."""
+    return train.labelled.get(cfg.tasks.primary) if isinstance(train, PartiallyLabelled) else None
+
+
 def held_out_images(train: Dataset, cfg: ExperimentConfig, share: float) -> list[int]:
     """The training images a meta-learned weighting holds out as its own set (``Weighting.meta_split``): ``share`` of
     those that carry a primary label (at least ``MIN_TRAIN_BATCH``, a batch BatchNorm can train on), drawn once for
@@ -102,7 +107,7 @@ def held_out_images(train: Dataset, cfg: ExperimentConfig, share: float) -> list
     serve it. ValueError when too few training images carry a primary label to leave one to the network."""
     if share <= 0:
         return []
-    mask = train.labelled.get(cfg.tasks.primary) if isinstance(train, PartiallyLabelled) else None
+    mask = primary_mask(train, cfg)
     labelled = list(range(len(train))) if mask is None else [i for i in range(len(train)) if mask[i]]
     count = max(MIN_TRAIN_BATCH, round(share * len(labelled)))
     if count >= len(labelled):
@@ -137,8 +142,7 @@ def _batches_of(
 ) -> list[list[int]]:
     """``indices`` in shuffled batches of ``data.batch_size`` (``seed``), or ``oversampled`` (``generator``) with
     ``data.oversample_primary``."""
-    bs = cfg.data.batch_size
-    mask = train.labelled.get(cfg.tasks.primary) if isinstance(train, PartiallyLabelled) else None
+    bs, mask = cfg.data.batch_size, primary_mask(train, cfg)
     if mask is not None and cfg.data.oversample_primary is not None:
         draws = oversampled(indices, mask, cfg.data.oversample_primary, generator)
         return [draws[i : i + bs] for i in range(0, len(draws), bs)]
@@ -158,8 +162,9 @@ def epoch_batches(
     dist = dist or Distributed()
     seed = cfg.seed * 100_003 + epoch
     network, architecture, generator = epoch_pools(len(train), cfg, epoch, bilevel, held_out)
-    loaders = [process_loader(train, _batches_of(train, cfg, network, seed + 2 * bilevel, generator),
-                              seed + 2 * bilevel, dist, cfg.data.num_workers)]
+    network_seed = seed + 2 if bilevel else seed
+    loaders = [process_loader(train, _batches_of(train, cfg, network, network_seed, generator), network_seed, dist,
+                              cfg.data.num_workers)]
     if architecture is not None:
         loaders.append(process_loader(train, _batches_of(train, cfg, architecture, seed + 1, generator), seed + 1,
                                       dist, cfg.data.num_workers))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import LossWeighting, MetaProblem, Stats, adam_update, gradients
+from .base import LossWeighting, MetaProblem, Stats, adam_update, filled, gradients
 
 
 class AutoLambda(LossWeighting):
@@ -115,7 +115,3 @@ class AutoLambda(LossWeighting):
                 reduce([values])
             return dict(zip(tasks, -values / (2 * eps)))
 
-
-def filled(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> list[Tensor]:
-    """``grads`` with zeros where a parameter was not reached (so every process reduces the same tensors)."""
-    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]

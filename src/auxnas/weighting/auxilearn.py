@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import LossWeighting, MetaProblem, Stats, gradients, per_task
+from .base import LossWeighting, MetaProblem, Stats, filled, gradients, per_task
 
 
 class AuxiLearn(LossWeighting):
@@ -146,7 +146,7 @@ class AuxiLearn(LossWeighting):
         params, reduce = problem.params, problem.reduce
         alphas = problem.lrs if self.neumann_lr is None else [self.neumann_lr] * len(params)
         primary = problem.losses(problem.meta, None)[self.primary]
-        g = [torch.zeros_like(p) if d is None else d.detach() for d, p in zip(gradients(primary, params), params)]
+        g = filled(gradients(primary, params), params)
         phi = dict(self.phi.items())
         train = self.combined(self.loss_vector(problem.losses(problem.train, None), problem.base_weights), phi)
         dtrain = torch.autograd.grad(train, params, create_graph=True, allow_unused=True)
@@ -156,14 +156,13 @@ class AuxiLearn(LossWeighting):
             reduce(gs)
         v, total = gs, list(gs)
         for _ in range(self.neumann_terms):
-            hvp = torch.autograd.grad(ds, ps, grad_outputs=v, retain_graph=True, allow_unused=True)
-            hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hvp, ps)]
+            hv = filled(torch.autograd.grad(ds, ps, grad_outputs=v, retain_graph=True, allow_unused=True), ps)
             if reduce is not None:
                 reduce(hv)
             v = [vi - a * h for vi, a, h in zip(v, als, hv)]
             total = [t + vi for t, vi in zip(total, v)]
         mixed = torch.autograd.grad(ds, list(phi.values()), grad_outputs=total, allow_unused=True)
-        out = [torch.zeros_like(p) if m is None else -m for m, p in zip(mixed, phi.values())]
+        out = [-m for m in filled(mixed, list(phi.values()))]
         if reduce is not None:
             reduce(out)
         return dict(zip(phi, out))

@@ -142,6 +142,11 @@ def gradients(loss: Tensor, params: Sequence[Tensor], retain_graph: bool = True)
     return list(torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True))
 
 
+def filled(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> list[Tensor]:
+    """``grads`` with zeros where a parameter was not reached (so that every process reduces the same tensors)."""
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+
 def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
     """Add ``grads`` into ``.grad`` as ``backward()`` would (None: left alone)."""
     for p, g in zip(params, grads):
@@ -269,7 +274,7 @@ class GradientWeighting(Weighting):
             own = grads[: len(shared)]
             reached = [r or g is not None for r, g in zip(reached, own)]
             if shared:
-                flat[t] = torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(own, shared)])
+                flat[t] = torch.cat([g.flatten() for g in filled(own, shared)])
         if reduce is not None and flat:
             reduce(list(flat.values()))
         if any(reached):
