@@ -14,7 +14,7 @@ step and every architecture step:
   it. Not counted: DDP's own all-reduce of which parameters a step used (``find_unused_parameters``, one small
   all-reduce per step, made in C++).
 
-``share_batch``'s all-reduce of the label counts (one per batch, outside the steps) is not counted either.
+``DataParallel.batch``'s all-reduce of the label counts (one per batch, outside the steps) is not counted either.
 
     PYTHONPATH=src python benchmarks/allreduce_counts.py --label after --source "this commit"
     git archive a776fbc src | tar -x -C /tmp/auxnas-before   # main before DistributedDataParallel
@@ -78,7 +78,7 @@ def worker(out: str, overrides: list[str]) -> None:
     def counted(kind, step):
         def run(state, *args, **kwargs):
             nonlocal current
-            ddp = getattr(state, "ddp", None)
+            ddp = state.parallel.wrapper
             if ddp is not None and not wrapper:
                 ddp.register_comm_hook(None, bucket_hook)
             wrapper.setdefault("type", type(ddp).__name__ if ddp is not None else None)

@@ -44,7 +44,8 @@ def time_backbone(backbone: str, rounds: int, warmup: int) -> dict[str, Any]:
                                             f"train.channels_last={str(channels_last).lower()}"])
         runs[layout] = build_run(cfg, Distributed(), torch.device("cpu"), progress=False)
     first = runs["default"]
-    batch, _ = next(epoch_batches(first.splits.train, first.cfg, 1, first.state.bilevel))
+    raw, _ = next(epoch_batches(first.splits.train, first.cfg, 1, first.state.bilevel))
+    batch = first.state.parallel.batch(raw, first.model.tasks)
     samples = time_interleaved({layout: (lambda run=run: network_step(run.state, batch, 0.5))
                                 for layout, run in runs.items()}, rounds, warmup, desc=backbone, progress=True)
     return {

@@ -72,12 +72,12 @@ def main() -> None:
     args = reference_args(__doc__, "auto_lambda.py and utils.py")
     from auto_lambda import AutoLambda  # the reference
 
-    run, batch, meta, labels, meta_labels = warmed_up([*OVERRIDES, "out_dir=/tmp/auxnas-parity-auto_lambda"],
+    run, batch, meta = warmed_up([*OVERRIDES, "out_dir=/tmp/auxnas-parity-auto_lambda"],
                                                       WARMUP_STEPS)
-    ref_grad, ref_weights = reference_update(AutoLambda, run, batch, meta)
+    ref_grad, ref_weights = reference_update(AutoLambda, run, batch.data, meta.data)
     ours = run.state.weighting
-    grads = ours.meta_gradient(meta_problem(run.state, batch, meta, labels, meta_labels))  # changes nothing
-    meta_step(run.state, batch, meta, labels, meta_labels)
+    grads = ours.meta_gradient(meta_problem(run.state, batch, meta))  # changes nothing
+    meta_step(run.state, batch, meta)
     tasks = list(run.model.tasks)
     our_grad = [float(grads[t]) for t in tasks]
     our_weights = ours.lambdas.tolist()

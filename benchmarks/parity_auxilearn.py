@@ -69,13 +69,13 @@ def reference_update(modules: Any, run, combine: str, batch: dict, meta: dict) -
 
 
 def compare(modules: Any, combine: str) -> dict[str, Any]:
-    run, batch, meta, labels, meta_labels = warmed_up(
+    run, batch, meta = warmed_up(
         [*OVERRIDES, f"weighting.options={{combine: {combine}}}", f"out_dir=/tmp/auxnas-parity-auxilearn-{combine}"],
         WARMUP_STEPS)
-    ref_grads, ref_params = reference_update(modules, run, combine, batch, meta)
+    ref_grads, ref_params = reference_update(modules, run, combine, batch.data, meta.data)
     ours = run.state.weighting
-    grads = ours.hypergradient(meta_problem(run.state, batch, meta, labels, meta_labels))  # changes nothing
-    meta_step(run.state, batch, meta, labels, meta_labels)
+    grads = ours.hypergradient(meta_problem(run.state, batch, meta))  # changes nothing
+    meta_step(run.state, batch, meta)
     names = ["w"] if combine == "linear" else ["w1", "c1", "w2"]  # the reference's parameter order
     norm = float(torch.cat([g.flatten() for g in grads.values()]).norm())
     clip = min(1.0, ours.max_grad_norm / (norm + 1e-6))  # the reference returns its gradients clipped in place

@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from auxnas.config import load_config
 from auxnas.distributed import Distributed
 from auxnas.engine.fit import build_run
-from auxnas.engine.loaders import epoch_batches, labelled_tasks, share_batch
+from auxnas.engine.loaders import epoch_batches
+from auxnas.engine.parallel import Batch
 from auxnas.engine.run import Run
 from auxnas.engine.steps import network_step
 
@@ -29,19 +29,17 @@ def reference_args(doc: str, holds: str) -> argparse.Namespace:
     return args
 
 
-def warmed_up(overrides: list[str], steps: int) -> tuple[Run, dict[str, Any], dict[str, Any], set[str], set[str]]:
+def warmed_up(overrides: list[str], steps: int) -> tuple[Run, Batch, Batch]:
     """The run of ``demo`` with ``overrides`` (seed 0, CPU) after ``steps`` network steps of its first epoch (so that
-    the optimiser holds momentum or moments), the next two network batches (the compared update's network batch
-    and meta batch) and the tasks labelled in each."""
+    the optimiser holds momentum or moments), and the next two network batches (the compared update's network batch
+    and meta batch)."""
     torch.manual_seed(0)
     cfg = load_config("demo", overrides)
     run = build_run(cfg, Distributed(), torch.device("cpu"), progress=False)
     run.model.train()
-    batches = [net for net, _ in epoch_batches(run.splits.train, cfg, 1, run.state.bilevel, run.dist, run.held_out)]
-    for net in batches[:steps]:
-        share_batch(net, run.model.tasks, run.dist)
-        network_step(run.state, net, 0.0)
+    batches = [run.state.parallel.batch(net, run.model.tasks)
+               for net, _ in epoch_batches(run.splits.train, cfg, 1, run.state.bilevel, run.dist, run.held_out)]
+    for batch in batches[:steps]:
+        network_step(run.state, batch, 0.0)
         run.state.schedule.step()
-    batch, meta = batches[steps], batches[steps + 1]
-    labels = labelled_tasks(share_batch(batch, run.model.tasks, run.dist))
-    return run, batch, meta, labels, labelled_tasks(share_batch(meta, run.model.tasks, run.dist))
+    return run, batches[steps], batches[steps + 1]

@@ -27,5 +27,6 @@ def problem(model, optimizer, train, meta, base_weights=None):
     def losses(batch, replaced=None):
         return model(batch) if replaced is None else functional_call(model, dict(zip(names, replaced)), (batch,))
 
-    return MetaProblem(params, current_lrs(optimizer, params), losses, lambda g: virtual_step(optimizer, params, g),
-                       train, meta, frozenset(train), frozenset(meta), base_weights or {"p": 1.0, "a": 1.0})
+    return MetaProblem(params, current_lrs(optimizer, params), lambda replaced: losses(train, replaced),
+                       lambda replaced: losses(meta, replaced), lambda g: virtual_step(optimizer, params, g),
+                       frozenset(train), frozenset(meta), base_weights or {"p": 1.0, "a": 1.0})

@@ -114,7 +114,7 @@ def test_loss_weightings_step_through_ddp_and_gradient_methods_reduce_once(tmp_p
 
 #: fit in which the second network step's global batch has no label anywhere (every process's share is empty)
 EMPTY_STEP_WORKER = textwrap.dedent('''
-    import os, sys
+    import dataclasses, os, sys
     import torch
     import auxnas.engine.fit as fit_module
     from auxnas.config import load_config
@@ -126,7 +126,7 @@ EMPTY_STEP_WORKER = textwrap.dedent('''
         calls.append(state)
         if len(calls) != 2:
             return real(state, batch, *args, **kwargs)
-        batch["share"] = {}  # as share_batch leaves it when no process holds a label
+        batch = dataclasses.replace(batch, shares={})  # as DataParallel.batch makes it when no process holds a label
         before = [p.detach().clone() for p in state.model.parameters()]
         assert real(state, batch, *args, **kwargs) == ({}, {})
         assert all(torch.equal(a, p) for a, p in zip(before, state.model.parameters()))
@@ -134,7 +134,7 @@ EMPTY_STEP_WORKER = textwrap.dedent('''
 
     fit_module.network_step = network_step
     fit_module.fit(load_config("demo", overrides), progress=False)
-    assert type(calls[0].ddp).__name__ == "DistributedDataParallel" and len(calls) == 4
+    assert type(calls[0].parallel.wrapper).__name__ == "DistributedDataParallel" and len(calls) == 4
     torch.save(calls[0].model.state_dict(), f"{out}/weights-rank{os.environ['RANK']}.pt")
 ''')
 

@@ -95,7 +95,7 @@ def test_architecture_step_leaves_network_grads_empty(tmp_path):
     state = build_train_state(cfg, model, torch.device("cpu"), total_steps=10)
     batch = next(iter(make_loader(build_splits(cfg.data, progress=False).train, 4, False, 0)))
     before = [p.detach().clone() for p in arch]
-    assert architecture_step(state, batch, progress=0.9) > 0
+    assert architecture_step(state, state.parallel.batch(batch, model.tasks), progress=0.9) > 0
     assert all(p.grad is None for p in model.network_parameters())
     assert all(p.grad is not None for p in arch)
     assert any(not torch.equal(b, p) for b, p in zip(before, arch))

@@ -111,9 +111,7 @@ def test_every_method_trains_on_a_batch_with_missing_primary_labels(tmp_path, me
     assert all(torch.isfinite(v) for v in losses.values())
     weighting = build_weighting("equal", list(model.tasks), "normal")
     if losses or extra is not None:
-        if extra is not None:
-            extra.backward(retain_graph=True)
-        weighting.backward(losses, model.shared_parameters(), weights, model.last_shared_layer())
+        weighting.backward(losses, model.shared_parameters(), weights, model.last_shared_layer(), extra=extra)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert all(torch.isfinite(g).all() for g in grads)
     head = model.primary_branch.head if isinstance(model, LinkedBranches) else model.branch.head
@@ -122,7 +120,7 @@ def test_every_method_trains_on_a_batch_with_missing_primary_labels(tmp_path, me
     assert touched == (primary_labels == "some")  # no spurious gradient into the primary head
     if model.architecture_parameters():
         state = build_train_state(cfg, model, torch.device("cpu"), total_steps=10)
-        loss = architecture_step(state, batch, progress=0.9)
+        loss = architecture_step(state, state.parallel.batch(batch, model.tasks), progress=0.9)
         assert loss is None or math.isfinite(loss)
 
 

@@ -362,7 +362,7 @@ def test_partial_labels_with_a_declared_auxiliary(tmp_path):
                                           r"task\): the number of classes$"),
     ({"edges": {"kind": "dense_regression"}}, r"tasks\.edges\.invalid: required for edges \(a dense_regression task\)"),
     ({"image": {"kind": "segmentation", "classes": 2}}, r"tasks\.image: 'image' cannot name a task \(reserved: image, "
-                                                        r"rgb, labelled, share\)"),
+                                                        r"rgb, labelled\)"),
     ({"rgb": {"kind": "dense_regression", "invalid": 0}}, r"tasks\.rgb: 'rgb' cannot name a task"),
     ({"edges": {"kind": "dense_regression", "invalid": "zero"}}, r"tasks\.edges\.invalid: expected none, nan or a "
                                                                  r"number"),

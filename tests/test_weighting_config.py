@@ -1,13 +1,13 @@
 """Choosing a weighting: unknown names and options, configurations that cannot differ from ``equal`` (refused, also as
-config errors), and the contract a new loss weighting must declare."""
+config errors), and the step's other terms every method back-propagates."""
 
 
 import pytest
-from weighting_cases import GRADIENT_METHODS, TASKS
+import torch
+from weighting_cases import BASE, GRADIENT_METHODS, TASKS, linear_losses
 
 from auxnas.config.validate import validate
 from auxnas.weighting import WEIGHTING_NAMES, WEIGHTINGS, build_weighting
-from auxnas.weighting.base import LossWeighting
 
 
 def test_unknown_names_and_options():
@@ -63,11 +63,15 @@ def test_degenerate_configurations_are_config_errors():
                                    "weighting": {"name": "dwa"}}))
 
 
-def test_a_loss_weighting_that_overrides_backward_must_say_it_needs_task_gradients():
-    """Data-parallel training back-propagates a loss weighting's objective() and would skip its own backward."""
-    with pytest.raises(TypeError, match="needs_task_gradients = True"):
-        type("OwnBackward", (LossWeighting,), {"backward": lambda self, *args, **kwargs: {}})
-    declared = type("OwnBackward", (LossWeighting,), {"backward": lambda self, *args, **kwargs: {},
-                                                      "needs_task_gradients": True})
-    assert declared.needs_task_gradients
-    assert not type("OwnWeights", (LossWeighting,), {"weights": lambda self: {}}).needs_task_gradients
+@pytest.mark.parametrize("name", ["equal", "uncertainty", "gradnorm", "pcgrad", "uncertainty+pcgrad"])
+def test_every_weighting_back_propagates_the_steps_other_terms_as_they_are(name):
+    """The network step hands every method the step's terms outside the task losses (the model's extra loss,
+    single-level's penalty) as ``extra``: the gradients are the method's own plus ``extra``'s, unweighted."""
+    grads = []
+    for with_extra in (False, True):
+        shared, private, losses = linear_losses([1.0, 0.0], [0.5, 0.5], own=(1.0, 2.0))
+        extra = (3.0 * shared.sum() + 2.0 * private.sum()) if with_extra else None
+        build_weighting(name, TASKS, "p").backward(losses, [shared], BASE, shared, extra=extra)
+        grads.append((shared.grad.clone(), private.grad.clone()))
+    (shared0, private0), (shared1, private1) = grads
+    assert torch.allclose(shared1, shared0 + 3.0) and torch.allclose(private1, private0 + 2.0)

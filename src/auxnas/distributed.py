@@ -6,19 +6,15 @@
 ``Distributed``; otherwise a one-process ``Distributed`` whose every method is a no-op, so the loop
 is the same code either way.
 
-The network step of a loss-weighting method (``Weighting.needs_task_gradients`` False) runs through torch's
-``DistributedDataParallel`` (``data_parallel``): its gradients are all-reduced in buckets while the backward runs.
-Gradient methods, which average each task's gradient over the processes before combining them
-(``Weighting.backward``'s ``reduce``) and compute several gradients of one forward (``autograd.grad``), and the
-architecture step run on the plain model and all-reduce what they need explicitly (``average_gradients``).
-BatchNorm layers compute their batch statistics over the global batch (``sync_batch_norm`` on CPU/gloo,
+How the steps use these collectives (a ``DistributedDataParallel`` wrapper for a loss weighting, each task's loss
+share, what is averaged when) is ``auxnas.engine.parallel``'s, the one owner of data-parallel training. BatchNorm
+layers compute their batch statistics over the global batch (``sync_batch_norm`` on CPU/gloo,
 ``nn.SyncBatchNorm`` on CUDA), so ``N`` processes train like one process on the same global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import pickle
 import warnings
@@ -349,33 +345,6 @@ def cuda_sync_batch_norm(model: nn.Module) -> nn.Module:
     from timm.layers import convert_sync_batchnorm
 
     return convert_sync_batchnorm(model)
-
-
-def data_parallel(module: nn.Module, device: torch.device, ignore: Sequence[nn.Parameter] = ()) -> nn.Module:
-    """``module`` wrapped in ``DistributedDataParallel`` for the current process group: its gradients are averaged
-    over the processes in buckets, overlapped with the backward, in the backward that follows each forward through
-    the wrapper (a forward through ``module`` itself is not reduced).
-
-    ``ignore``: parameters of ``module`` the wrapper leaves alone (reduced by hand where they are stepped).
-    ``find_unused_parameters``: a step's graph can leave parameters without a gradient (the head of a task
-    labelled nowhere in the global batch, AdaShare's skipped cells); every process has the same graph
-    (``share_batch``, identical random draws), so such a parameter keeps ``.grad`` None everywhere, as in one
-    process. Buffers are not broadcast at each forward: BatchNorm's statistics are global already, and ``fit``
-    broadcasts the buffers after every epoch. ``module``'s forward should return only what the loss is made of
-    (the losses), so that unused parameters are found from them."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    skipped = {id(p) for p in ignore}
-    names = [name for name, p in module.named_parameters() if id(p) in skipped]
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, names)
-    on_cuda = device.type == "cuda"
-    # torch 2.14 renamed broadcast_buffers (deprecated) to forward_sync_buffers; both sync the buffers once at init
-    no_buffer_sync = ({"forward_sync_buffers": False}
-                      if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                      else {"broadcast_buffers": False})
-    return DistributedDataParallel(module, device_ids=[device] if on_cuda else None,
-                                   output_device=device if on_cuda else None, find_unused_parameters=True,
-                                   **no_buffer_sync)
 
 
 class SeededSamples(Dataset):

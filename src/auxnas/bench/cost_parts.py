@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..config import ExperimentConfig, config_from_dict
 from ..engine.runtime import autocast, seed_everything
 from ..engine.state import TrainState, build_train_state
-from ..engine.steps import architecture_step, meta_step, network_step
+from ..engine.steps import architecture_step, iteration, meta_step, network_step
 from ..measure import (
     count_flops,
     count_parameters,
@@ -90,28 +90,22 @@ def bench_state(cfg: ExperimentConfig, device: torch.device, model: MultiTaskMod
 def network_call(state: TrainState, batch: dict[str, Tensor]) -> Callable[[], object]:
     """``fit``'s network step (``auxnas.engine.steps.network_step``) on ``batch``, after the meta step of a
     meta-learned weighting (its meta batch: ``batch`` again, which costs the same as another)."""
+    prepared = state.parallel.batch(batch, state.model.tasks)
     if not state.weighting.needs_meta_batch:
-        return lambda: network_step(state, batch, ARCH_PROGRESS)
-    labels = set(state.model.tasks)
+        return lambda: network_step(state, prepared, ARCH_PROGRESS)
 
     def call() -> object:
-        meta_step(state, batch, batch, labels, labels)
-        return network_step(state, batch, ARCH_PROGRESS)
+        meta_step(state, prepared, prepared)
+        return network_step(state, prepared, ARCH_PROGRESS)
 
     return call
 
 
 def architecture_call(state: TrainState, batch: dict[str, Tensor]) -> Callable[[], object]:
     """``fit``'s architecture step (``auxnas.engine.steps.architecture_step``) on ``batch``."""
-    return lambda: architecture_step(state, batch, ARCH_PROGRESS)
+    prepared = state.parallel.batch(batch, state.model.tasks)
+    return lambda: architecture_step(state, prepared, ARCH_PROGRESS)
 
-
-def iteration(state: TrainState, batch: dict[str, Tensor]) -> None:
-    """A training iteration: the architecture step (bilevel search only), then the network step (with a
-    meta-learned weighting's meta step, ``network_call``)."""
-    if state.bilevel:
-        architecture_step(state, batch, ARCH_PROGRESS)
-    network_call(state, batch)()
 
 def _eval_forward(net: nn.Module, x: Tensor, device: torch.device, **kwargs: Any) -> Callable[[], object]:
     """An eval-mode forward of ``net`` on ``x`` without gradients (bf16 autocast on CUDA)."""
@@ -141,8 +135,9 @@ def peak_memory(spec: BackboneSpec, method: str, primary: str, aux: tuple[str, .
     warm_up_kernels(target)
     mark = memory_mark(target)
     state = bench_state(bench_config(spec, method, primary, aux, weighting), target)
+    prepared = state.parallel.batch(batch, state.model.tasks)
     for _ in range(iterations):
-        iteration(state, batch)
+        iteration(state, prepared, ARCH_PROGRESS)
     return peak_mib_since(target, mark)
 
 

@@ -15,11 +15,10 @@ import torch
 
 from ..config import load_config
 from ..data import build_splits
-from ..distributed import Distributed
-from ..engine.loaders import make_loader, share_batch
+from ..engine.loaders import make_loader
 from ..engine.runtime import resolve_device, seed_everything, to_device
 from ..engine.state import build_train_state
-from ..engine.steps import architecture_step, network_step
+from ..engine.steps import iteration
 from ..export import load_exported
 from ..measure import (
     in_fresh_process,
@@ -40,25 +39,23 @@ LATENCY_WARMUP, LATENCY_ROUNDS = 3, 20
 
 
 def _iteration_profile(config: str, overrides: list[str]) -> dict[str, float]:
-    """Median milliseconds of a training iteration (the architecture step, bilevel search only, then the network
-    step) on the first training batch, and the MiB of peak memory the model and its iterations add. Meant for a
+    """Median milliseconds of a training iteration (``auxnas.engine.steps.iteration``, as the cost benchmark takes
+    it) on the first training batch, and the MiB of peak memory the model and its iterations add. Meant for a
     fresh process (``in_fresh_process``): CPU memory is the growth of the peak resident set size."""
     cfg = load_config(config, overrides)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.seed)
     splits = build_splits(cfg.data, progress=False)
-    batch = to_device(next(iter(make_loader(splits.train, cfg.data.batch_size, False, cfg.seed))), device)
+    raw = to_device(next(iter(make_loader(splits.train, cfg.data.batch_size, False, cfg.seed))), device)
     warm_up_kernels(device)
     mark = memory_mark(device)
     model = build_model(cfg, build_tasks(cfg, splits.num_classes)).to(device).train()
     state = build_train_state(cfg, model, device, total_steps=WARMUP_ITERATIONS + TIMED_ITERATIONS)
-    share_batch(batch, model.tasks, Distributed())  # as fit prepares every batch
+    batch = state.parallel.batch(raw, model.tasks)  # as fit prepares every batch
     times = []
     for k in range(WARMUP_ITERATIONS + TIMED_ITERATIONS):
         start = time.perf_counter()
-        if state.bilevel:
-            architecture_step(state, batch, 0.5)
-        network_step(state, batch, 0.5)
+        iteration(state, batch, 0.5)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if k >= WARMUP_ITERATIONS:

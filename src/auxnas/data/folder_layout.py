@@ -35,7 +35,7 @@ DEFAULT_SCALES = {"depth": 1000.0, "disparity": 1000.0, "dense_regression": 1.0}
 #: what a task name is (it appears in config keys such as tasks.loss_weights.NAME)
 TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 #: names no task may take: the images' key and folder, and the keys samples and batches hold besides the tasks
-RESERVED_NAMES = ("image", IMAGE_FOLDER, "labelled", "share")
+RESERVED_NAMES = ("image", IMAGE_FOLDER, "labelled")
 #: the kinds whose label is one per image (the others' are one per pixel)
 IMAGE_KINDS = ("classification", "multilabel", "image_regression")
 NORMAL_ENCODINGS = ("unit", "rgb8")

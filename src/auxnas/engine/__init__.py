@@ -2,12 +2,15 @@
 
 * ``runtime``: seeds, device, autocast, moving batches
 * ``optim``: the network and architecture optimisers and schedules
-* ``loaders``: the epochs' batch pairs, evaluation loaders, what a global batch holds
+* ``loaders``: the epochs' batch pairs, evaluation loaders
 * ``losses``: the task losses of one forward (and the module ``DistributedDataParallel`` wraps)
+* ``parallel``: ``DataParallel``, data-parallel training's one owner, and ``Batch``, one step's batch as the steps
+  see it (this process's part, the global batch's counts, the loss shares)
 * ``state``: ``TrainState`` (what the steps read and the loop changes; what ``last.pt`` holds), built by
   ``build_train_state``
 * ``run``: ``Run``, one run around its ``TrainState`` (what the loop and the callbacks see)
-* ``steps``: ``network_step``, ``architecture_step`` and ``meta_step`` over a ``TrainState``
+* ``steps``: ``network_step``, ``architecture_step`` and ``meta_step`` over a ``TrainState`` and a ``Batch``, and
+  ``iteration``, the three on one batch (what the cost benchmark and the profile time)
 * ``record``: ``EpochRecord``, one epoch of the history (what ``metrics.json``, TensorBoard and compare read)
 * ``evaluation``: metrics over a loader, and of a saved run
 * ``checkpoints``: checkpoint payloads and ``load_trained``

@@ -30,16 +30,14 @@ from .loaders import (
     epoch_pools,
     evaluation_loader,
     held_out_images,
-    labelled_tasks,
     meta_batches,
-    share_batch,
     steps_per_epoch,
 )
 from .optim import advance_schedule
 from .record import EpochRecord
 from .run import Run
 from .run_dir import RunDirectoryError, check_same_data, record_data, resumable_checkpoint, start_run_dir
-from .runtime import resolve_device, seed_everything, to_device
+from .runtime import resolve_device, seed_everything
 from .state import build_train_state, model_weighting
 from .steps import architecture_step, meta_step, network_step
 
@@ -102,6 +100,7 @@ def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> Epo
     training loss (the weighted sum, per image), every task's mean loss (per labelled image) and the weighting's
     statistics."""
     cfg, state, dist, model = run.cfg, run.state, run.dist, run.model
+    parallel = state.parallel
     model.train()
     running, seen = 0.0, 0
     task_sums, task_images = dict.fromkeys(model.tasks, 0.0), dict.fromkeys(model.tasks, 0)
@@ -119,29 +118,23 @@ def train_epoch(run: Run, epoch: int, callbacks: Sequence[Callback] = ()) -> Epo
         done = state.step / max(run.total_steps, 1)
         model.set_progress(done)
         if arch_batch is not None and state.step % cfg.method.arch_every == 0:
-            arch_batch = to_device(arch_batch, state.device)
-            share_batch(arch_batch, model.tasks, dist)
-            architecture_step(state, arch_batch, done)
-        batch = to_device(net_batch, state.device)
-        counts = share_batch(batch, model.tasks, dist)  # of the global batch
+            architecture_step(state, parallel.batch(arch_batch, model.tasks), done)
+        batch = parallel.batch(net_batch, model.tasks)
         if meta is not None and state.weighting.meta_due(state.step):
-            meta_batch = to_device(next(meta), state.device)
-            meta_counts = share_batch(meta_batch, model.tasks, dist)
-            weighting_stats.add(meta_step(state, batch, meta_batch, labelled_tasks(counts),
-                                          labelled_tasks(meta_counts)))
+            weighting_stats.add(meta_step(state, batch, parallel.batch(next(meta), model.tasks)))
         task_values, stats = network_step(state, batch, done, callbacks)
         weighting_stats.add(stats)
         for name, value in task_values.items():
-            task_sums[name] += value * counts.labelled[name]
-            task_images[name] += counts.labelled[name]
+            task_sums[name] += value * batch.labelled[name]
+            task_images[name] += batch.labelled[name]
         advance_schedule(state.schedule)
         if state.arch_schedule is not None:
             advance_schedule(state.arch_schedule)
         state.step += 1
         if state.step % record_every == 0:
             state.record_links()
-        running += sum(state.loss_weights[name] * value for name, value in task_values.items()) * counts.images
-        seen += counts.images
+        running += sum(state.loss_weights[name] * value for name, value in task_values.items()) * batch.images
+        seen += batch.images
         bar.set_postfix(loss=f"{running / seen:.4f}")
     task_means = {name: total / task_images[name] for name, total in task_sums.items() if task_images[name]}
     return EpochRecord(epoch, running / max(seen, 1), task_means, weighting_stats.means())

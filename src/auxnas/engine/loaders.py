@@ -1,12 +1,10 @@
 """The loaders of a run: the training epochs' batch pairs (shuffled, halved for the bilevel search, oversampled,
-sharded over processes) and the evaluation loaders; and what one global batch holds."""
+sharded over processes) and the evaluation loaders."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +14,6 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import ExperimentConfig
 from ..data import PartiallyLabelled
 from ..distributed import Distributed, SeededSamples
-from ..tasks import Task, labelled
 
 #: the fewest images a training batch may have: BatchNorm cannot train on one
 MIN_TRAIN_BATCH = 2
@@ -188,47 +185,3 @@ def meta_batches(
                              f"{max(dist.world_size, MIN_TRAIN_BATCH)} (data.batch_size {cfg.data.batch_size}, "
                              f"{dist.world_size} process(es)): use more training images or a larger batch")
         yield from process_loader(train, batches, seed, dist, cfg.data.num_workers)
-
-
-@dataclass
-class BatchCounts:
-    """What one step's global batch holds: its images, and every task's labelled images among them."""
-
-    images: int
-    labelled: dict[str, int]
-
-
-def labelled_tasks(counts: BatchCounts) -> set[str]:
-    """The tasks some image of the batch carries a label of."""
-    return {name for name, n in counts.labelled.items() if n}
-
-
-def share_batch(batch: dict[str, Any], tasks: Mapping[str, Task], dist: Distributed) -> BatchCounts:
-    """Count the images and labels of the global batch that ``batch`` (this process's part of it) belongs to.
-
-    With several processes the counts are summed over them (one all-reduce), and ``batch["share"]`` records, for
-    every task the global batch has labels for, this process's loss factor ``world_size * n_p / n``: ``n_p`` and
-    ``n`` are the terms its loss averages over here and in the whole global batch (``Task.loss_normaliser``:
-    labelled images, or valid pixels), so the mean over the processes of their scaled losses is exactly the global
-    batch's loss even when they hold different numbers of labels, and a process without a label of a task
-    labelled elsewhere still back-propagates a (zero) loss of it (``Task.batch_loss``).
-    """
-    size = batch["image"].shape[0]
-    masks = {name: labelled(batch, name) for name in tasks}
-    counts = {name: size if mask is None else int(mask.sum()) for name, mask in masks.items()}
-    if not dist.enabled:
-        return BatchCounts(size, counts)
-    device = batch["image"].device
-    terms = [task.loss_normaliser(batch[name] if masks[name] is None else batch[name][masks[name]])
-             for name, task in tasks.items()]
-    local = torch.cat([torch.tensor([size, *counts.values()], dtype=torch.float64, device=device),
-                       torch.stack([t.to(device, torch.float64) for t in terms])])
-    total = local.clone()
-    dist.sum_([total])
-    k, (size, *total), own_terms = len(tasks), total.tolist(), local[1 + len(tasks) :].tolist()
-    images, total_terms = dict(zip(tasks, total[:k])), dict(zip(tasks, total[k:]))
-    batch["share"] = {
-        name: dist.world_size * own / total_terms[name] if total_terms[name] > 0 else 1.0
-        for name, own in zip(tasks, own_terms) if images[name] > 0
-    }
-    return BatchCounts(int(size), {name: int(n) for name, n in images.items()})

@@ -2,37 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..methods import MultiTaskModel
+from ..tasks import batch_losses
 
 
 def task_losses(
-    model: MultiTaskModel, batch: dict[str, Any], weights: dict[str, float]
+    model: MultiTaskModel, batch: dict[str, Any], weights: Mapping[str, float],
+    shares: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Tensor], Tensor | None]:
     """Forward ``batch``: the (unweighted, float32) loss of every task some image of the batch has a label for,
-    and the model's own extra loss if any. A task without any label in the batch is absent from the result."""
+    and the model's own extra loss if any. A task without any label in the batch is absent from the result.
+    ``shares``: this process's loss share of every task labelled in the global batch (data-parallel training,
+    ``auxnas.engine.parallel.Batch``; None in one process)."""
     preds = model(batch["image"])
-    return prediction_losses(model, preds, batch), model.auxiliary_loss(preds, batch, weights)
+    return prediction_losses(model, preds, batch, shares), model.auxiliary_loss(preds, batch, weights, shares)
 
 
-def prediction_losses(model: MultiTaskModel, preds: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
-    """The (unweighted, float32) loss of every task of ``model`` labelled in ``batch``, from its predictions."""
-    losses = {name: task.batch_loss(preds[name].float(), batch) for name, task in model.tasks.items()}
-    return {k: v for k, v in losses.items() if v is not None}
+def prediction_losses(
+    model: MultiTaskModel, preds: dict[str, Tensor], batch: dict[str, Any], shares: Mapping[str, float] | None = None
+) -> dict[str, Tensor]:
+    """The (unweighted, float32) loss of every task of ``model`` labelled in ``batch`` (with ``shares``: in the
+    global batch), from its predictions (``Task.batch_loss``)."""
+    return batch_losses(model.tasks, {name: preds[name] for name in model.tasks}, batch, shares)
 
 
 def losses_at(
-    model: MultiTaskModel, batch: dict[str, Any], params: dict[str, Tensor] | None = None
+    model: MultiTaskModel, batch: dict[str, Any], params: dict[str, Tensor] | None = None,
+    shares: Mapping[str, float] | None = None,
 ) -> dict[str, Tensor]:
     """``prediction_losses`` of ``batch`` with the parameters named in ``params`` replaced (``torch.func``), on copies
     of the model's buffers: the forward leaves the model, its BatchNorm statistics included, as it was."""
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     preds = functional_call(model, {**(params or {}), **buffers}, (batch["image"],), strict=False)
-    return prediction_losses(model, preds, batch)
+    return prediction_losses(model, preds, batch, shares)
 
 
 class TaskLosses(nn.Module):
@@ -45,6 +53,6 @@ class TaskLosses(nn.Module):
         self.model = model
 
     def forward(
-        self, batch: dict[str, Any], weights: dict[str, float]
+        self, batch: dict[str, Any], weights: Mapping[str, float], shares: Mapping[str, float] | None = None
     ) -> tuple[dict[str, Tensor], Tensor | None]:
-        return task_losses(self.model, batch, weights)
+        return task_losses(self.model, batch, weights, shares)

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from ..config import ExperimentConfig
-from ..distributed import Distributed, data_parallel
+from ..distributed import Distributed
 from ..methods import MultiTaskModel, trains_bilevel
 from ..weighting import Weighting, build_weighting
-from .losses import TaskLosses
 from .optim import build_architecture_optimizer, build_optimizer, build_schedule
+from .parallel import DataParallel
 from .record import EpochRecord
 
 
@@ -69,7 +69,7 @@ class TrainState:
     """Everything the steps read and the loop changes: what ``last.pt`` holds and ``--resume`` restores.
 
     The model, its optimisers and schedules, the weighting method, what the steps need to know (loss weights,
-    device, autocast, single-level search, the processes), the progress (step, finished epochs; the regulariser
+    device, autocast, the processes, single-level search), the progress (step, finished epochs; the regulariser
     ramp and data order follow from them), the selection so far, the history, and the link strengths recorded
     along training. ``state_dict`` adds the random number generators.
     """
@@ -82,15 +82,12 @@ class TrainState:
     loss_weights: dict[str, float]
     device: torch.device
     amp: bool
+    #: how the steps train over the processes (one process: every part of it is the plain code)
+    parallel: DataParallel
     arch_optimizer: torch.optim.Optimizer | None = None
     arch_schedule: torch.optim.lr_scheduler.LRScheduler | None = None
     #: single-level search: the network step also updates the architecture weights (no architecture step)
     single_level: bool = False
-    dist: Distributed = dataclasses.field(default_factory=Distributed)
-    #: several processes and a loss-weighting method: ``DistributedDataParallel`` around ``TaskLosses(model)``,
-    #: what the network step forwards through (None: the plain model; always in one process). Checkpoints hold
-    #: ``model``'s state dict, never the wrapper's
-    ddp: nn.Module | None = None
     #: network updates made, and epochs finished
     step: int = 0
     epoch: int = 0
@@ -118,7 +115,7 @@ class TrainState:
         """Plain containers of tensors and numbers (a checkpoint loadable with ``weights_only=True``); the weighting's
         state is not among them: the checkpoint holds it once, beside (``checkpoint_payload``). Every process must
         call it (it gathers their generators' states: ``rng_ranks``, in rank order, complete on rank 0)."""
-        rng_ranks = gather_rng_states(self.dist)
+        rng_ranks = gather_rng_states(self.parallel.dist)
         optional = {k: getattr(self, k).state_dict() for k in ("arch_optimizer", "arch_schedule")
                     if getattr(self, k) is not None}
         return {
@@ -142,7 +139,7 @@ class TrainState:
             setattr(self, key, state[key])
         self.history = [EpochRecord.from_dict(r) for r in state["history"]]
         self.elapsed_s = float(state.get("elapsed_s", 0.0))  # a last.pt of an older auxnas has none
-        set_rank_rng_state(state, self.dist)
+        set_rank_rng_state(state, self.parallel.dist)
 
     def record_links(self) -> None:
         """Append the model's current recorded values (``MultiTaskModel.recorded_values``), if it records any."""
@@ -164,9 +161,9 @@ def build_train_state(
 ) -> TrainState:
     """The training state of ``model`` (on ``device``) under ``cfg``: the weighting method (``weighting``, or
     ``model_weighting``'s), the network optimiser (the model's groups, ``MultiTaskModel.optimizer_groups``, and the
-    weighting's own) and its schedule over ``total_steps`` network steps, and for a model with architecture weights
-    their optimiser and schedule (``method.arch_*``). With several processes (``dist``) and a loss-weighting method,
-    the ``DistributedDataParallel`` wrapper the network step runs through (``TrainState.ddp``)."""
+    weighting's own) and its schedule over ``total_steps`` network steps, for a model with architecture weights
+    their optimiser and schedule (``method.arch_*``), and the data-parallel strategy over ``dist``'s processes
+    (``DataParallel``; one process by default)."""
     weighting = model_weighting(cfg, model) if weighting is None else weighting
     weighting.to(device)
     network = model.optimizer_groups(cfg.train.lr, cfg.train.weight_decay, cfg.method)
@@ -175,14 +172,11 @@ def build_train_state(
     state = TrainState(
         model, weighting, optimizer, build_schedule(optimizer, total_steps, cfg.train),
         loss_weights={name: cfg.tasks.loss_weights.get(name, 1.0) for name in model.tasks}, device=device,
-        amp=cfg.train.amp, single_level=bool(arch_params) and not trains_bilevel(cfg, model),
-        dist=dist or Distributed(),
+        amp=cfg.train.amp, parallel=DataParallel.build(dist or Distributed(), device, model, weighting),
+        single_level=bool(arch_params) and not trains_bilevel(cfg, model),
     )
     if arch_params:
         state.arch_optimizer, state.arch_schedule = build_architecture_optimizer(arch_params, cfg, total_steps)
-    if state.dist.enabled and not weighting.needs_task_gradients:
-        # the architecture weights are reduced by hand where they are stepped (architecture step, single-level)
-        state.ddp = data_parallel(TaskLosses(model), device, ignore=arch_params)
     if model.record_key is not None:
         state.links = {"steps": [], "values": [], "names": model.record_names()}
     return state

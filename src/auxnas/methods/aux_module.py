@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..backbones import Branch, build_head
 from ..config import ExperimentConfig
-from ..tasks import Task
+from ..tasks import Task, batch_losses
 from .aux_head import SharedBackbone
 from .aux_nas.fusion import Fusion
 
@@ -153,7 +153,8 @@ class AuxModuleNet(SharedBackbone):
         return preds
 
     def auxiliary_loss(
-        self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor], weights: Mapping[str, float] | None = None
+        self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor], weights: Mapping[str, float] | None = None,
+        shares: Mapping[str, float] | None = None,
     ) -> Tensor | None:
         """``module_weight`` times the task-weighted losses of the module's predictions (over the images that carry
         each task's label); None without them."""
@@ -161,8 +162,8 @@ class AuxModuleNet(SharedBackbone):
         if not all(k in preds for k in keys.values()):
             return None
         weights = weights or {}
-        losses = {t: task.batch_loss(preds[keys[t]].float(), batch) for t, task in self.tasks.items()}
-        present = [weights.get(t, 1.0) * loss for t, loss in losses.items() if loss is not None]
+        losses = batch_losses(self.tasks, {t: preds[k] for t, k in keys.items()}, batch, shares)
+        present = [weights.get(t, 1.0) * loss for t, loss in losses.items()]
         return self.module_weight * sum(present) if present else None
 
     def module_parameters(self) -> list[nn.Parameter]:

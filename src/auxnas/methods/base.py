@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
@@ -90,9 +91,11 @@ class MultiTaskModel(nn.Module):
         """Called by the training loop before every step with the fraction of training done, in [0, 1]."""
 
     def auxiliary_loss(
-        self, preds: dict[str, Tensor], batch: dict[str, Tensor], weights: dict[str, float]
+        self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor], weights: Mapping[str, float],
+        shares: Mapping[str, float] | None = None,
     ) -> Tensor | None:
-        """Extra training loss from this forward's outputs, added to the weighted task losses (None: none)."""
+        """Extra training loss from this forward's outputs, added to the weighted task losses (None: none);
+        ``shares`` as in ``auxnas.tasks.batch_losses`` (data-parallel training)."""
         return None
 
     def architecture_penalty(self, progress: float) -> Tensor | None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import ConfigError, ExperimentConfig
-from .base import Metric, Task, labelled
+from .base import Metric, Task, batch_losses, labelled
 from .classification import Classification
 from .depth import Depth, Disparity
 from .kinds import BUILTIN_KINDS, KINDS, build, declaration_of, declare, kind_of, table_entry
@@ -18,8 +18,8 @@ from .segmentation import MIOU_CLASSES, Segmentation
 
 __all__ = ["BUILTIN_KINDS", "GREY_NORMALS", "KINDS", "LOSSES", "MIOU_CLASSES", "NORMAL_ANGLES", "TASK_NAMES",
            "Classification", "DenseRegression", "Depth", "Disparity", "ImageRegression", "Metric", "MultiLabel",
-           "Segmentation", "SurfaceNormals", "Task", "build_task", "build_tasks", "check_config", "conventions",
-           "declare", "kind_of", "labelled", "likelihoods", "table_entry"]
+           "Segmentation", "SurfaceNormals", "Task", "batch_losses", "build_task", "build_tasks", "check_config",
+           "conventions", "declare", "kind_of", "labelled", "likelihoods", "table_entry"]
 
 #: every built-in task name (``layout``: the synthetic scenes only); a dataset may declare others
 TASK_NAMES = tuple(BUILTIN_KINDS)

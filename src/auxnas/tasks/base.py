@@ -86,29 +86,19 @@ class Task(ABC):
         valid pixels. Data-parallel training weights each process's loss by its share of the global count."""
         return torch.tensor(target.shape[0])
 
-    def batch_loss(self, pred: Tensor, batch: Mapping[str, Any]) -> Tensor | None:
+    def batch_loss(self, pred: Tensor, batch: Mapping[str, Any], share: float | None = None) -> Tensor | None:
         """``loss`` over the images of ``batch`` that carry this task's label; None when none does.
 
-        A process's part of a data-parallel batch carries ``batch["share"]`` (task -> factor, for the tasks the
-        global batch has labels for; ``auxnas.engine.loaders.share_batch``): the loss is multiplied by the factor,
-        so that the processes' mean is the global batch's loss, and a task labelled elsewhere but not here gives a
-        zero loss of ``pred`` (every process then back-propagates through the same graph), a task labelled nowhere
-        None.
+        ``share`` (data-parallel training: this process's part of a global batch that has labels of this task;
+        ``auxnas.engine.parallel.Batch.shares``): the loss is multiplied by it, so that the processes' mean is the
+        global batch's loss, and a process without a label of the task gives a zero loss of ``pred`` (every process
+        then back-propagates through the same graph).
         """
         mask = labelled(batch, self.name)
-        share = batch.get("share")
-        if share is not None:
-            if self.name not in share:
-                return None
-            if mask is not None and not bool(mask.any()):
-                return pred.sum() * 0.0
-        if mask is None:
-            loss = self.loss(pred, batch[self.name])
-        elif not bool(mask.any()):
-            return None
-        else:
-            loss = self.loss(pred[mask], batch[self.name][mask])
-        return loss if share is None else loss * share[self.name]
+        if mask is not None and not bool(mask.any()):
+            return None if share is None else pred.sum() * 0.0
+        loss = self.loss(pred, batch[self.name]) if mask is None else self.loss(pred[mask], batch[self.name][mask])
+        return loss if share is None else loss * share
 
     def update_metric(self, metric: Metric, pred: Tensor, batch: Mapping[str, Any]) -> int:
         """Add the images of ``batch`` that carry this task's label to ``metric``; return how many."""
@@ -170,3 +160,19 @@ def dense_pred(
     if tuple(pred.shape[-2:]) != size:
         pred = torch.nn.functional.interpolate(pred, size=size, mode="bilinear", align_corners=align_corners)
     return pred
+
+
+def batch_losses(
+    tasks: Mapping[str, Task], preds: Mapping[str, Tensor], batch: Mapping[str, Any],
+    shares: Mapping[str, float] | None = None,
+) -> dict[str, Tensor]:
+    """``Task.batch_loss`` of each of ``tasks`` on its prediction in ``preds`` (as float32), for the tasks labelled in
+    ``batch`` (with ``shares``, data-parallel: the tasks labelled in the global batch, each scaled by its share)."""
+    losses = {}
+    for name, task in tasks.items():
+        if shares is not None and name not in shares:
+            continue
+        loss = task.batch_loss(preds[name].float(), batch, None if shares is None else shares[name])
+        if loss is not None:
+            losses[name] = loss
+    return losses

@@ -95,21 +95,21 @@ class AutoLambda(LossWeighting):
         if self.primary not in problem.meta_labels or not tasks:
             return None
         params, reduce = problem.params, problem.reduce
-        losses = problem.losses(problem.train, None)
+        losses = problem.train_losses(None)
         w = self.weights()
         objective = sum(w[t].detach() * problem.base_weights[t] * losses[t] for t in losses)
         step = filled(gradients(objective, params, retain_graph=False), params)
         if reduce is not None:
             reduce(step)
         ahead = problem.virtual_step(step)
-        primary = problem.losses(problem.meta, ahead)[self.primary]
+        primary = problem.meta_losses(ahead)[self.primary]
         direction = [lr * g for lr, g in zip(problem.lrs, filled(gradients(primary, ahead), params))]
         if reduce is not None:
             reduce(direction)
         eps = self.FD_SCALE / torch.cat([d.flatten() for d in direction]).norm().clamp_min(1e-20)
         with torch.no_grad():
-            plus = problem.losses(problem.train, [p + eps * d for p, d in zip(params, direction)])
-            minus = problem.losses(problem.train, [p - eps * d for p, d in zip(params, direction)])
+            plus = problem.train_losses([p + eps * d for p, d in zip(params, direction)])
+            minus = problem.train_losses([p - eps * d for p, d in zip(params, direction)])
             values = torch.stack([problem.base_weights[t] * (plus[t] - minus[t]).float() for t in tasks])
             if reduce is not None:
                 reduce([values])

@@ -145,10 +145,10 @@ class AuxiLearn(LossWeighting):
             return None
         params, reduce = problem.params, problem.reduce
         alphas = problem.lrs if self.neumann_lr is None else [self.neumann_lr] * len(params)
-        primary = problem.losses(problem.meta, None)[self.primary]
+        primary = problem.meta_losses(None)[self.primary]
         g = filled(gradients(primary, params), params)
         phi = dict(self.phi.items())
-        train = self.combined(self.loss_vector(problem.losses(problem.train, None), problem.base_weights), phi)
+        train = self.combined(self.loss_vector(problem.train_losses(None), problem.base_weights), phi)
         dtrain = torch.autograd.grad(train, params, create_graph=True, allow_unused=True)
         pairs = [(p, d, gp, a) for p, d, gp, a in zip(params, dtrain, g, alphas) if d is not None]
         ps, ds, gs, als = [list(c) for c in zip(*pairs)] if pairs else ([], [], [], [])

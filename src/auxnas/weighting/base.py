@@ -20,21 +20,20 @@ class MetaProblem:
     """What a meta-learned weighting's update (``Weighting.meta_update``) works on, built by the training loop.
 
     ``params``: the network parameters the network step updates, and ``lrs`` each one's current learning rate.
-    ``losses(batch, params)``: the (unweighted) loss of every task labelled in ``batch`` with the network's parameters
+    ``train_losses(params)`` and ``meta_losses(params)``: the (unweighted) loss of every task labelled in the
+    network step's batch, and in the second batch the meta-objective is measured on, with the network's parameters
     replaced by ``params`` (None: as they are), leaving the network's BatchNorm statistics as they are.
     ``virtual_step(grads)``: where the plain SGD form of the network optimiser would move ``params`` with ``grads``,
-    ``p - lr (momentum * buffer + g + weight_decay * p)`` (the look-ahead of Auto-Lambda and DARTS). ``train``: the
-    network step's batch; ``meta``: the second batch the meta-objective is measured on; ``train_labels`` and
-    ``meta_labels``: the tasks labelled in each (in the global batch, with several processes). ``reduce``: as in
-    ``Weighting.backward``.
+    ``p - lr (momentum * buffer + g + weight_decay * p)`` (the look-ahead of Auto-Lambda and DARTS).
+    ``train_labels`` and ``meta_labels``: the tasks labelled in each batch (in the global batch, with several
+    processes). ``reduce``: as in ``Weighting.backward``.
     """
 
     params: list[nn.Parameter]
     lrs: list[float]
-    losses: Callable[[Mapping[str, Any], Sequence[Tensor] | None], dict[str, Tensor]]
+    train_losses: Callable[[Sequence[Tensor] | None], dict[str, Tensor]]
+    meta_losses: Callable[[Sequence[Tensor] | None], dict[str, Tensor]]
     virtual_step: Callable[[Sequence[Tensor]], list[Tensor]]
-    train: Mapping[str, Any]
-    meta: Mapping[str, Any]
     train_labels: frozenset[str]
     meta_labels: frozenset[str]
     base_weights: Mapping[str, float]
@@ -92,6 +91,7 @@ class Weighting(nn.Module):
         base_weights: Mapping[str, float],
         last_shared_layer: Tensor | None = None,
         reduce: Reduce | None = None,
+        extra: Tensor | None = None,
     ) -> Stats:
         """Accumulate the gradients of the combined objective; return the step's statistics for logging.
 
@@ -104,6 +104,11 @@ class Weighting(nn.Module):
         than linearly (per-task gradients before combining them, GradNorm's norms and loss ratios), so that it
         acts on the global batch's values, identically on every process; what it accumulates into ``.grad``
         is averaged over the processes by the caller afterwards.
+
+        ``extra``: the step's terms outside the task losses (the model's extra loss, single-level search's
+        penalty), back-propagated as they are, never weighted or combined. A method makes one backward pass when it
+        can (a loss weighting: the objective and ``extra`` together), because data-parallel training of a loss
+        weighting averages the gradients during the step's one backward.
         """
         raise NotImplementedError
 
@@ -115,7 +120,7 @@ class Weighting(nn.Module):
         return True
 
     def meta_update(self, problem: MetaProblem) -> Stats:
-        """Update what the method learns from ``problem.meta`` before the network step on ``problem.train``
+        """Update what the method learns from the meta batch before the network step (``MetaProblem``)
         (``needs_meta_batch`` methods only); return its statistics for logging."""
         raise NotImplementedError
 
@@ -188,14 +193,6 @@ class LossWeighting(Weighting):
     #: weighted losses' gradients (``Composed``); False for a learned non-linear combination
     weighs_linearly: bool = True
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Refuse a subclass whose own ``backward`` data-parallel training would silently skip."""
-        super().__init_subclass__(**kwargs)
-        if "backward" in cls.__dict__ and not cls.needs_task_gradients:
-            raise TypeError(f"{cls.__name__}: overrides backward, which data-parallel training bypasses for a loss "
-                            "weighting (it back-propagates objective() through DistributedDataParallel); set "
-                            "needs_task_gradients = True, or put the method's terms in weights() and regulariser()")
-
     def weights(self) -> dict[str, Tensor]:
         """The method's weight of every task (multiplied with the user's static weights)."""
         raise NotImplementedError
@@ -211,18 +208,19 @@ class LossWeighting(Weighting):
         base_weights: Mapping[str, float],
         last_shared_layer: Tensor | None = None,
         reduce: Reduce | None = None,
+        extra: Tensor | None = None,
     ) -> Stats:
-        """One backward of ``sum_t w_t b_t L_t`` (+ the regulariser) over the tasks present; returns
+        """One backward of ``sum_t w_t b_t L_t`` (+ the regulariser) over the tasks present, with ``extra``; returns
         ``{"weight": w}`` of those tasks."""
         objective, stats = self.objective(losses, base_weights)
-        if objective is not None:
-            objective.backward()
+        terms = [t for t in (objective, extra) if t is not None]
+        if terms:
+            sum(terms).backward()
         return stats
 
     def objective(self, losses: Mapping[str, Tensor], base_weights: Mapping[str, float]) -> tuple[Tensor | None, Stats]:
         """``sum_t w_t b_t L_t`` (+ the regulariser) over the tasks present (None without any), and
-        ``{"weight": w}`` of those tasks: what ``backward`` back-propagates. Data-parallel training adds it to the
-        step's other terms for one backward through ``DistributedDataParallel``."""
+        ``{"weight": w}`` of those tasks: what ``backward`` back-propagates."""
         present = [t for t in self.tasks if t in losses]
         if not present:
             return None, {}
@@ -259,9 +257,12 @@ class GradientWeighting(Weighting):
         base_weights: Mapping[str, float],
         last_shared_layer: Tensor | None = None,
         reduce: Reduce | None = None,
+        extra: Tensor | None = None,
     ) -> Stats:
-        """Combine the shared gradients (averaged over the processes first, with ``reduce``); returns their norms
-        and cosines with the primary's (``{}`` without any)."""
+        """Combine the shared gradients (averaged over the processes first, with ``reduce``) after ``extra``'s
+        backward; returns their norms and cosines with the primary's (``{}`` without any)."""
+        if extra is not None:
+            extra.backward(retain_graph=True)
         present = [t for t in self.tasks if t in losses]
         weighted = [base_weights[t] * losses[t] for t in present]
         shared = [p for p in shared if p.requires_grad]

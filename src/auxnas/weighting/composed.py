@@ -48,18 +48,20 @@ class Composed(Weighting):
         base_weights: Mapping[str, float],
         last_shared_layer: Tensor | None = None,
         reduce: Reduce | None = None,
+        extra: Tensor | None = None,
     ) -> Stats:
         """The gradient method's backward of ``w_t L_t`` (``w``: the loss weighting's weights; the static ``b_t``
-        apply inside it as usual), after the loss weighting's regulariser; the statistics of both."""
+        apply inside it as usual), after the loss weighting's regulariser and ``extra``; the statistics of both."""
         present = [t for t in self.tasks if t in losses]
         if not present:
+            if extra is not None:
+                extra.backward()
             return {}
         w = self.loss.weights()
-        extra = self.loss.regulariser(present)
-        if extra is not None:
-            extra.backward()
+        regulariser = self.loss.regulariser(present)
+        terms = [t for t in (regulariser, extra) if t is not None]
         stats = self.gradient.backward({t: w[t] * losses[t] for t in present}, shared, base_weights,
-                                       last_shared_layer, reduce)
+                                       last_shared_layer, reduce, sum(terms) if terms else None)
         return {"weight": per_task(present, [w[t] for t in present]), **stats}
 
     def end_epoch(self, mean_losses: Mapping[str, float]) -> None:

@@ -57,15 +57,18 @@ class GradNorm(LossWeighting):
         base_weights: Mapping[str, float],
         last_shared_layer: Tensor | None = None,
         reduce: Reduce | None = None,
+        extra: Tensor | None = None,
     ) -> Stats:
         """The network backward with the current weights, then the weights' update; adds ``grad_norm`` to the
         stats: ``|d(b_t L_t)/dW|`` per task. With ``reduce``, the gradients on ``W`` and the losses are averaged
         over the processes first (the global batch's)."""
         present = [t for t in self.tasks if t in losses]
         if not present:
+            if extra is not None:
+                extra.backward()
             return {}
         norms = self.gradient_norms(present, losses, base_weights, last_shared_layer, reduce)  # before backward
-        stats = super().backward(losses, shared, base_weights)
+        stats = super().backward(losses, shared, base_weights, extra=extra)
         index = torch.tensor([self.tasks.index(t) for t in present], device=self.task_weights.device)
         values = torch.stack([losses[t].detach().float() for t in present])
         if reduce is not None:
