@@ -1,8 +1,10 @@
 """The package's layering, read from the source files (nothing is imported): the engine names no method and
 imports nothing above it, its modules import one another without a cycle, and the comparisons import nothing of
-the benchmarks (what both measure with is ``auxnas.measure``)."""
+the benchmarks (what both measure with is ``auxnas.measure``); data parallelism has one owner; no Python file is over
+400 lines."""
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "auxnas"
@@ -63,3 +65,20 @@ def test_engine_modules_import_one_another_without_a_cycle():
     for name in sorted(names):
         visit(name, ())
     assert "auxnas.engine.steps" in edges["auxnas.engine.fit"]  # the imports were read
+
+
+def test_data_parallelism_has_one_owner():
+    """Only ``engine.parallel`` wraps a model in ``DistributedDataParallel``, and the loss shares travel as an
+    argument (``Batch.shares``), never as a key of the batch."""
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text()
+        if path != ENGINE / "parallel.py":
+            assert "DistributedDataParallel(" not in text, path
+        assert re.search(r"""batch(\[|\.get\()["']share""", text) is None, path
+
+
+def test_no_python_file_is_over_400_lines():
+    root = SRC.parents[1]
+    for folder in ("src", "tests", "benchmarks"):
+        for path in sorted((root / folder).rglob("*.py")):
+            assert len(path.read_text().splitlines()) <= 400, path
