@@ -3,6 +3,7 @@ its statistics against hand-computed values, reuse after an interruption, its re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -11,12 +12,14 @@ import pytest
 from test_data_folder import write_folder
 
 from auxnas.cli import main
+from auxnas.compare import records
 from auxnas.compare.comparison import run_comparison
 from auxnas.compare.execute import Progress, Unit, train_run, train_units
+from auxnas.compare.identity_defaults import IDENTITY_DEFAULTS
 from auxnas.compare.records import RECORD_FILE, mixed_runs_text, reused_record, run_identity
 from auxnas.compare.report import recommendation, verdicts
 from auxnas.compare.rows import CEILING, check_methods, comparison_rows, method_overrides
-from auxnas.config import ConfigError, load_config
+from auxnas.config import ConfigError, ExperimentConfig, load_config
 from auxnas.data import build_splits
 from auxnas.engine.callbacks import Callback
 from auxnas.methods import METHOD_NAMES
@@ -341,3 +344,13 @@ def test_a_failing_unit_is_shown_at_once_and_starts_no_further_unit(tmp_path):
         train_units(units, 1, reuse=False, show=shown.append)
     assert len(shown) == 1 and shown[0].startswith("unit 0: failed (") and "no further unit starts" in shown[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_identities_are_relative_to_frozen_defaults(monkeypatch):
+    """Every schema field has its frozen default; a default changed later puts the field into the identity of runs
+    at the new default (a record made at the old one is then another run, never silently reused)."""
+    assert set(records.flat_config(dataclasses.asdict(ExperimentConfig()))) <= set(IDENTITY_DEFAULTS)
+    cfg = load_config("demo", ["method.name=aux_nas"])
+    assert "method.arch_every" not in records.identity_fields(cfg)
+    monkeypatch.setattr(records, "IDENTITY_DEFAULTS", {**IDENTITY_DEFAULTS, "method.arch_every": 2})
+    assert records.identity_fields(cfg)["method.arch_every"] == cfg.method.arch_every == 1

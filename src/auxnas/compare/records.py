@@ -1,7 +1,8 @@
 """What a run of a comparison is (its identity) and what it leaves (its record): reuse is a lookup of the identity.
 
 A run's identity is the sha256 of what decides what it computes: its resolved config (every field not at the
-schema's default but those of ``OUTSIDE_IDENTITY`` and its own folder; the folders of the runs it starts from
+schema's default as it was when identities began, ``identity_defaults.IDENTITY_DEFAULTS``, but those of
+``OUTSIDE_IDENTITY`` and its own folder; the folders of the runs it starts from
 enter as *their* identities), the fingerprint of its data (each split's image count and names), its float format
 and the declarations of a dataset's own tasks. Two runs of one identity are the same run wherever their folders
 are; a run whose config file was edited, or whose data changed, is another run even at the same path with the
@@ -15,7 +16,6 @@ sentence on runs trained with other keys outside the identity, ``mixed_runs_text
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import shlex
@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from .identity_defaults import IDENTITY_DEFAULTS
 
 #: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
 RECORD_FILE = "bench_run.json"
@@ -39,18 +40,13 @@ RECORD_PRECISION = "precision"
 OUTSIDE_IDENTITY = ("name", "train.channels_last", "train.tensorboard", "train.amp")
 
 
-@functools.cache
-def _schema_defaults() -> dict[str, Any]:
-    """Every field of the schema at its default, as dotted key -> value."""
-    return flat_config(dataclasses.asdict(ExperimentConfig()))
-
-
 def identity_fields(cfg: ExperimentConfig, started_from: Mapping[str, str] = {}) -> dict[str, Any]:  # noqa: B006
-    """The fields of ``cfg`` that make its run, as dotted key -> value: every field whose value is not the schema's
-    default (so that a field added later, with its default, leaves every earlier run's identity as it was), but
-    ``OUTSIDE_IDENTITY`` and ``out_dir``; an ``init`` path that ``started_from`` maps (a run folder -> that run's
-    identity) is replaced by the identity."""
-    fields, defaults = flat_config(dataclasses.asdict(cfg)), _schema_defaults()
+    """The fields of ``cfg`` that make its run, as dotted key -> value: every field whose value is not its default
+    in ``IDENTITY_DEFAULTS`` (the schema's defaults, frozen: a field added later with its default leaves every
+    earlier run's identity as it was, and a default changed later does not make old records match runs at the new
+    one), but ``OUTSIDE_IDENTITY`` and ``out_dir``; an ``init`` path that ``started_from`` maps (a run folder -> that
+    run's identity) is replaced by the identity."""
+    fields, defaults = flat_config(dataclasses.asdict(cfg)), IDENTITY_DEFAULTS
     for key in ("init.primary", *(k for k in fields if k.startswith("init.aux."))):
         fields[key] = started_from.get(fields[key], fields[key])
     return {key: value for key, value in fields.items()
