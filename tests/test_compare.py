@@ -19,7 +19,7 @@ from auxnas.compare.identity_defaults import IDENTITY_DEFAULTS
 from auxnas.compare.records import RECORD_FILE, mixed_runs_text, reused_record, run_identity
 from auxnas.compare.report import recommendation, verdicts
 from auxnas.compare.rows import CEILING, check_methods, comparison_rows, method_overrides
-from auxnas.config import ConfigError, ExperimentConfig, load_config
+from auxnas.config import ConfigError, ExperimentConfig, load_config, replace
 from auxnas.data import build_splits
 from auxnas.engine.callbacks import Callback
 from auxnas.methods import METHOD_NAMES
@@ -350,7 +350,19 @@ def test_identities_are_relative_to_frozen_defaults(monkeypatch):
     """Every schema field has its frozen default; a default changed later puts the field into the identity of runs
     at the new default (a record made at the old one is then another run, never silently reused)."""
     assert set(records.flat_config(dataclasses.asdict(ExperimentConfig()))) <= set(IDENTITY_DEFAULTS)
-    cfg = load_config("demo", ["method.name=aux_nas"])
-    assert "method.arch_every" not in records.identity_fields(cfg)
-    monkeypatch.setattr(records, "IDENTITY_DEFAULTS", {**IDENTITY_DEFAULTS, "method.arch_every": 2})
-    assert records.identity_fields(cfg)["method.arch_every"] == cfg.method.arch_every == 1
+    cfg = load_config("demo", ["method.name=aux_nas"])  # the default cadence: 2 since issue 32, 1 when identities began
+    assert records.identity_fields(cfg)["method.arch_every"] == cfg.method.arch_every == 2
+    assert "method.arch_every" not in records.identity_fields(replace(cfg, method={"arch_every": 1}))
+    monkeypatch.setattr(records, "IDENTITY_DEFAULTS", {**IDENTITY_DEFAULTS, "method.window": 5})
+    assert records.identity_fields(cfg)["method.window"] == cfg.method.window == 3
+
+
+def test_a_record_without_identity_is_read_at_the_defaults_of_its_time(tmp_path):
+    """A record written before records had an identity was trained at the frozen defaults: a run at a default
+    changed since (``method.arch_every``, 1 then, 2 now) is another run, even from the same config and overrides."""
+    run_dir = tmp_path / "runs" / "setting" / "aux_nas" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / RECORD_FILE).write_text(json.dumps({"command": "auxnas train demo ...", "run_dir": str(run_dir),
+                                                   "overrides": ["method.name=aux_nas"]}))
+    assert reused_record(run_dir, "demo", ["method.name=aux_nas"]) is None
+    assert reused_record(run_dir, "demo", ["method.name=aux_nas", "method.arch_every=1"]) is not None

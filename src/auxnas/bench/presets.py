@@ -47,9 +47,11 @@ AUX_SINGLE = "single-aux"
 RECIPE = ("method.name=aux_nas", f"init.primary={RUN % 'single'}", f"init.aux={{{AUX}: {RUN % AUX_SINGLE}}}")
 
 #: the schema's defaults of every key the paper's CNN protocol (``@paper_cnn``) sets, and the benchmark settings'
-#: Adam learning rate: after the protocol, these give back today's default Aux-NAS (the authors' ViT protocol)
+#: Adam learning rate and architecture cadence: after the protocol, these give back the settings' default Aux-NAS
+#: (the authors' ViT protocol)
 PROTOCOL_RESET = (
-    "method.fusion_norm=none", "method.fusion_lr_factor=1.0", "method.p2a_init=0.5", "method.a2p_init=0.001",
+    "method.arch_every=1", "method.fusion_norm=none", "method.fusion_lr_factor=1.0", "method.p2a_init=0.5",
+    "method.a2p_init=0.001",
     "method.penalty_reduction=mean", "method.penalty_max=1000.0", "method.penalty_start=0.5", "method.penalty_end=0.8",
     "method.arch_optimizer=adam", "method.arch_lr=0.01", "method.arch_betas=[0.9, 0.999]",
     "method.arch_weight_decay=0.0", "method.arch_schedule=follow", "train.optimizer=adam", "train.momentum=0.9",

@@ -26,7 +26,15 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from ..config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    read_config_file,
+    resolve_config_path,
+)
 from .identity_defaults import IDENTITY_DEFAULTS
 
 #: a finished run's record, in its run directory: what ``reuse`` reads instead of training again
@@ -150,20 +158,42 @@ def mixed_runs_text(overrides: Sequence[str], runs: Sequence[Mapping[str, Any]])
     return text
 
 
-def _legacy_fields(config: str, overrides: Sequence[str]) -> dict[str, Any] | None:
+def _legacy_fields(config: str, overrides: Sequence[str], as_made: bool) -> dict[str, Any] | None:
     """The resolved config of ``config`` with ``overrides`` but ``OUTSIDE_IDENTITY``, by which a record without an
-    identity (written before records had one) is matched (None when it no longer loads)."""
+    identity (written before records had one) is matched (None when it no longer loads). ``as_made``: the record's
+    side, whose fields neither sets take their frozen defaults (``IDENTITY_DEFAULTS``: today's but for the defaults
+    changed since), as when the record was made; else today's defaults, as the new run would train."""
     try:
-        fields = dataclasses.asdict(load_config(config, list(overrides)))
-    except (ConfigError, ValueError, TypeError):
+        if as_made:
+            path = resolve_config_path(config)
+            sections = _frozen_default_sections()
+            for key, value in (read_config_file(path) or {}).items():
+                sections[key] = {**sections[key], **value} if isinstance(sections.get(key), dict) else value
+            resolved = config_from_dict(apply_overrides(sections, list(overrides)), source=str(path))
+        else:
+            resolved = load_config(config, list(overrides))
+        fields = dataclasses.asdict(resolved)
+    except (ConfigError, ValueError, TypeError, AttributeError):
         return None
     for key in OUTSIDE_IDENTITY:
-        *sections, name = key.split(".")
+        *sections_of, name = key.split(".")
         section = fields
-        for part in sections:
+        for part in sections_of:
             section = section[part]
         section.pop(name)
     return fields
+
+
+def _frozen_default_sections() -> dict[str, Any]:
+    """``IDENTITY_DEFAULTS`` as a config file's mapping (section -> key -> value)."""
+    sections: dict[str, Any] = {}
+    for key, value in IDENTITY_DEFAULTS.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            sections.setdefault(head, {})[rest] = value
+        else:
+            sections[head] = value
+    return sections
 
 
 def reused_record(
@@ -175,9 +205,9 @@ def reused_record(
 
     ``identity`` gives the new run's identity in a float format (``records.run_identity``): a record that carries
     one is the same run exactly when the two are equal. A record without one (written before records had it) is
-    the same run when it was made from the same config and overrides or, made from another config and overrides
-    (e.g. the accuracy benchmark's settings before they became configs), resolves to the same config but for its
-    name. Records may move with their runs folder (e.g. committed beside a benchmark's results): the record
+    the same run when the config and overrides it was made from (perhaps others: the accuracy benchmark's settings
+    before they became configs), resolved at the defaults of its time, give the new run's config, keys outside the
+    identity apart. Records may move with their runs folder (e.g. committed beside a benchmark's results): the record
     returned names ``run_dir``, where it was found, as the run's folder."""
     record = read_record(run_dir)
     if record is None:
@@ -194,8 +224,6 @@ def reused_record(
             recorded = [o.replace(old_runs, new_runs) for o in record.get("overrides") or []]
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return None
-        same = recorded == overrides and made_from == config
-        if not same:
-            fields = _legacy_fields(made_from, recorded)
-            same = fields is not None and fields == _legacy_fields(config, overrides)
+        fields = _legacy_fields(made_from, recorded, as_made=True)
+        same = fields is not None and fields == _legacy_fields(config, overrides, as_made=False)
     return {**record, "run_dir": str(run_dir)} if same else None

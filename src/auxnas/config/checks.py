@@ -80,8 +80,6 @@ def check_config(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"method.{key}: a strength strictly between 0 and 1, got {getattr(m, key)}")
     if m.arch_every < 1:
         raise ConfigError(f"method.arch_every: must be >= 1, got {m.arch_every}")
-    if m.arch_every > 1 and m.optimization != "bilevel":
-        raise ConfigError("method.arch_every: only bilevel optimisation has separate architecture steps")
     if len(m.arch_betas) != 2 or not all(0.0 <= b < 1.0 for b in m.arch_betas):
         raise ConfigError(f"method.arch_betas: two numbers in [0, 1), got {m.arch_betas}")
     if not 0.0 <= m.penalty_start <= m.penalty_end <= 1.0:
