@@ -134,9 +134,9 @@ def run_cost_benchmark(
         if progress:
             ratios = section["training"]["ratios"]
             tqdm.write(f"{spec.name}: network step x{ratios['network_step']['time']['value']:.2f}, architecture/"
-                       f"network x{ratios['architecture_to_network']['time']['value']:.2f}, search iteration x"
-                       f"{ratios['search_iteration']['arch_every=1']['time']['value']:.2f} "
-                       f"({time.perf_counter() - start:.0f} s)")
+                       f"network x{ratios['architecture_to_network']['time']['value']:.2f}, search iteration "
+                       + ", ".join(f"x{v['time']['value']:.2f} ({k})" for k, v in ratios["search_iteration"].items())
+                       + f" ({time.perf_counter() - start:.0f} s)")
     result = {
         "benchmark": "cost", "preset": preset, "device": device_info(target),
         "settings": {
