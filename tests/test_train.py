@@ -211,7 +211,7 @@ def test_constant_architecture_rate_prunes_a2p_from_the_papers_init_in_a_short_r
             "data": {"image_size": 16, "num_train": 48, "num_test": 8, "val_fraction": 0.25, "batch_size": 2},
             "tasks": {"primary": "normal", "aux": ["seg"]},
             "model": {"backbone": "tiny_resnet"},
-            "method": {"name": "aux_nas", "a2p_init": 0.5, "arch_lr": 0.35, "arch_schedule": schedule},
+            "method": {"name": "aux_nas", "a2p_init": 0.5, "arch_lr": 0.35, "arch_schedule": schedule, "arch_every": 1},
             "train": {"epochs": 8, "max_steps_per_epoch": 10},
         })
         final[schedule] = max(fit(cfg, progress=False).history[-1].recorded["link_strengths"]["a2p/seg"])
