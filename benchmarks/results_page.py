@@ -39,11 +39,14 @@ SETTINGS = ("ctrl-depth", "ctrl-layout", "a-large", "b-large", "d-10")
 
 
 def central(tag: str) -> dict[str, Any]:
-    """The central benchmark ``tag`` read back from its committed records."""
-    variant = json.loads((ROOT / "benchmarks" / "records" / f"central-{tag}" / "variant.json").read_text())
+    """The central benchmark ``tag`` read back from its committed records, with the rows, settings and seeds of its
+    committed table (rows added to the preset later, whose runs are not committed yet, are left out)."""
+    committed = json.loads((ROOT / "benchmarks" / "results" / f"accuracy-central-{tag}.json").read_text())
     with tempfile.TemporaryDirectory() as out:
-        return run_accuracy_benchmark("central", out, ROOT / "benchmarks" / "records", progress=False,
-                                      overrides=variant["overrides"], tag=tag, train=False)
+        return run_accuracy_benchmark(
+            "central", out, ROOT / "benchmarks" / "records", progress=False, settings=list(committed["settings"]),
+            rows=[r["label"] for r in committed["rows"]], seeds=committed["seeds"], overrides=committed["overrides"],
+            tag=tag, train=False)
 
 
 def _interval(entry: dict[str, Any], digits: int = 2) -> str:

@@ -113,6 +113,11 @@ def test_weighting_overhead_of_every_gradient_method(result):
         # AuxiLearn's (timed at every step; by default one every 50): double backward for each Neumann term
         assert 7.0 < overhead[model]["auxilearn"]["flops_ratio"] < 12.0
     assert overhead["peak_memory_ratio"]["auto_lambda"] > 0 and overhead["peak_memory_ratio"]["auxilearn"] > 0
+    for model in ("aux_head", "aux_nas"):  # at the default cadence: Auto-Lambda every step, AuxiLearn every 50
+        amortised, timed = overhead["amortised_overhead"][model], overhead[model]
+        assert amortised["auto_lambda"] == {"every": 1, "value": timed["auto_lambda"]["overhead"]["value"]}
+        assert amortised["auxilearn"]["every"] == 50
+        assert amortised["auxilearn"]["value"] == pytest.approx(1 + (timed["auxilearn"]["overhead"]["value"] - 1) / 50)
 
 
 def test_time_interleaved_alternates_calls_and_pairs_rounds():

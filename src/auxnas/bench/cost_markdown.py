@@ -85,6 +85,10 @@ def format_markdown(result: Mapping[str, Any]) -> str:
             if w.get("peak_memory_ratio"):  # results written before the meta-learned weightings have none
                 lines += ["", "Peak training memory over equal (Aux-Head): " + ", ".join(
                     f"{name} ×{ratio:.2f}" for name, ratio in w["peak_memory_ratio"].items())]
+            if w.get("amortised_overhead"):
+                lines += ["", "At their default cadence (a meta step every `every` network steps): " + "; ".join(
+                    f"{model} + {name} ×{e['value']:.2f} (every {e['every']})"
+                    for model, by_name in w["amortised_overhead"].items() for name, e in by_name.items())]
         lines.append("")
     missed = [row for row in result["checks"] if not row["met"]]
     if missed:

@@ -3,11 +3,13 @@ ratios, and each target's check (``Checks``)."""
 
 from __future__ import annotations
 
+import inspect
 import statistics
 from collections.abc import Mapping
 from typing import Any
 
 from ..measure import flops_ratio, summarize, time_ratio
+from ..weighting import WEIGHTINGS
 from .cost_parts import Part, aux_task_counts, weighting_aux_tasks
 from .cost_settings import (
     ARCH_EVERY,
@@ -117,8 +119,10 @@ def weighting_report(part: Part, samples: dict[str, list[float]], memory: dict[s
     out: dict[str, Any] = {
         "aux_tasks": list(weighting_aux_tasks()), "params": part.params, "target": None,
         "note": "network step of each model under each weighting (a meta-learned weighting's: its meta step on a "
-                "second batch, then the network step; every step, the default cadence); overhead: its time over "
-                "the same model's under equal (no target stated: reported)",
+                "second batch, then the network step, both every step); overhead: its time over the same model's "
+                "under equal (no target stated: reported); amortised_overhead: a meta-learned weighting's at its "
+                "default cadence (a meta step every `every` network steps), 1 + (overhead - 1) / every, taking its "
+                "network step to cost equal's",
         "peak_memory_ratio": {w: memory[f"aux_head/{w}"] / memory["aux_head/equal"] for w in META_METHODS},
     }
     for method in ("aux_head", "aux_nas"):
@@ -129,4 +133,13 @@ def weighting_report(part: Part, samples: dict[str, list[float]], memory: dict[s
             out[method][weighting] = {"ms": summarize(samples[key]), "flops": part.flops[key],
                                       "overhead": time_ratio(samples, {key: 1.0}, base),
                                       "flops_ratio": flops_ratio(part.flops, {key: 1.0}, base)}
+    out["amortised_overhead"] = {
+        method: {w: {"every": default_cadence(w), "value": 1 + (out[method][w]["overhead"]["value"] - 1)
+                     / default_cadence(w)} for w in META_METHODS}
+        for method in ("aux_head", "aux_nas")}
     return out
+
+
+def default_cadence(weighting: str) -> int:
+    """The network steps per meta step of a meta-learned weighting by default (its ``every`` option)."""
+    return inspect.signature(WEIGHTINGS[weighting]).parameters["every"].default
