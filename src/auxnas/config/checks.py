@@ -85,10 +85,9 @@ def check_config(cfg: ExperimentConfig) -> None:
     if not 0.0 <= m.penalty_start <= m.penalty_end <= 1.0:
         raise ConfigError(f"method.penalty_start/penalty_end: need 0 <= start <= end <= 1, got "
                           f"{m.penalty_start}, {m.penalty_end}")
-    if m.a2p_weight_decay and (m.name != "aux_nas" or m.search == "p2a_only"):
-        without = "method.search=p2a_only" if m.name == "aux_nas" else f"method {m.name}"
-        raise ConfigError(f"method.a2p_weight_decay: acts on Aux-NAS's a2p fusion ops, and {without} has none; set it "
-                          "to 0 or use method.name=aux_nas with method.search=both")
+    if m.a2p_weight_decay and m.name == "aux_nas" and m.search == "p2a_only":
+        raise ConfigError("method.a2p_weight_decay: acts on Aux-NAS's a2p fusion ops, and method.search=p2a_only has "
+                          "none; set it to 0 or use method.search=both")
     if not valid_device(cfg.train.device):
         raise ConfigError(f"train.device: expected auto, cpu or cuda[:N], got {cfg.train.device!r}")
     if cfg.data.name != "synthetic" and cfg.data.root is None:

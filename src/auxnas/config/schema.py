@@ -135,7 +135,9 @@ class InitConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """How primary and auxiliary tasks are combined (see docs/methods.md)."""
+    """How primary and auxiliary tasks are combined (see docs/methods.md): the method and every method's options,
+    flat (the form of YAML files, overrides and run identities). Which method takes which option, its module
+    declares (``auxnas.methods.METHOD_OPTIONS``); a method ignores the others."""
 
     name: Literal["single", "aux_head", "aux_module", "adashare", "adashare_aux", "aux_g", "aux_nas"] = "single"
     #: where links may go: "layer" (every cell, within ``window``) or "stage" (last cell of each stage)

@@ -19,7 +19,7 @@ from ..config import ConfigError, ExperimentConfig, config_from_dict, read_confi
 from ..config.validate import validate
 from ..data import build_splits, check_labels
 from ..distributed import Distributed, session, world_size
-from ..methods import build_model, trains_bilevel
+from ..methods import build_model, ignored_options, trains_bilevel
 from ..storage import load_checkpoint, write_json
 from ..tasks import build_tasks, conventions
 from .callbacks import Callback, Checkpoints, Diagnostics, EpochStats, TensorBoard
@@ -251,6 +251,9 @@ def fit(
             counts = run.splits.train_label_counts(list(run.model.tasks))
             tqdm.write("training images with a label: " + ", ".join(f"{t} {n}/{len(run.splits.train)}"
                                                                     for t, n in counts.items()))
+            if ignored := ignored_options(cfg):
+                tqdm.write(f"ignored (not options of {cfg.method.name}, docs/methods.md): "
+                           + ", ".join(f"{key}={value}" for key, value in ignored.items()))
             if resume:
                 tqdm.write(f"resuming {out_dir} after epoch {run.state.epoch}/{cfg.train.epochs} "
                            f"(step {run.state.step})")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 from ..backbones import Branch, build_branch
 from ..config import ExperimentConfig
+from ..config.schema import MethodConfig
 from ..storage import load_checkpoint, resolve_checkpoint
 from ..tasks import Task
 from . import adashare, aux_head, aux_module, aux_nas, single
@@ -17,8 +20,8 @@ from .base import MultiTaskModel
 from .single import SingleTask
 
 __all__ = [
-    "METHODS", "METHOD_NAMES", "AdaShare", "AuxModuleNet", "LinkedBranches", "MethodBuilder", "MultiTaskModel",
-    "SharedBackbone", "SingleTask", "build_model", "trains_bilevel",
+    "METHODS", "METHOD_NAMES", "METHOD_OPTIONS", "AdaShare", "AuxModuleNet", "LinkedBranches", "MethodBuilder",
+    "MultiTaskModel", "SharedBackbone", "SingleTask", "build_model", "ignored_options", "trains_bilevel",
 ]
 
 
@@ -46,6 +49,25 @@ METHODS: dict[str, MethodBuilder] = {
     "adashare_aux": adashare.build, "aux_g": aux_nas.build, "aux_nas": aux_nas.build,
 }
 METHOD_NAMES = tuple(METHODS)
+#: method.name -> the ``method.*`` options it takes, declared by its module. ``MethodConfig`` holds every method's
+#: options flat, the form of YAML files, overrides and run identities; a method ignores the others, so that one
+#: fragment (``@paper_cnn``, a benchmark setting) can set Aux-NAS's options for every row of a comparison
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    **single.OPTIONS, **aux_head.OPTIONS, **aux_module.OPTIONS, **adashare.OPTIONS, **aux_nas.OPTIONS,
+}
+
+
+def ignored_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """``method.<option>`` -> value for every option of ``cfg.method`` away from its default that its method does not
+    take (and so ignores): what a run says it ignored."""
+    taken = METHOD_OPTIONS.get(cfg.method.name, ())
+    return {f"method.{f.name}": getattr(cfg.method, f.name) for f in dataclasses.fields(MethodConfig)
+            if f.name != "name" and f.name not in taken and getattr(cfg.method, f.name) != _default(f)}
+
+
+def _default(field: dataclasses.Field) -> Any:
+    """The schema's default of ``field``."""
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def build_model(cfg: ExperimentConfig, tasks: dict[str, Task]) -> MultiTaskModel:

@@ -28,7 +28,13 @@ from torch import Tensor, nn
 from ..backbones import Branch, build_head
 from ..config import ExperimentConfig
 from ..tasks import Task
-from .base import MultiTaskModel
+from .base import SEARCH_OPTIONS, MultiTaskModel
+
+_ADASHARE_OPTIONS = ("sparsity_weight", "sharing_weight", "temperature_start", "temperature_end", "curriculum",
+                     "curriculum_end", "policy_init", "adashare_sampling", "adashare_skip_downsample",
+                     "adashare_sparsity", *SEARCH_OPTIONS)
+#: method.name -> the ``method.*`` options it takes (its policy logits are architecture weights)
+OPTIONS: dict[str, tuple[str, ...]] = {"adashare": _ADASHARE_OPTIONS, "adashare_aux": _ADASHARE_OPTIONS}
 
 
 @torch.no_grad()

@@ -12,6 +12,9 @@ from ..config import ExperimentConfig
 from ..tasks import Task
 from .base import MultiTaskModel
 
+#: method.name -> the ``method.*`` options it takes: none
+OPTIONS: dict[str, tuple[str, ...]] = {"aux_head": ()}
+
 
 class SharedBackbone(MultiTaskModel):
     """The primary branch's stem and cells feed the primary head and one extra head per auxiliary task.

@@ -26,6 +26,9 @@ from ..tasks import Task, batch_losses
 from .aux_head import SharedBackbone
 from .aux_nas.fusion import Fusion
 
+#: method.name -> the ``method.*`` options it takes
+OPTIONS: dict[str, tuple[str, ...]] = {"aux_module": ("module_weight",)}
+
 #: prediction key of the auxiliary module's output for task ``t``: ``f"{t}{MODULE_SUFFIX}"``
 MODULE_SUFFIX = "@module"
 

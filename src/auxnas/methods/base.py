@@ -10,6 +10,11 @@ from torch import Tensor, nn
 from ..config.schema import MethodConfig
 from ..tasks import Task
 
+#: the ``method.*`` options that the engine reads for every method with architecture weights (its architecture
+#: optimiser and the bilevel cadence): part of the options of each such method
+SEARCH_OPTIONS = ("optimization", "arch_every", "arch_optimizer", "arch_lr", "arch_weight_decay", "arch_betas",
+                  "arch_schedule")
+
 
 class MultiTaskModel(nn.Module):
     """A train-time model: image -> {task name: raw prediction} for the primary and every auxiliary task.

@@ -12,6 +12,9 @@ from ..config import ExperimentConfig
 from ..tasks import Task
 from .base import MultiTaskModel
 
+#: method.name -> the ``method.*`` options it takes: none
+OPTIONS: dict[str, tuple[str, ...]] = {"single": ()}
+
 
 class SingleTask(MultiTaskModel):
     """One branch trained on the primary task only; auxiliary labels are unused."""

@@ -13,13 +13,22 @@ from collections.abc import Callable
 from ...backbones import Branch
 from ...config import ExperimentConfig
 from ...tasks import Task
+from ..base import SEARCH_OPTIONS
 from .fusion import Fusion, FusionNorm, FusionPost
 from .model import LinkedBranches, LinkSet
 from .penalty import a2p_penalty, penalty_weight
 from .search_space import connectivity_matrix, links_of
 
-__all__ = ["Fusion", "FusionNorm", "FusionPost", "LinkSet", "LinkedBranches", "a2p_penalty", "build",
+__all__ = ["OPTIONS", "Fusion", "FusionNorm", "FusionPost", "LinkSet", "LinkedBranches", "a2p_penalty", "build",
            "connectivity_matrix", "links_of", "penalty_weight"]
+
+_FUSION_OPTIONS = ("granularity", "window", "fusion_norm", "fusion_init", "fusion_lr_factor")
+#: method.name -> the ``method.*`` options it takes: Aux-G's fixed links take the fusion options only
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "aux_g": _FUSION_OPTIONS,
+    "aux_nas": (*_FUSION_OPTIONS, "search", "p2a_init", "a2p_init", "penalty_max", "penalty_start", "penalty_end",
+                "penalty_reduction", "a2p_weight_decay", *SEARCH_OPTIONS),
+}
 
 
 def build(cfg: ExperimentConfig, tasks: dict[str, Task], branch: Callable[[Task], Branch]) -> LinkedBranches:
