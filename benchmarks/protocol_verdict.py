@@ -31,6 +31,18 @@ from auxnas.storage import write_json, write_text
 AUX_ROWS = ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-default", "aux_nas-disparity_15")
 #: the rule's threshold: protocol Aux-NAS must close at least this share of the depth gap (mean)
 SHARE_NEEDED = 0.25
+#: descriptive, not part of the rule (defined after vgg16_narrow's runs showed it): a run's primary *stalled* when
+#: its mean training loss over the last third of training is at least this fraction of its mean over the second
+#: tenth (the epochs after the first fall)
+STALLED = 0.9
+
+
+def stalled(history: list, primary: str) -> bool:
+    """Whether the primary's training loss stopped falling early (``STALLED``): a branch that no longer learns, as
+    a dead ReLU network predicting a constant."""
+    losses = [r.train_task_losses[primary] for r in history]
+    tenth = len(losses) // 10
+    return statistics.fmean(losses[2 * len(losses) // 3:]) >= STALLED * statistics.fmean(losses[tenth:2 * tenth])
 
 
 def run_extras(run_dir: str, primary: str, aux: str) -> dict[str, Any]:
@@ -42,6 +54,7 @@ def run_extras(run_dir: str, primary: str, aux: str) -> dict[str, Any]:
     a2p = [v for key, values in links.items() if key.startswith("a2p") for v in values]
     norms = (history[-1].diagnostics or {}).get("projection_norm", {})
     return {"grad_ratio": _ratio_of_means(history, primary, aux), "dead_aux_epochs": dead,
+            "stalled": stalled(history, primary),
             "a2p_mean": statistics.fmean(a2p) if a2p else None, "p2a_norm": norms.get("p2a"),
             "a2p_norm": norms.get("a2p")}
 
@@ -57,6 +70,7 @@ def setting_summary(runs: Path, setting: str, nas_row: str = "aux_nas") -> dict[
         extras = [run_extras(d, primary, aux) for d in dirs]
         entry["extras"] = extras
         entry["dead_aux"] = sorted({e for x in extras for e in x["dead_aux_epochs"]}) if row in AUX_ROWS else []
+        entry["stalled_seeds"] = [int(Path(d).name.removeprefix("seed")) for d, x in zip(dirs, extras) if x["stalled"]]
         for key in ("grad_ratio", "a2p_mean", "p2a_norm", "a2p_norm"):
             values = [x[key] for x in extras if x[key] is not None]
             entry[key] = statistics.fmean(values) if values else None
@@ -134,8 +148,8 @@ def markdown(result: dict[str, Any]) -> str:
                   f"vs protocol Aux-Head: {_interval(s.get('aux_nas_vs_aux_head'))}; gradient ratio vs default: "
                   f"{_interval(s.get('grad_ratio_vs_default'))}.", "",
                   "| row | test | share of gap | aux/primary gradient (run; 1st / 2nd half) | p2a max | a2p end "
-                  "(max / mean) | ‖W‖ p2a / a2p | val kept / cut at end | dead aux epochs |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "(max / mean) | ‖W‖ p2a / a2p | val kept / cut at end | dead aux epochs | primary stalled (seeds) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for row, e in s["rows"].items():
             end = e.get("val_end")
             cells = [row, f"{e['test']['mean']:.3f} ± {e['test']['std']:.3f}", _pct(e.get("share")),
@@ -144,7 +158,7 @@ def markdown(result: dict[str, Any]) -> str:
                      "—" if e["a2p_max"] is None else f"{e['a2p_max']:.1e} / {e['a2p_mean']:.1e}",
                      f"{_f(e['p2a_norm'])} / {_f(e['a2p_norm'])}",
                      "—" if end is None else f"{_f(end['kept'], 3)} / {_f(end['cut'], 3)}",
-                     ", ".join(map(str, e["dead_aux"])) or "none"]
+                     ", ".join(map(str, e["dead_aux"])) or "none", ", ".join(map(str, e["stalled_seeds"])) or "none"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

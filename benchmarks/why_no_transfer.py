@@ -39,7 +39,8 @@ def read_history(run_dir: Path) -> list[EpochRecord]:
 
 
 def _ratio_of_means(history: list[EpochRecord], primary: str, aux: str) -> float | None:
-    """Mean auxiliary over mean primary gradient norm on the shared parameters, over ``history``'s epochs."""
+    """Mean auxiliary over mean primary gradient norm on the shared parameters, over ``history``'s epochs; None
+    where either is not recorded or the primary's is 0 (a primary branch that no longer learns)."""
     primary_norms, aux_norms = [], []
     for record in history:
         norms = (record.diagnostics or {}).get("shared_grad_norm", {})
@@ -47,7 +48,7 @@ def _ratio_of_means(history: list[EpochRecord], primary: str, aux: str) -> float
             primary_norms.append(norms[primary])
         if aux in norms:
             aux_norms.append(norms[aux])
-    if not primary_norms or not aux_norms:
+    if not aux_norms or not any(primary_norms):
         return None
     return statistics.fmean(aux_norms) / statistics.fmean(primary_norms)
 
