@@ -5,6 +5,7 @@ the figure, the report's title, what ``--quiet`` still shows, and the example th
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -19,7 +20,7 @@ from test_data_folder import write_folder
 import auxnas.compare.comparison
 from auxnas.cli import main
 from auxnas.compare.comparison import run_comparison
-from auxnas.compare.report import deployed_cost
+from auxnas.compare.report import deployed_cost, format_markdown, recommendation
 from auxnas.plots import plot_comparison
 
 #: the template's command as docs/compare.md writes it, at a tiny size
@@ -167,3 +168,12 @@ def test_the_folder_example_runs_from_the_installed_package():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m auxnas.examples.synthetic_folder")
+
+
+def test_a_stalled_run_is_named_under_the_table_and_in_the_recommendation(template_comparison):
+    _, summary, _ = template_comparison
+    assert "Stalled" not in summary["markdown"]  # runs of one epoch: no judgement
+    stalled = copy.deepcopy(summary)
+    stalled["table"]["aux_head"]["stalled_seeds"] = [1]
+    assert "before trusting any of this, train again at a lower train.lr" in recommendation(stalled)
+    assert "\n**Stalled runs**: the primary stopped learning in aux_head seed 1 (" in format_markdown(stalled)

@@ -1,9 +1,11 @@
 """Training diagnostics (``train.diagnose_every``): per-task gradients on the shared parameters and the validation
-metrics with a2p links kept; they change nothing in training."""
+metrics with a2p links kept; they change nothing in training. And what a run's history says of a task that stopped
+learning (``engine.record.stalled``)."""
 
 import pytest
 
 from auxnas.config import config_from_dict, replace
+from auxnas.engine.record import EpochRecord, stalled
 from auxnas.train import fit
 
 
@@ -55,3 +57,18 @@ def test_fusion_init_lets_the_auxiliary_gradient_reach_the_primary_from_the_firs
     cfg = replace(_config(tmp_path, "aux_nas", 1000, "init"), method={"fusion_init": 0.5})
     norms = fit(cfg, progress=False).history[0].diagnostics["shared_grad_norm"]
     assert norms["disparity"] > 0
+
+
+def _history(losses: list[float]) -> list[EpochRecord]:
+    return [EpochRecord(epoch=i + 1, train_loss=v, train_task_losses={"depth": v}, weighting={}, val={})
+            for i, v in enumerate(losses)]
+
+
+def test_a_task_whose_loss_stops_falling_after_the_first_epochs_stalled():
+    falling = [2.0, 1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5]
+    flat = [2.0, 1.05, 1.04, 1.05, 1.03, 1.04, 1.06, 1.03, 1.05, 1.04, 1.03, 1.04]
+    rising = falling[:6] + [1.0, 1.02, 1.03, 1.02, 1.03, 1.03]  # learned, then died (Aux-Head seed 3 at SGD 0.1)
+    assert not stalled(_history(falling), "depth")
+    assert stalled(_history(flat), "depth") and stalled(_history(rising), "depth")
+    assert not stalled(_history(flat[:9]), "depth")  # fewer than 10 epochs: no judgement
+    assert not stalled(_history(flat), "seg")  # a task the history has no loss of

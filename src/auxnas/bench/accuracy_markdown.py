@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..compare.records import mixed_runs_text
+from ..compare.table import stalled_text
 from .presets import CEILING, CONTROL_ROW, CONTROLS
 
 
@@ -67,6 +68,8 @@ def _setting_markdown(info: dict[str, Any], table: dict[str, Any]) -> list[str]:
             f"{entry['best_epoch']:.1f}/{entry['epochs']}", a2p, f"{entry['wall_time_s']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if text := stalled_text(table):
+        lines += ["", text]
     linked = {row: entry["link_strengths"] for row, entry in table.items() if entry.get("link_strengths")}
     if linked:
         lines += ["", "Link strengths at the end of training, per position from the input side (mean over seeds; "

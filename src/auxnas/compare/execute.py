@@ -12,6 +12,7 @@ spawned process, so it must be picklable (a module-level function).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shlex
@@ -29,6 +30,7 @@ import torch
 from ..config import ExperimentConfig, load_config
 from ..data import DataSplits, build_splits
 from ..engine.loaders import steps_per_epoch
+from ..engine.record import EpochRecord, stalled
 from ..engine.run_dir import RunDirectoryError, resumable_checkpoint
 from ..errors import CheckpointError
 from ..storage import write_json
@@ -100,7 +102,7 @@ def train_run(
     here = run.float_format if train else None  # reading: any machine
     record = reused_record(cfg.out_dir, config, overrides, here, run.identity) if reuse or not train else None
     if record is not None:
-        return {**record, "reused": True}
+        return _with_stall({**record, "reused": True}, cfg.tasks.primary)
     if not train:
         raise FileNotFoundError(f"{cfg.out_dir}: no record of a finished run of {label} seed {seed} with these "
                                 "overrides, and reading only (--reuse-only, train=False) trains nothing; run "
@@ -131,7 +133,18 @@ def train_run(
         "resumed_after_epoch": resumed,  # wall_time_s counts the sessions before it (not with an older last.pt)
     }
     write_json(Path(cfg.out_dir) / RECORD_FILE, record)
-    return record
+    return _with_stall(record, primary)
+
+
+def _with_stall(record: dict[str, Any], primary: str) -> dict[str, Any]:
+    """``record`` with ``primary_stalled: True`` when its run's primary stopped learning (``engine.record.stalled``,
+    read from the ``metrics.json`` beside it, so that older records are judged alike); unchanged otherwise."""
+    try:
+        history = json.loads((Path(record["run_dir"]) / "metrics.json").read_text())["history"]
+        halted = stalled([EpochRecord.from_dict(r) for r in history], primary)
+    except (OSError, ValueError, KeyError, TypeError):
+        return record
+    return {**record, "primary_stalled": True} if halted else record
 
 
 def train_rows(

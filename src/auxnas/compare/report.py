@@ -10,6 +10,7 @@ from typing import Any
 
 from .records import mixed_runs_text
 from .rows import CEILING, RANDOM_AUX
+from .table import stalled_text
 
 
 def row_kind(row: str) -> str:
@@ -119,6 +120,9 @@ def recommendation(summary: dict[str, Any]) -> str:
     resolution = _resolution(summary, methods)
     if resolution:
         sentences.append(resolution)
+    if stalled_text(table):
+        sentences.append("Some runs stopped learning the primary (below the table): before trusting any of this, "
+                         "train again at a lower train.lr.")
     better = [row for row in methods if found[row]["outcome"] == "better"]
     best = max(better, key=lambda r: found[r]["mean_diff"] * (1 if higher else -1), default=None)
     if best is None:
@@ -223,6 +227,8 @@ def format_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {row} | {cell['mean']:.{places}f} ± {cell['std']:.{places}f} | {diff} | {verdict} | "
                      f"{delta} | {gap} | {control} | {cost} | {latency} | {_f(training['iteration_ms'], '.1f')} | "
                      f"{_f(training['peak_memory_mib'], '.0f')} | {entry['wall_time_s']:.0f} |")
+    if text := stalled_text(table):
+        lines += ["", text]
     first = next(iter(costs.values()))["training"]["how"]
     inferred = costs["single"]["inference"]
     lines += [

@@ -87,6 +87,8 @@ def aggregate(runs: list[dict[str, Any]], info: dict[str, Any], rows: list[str],
         entry["best_epoch"] = mean_std([float(r["best_epoch"]) for r in row_runs])[0]
         entry["epochs"] = row_runs[0]["epochs"]
         entry["wall_time_s"] = mean_std([r["wall_time_s"] for r in row_runs])[0]
+        if halted := [r["seed"] for r in row_runs if r.get("primary_stalled")]:
+            entry["stalled_seeds"] = halted
         a2p = [r["a2p_max"] for r in row_runs if r["a2p_max"] is not None]
         entry["a2p_max"] = mean_std(a2p)[0] if a2p else None
         links = [r["link_strengths"] for r in row_runs if r.get("link_strengths")]
@@ -107,3 +109,15 @@ def aggregate(runs: list[dict[str, Any]], info: dict[str, Any], rows: list[str],
                                     "outcome": outcome(interval, task.higher_is_better[main])}
         table[row] = entry
     return table
+
+
+def stalled_text(table: Mapping[str, Any]) -> str | None:
+    """The warning on the runs whose primary stopped learning (``engine.record.stalled``), or None when none did."""
+    halted = [f"{row} seed{'s' if len(entry['stalled_seeds']) > 1 else ''} "
+              + ", ".join(map(str, entry["stalled_seeds"])) for row, entry in table.items() if "stalled_seeds" in entry]
+    if not halted:
+        return None
+    return ("**Stalled runs**: the primary stopped learning in " + "; ".join(halted) + " (its mean training loss over "
+            "the last third of training is at least 0.9 x its mean over the second tenth: a branch that no longer "
+            "learns, often from too high a learning rate). Every number above includes them, and every interval "
+            "paired with them is that much wider.")

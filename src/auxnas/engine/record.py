@@ -3,6 +3,8 @@ the research scripts read it."""
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,3 +54,20 @@ class EpochRecord:
             data.get("diagnostics"),
             {k: v for k, v in extra.items() if not k.startswith(VARIANT_PREFIX)},
         )
+
+
+#: a task *stalled* when its mean training loss over the last third of training is at least this fraction of its mean
+#: over the second tenth (the epochs after the first fall). Under the protocol's SGD at lr 0.1, 3 of 30 runs on
+#: vgg16_narrow stopped learning depth (gradient exactly 0: a dead branch predicting a constant); this flags exactly
+#: those and none of the 966 other committed runs of 10 epochs or more (docs/protocols.md)
+STALLED_RATIO = 0.9
+
+
+def stalled(history: Sequence[EpochRecord], task: str) -> bool:
+    """Whether ``task``'s training loss stopped falling early in ``history`` (``STALLED_RATIO``); False for a run of
+    fewer than 10 epochs or one without the task's loss in every epoch."""
+    losses = [r.train_task_losses.get(task) for r in history]
+    if len(losses) < 10 or None in losses:
+        return False
+    tenth = len(losses) // 10
+    return statistics.fmean(losses[2 * len(losses) // 3:]) >= STALLED_RATIO * statistics.fmean(losses[tenth:2 * tenth])
