@@ -24,6 +24,7 @@ from typing import Any
 
 from why_no_transfer import _ratio_of_means, read_history, summarise
 
+from auxnas.engine.record import stalled
 from auxnas.stats import paired_interval
 from auxnas.storage import write_json, write_text
 
@@ -31,20 +32,6 @@ from auxnas.storage import write_json, write_text
 AUX_ROWS = ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-default", "aux_nas-disparity_15")
 #: the rule's threshold: protocol Aux-NAS must close at least this share of the depth gap (mean)
 SHARE_NEEDED = 0.25
-#: descriptive, not part of the rule (defined after vgg16_narrow's runs showed it): a run's primary *stalled* when
-#: its mean training loss over the last third of training is at least this fraction of its mean over the second
-#: tenth (the epochs after the first fall)
-STALLED = 0.9
-
-
-def stalled(history: list, primary: str) -> bool:
-    """Whether the primary's training loss stopped falling early (``STALLED``): a branch that no longer learns, as
-    a dead ReLU network predicting a constant."""
-    losses = [r.train_task_losses[primary] for r in history]
-    tenth = len(losses) // 10
-    return statistics.fmean(losses[2 * len(losses) // 3:]) >= STALLED * statistics.fmean(losses[tenth:2 * tenth])
-
-
 def run_extras(run_dir: str, primary: str, aux: str) -> dict[str, Any]:
     """What ``why_no_transfer.run_measures`` leaves out: the whole run's gradient ratio, the epochs after the first
     whose auxiliary gradient on the shared parameters was 0, the projection norms and a2p strengths at the end."""
