@@ -21,7 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from auxnas.bench.accuracy import run_accuracy_benchmark  # noqa: E402
+from auxnas.compare.table import outcome  # noqa: E402
+from auxnas.stats import paired_interval  # noqa: E402
 from auxnas.storage import write_text  # noqa: E402
+from auxnas.tasks import build_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (label, tag) of the central benchmarks, each a folder ``central-<tag>`` of ``benchmarks/records``
@@ -32,7 +35,12 @@ METHODS = (("aux_head", "Aux-Head (hard sharing)"), ("aux_g-layer", "Aux-G (fixe
            ("aux_nas", "Aux-NAS"), ("aux_nas-p2a_only", "Aux-NAS, p2a links only"),
            ("single-continued", "single-task trained twice as long"), ("aux_nas-recipe", "authors' recipe"),
            ("aux_nas-random_aux", "Aux-NAS, random aux targets"),
-           ("aux_head-random_aux", "Aux-Head, random aux targets"))
+           ("aux_head-random_aux", "Aux-Head, random aux targets"), *(META := (
+               ("aux_head+auto_lambda", "Aux-Head + Auto-λ"), ("aux_nas+auto_lambda", "Aux-NAS + Auto-λ"),
+               ("aux_head+auxilearn", "Aux-Head + AuxiLearn"))))
+#: issue 36's question, by the rule of docs/weighting.md: transfer kept where hard sharing transfers, no harm where
+#: the primary is plentiful
+TRANSFER, HARMLESS = ("ctrl-depth", "ctrl-layout", "d-10"), ("a-large", "b-large")
 #: the settings whose primary is partially labelled: a floor-to-ceiling gap
 GAPPED = ("ctrl-depth", "ctrl-layout", "d-10")
 SETTINGS = ("ctrl-depth", "ctrl-layout", "a-large", "b-large", "d-10")
@@ -84,11 +92,62 @@ def delta_table(summary: dict[str, Any]) -> list[str]:
     lines = [f"| row | {header} |", "|---|" + "---|" * len(SETTINGS)]
     single = [f"{table[s]['single']['best'][info[s]['main_metric']]['mean']:.3g}" for s in SETTINGS]
     lines.append("| single-task (absolute) | " + " | ".join(single) + " |")
-    for row, label in METHODS:
+    for row, label in [(row, label) for row, label in METHODS if any(row in table[s] for s in SETTINGS)]:
         cells = [_interval(table[s][row]["best"][info[s]["main_metric"]]["vs_single"]) if row in table[s] else "—"
                  for s in SETTINGS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _text(entry: dict[str, Any], digits: int = 2) -> str:
+    return f"{entry['mean_diff']:+.{digits}f} [{entry['low']:+.{digits}f}, {entry['high']:+.{digits}f}]"
+
+
+def meta_answer(summary: dict[str, Any]) -> list[str] | None:
+    """Issue 36's table and one-sentence answer (docs/weighting.md's rule) for the meta-learned rows of ``summary``,
+    or None when it has none: per setting each row's Δ against single-task and, where transfer is asked, against
+    Aux-Head, both paired by seed."""
+    info, table = summary["settings"], summary["table"]
+    rows = [(row, label) for row, label in META if all(row in table[s] for s in SETTINGS)]
+    if not rows:
+        return None
+
+    def versus(s: str, row: str, baseline: str) -> dict[str, Any]:
+        main = info[s]["main_metric"]
+        seeds = {r["seed"]: r["test_best"][main] for r in summary["runs"] if r["setting"] == s and r["row"] == row}
+        base = {r["seed"]: r["test_best"][main] for r in summary["runs"] if r["setting"] == s and r["row"] == baseline}
+        interval = paired_interval([seeds[k] for k in sorted(seeds)], [base[k] for k in sorted(seeds)])
+        higher = build_task(info[s]["primary"], dict.fromkeys(("seg", "layout", "object", "scene"), 2))
+        return {**interval, "outcome": outcome(interval, higher.higher_is_better[main])}
+
+    lines = ["| row | " + " | ".join(f"`{s}` vs single | vs Aux-Head" if s in TRANSFER else f"`{s}` vs single"
+                                    for s in SETTINGS) + " |",
+             "|---|" + "".join("---|---|" if s in TRANSFER else "---|" for s in SETTINGS)]
+    verdicts = []
+    for row, label in rows:
+        cells, failed = [], None
+        for s in SETTINGS:
+            single = versus(s, row, "single")
+            cells.append(_interval(single))
+            if s in HARMLESS:
+                if single["outcome"] == "worse" and failed is None:
+                    failed = f"worse than single-task on `{s}`: {_text(single)}"
+                continue
+            head = versus(s, row, "aux_head")
+            cells.append(_interval(head))
+            head_transfers = table[s]["aux_head"]["best"][info[s]["main_metric"]]["vs_single"]["outcome"] == "better"
+            if failed is None and head["outcome"] == "worse":
+                failed = f"worse than Aux-Head on `{s}`: {_text(head)}"
+            elif failed is None and head_transfers and single["outcome"] != "better":
+                failed = f"not better than single-task on `{s}`, where Aux-Head is: {_text(single)}"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        verdicts.append((label, failed))
+    kept = [label for label, failed in verdicts if failed is None]
+    answer = (f"**Yes: {', '.join(kept)}** keep{'s' if len(kept) == 1 else ''} hard sharing's transfer on the "
+              f"controls and `d-10` and {'is' if len(kept) == 1 else 'are'} never worse than single-task on "
+              "`a-large` and `b-large`" if kept else "**No: none of them does**")
+    others = "; ".join(f"{label} is {failed}" for label, failed in verdicts if failed is not None)
+    return [*lines, "", answer + (f" ({others})." if others else ".")]
 
 
 def share_figure(summaries: dict[str, dict[str, Any]], path: Path) -> None:
@@ -160,6 +219,13 @@ def page(summaries: dict[str, dict[str, Any]], cost: dict[str, Any]) -> str:
                   "error and degrees; higher for mIoU), mean [95 % interval paired over 5 seeds]; bold: beyond "
                   f"noise. `{summary['preset']}` preset, tag `{summary['tag']}`, {len(summary['runs'])} runs.", "",
                   *delta_table(summary), ""]
+        if answer := meta_answer(summary):
+            lines += [f"### The meta-learned weightings: {label}", "",
+                      "Does Auto-λ or AuxiLearn keep hard sharing's transfer on the controls and `d-10` while never "
+                      "being worse than single-task on `a-large` and `b-large`? By the rule of "
+                      "[weighting.md](weighting.md#evidence-do-the-meta-learned-weightings-transfer-like-hard-sharing"
+                      "-and-never-hurt), written before their last runs; Δ of the selected checkpoint's main metric, "
+                      "mean [95 % interval paired over 5 seeds], bold: beyond noise.", "", *answer, ""]
     lines += ["## Inference cost", "",
               "`auxnas bench cost`: every exported primary network against single-task's, latencies measured "
               "interleaved on a shared CPU (the ratio of medians with the quartiles of the per-round ratio; the "
