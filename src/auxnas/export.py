@@ -207,9 +207,11 @@ def export_primary(
         )
         raise ExportError(
             f"{len(above)} auxiliary-to-primary link(s) have strength >= {threshold}: {strong}. Cutting them would "
-            "change the primary network; train with method.arch_schedule=constant (a constant architecture "
-            "learning rate instead of the network's decaying schedule), a larger method.penalty_max or for longer, "
-            "or pass --force."
+            "change the primary network. Under Adam, once the penalty dominates, a link's logit falls by about the "
+            "architecture learning rate per architecture step (docs/protocols.md): train for longer, with a larger "
+            "method.arch_lr, or with method.arch_schedule=constant (the rate then does not decay with the "
+            "network's schedule); a larger method.penalty_max helps only until the penalty dominates. Or pass "
+            "--force."
         )
     network = model.primary_network().eval()
     min_side = min_image_side(cfg.model.backbone) if network.feature_format == "map" else None  # ViTs: fixed size
