@@ -49,7 +49,7 @@ def train(args: argparse.Namespace) -> int:
 
     from ..config.validate import validate
     from ..distributed import is_main
-    from ..engine.record import stalled
+    from ..engine.record import STALLED_RATIO, stalled
     from ..train import fit, resume_run
 
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill ends like Ctrl-C: resumable
@@ -84,8 +84,8 @@ def train(args: argparse.Namespace) -> int:
     primary = (cfg or load_config(str(result.out_dir / "config.yaml"))).tasks.primary
     if stalled(result.history, primary):
         print(f"warning: {primary}'s training loss stopped falling early (its mean over the last third of training "
-              "is at least 0.9 x its mean over the second tenth): a branch that no longer learns, often from too "
-              "high a learning rate; lower train.lr (docs/compare.md)")
+              f"is at least {STALLED_RATIO} x its mean over the second tenth): a branch that no longer learns, often "
+              "from too high a learning rate; lower train.lr (docs/compare.md)")
     return 0
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..delta import delta_m, task_delta_metrics
+from ..engine.record import STALLED_RATIO
 from ..stats import mean_std, paired_interval, ratio_interval
 from ..tasks import Task
 from .rows import CEILING
@@ -118,6 +119,6 @@ def stalled_text(table: Mapping[str, Any]) -> str | None:
     if not halted:
         return None
     return ("**Stalled runs**: the primary stopped learning in " + "; ".join(halted) + " (its mean training loss over "
-            "the last third of training is at least 0.9 x its mean over the second tenth: a branch that no longer "
-            "learns, often from too high a learning rate). Every number above includes them, and every interval "
-            "paired with them is that much wider.")
+            f"the last third of training is at least {STALLED_RATIO} x its mean over the second tenth: a branch that "
+            "no longer learns, often from too high a learning rate). Every number above includes them, and every "
+            "interval paired with them is that much wider.")
