@@ -79,7 +79,8 @@ def setting_summary(runs: Path, setting: str, nas_row: str = "aux_nas") -> dict[
 
 
 def verdict(depth: dict[str, Any]) -> dict[str, str]:
-    """The rule of docs/protocols.md on the ``ctrl-depth`` summary: validity first, then the four outcomes."""
+    """The rule of docs/protocols.md on the ``ctrl-depth`` summary: validity first (with the follow-up's clause, after
+    the main rule's two: no stalled primary in the rows the rule reads), then the four outcomes."""
     rows = depth["rows"]
     read = ("aux_head", "aux_g-layer", depth["nas_row"], "aux_nas-default")
     dead = {row: rows[row]["dead_aux"] for row in read if row in rows and rows[row]["dead_aux"]}
@@ -88,6 +89,10 @@ def verdict(depth: dict[str, Any]) -> dict[str, str]:
         return {"verdict": "no verdict", "why": f"an auxiliary gradient died (row: epochs) {dead}"}
     if not (head and head["bounded"] and head["low"] > 0):
         return {"verdict": "no verdict", "why": "protocol Aux-Head does not pass the depth control"}
+    halted = {row: rows[row]["stalled_seeds"] for row in ("single", "single-all_labels", "aux_head", depth["nas_row"],
+                                                          "aux_nas-default") if rows.get(row, {}).get("stalled_seeds")}
+    if halted:
+        return {"verdict": "no verdict", "why": f"a primary stalled (row: seeds) {halted}"}
     nas, default = rows[depth["nas_row"]]["share"], rows["aux_nas-default"]["share"]
     ratio = depth["grad_ratio_vs_default"]
     if nas["share"] >= SHARE_NEEDED and nas["bounded"] and default["bounded"] and nas["low"] > default["high"]:
