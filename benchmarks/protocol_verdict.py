@@ -32,6 +32,8 @@ from auxnas.storage import write_json, write_text
 AUX_ROWS = ("aux_head", "aux_g-layer", "aux_nas", "aux_nas-default", "aux_nas-disparity_15")
 #: the rule's threshold: protocol Aux-NAS must close at least this share of the depth gap (mean)
 SHARE_NEEDED = 0.25
+
+
 def run_extras(run_dir: str, primary: str, aux: str) -> dict[str, Any]:
     """What ``why_no_transfer.run_measures`` leaves out: the whole run's gradient ratio, the epochs after the first
     whose auxiliary gradient on the shared parameters was 0, the projection norms and a2p strengths at the end."""

@@ -57,8 +57,12 @@ def central(tag: str) -> dict[str, Any]:
             tag=tag, train=False)
 
 
+def _text(entry: dict[str, Any], digits: int = 2) -> str:
+    return f"{entry['mean_diff']:+.{digits}f} [{entry['low']:+.{digits}f}, {entry['high']:+.{digits}f}]"
+
+
 def _interval(entry: dict[str, Any], digits: int = 2) -> str:
-    text = f"{entry['mean_diff']:+.{digits}f} [{entry['low']:+.{digits}f}, {entry['high']:+.{digits}f}]"
+    text = _text(entry, digits)
     return f"**{text}**" + (" worse" if entry["outcome"] == "worse" else "") if entry["verdict"] != "no difference" \
         else text
 
@@ -99,8 +103,10 @@ def delta_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _text(entry: dict[str, Any], digits: int = 2) -> str:
-    return f"{entry['mean_diff']:+.{digits}f} [{entry['low']:+.{digits}f}, {entry['high']:+.{digits}f}]"
+def _by_seed(summary: dict[str, Any], setting: str, row: str, metric: str) -> list[float]:
+    """``row``'s selected-checkpoint ``metric`` on ``setting``, one value per seed in seed order."""
+    runs = sorted((r for r in summary["runs"] if r["setting"] == setting and r["row"] == row), key=lambda r: r["seed"])
+    return [r["test_best"][metric] for r in runs]
 
 
 def meta_answer(summary: dict[str, Any]) -> list[str] | None:
@@ -112,11 +118,10 @@ def meta_answer(summary: dict[str, Any]) -> list[str] | None:
     if not rows:
         return None
 
-    def versus(s: str, row: str, baseline: str) -> dict[str, Any]:
+    def versus_head(s: str, row: str) -> dict[str, Any]:
+        """``row`` against Aux-Head on ``s`` (the table has each row against single-task only)."""
         main = info[s]["main_metric"]
-        seeds = {r["seed"]: r["test_best"][main] for r in summary["runs"] if r["setting"] == s and r["row"] == row}
-        base = {r["seed"]: r["test_best"][main] for r in summary["runs"] if r["setting"] == s and r["row"] == baseline}
-        interval = paired_interval([seeds[k] for k in sorted(seeds)], [base[k] for k in sorted(seeds)])
+        interval = paired_interval(_by_seed(summary, s, row, main), _by_seed(summary, s, "aux_head", main))
         higher = build_task(info[s]["primary"], dict.fromkeys(("seg", "layout", "object", "scene"), 2))
         return {**interval, "outcome": outcome(interval, higher.higher_is_better[main])}
 
@@ -127,13 +132,13 @@ def meta_answer(summary: dict[str, Any]) -> list[str] | None:
     for row, label in rows:
         cells, failed = [], None
         for s in SETTINGS:
-            single = versus(s, row, "single")
+            single = table[s][row]["best"][info[s]["main_metric"]]["vs_single"]
             cells.append(_interval(single))
             if s in HARMLESS:
                 if single["outcome"] == "worse" and failed is None:
                     failed = f"worse than single-task on `{s}`: {_text(single)}"
                 continue
-            head = versus(s, row, "aux_head")
+            head = versus_head(s, row)
             cells.append(_interval(head))
             head_transfers = table[s]["aux_head"]["best"][info[s]["main_metric"]]["vs_single"]["outcome"] == "better"
             if failed is None and head["outcome"] == "worse":
