@@ -27,3 +27,12 @@ def test_vgg16_narrow_at_sgd_0p1_gives_no_verdict_and_names_its_stalled_primarie
     passing["rows"]["aux_head"]["share"].update(low=0.1, bounded=True)
     assert script.verdict(passing)["why"] == "a primary stalled (row: seeds) {'single': [4], 'aux_head': [3], " \
                                              "'aux_nas': [2]}"
+
+
+def test_vgg16_narrow_at_sgd_0p03_gives_no_verdict_without_a_stalled_run(monkeypatch):
+    script = _script(monkeypatch)
+    depth = script.setting_summary(RUNS.with_name("protocol-vgg16_narrow-lr0p03-64px-e30"), "ctrl-depth")
+    assert not any(entry["stalled_seeds"] for entry in depth["rows"].values())
+    assert depth["rows"]["aux_head"]["share"]["low"] < 0
+    assert script.verdict(depth) == {"verdict": "no verdict",
+                                     "why": "protocol Aux-Head does not pass the depth control"}
