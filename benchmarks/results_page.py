@@ -109,6 +109,15 @@ def _by_seed(summary: dict[str, Any], setting: str, row: str, metric: str) -> li
     return [r["test_best"][metric] for r in runs]
 
 
+def versus_head(summary: dict[str, Any], setting: str, row: str) -> dict[str, Any]:
+    """``row`` against Aux-Head on ``setting``, paired by seed (the table has each row against single-task only)."""
+    info = summary["settings"][setting]
+    main = info["main_metric"]
+    interval = paired_interval(_by_seed(summary, setting, row, main), _by_seed(summary, setting, "aux_head", main))
+    higher = build_task(info["primary"], dict.fromkeys(("seg", "layout", "object", "scene"), 2))
+    return {**interval, "outcome": outcome(interval, higher.higher_is_better[main])}
+
+
 def meta_answer(summary: dict[str, Any]) -> list[str] | None:
     """Issue 36's table and one-sentence answer (docs/weighting.md's rule) for the meta-learned rows of ``summary``,
     or None when it has none: per setting each row's Δ against single-task and, where transfer is asked, against
@@ -117,13 +126,6 @@ def meta_answer(summary: dict[str, Any]) -> list[str] | None:
     rows = [(row, label) for row, label in META if all(row in table[s] for s in SETTINGS)]
     if not rows:
         return None
-
-    def versus_head(s: str, row: str) -> dict[str, Any]:
-        """``row`` against Aux-Head on ``s`` (the table has each row against single-task only)."""
-        main = info[s]["main_metric"]
-        interval = paired_interval(_by_seed(summary, s, row, main), _by_seed(summary, s, "aux_head", main))
-        higher = build_task(info[s]["primary"], dict.fromkeys(("seg", "layout", "object", "scene"), 2))
-        return {**interval, "outcome": outcome(interval, higher.higher_is_better[main])}
 
     lines = ["| row | " + " | ".join(f"`{s}` vs single | vs Aux-Head" if s in TRANSFER else f"`{s}` vs single"
                                     for s in SETTINGS) + " |",
@@ -138,7 +140,7 @@ def meta_answer(summary: dict[str, Any]) -> list[str] | None:
                 if single["outcome"] == "worse" and failed is None:
                     failed = f"worse than single-task on `{s}`: {_text(single)}"
                 continue
-            head = versus_head(s, row)
+            head = versus_head(summary, s, row)
             cells.append(_interval(head))
             head_transfers = table[s]["aux_head"]["best"][info[s]["main_metric"]]["vs_single"]["outcome"] == "better"
             if failed is None and head["outcome"] == "worse":
@@ -152,7 +154,24 @@ def meta_answer(summary: dict[str, Any]) -> list[str] | None:
               f"controls and `d-10` and {'is' if len(kept) == 1 else 'are'} never worse than single-task on "
               "`a-large` and `b-large`" if kept else "**No: none of them does**")
     others = "; ".join(f"{label} is {failed}" for label, failed in verdicts if failed is not None)
-    return [*lines, "", answer + (f" ({others})." if others else ".")]
+    return [*lines, "", answer + (f" ({others})." if others else "."), *harm_kept(summary, kept)]
+
+
+def harm_kept(summary: dict[str, Any], kept: list[str]) -> list[str]:
+    """Beside the rule: where Aux-Head is worse than single-task on a plentiful setting and a row the rule keeps is
+    not distinguishable from Aux-Head there, a sentence saying so (its own interval includes 0, but the records do not
+    show the harm gone: a difference in significance is not a significant difference)."""
+    info, table, lines = summary["settings"], summary["table"], []
+    for s in HARMLESS:
+        head = table[s]["aux_head"]["best"][info[s]["main_metric"]]["vs_single"]
+        same = [(label, _text(versus)) for row, label in META
+                if label in kept and (versus := versus_head(summary, s, row))["outcome"] == "no difference"]
+        if head["outcome"] == "worse" and same:
+            lines.append(f"Beside the rule: Aux-Head is worse than single-task on `{s}` ({_text(head)}), and there "
+                         f"{' and '.join(label for label, _ in same)} cannot be told from Aux-Head (Δ against it "
+                         f"{', '.join(text for _, text in same)}): the records show no harm beyond noise for "
+                         f"{'it' if len(same) == 1 else 'them'}, not that the harm is gone.")
+    return ["", *lines] if lines else []
 
 
 def share_figure(summaries: dict[str, dict[str, Any]], path: Path) -> None:

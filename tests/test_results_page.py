@@ -19,14 +19,16 @@ def _script():
     return module
 
 
-def _summary(gains: dict[str, dict[str, float]]) -> dict:
+def _summary(gains: dict[str, dict[str, float]], noisy: tuple[str, str] | None = None) -> dict:
     """Runs of every setting: single at 10, each row of ``gains`` better by its gain there (in the metric's better
-    direction), plus a little noise per seed; tables with each row's interval against single-task."""
+    direction), plus a little noise per seed (100 times more for the (row, setting) ``noisy``); tables with each
+    row's interval against single-task."""
     runs, table, info = [], {}, {}
     for s, (primary, metric, higher) in SETTINGS.items():
         info[s] = {"main_metric": metric, "primary": primary}
         table[s] = {}
-        values = {row: [10.0 + (gain[s] if higher else -gain[s]) + NOISE[(k + i) % 5] for k in range(5)]
+        values = {row: [10.0 + (gain[s] if higher else -gain[s]) + NOISE[(k + i) % 5] * (100 if noisy == (row, s)
+                                                                                            else 1) for k in range(5)]
                   for i, (row, gain) in enumerate({"single": dict.fromkeys(SETTINGS, 0.0), **gains}.items())}
         for row, vals in values.items():
             runs += [{"setting": s, "row": row, "seed": k, "test_best": {metric: v}} for k, v in enumerate(vals)]
@@ -48,3 +50,16 @@ def test_the_answer_names_the_rows_that_keep_hard_sharings_transfer_and_never_hu
 
 def test_no_meta_learned_rows_no_answer():
     assert _script().meta_answer(_summary({"aux_head": dict.fromkeys(SETTINGS, 1.0)})) is None
+
+
+def test_a_kept_row_that_cannot_be_told_from_a_harmful_aux_head_is_said_beside_the_answer():
+    head = {"ctrl-depth": 1.0, "ctrl-layout": 1.0, "a-large": 0.0, "b-large": -1.0, "d-10": 1.0}
+    lines = _script().meta_answer(_summary({"aux_head": head, "aux_head+auto_lambda": {**head, "b-large": -0.5}},
+                                           noisy=("aux_head+auto_lambda", "b-large")))
+    assert lines[-3].startswith("**Yes: Aux-Head + Auto-λ**")
+    assert lines[-1].startswith("Beside the rule: Aux-Head is worse than single-task on `b-large` (+1.00 [+0.97, "
+                                "+1.03]), and there Aux-Head + Auto-λ cannot be told from Aux-Head (Δ against "
+                                "it -0.50 [")
+    assert lines[-1].endswith("]): the records show no harm beyond noise for it, not that the harm is gone.")
+    assert _script().meta_answer(_summary({"aux_head": head, "aux_head+auto_lambda": {**head, "b-large": 0.0}}))[-1] \
+        .startswith("**Yes: Aux-Head + Auto-λ**")
