@@ -248,9 +248,12 @@ def test_metrics_show_gradient_norms_and_cosines_of_gradient_methods(tiny_config
     assert set(stats["cos_primary"]) == {"seg"} and -1.0 <= stats["cos_primary"]["seg"] <= 1.0
 
 
-def test_cli_bench_commands_run(tmp_path, capsys):
+def test_cli_bench_cost_passes_its_arguments_to_the_benchmark(tmp_path, monkeypatch, capsys):
+    """The benchmark itself runs for real in tests/test_bench_cost.py; running it twice cost the suite ~25 s."""
+    calls = []
+    monkeypatch.setattr("auxnas.bench.cost.run_cost_benchmark", lambda *args, **kwargs: calls.append((args, kwargs)))
     assert main(["bench", "cost", "--preset", "tiny", "--out", str(tmp_path), "--quiet"]) == 0
-    assert (tmp_path / "cost-cpu.json").is_file() and (tmp_path / "cost-cpu.md").is_file()
+    assert calls == [(("tiny", str(tmp_path)), {"device": "cpu", "progress": False})]
     with pytest.raises(SystemExit):
         main(["bench", "accuracy", "--preset", "nope"])
 
