@@ -164,9 +164,11 @@ def harm_kept(summary: dict[str, Any], kept: list[str]) -> list[str]:
     info, table, lines = summary["settings"], summary["table"], []
     for s in HARMLESS:
         head = table[s]["aux_head"]["best"][info[s]["main_metric"]]["vs_single"]
+        if head["outcome"] != "worse":
+            continue
         same = [(label, _text(versus)) for row, label in META
                 if label in kept and (versus := versus_head(summary, s, row))["outcome"] == "no difference"]
-        if head["outcome"] == "worse" and same:
+        if same:
             lines.append(f"Beside the rule: Aux-Head is worse than single-task on `{s}` ({_text(head)}), and there "
                          f"{' and '.join(label for label, _ in same)} cannot be told from Aux-Head (Δ against it "
                          f"{', '.join(text for _, text in same)}): the records show no harm beyond noise for "
